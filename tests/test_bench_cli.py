@@ -1,0 +1,115 @@
+"""`toolkit bench` on the command line: bad input -> one line + exit 2; the budget gate -> exit 1 / 0; JSON + JUnit.
+
+Timing values are never asserted (the machines are noisy); only that they exist and are well-formed.
+"""
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from toolkit.cli import main
+
+
+def run_cli(args, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["toolkit", "bench", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seq-len", ""], "--seq-len: empty"),
+    (["--seq-len", "0"], "--seq-len: 0 must be a positive integer"),
+    (["--seq-len", "-5"], "--seq-len: -5 must be a positive integer"),
+    (["--seq-len", "ten"], "--seq-len: 'ten' is not an integer"),
+    (["--seq-len", "10,,20"], "--seq-len: empty item"),
+    (["--models", "bert"], "--models: unknown name 'bert'"),
+    (["--runtimes", "tflite"], "--runtimes: unknown name 'tflite'"),
+    (["--target", "pixel9"], "--target: unknown target 'pixel9'"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--runs", "many"], "--runs: 'many' is not an integer"),
+    (["--budget-ms", "-1"], "--budget-ms must be positive"),
+    (["--suite", "nope"], "--suite: unknown suite 'nope'"),
+    (["--budget", "/nonexistent/b.toml"], "--budget: file not found"),
+    (["--budget-ms", "1", "--budget", "none"], "use either --budget FILE or --budget-ms"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, capsys, monkeypatch):
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2, (out, err)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_malformed_budget_file_names_the_key(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "budgets.toml"
+    bad.write_text('[[budget]]\nmodel = "scn"\ntarget = "host-1t"\nlatency_msec = 2\n')
+    code, _, err = run_cli(["--budget", str(bad)], capsys, monkeypatch)
+    assert code == 2 and "unknown key 'latency_msec'" in err and "budget[0]" in err
+
+
+SMALL = ["--models", "gru4rec", "--seq-len", "5", "--runtimes", "torch", "--entries", "window",
+         "--runs", "3", "--warmup", "1", "--candidates", "8", "--n-items", "50"]
+
+
+def test_budget_gate_fails_with_exit_1_and_junit_failure(tmp_path, capsys, monkeypatch):
+    out_json, junit = tmp_path / "b.json", tmp_path / "b.xml"
+    code, out, err = run_cli([*SMALL, "--budget-ms", "1e-6", "--json", str(out_json), "--junit", str(junit),
+                              "--cache", str(tmp_path / "cache")], capsys, monkeypatch)
+    assert code == 1, (out, err)
+    assert "broke a budget" in err
+    result = json.loads(out_json.read_text())
+    (row,) = result["rows"]
+    assert row["status"] == "ok" and row["budget"]["pass"] is False and row["budget"]["latency_ms"] == 1e-6
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "1" and suite.get("errors") == "0"
+    assert suite.find("testcase/failure") is not None
+
+
+def test_generous_budget_passes_with_exit_0_and_json_schema(tmp_path, capsys, monkeypatch):
+    out_json = tmp_path / "b.json"
+    code, out, err = run_cli([*SMALL, "--budget-ms", "1e6", "--budget-mb", "1e6", "--json", str(out_json),
+                              "--cache", str(tmp_path / "cache")], capsys, monkeypatch)
+    assert code == 0, (out, err)
+    assert "not device latency" in out.replace("\n", " ") or "NOT device latency" in out.replace("\n", " ")
+    result = json.loads(out_json.read_text())
+    env = result["environment"]
+    for key in ("versions", "cpu_model", "cores", "threads", "target", "flops_counter", "command"):
+        assert key in env, key
+    assert env["target"]["name"] == "host-1t" and env["threads"] == 1
+    assert env["versions"]["torch"] and env["versions"]["onnxruntime"]
+    (row,) = result["rows"]
+    assert_row_schema(row)
+    assert row["model"] == "gru4rec" and row["entry"] == "window" and row["runtime"] == "torch"
+    assert row["seq_len"] == 5 and row["history"] is None and row["status"] == "ok" and row["error"] is None
+    assert row["measured_on"].startswith("host ") and "not device latency" in row["measured_on"]
+    assert row["budget"]["pass"] is True and row["budget"]["memory_bytes"] == 1e12
+    assert row["flops"] > 0 and row["flops_analytic"] > 0
+    assert row["params"] > row["params_excluding_item_table"] > 0
+    assert row["latency_ms"]["runs"] == 3
+
+
+ROW_KEYS = {"model", "entry", "runtime", "seq_len", "history", "target", "status", "error", "measured_on", "flops",
+            "flops_analytic", "params", "params_excluding_item_table", "artifact_bytes", "memory", "latency_ms",
+            "instructions_per_inference", "parity_max_abs_err", "budget"}
+MEMORY_KEYS = {"weights_bytes", "activations_bytes", "state_bytes", "arena_peak_bytes", "rss_peak_delta_bytes"}
+LATENCY_KEYS = {"p50", "p90", "p99", "mean", "runs"}
+
+
+def assert_row_schema(row):
+    assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+    assert row["entry"] in ("window", "step", "mrs")
+    assert row["runtime"] in ("onnxruntime", "executorch", "torch")
+    assert row["status"] in ("ok", "failed")
+    assert MEMORY_KEYS <= set(row["memory"])
+    assert {"latency_ms", "memory_bytes", "pass"} <= set(row["budget"])
+    if row["status"] == "ok" and row["latency_ms"] is not None:
+        assert LATENCY_KEYS <= set(row["latency_ms"])
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert isinstance(row["memory"]["rss_peak_delta_bytes"], int)

@@ -1,0 +1,80 @@
+"""The bench matrix through the Python API on a tiny model: sweep rows, streaming history, failure isolation,
+the report files. Eager-torch runtime only (no export): the export cache is covered in test_bench_cache.py."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from test_bench_cli import assert_row_schema
+from test_bench_fixtures import hand_flops_window, tiny_source
+from toolkit.bench import budgets, report
+from toolkit.bench.sweep import BenchRequest, run_bench
+from toolkit.bench.targets import load_target
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    req = BenchRequest(
+        sources=[tiny_source("tiny", dim=8, K=4), tiny_source("tiny_broken", dim=8, K=4, broken=True)],
+        seq_lens=[4, 8], histories=[12], runtimes=["torch"], target=load_target("host-1t"),
+        budgets=budgets.uniform(1e6, None), runs=3, warmup=1, candidates=5,
+        entries=None, cache_dir=tmp_path_factory.mktemp("cache"))
+    seen = []
+    res = run_bench(req, lambda desc, done, total: seen.append((desc, done, total)))
+    res["_progress"] = seen
+    return res
+
+
+def _rows(result, model, entry):
+    return sorted((r for r in result["rows"] if r["model"] == model and r["entry"] == entry),
+                  key=lambda r: r["seq_len"])
+
+
+def test_every_row_follows_the_schema(result):
+    assert result["schema"] == "toolkit.bench/1"
+    assert result["rows"]
+    for row in result["rows"]:
+        assert_row_schema(row)
+
+
+def test_window_flops_follow_the_hand_count_and_grow_with_L(result):
+    rows = _rows(result, "tiny", "window")
+    assert [r["seq_len"] for r in rows] == [4, 8]
+    assert [r["flops"] for r in rows] == [hand_flops_window(L, 5, 8) for L in (4, 8)]
+    assert rows[0]["flops"] < rows[1]["flops"]
+    assert all(r["status"] == "ok" and r["history"] is None and r["memory"]["state_bytes"] == 0 for r in rows)
+
+
+def test_step_is_timed_at_each_history_with_flat_cost(result):
+    rows = _rows(result, "tiny", "step")
+    # step points = the seq-lens plus the extra history; history = whole steps of K = 4 replayed before timing
+    assert [(r["seq_len"], r["history"]) for r in rows] == [(4, 4), (8, 8), (12, 12)]
+    assert len({r["flops"] for r in rows}) == 1 and rows[0]["flops"] == hand_flops_window(4, 5, 8)
+    assert all(r["status"] == "ok" and r["memory"]["state_bytes"] == 8 * 4 for r in rows)
+    assert all(r["latency_ms"]["runs"] == 3 for r in rows)
+
+
+def test_a_failing_model_fails_only_its_own_cells(result):
+    broken = [r for r in result["rows"] if r["model"] == "tiny_broken"]
+    assert broken and all(r["status"] == "failed" for r in broken)
+    assert all("told to break" in r["error"] for r in broken), [r["error"] for r in broken]
+    assert all(r["budget"]["pass"] is False for r in broken)
+    ok = [r for r in result["rows"] if r["model"] == "tiny"]
+    assert ok and all(r["status"] == "ok" and r["budget"]["pass"] is True for r in ok)
+    s = result["summary"]
+    assert s["failed"] == len(broken) and s["pass"] is False
+
+
+def test_progress_reaches_the_end(result):
+    desc, done, total = result["_progress"][-1]
+    assert done == total and total > 0
+
+
+def test_report_files(result, tmp_path):
+    png = report.write_plot(result, tmp_path / "sweep.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    junit = ET.parse(report.write_junit(result, tmp_path / "b.xml")).getroot()
+    n_broken = sum(1 for r in result["rows"] if r["status"] != "ok")
+    assert junit.get("errors") == str(n_broken) and junit.get("tests") == str(len(result["rows"]))
+    report.write_json(result, tmp_path / "b.json")
+    assert (tmp_path / "b.json").stat().st_size > 0

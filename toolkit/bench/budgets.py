@@ -1,0 +1,171 @@
+"""Budgets: limits per (model, target, seq-len[, entry, runtime]) from a TOML file, or one uniform limit.
+
+File format (benches/budgets.toml):
+
+    [[budget]]
+    model = "scn"            # required
+    target = "host-1t"       # required
+    seq_len = [10, 25]       # an int, a list, or omitted = every seq-len
+    entry = "window"         # optional: window | step | mrs
+    runtime = "onnxruntime"  # optional
+    latency_ms = 2.0         # limit on the latency statistic `latency_stat` (default p50)
+    memory_bytes = 64e6      # limit on the peak RSS delta (see memory_value)
+    instructions = 3e6       # emulated targets only: instructions per inference
+
+Every matching rule applies (the tightest limit wins). A failed cell under a budget fails the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.io import resource_dir
+
+LATENCY_STATS = ("p50", "p90", "p99", "mean")
+_MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")
+_LIMIT_KEYS = ("latency_ms", "memory_bytes", "instructions")
+_KEYS = set(_MATCH_KEYS) | set(_LIMIT_KEYS) | {"latency_stat", "note"}
+
+
+@dataclass
+class Rule:
+    model: str | None
+    target: str | None
+    seq_lens: list[int] | None
+    entry: str | None = None
+    runtime: str | None = None
+    latency_ms: float | None = None
+    memory_bytes: float | None = None
+    instructions: float | None = None
+    latency_stat: str = "p50"
+    note: str = ""
+
+    def matches(self, row: dict) -> bool:
+        return ((self.model is None or self.model == row["model"])
+                and (self.target is None or self.target == row["target"])
+                and (self.seq_lens is None or row["seq_len"] in self.seq_lens)
+                and (self.entry is None or self.entry == row["entry"])
+                and (self.runtime is None or self.runtime == row["runtime"]))
+
+
+@dataclass
+class Budgets:
+    rules: list[Rule]
+    source: str  # file path, "--budget-ms/--budget-mb", or "none"
+
+    def describe(self) -> dict:
+        return {"source": self.source, "rules": len(self.rules)}
+
+
+def default_budget_file() -> Path:
+    return resource_dir("benches") / "budgets.toml"
+
+
+def no_budgets() -> Budgets:
+    return Budgets([], "none")
+
+
+def uniform(latency_ms: float | None, memory_mb: float | None) -> Budgets:
+    """`--budget-ms X --budget-mb Y`: one limit for every row (MB = 10^6 bytes)."""
+    for flag, v in (("--budget-ms", latency_ms), ("--budget-mb", memory_mb)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ToolkitError(f"{flag} must be a positive number, got {v}")
+    rule = Rule(None, None, None, latency_ms=latency_ms,
+                memory_bytes=None if memory_mb is None else memory_mb * 1e6)
+    return Budgets([rule], "--budget-ms/--budget-mb")
+
+
+def load(path: str | Path) -> Budgets:
+    """Parse a budgets TOML; any malformed entry is reported as one line naming the file, entry and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"--budget: file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ToolkitError(f"budget file {path} is not valid TOML: {e}") from None
+    unknown_top = sorted(set(data) - {"budget", "description"})
+    if unknown_top:
+        raise ToolkitError(f"budget file {path}: unknown top-level key '{unknown_top[0]}' (expected [[budget]] tables)")
+    entries = data.get("budget", [])
+    if not isinstance(entries, list):
+        raise ToolkitError(f"budget file {path}: 'budget' must be an array of tables ([[budget]])")
+    return Budgets([_rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
+
+
+def _rule(e: dict, where: str) -> Rule:
+    if not isinstance(e, dict):
+        raise ToolkitError(f"{where} must be a table")
+    for k in e:
+        if k not in _KEYS:
+            raise ToolkitError(f"{where}: unknown key '{k}' (valid: {', '.join(sorted(_KEYS))})")
+    for k in ("model", "target"):
+        if not isinstance(e.get(k), str) or not e[k]:
+            raise ToolkitError(f"{where}: '{k}' is required and must be a string")
+    for k in ("entry", "runtime", "note"):
+        if k in e and not isinstance(e[k], str):
+            raise ToolkitError(f"{where}: '{k}' must be a string, got {e[k]!r}")
+    seq = e.get("seq_len")
+    if seq is not None:
+        seq = [seq] if isinstance(seq, int) and not isinstance(seq, bool) else seq
+        if not (isinstance(seq, list) and seq and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                       for s in seq)):
+            raise ToolkitError(f"{where}: 'seq_len' must be a positive integer or a list of them, got {e['seq_len']!r}")
+    limits = {}
+    for k in _LIMIT_KEYS:
+        if k in e:
+            v = e[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ToolkitError(f"{where}: '{k}' must be a positive number, got {v!r}")
+            limits[k] = float(v)
+    if not limits:
+        raise ToolkitError(f"{where}: no limit given (set at least one of {', '.join(_LIMIT_KEYS)})")
+    stat = e.get("latency_stat", "p50")
+    if stat not in LATENCY_STATS:
+        raise ToolkitError(f"{where}: 'latency_stat' must be one of {', '.join(LATENCY_STATS)}, got {stat!r}")
+    return Rule(e["model"], e["target"], seq, e.get("entry"), e.get("runtime"), latency_stat=stat,
+                note=e.get("note", ""), **limits)
+
+
+def memory_value(row: dict) -> float | None:
+    """The memory number a budget is checked against: the fresh-process peak RSS delta, else the static split."""
+    mem = row.get("memory") or {}
+    if mem.get("rss_peak_delta_bytes") is not None:
+        return mem["rss_peak_delta_bytes"]
+    parts = [mem.get(k) for k in ("weights_bytes", "activations_bytes", "state_bytes")]
+    return sum(p for p in parts if p) if any(p is not None for p in parts) else None
+
+
+def check(row: dict, budgets: Budgets) -> dict:
+    """The row's `budget` field: the tightest matching limits and whether the row meets them (None = no budget)."""
+    rules = [r for r in budgets.rules if r.matches(row)]
+    out = {"latency_ms": None, "latency_stat": None, "memory_bytes": None, "instructions": None, "pass": None,
+           "broken": []}
+    if not rules:
+        return out
+    ok = row.get("status") == "ok"
+    broken = [] if ok else ["cell failed"]
+    for r in rules:
+        if r.latency_ms is not None and (out["latency_ms"] is None or r.latency_ms < out["latency_ms"]):
+            out["latency_ms"], out["latency_stat"] = r.latency_ms, r.latency_stat
+        if r.memory_bytes is not None and (out["memory_bytes"] is None or r.memory_bytes < out["memory_bytes"]):
+            out["memory_bytes"] = r.memory_bytes
+        if r.instructions is not None and (out["instructions"] is None or r.instructions < out["instructions"]):
+            out["instructions"] = r.instructions
+    if ok:
+        lat = (row.get("latency_ms") or {}).get(out["latency_stat"] or "p50")
+        if out["latency_ms"] is not None and lat is not None and lat > out["latency_ms"]:
+            broken.append(f"latency {out['latency_stat']} {lat:.4g} ms > {out['latency_ms']:.4g} ms")
+        mem = memory_value(row)
+        if out["memory_bytes"] is not None and mem is not None and mem > out["memory_bytes"]:
+            broken.append(f"memory {mem / 1e6:.4g} MB > {out['memory_bytes'] / 1e6:.4g} MB")
+        ins = row.get("instructions_per_inference")
+        if out["instructions"] is not None and ins is not None and ins > out["instructions"]:
+            broken.append(f"instructions {ins:.4g} > {out['instructions']:.4g}")
+    out["pass"] = not broken
+    out["broken"] = broken
+    return out

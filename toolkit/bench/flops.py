@@ -1,0 +1,67 @@
+"""FLOPs of one entry point call: an operator-level count (FlopCounterMode) beside the model's analytic count.
+
+The operator-level counter sees every aten op the entry runs, so the TTT inner matmuls (k@W, q@W, the W update)
+are counted, which module-hook counters miss. It only has formulas for the matmul family (mm, addmm, bmm,
+baddbmm, scaled-dot-product attention, convolution): element-wise ops, norms, softmax, activations, gathers and
+the GRU cell's gate non-linearities count 0. One multiply-add = 2 FLOPs; a Linear's bias add is not counted.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from toolkit.exporters.contract import EntryPoint
+
+COUNTER = "torch.utils.flop_counter.FlopCounterMode"
+COVERS = "matmul-family aten ops (mm, addmm, bmm, baddbmm, SDPA, convolution); element-wise, norm, softmax, gather = 0"
+
+
+def counted_ops() -> list[str]:
+    """The aten ops the counter has formulas for (recorded in the bench JSON environment)."""
+    return sorted(str(k).removeprefix("aten.") for k in FlopCounterMode().flop_registry)
+
+
+def count_flops(entry: EntryPoint, seed: int = 0) -> tuple[int, dict[str, int]]:
+    """FLOPs of one call of `entry` on its example inputs (+ initial state) -> (total, per-op breakdown)."""
+    inputs = entry.example_inputs(seed)
+    states = entry.initial_states()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        entry.module(*inputs, *states)
+    per_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
+def tower_macs(dim: int, candidates: int) -> int:
+    """Candidate tower (Linear + tanh + Linear, bias not counted) and the dot-product score, per call."""
+    return candidates * (2 * dim * dim + dim)
+
+
+def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
+    """2 x the model's hand-derived multiply-adds for what this entry computes, or None if the model has none.
+
+    `analytic_macs(L)` counts the sequence encoder (no item lookup, no tower); a `step` is one encoder mini-batch of
+    its K input items; entries that score candidates add the tower and the dot-product score (models whose
+    `analytic_macs` takes `candidates`, like DIN's target attention, get the entry's candidate count). Entries whose model defines
+    `entry_analytic_macs(entry_name, seq_len)` use that instead (e.g. the gate's `mrs`).
+    """
+    if hasattr(model, "entry_analytic_macs"):
+        macs = model.entry_analytic_macs(entry.name, seq_len)
+        return None if macs is None else 2 * int(macs)
+    if not hasattr(model, "analytic_macs"):
+        return None
+    names = [s.name for s in entry.inputs]
+    C = entry.inputs[names.index("candidates")].shape[-1] if "candidates" in names else None
+    kw = {"candidates": C} if C is not None and "candidates" in inspect.signature(model.analytic_macs).parameters else {}
+    if entry.name == "window":
+        macs = model.analytic_macs(seq_len, **kw)
+    elif entry.name == "step" and "items" in names:
+        macs = model.analytic_macs(entry.inputs[names.index("items")].shape[-1], **kw)
+    else:
+        return None
+    if C is not None:
+        macs += tower_macs(model.cfg.dim, C)
+    return 2 * int(macs)

@@ -1,0 +1,74 @@
+"""Latency: pin the process, warm up, time many calls with profiling off, summarise as percentiles.
+
+Streaming cells (`step`) are timed at an exact history: every timed sample starts from a reset runner, replays
+`steps_before` steps untimed (history = steps_before * K clicks), then times one step.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def pin(cpus: list[int] | None) -> list[int] | None:
+    """Pin this process to `cpus` (before runtimes create thread pools); returns the CPU set now in force."""
+    if cpus is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment for a measuring subprocess so OpenMP/MKL pools match the target's thread count."""
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
+def summarize(samples_s: Sequence[float]) -> dict:
+    a = np.asarray(samples_s, dtype=np.float64) * 1e3
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "min": float(a.min()), "runs": int(a.size)}
+
+
+def time_window(call: Callable[[int], object], warmup: int, runs: int) -> dict:
+    """`call(i)` runs inference on input set i; warm-up calls are discarded."""
+    for i in range(warmup):
+        call(i)
+    samples = []
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            t0 = time.perf_counter()
+            call(i)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return summarize(samples)
+
+
+def time_step(reset: Callable[[], None], call: Callable[[int], object], steps_before: int, warmup: int,
+              runs: int) -> dict:
+    """Time one streaming step at history steps_before * K: reset, replay untimed, then time the next step."""
+    def one(timed: bool) -> float:
+        reset()
+        for j in range(steps_before):
+            call(j)
+        t0 = time.perf_counter()
+        call(steps_before)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        one(False)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        samples = [one(True) for _ in range(runs)]
+    finally:
+        if gc_was:
+            gc.enable()
+    return summarize(samples)

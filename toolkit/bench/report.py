@@ -1,0 +1,191 @@
+"""Bench output: a rich table on the terminal, the JSON, a JUnit XML for CI, and a PNG of cost vs seq-len."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.io import atomic_write_bytes, atomic_write_json
+
+
+def _si(x, unit: str = "", digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    for div, pre in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.{digits}g}{pre}{unit}"
+    return f"{x:.{digits}g}{unit}"
+
+
+def _bytes(x) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    for div, pre in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{pre}"
+    return f"{int(x)} B"
+
+
+def _ms(x) -> str:
+    return "-" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def row_name(r: dict) -> str:
+    hist = f" h={r['history']}" if r.get("history") is not None else ""
+    return f"{r['model']}/{r['entry']}/{r['runtime']}/L={r['seq_len']}{hist}@{r['target']}"
+
+
+def table(result: dict) -> Table:
+    env = result["environment"]
+    emulated = env["target"].get("kind") == "emulated"
+    t = Table(title=f"toolkit bench - target {env['target']['name']} ({env['target'].get('description', '')})",
+              caption=("instructions from the emulated ARM64 target, not time"
+                       if emulated else f"host-measured on {env['cpu_model']} - NOT device latency; "
+                                        f"FLOPs = matmul-family ops (FlopCounterMode) / analytic"),
+              header_style="bold", show_lines=False)
+    for col, just in (("model", "left"), ("entry", "left"), ("runtime", "left"), ("L", "right"), ("hist", "right"),
+                      ("FLOPs cnt/ana", "right"), ("params¬tbl", "right"), ("artifact", "right"),
+                      ("weights", "right"), ("act/arena", "right"), ("state", "right"), ("RSS Δ", "right")):
+        t.add_column(col, justify=just, no_wrap=col in ("model", "entry", "runtime"))
+    if emulated:
+        t.add_column("instr/inf", justify="right")
+    else:
+        for col in ("p50 ms", "p90 ms", "p99 ms"):
+            t.add_column(col, justify="right")
+    t.add_column("budget", justify="left")
+    for r in result["rows"]:
+        mem = r.get("memory") or {}
+        lat = r.get("latency_ms") or {}
+        b = r.get("budget") or {}
+        act = mem.get("activations_bytes") if mem.get("activations_bytes") is not None else mem.get("arena_peak_bytes")
+        if r["status"] != "ok":
+            budget = "[red]FAILED[/]"
+        elif b.get("pass") is True:
+            budget = "[green]pass[/]"
+        elif b.get("pass") is False:
+            budget = "[red]BROKEN: " + "; ".join(b.get("broken", [])) + "[/]"
+        else:
+            budget = "[dim]no budget[/]"
+        cells = [r["model"], r["entry"], r["runtime"], str(r["seq_len"]),
+                 "-" if r.get("history") is None else str(r["history"]),
+                 f"{_si(r.get('flops'))}/{_si(r.get('flops_analytic'))}", _si(r.get("params_excluding_item_table")),
+                 _bytes(r.get("artifact_bytes")), _bytes(mem.get("weights_bytes")), _bytes(act),
+                 _bytes(mem.get("state_bytes")), _bytes(mem.get("rss_peak_delta_bytes"))]
+        if emulated:
+            cells.append(_si(r.get("instructions_per_inference")))
+        else:
+            cells += [_ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99"))]
+        cells.append(budget)
+        broken = r["status"] != "ok" or b.get("pass") is False
+        t.add_row(*cells, style="red" if broken else None)
+    return t
+
+
+def print_result(result: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 170))
+    wide.print(table(result))
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            console.print(f"[red]failed[/] {row_name(r)}: {r['error']}", highlight=False, soft_wrap=True)
+    s = result["summary"]
+    verdict = "[green]all budgets pass[/]" if s["pass"] else "[red]budget broken or cell failed[/]"
+    console.print(f"{s['rows']} rows, {s['failed']} failed, {s['budget_checked']} under budget, "
+                  f"{s['budget_broken']} broken: {verdict}", highlight=False)
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    return atomic_write_json(path, result)
+
+
+def write_junit(result: dict, path: str | Path) -> Path:
+    """One testcase per row: failure = budget broken, error = the cell failed, skipped = no budget applies."""
+    rows = result["rows"]
+    suite = ET.Element("testsuite", {
+        "name": f"toolkit bench ({result['environment']['target']['name']})",
+        "tests": str(len(rows)),
+        "failures": str(sum(1 for r in rows if r["status"] == "ok" and r["budget"].get("pass") is False)),
+        "errors": str(sum(1 for r in rows if r["status"] != "ok")),
+        "skipped": str(sum(1 for r in rows if r["status"] == "ok" and r["budget"].get("pass") is None)),
+        "timestamp": result["environment"].get("created", ""),
+        "hostname": result["environment"].get("hostname", ""),
+    })
+    props = ET.SubElement(suite, "properties")
+    for k in ("cpu_model", "cores", "threads", "suite"):
+        ET.SubElement(props, "property", {"name": k, "value": str(result["environment"].get(k))})
+    for r in rows:
+        lat = r.get("latency_ms") or {}
+        case = ET.SubElement(suite, "testcase", {"classname": f"bench.{r['model']}.{r['entry']}.{r['runtime']}",
+                                                 "name": row_name(r),
+                                                 "time": f"{(lat.get('p50') or 0) / 1e3:.6f}"})
+        b = r.get("budget") or {}
+        if r["status"] != "ok":
+            ET.SubElement(case, "error", {"message": str(r.get("error"))[:500], "type": "CellFailed"})
+        elif b.get("pass") is False:
+            ET.SubElement(case, "failure", {"message": "; ".join(b.get("broken", [])), "type": "BudgetBroken"})
+        elif b.get("pass") is None:
+            ET.SubElement(case, "skipped", {"message": "no budget for this cell"})
+        out = ET.SubElement(case, "system-out")
+        out.text = (f"p50={lat.get('p50')} ms p90={lat.get('p90')} ms flops={r.get('flops')} "
+                    f"rss_delta={(r.get('memory') or {}).get('rss_peak_delta_bytes')} measured_on={r['measured_on']}")
+    tree = ET.ElementTree(suite)
+    ET.indent(tree)
+    return atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
+
+
+def write_plot(result: dict, path: str | Path) -> Path:
+    """Latency p50, FLOPs and memory vs seq-len (step rows: vs history), one line per (model, entry, runtime)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    series: dict[tuple, list] = {}
+    for r in rows:
+        series.setdefault((r["model"], r["entry"], r["runtime"]), []).append(r)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    panels = (("latency p50 (ms, host)", lambda r: (r.get("latency_ms") or {}).get("p50")),
+              ("FLOPs per call (counter)", lambda r: r.get("flops")),
+              ("memory: peak RSS delta (MB)", lambda r: None if (r.get("memory") or {}).get("rss_peak_delta_bytes")
+               is None else r["memory"]["rss_peak_delta_bytes"] / 1e6))
+    flops_seen = set()
+    for ax, (title, get) in zip(axes, panels):
+        for (model, entry, runtime), rs in sorted(series.items()):
+            if "FLOPs" in title:  # FLOPs do not depend on the runtime: one line per (model, entry)
+                if (model, entry) in flops_seen:
+                    continue
+                flops_seen.add((model, entry))
+                label = f"{model}/{entry}"
+            else:
+                label = f"{model}/{entry}/{runtime}"
+            pts = sorted((r["seq_len"], get(r)) for r in rs if get(r) is not None)
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", linestyle="--" if entry == "step" else "-", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("sequence length L (step: history in clicks)")
+        ax.grid(True, alpha=0.3)
+        if "FLOPs" in title:
+            ax.set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fl_h, fl_l = axes[1].get_legend_handles_labels()
+    axes[0].legend(handles, labels, fontsize=7, ncol=1)
+    axes[1].legend(fl_h, fl_l, fontsize=7)
+    env = result["environment"]
+    fig.suptitle(f"toolkit bench on {env['cpu_model']} ({env['target']['name']}, {env['threads']} thread) - "
+                 "host-measured, not device latency", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

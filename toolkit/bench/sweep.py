@@ -1,0 +1,378 @@
+"""The bench matrix: plan (model x entry x runtime x seq-len) cells, export through the cache, measure, make rows.
+
+Planning dedupes by what is actually exported: an entry whose shapes do not change with L (SCN's `step`) is
+exported and loaded once, then timed at every history point; `window` gets one artifact per L. Each job runs in
+a fresh subprocess (toolkit.bench.worker). A cell that fails (export, load, run, crash) becomes a row with
+status "failed" and its error; the other cells still report.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.bench import budgets as budgets_mod
+from toolkit.bench import environment, flops, memory
+from toolkit.bench.budgets import Budgets
+from toolkit.bench.cache import default_cache_dir, export_cached, key_material
+from toolkit.bench.latency import thread_env
+from toolkit.bench.sources import ModelSource, build, model_config, weights_digest
+from toolkit.bench.targets import Target
+from toolkit.errors import ToolkitError
+
+SCHEMA = "toolkit.bench/1"
+N_INPUT_SETS = 4
+EMULATED_LABEL = "emulated ARM64 (neoverse-n1), instructions not time"
+
+Progress = Callable[[str, int, int], None]  # (description, done, total)
+
+
+@dataclass
+class BenchRequest:
+    sources: list[ModelSource]
+    seq_lens: list[int]
+    runtimes: list[str]
+    target: Target
+    budgets: Budgets
+    runs: int = 200
+    warmup: int = 20
+    entries: list[str] | None = None  # None = every entry of each model's contract
+    histories: list[int] = field(default_factory=list)  # extra `step` history points beyond the seq-lens
+    candidates: int = 100
+    dtype: str = "fp32"
+    cache_dir: Path | None = None
+    parity_steps: int = 3
+    suite: str | None = None
+    timeout_s: float = 900.0
+    command: str | None = None
+
+
+@dataclass
+class Point:
+    seq_len: int
+    history: int | None = None  # clicks before the timed step (stateful entries only)
+    steps_before: int | None = None
+
+
+@dataclass
+class Job:
+    source: ModelSource
+    model: object
+    entry: object  # EntryPoint
+    contract_args: dict
+    runtime: str
+    points: list[Point]
+    info: dict  # per-model facts shared by its rows (params, flops, ...)
+
+
+# ---- planning ---------------------------------------------------------------------------------------------------
+
+def contract_kwargs(model, seq_len: int, candidates: int) -> dict:
+    """Arguments for model.contract: the gate's contract takes none (its inputs do not depend on L)."""
+    params = inspect.signature(model.contract).parameters
+    kw = {"seq_len": seq_len} if "seq_len" in params else {}
+    if "candidates" in params:
+        kw["candidates"] = candidates
+    return kw
+
+
+def _signature(entry) -> tuple:
+    return (entry.name, tuple(tuple(s.shape) for s in entry.inputs), tuple(tuple(s.shape) for s in entry.states))
+
+
+def _step_k(entry) -> int:
+    names = [s.name for s in entry.inputs]
+    spec = entry.inputs[names.index("items")] if "items" in names else entry.inputs[0]
+    return int(spec.shape[-1])
+
+
+def plan(req: BenchRequest, failed_rows: list[dict]) -> list[Job]:
+    """Build each model once, call its contract at every L, and group entries into export+measure jobs."""
+    jobs: list[Job] = []
+    step_points = sorted(set(req.seq_lens) | set(req.histories))
+    for source in req.sources:
+        try:
+            model = build(source)
+            entries_by_l = {L: model.contract(**contract_kwargs(model, L, req.candidates)) for L in req.seq_lens}
+        except Exception as e:  # one model that cannot be built or traced fails only its own cells
+            for L in req.seq_lens:
+                for rt in req.runtimes:
+                    failed_rows.append(_bare_row(req, source.name, "window", rt, L, None, f"model: {_err(e)}"))
+            continue
+        counts = model.param_counts()
+        info = {"params": counts.get("params"), "params_excluding_item_table": counts.get("params_excluding_item_table"),
+                "config": model_config(model), "weights_sha256": weights_digest(model), "source": source.describe()}
+        seen: dict[tuple, Job] = {}
+        flop_cache: dict[tuple, tuple] = {}
+        for L, entries in entries_by_l.items():
+            for entry in entries:
+                if req.entries is not None and entry.name not in req.entries:
+                    continue
+                sig = _signature(entry)
+                if sig not in flop_cache:
+                    try:
+                        total, by_op = flops.count_flops(entry)
+                    except Exception as e:  # FLOPs are informative; a counter failure does not fail the cell
+                        total, by_op = None, {"error": _err(e)}
+                    flop_cache[sig] = (total, by_op, flops.analytic_flops(model, entry, L))
+                for rt in req.runtimes:
+                    key = (sig, rt)
+                    stateful = bool(entry.states)
+                    if key in seen:
+                        if not stateful:  # L-independent stateless entry: one measurement, a row per L
+                            seen[key].points.append(Point(L))
+                        continue
+                    if stateful:
+                        K = _step_k(entry)
+                        pts = [Point(h, history=(h // K) * K, steps_before=h // K) for h in step_points]
+                    else:
+                        pts = [Point(L)]
+                    job = Job(source, model, entry, contract_kwargs(model, L, req.candidates), rt, pts,
+                              info | {"flops": flop_cache[sig][0], "flops_by_op": flop_cache[sig][1],
+                                      "flops_analytic": flop_cache[sig][2]})
+                    seen[key] = job
+                    jobs.append(job)
+    return jobs
+
+
+# ---- rows -------------------------------------------------------------------------------------------------------
+
+def _err(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _empty_memory() -> dict:
+    return {"weights_bytes": None, "activations_bytes": None, "state_bytes": None, "arena_peak_bytes": None,
+            "rss_peak_delta_bytes": None}
+
+
+def _bare_row(req: BenchRequest, model: str, entry: str, runtime: str, seq_len: int, history, error: str | None):
+    return {
+        "model": model, "entry": entry, "runtime": runtime, "seq_len": seq_len, "history": history,
+        "target": req.target.name, "status": "failed" if error else "ok", "error": error,
+        "measured_on": EMULATED_LABEL if req.target.emulated else environment.host_label(),
+        "flops": None, "flops_analytic": None, "params": None, "params_excluding_item_table": None,
+        "artifact_bytes": None, "memory": _empty_memory(), "latency_ms": None,
+        "instructions_per_inference": None, "parity_max_abs_err": None,
+        "budget": {"latency_ms": None, "memory_bytes": None, "pass": None},
+        "threads": req.target.threads, "candidates": req.candidates,
+    }
+
+
+def parity_error(record: dict) -> float | None:
+    """Largest max-abs error anywhere in the record's parity report (format-tolerant)."""
+    found: list[float] = []
+
+    def walk(x, key=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, k)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, key)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool) and "max_abs" in key:
+            found.append(float(x))
+
+    walk(record.get("parity"))
+    if "parity_max_abs_err" in record and isinstance(record["parity_max_abs_err"], (int, float)):
+        found.append(float(record["parity_max_abs_err"]))
+    return max(found) if found else None
+
+
+def _static_memory(job: Job, art_dir: Path | None, rec: dict | None) -> dict:
+    mem = _empty_memory()
+    mem["state_bytes"] = memory.state_bytes(job.entry.states)
+    state_names = {s.name for s in job.entry.states}
+    if job.runtime == "torch":
+        mem["weights_bytes"] = memory.module_weights_bytes(job.entry.module, state_names)
+        return mem
+    path = art_dir / rec["file"]
+    if job.runtime == "onnxruntime":
+        mem["weights_bytes"] = memory.onnx_weights_bytes(path)
+    elif job.runtime == "executorch":
+        mem["weights_bytes"] = memory.pte_weights_bytes(path)
+        planned = rec.get("planned_activation_bytes")
+        if planned is None:
+            planned = memory.pte_planned_bytes(path, rec.get("method", "forward"))
+        mem["activations_bytes"] = planned
+        mem["arena_peak_bytes"] = planned  # ExecuTorch allocates exactly its planned buffers up front
+    return mem
+
+
+def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: dict | None, error: str | None):
+    rows = []
+    static = _static_memory(job, art_dir, rec) if error is None or rec is not None or job.runtime == "torch" else None
+    for i, p in enumerate(job.points):
+        row = _bare_row(req, job.source.name, job.entry.name, job.runtime, p.seq_len, p.history, error)
+        row.update({k: job.info[k] for k in ("flops", "flops_analytic", "params", "params_excluding_item_table")})
+        row["flops_by_op"] = job.info["flops_by_op"]
+        row["source"] = job.info["source"]
+        row["input_shapes"] = {s.name: list(s.shape) for s in job.entry.inputs}
+        if rec is not None:
+            row["artifact_bytes"] = rec.get("bytes")
+            row["parity_max_abs_err"] = parity_error(rec)
+            row["artifact"] = str(Path(art_dir) / rec.get("file", ""))
+            row["export_cache"] = "hit" if cache_hit else "miss"
+        if static is not None:
+            row["memory"] = dict(static)
+        if result is not None and result.get("ok"):
+            pt = result["points"][i]
+            row["latency_ms"] = pt.get("latency_ms")
+            row["memory"].update({k: v for k, v in result["memory"].items() if k in row["memory"] or k.startswith("arena")
+                                  or k == "rss_method"})
+            if pt.get("instructions_per_inference") is not None:
+                row["instructions_per_inference"] = pt["instructions_per_inference"]
+            row["cpus"] = result.get("cpus")
+            if result.get("outputs_finite") is False:
+                row["warning"] = "non-finite outputs"
+        rows.append(row)
+    return rows
+
+
+# ---- measuring --------------------------------------------------------------------------------------------------
+
+def _write_inputs(job: Job, path: Path) -> list[str]:
+    names = [s.name for s in job.entry.inputs]
+    arrays = {}
+    for i in range(N_INPUT_SETS):
+        for name, t in zip(names, job.entry.example_inputs(seed=i)):
+            arrays[f"set{i}.{name}"] = t.numpy()
+    np.savez(path, **arrays)
+    return names
+
+
+def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int) -> dict:
+    spec_path, out_path = workdir / f"job{n}.json", workdir / f"job{n}.out.json"
+    spec_path.write_text(json.dumps(spec, default=str))
+    env = dict(os.environ) | thread_env(threads)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "toolkit.bench.worker", str(spec_path), str(out_path)],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"measuring process timed out after {timeout:.0f} s"}
+    if out_path.is_file():
+        try:
+            return json.loads(out_path.read_text())
+        except json.JSONDecodeError:
+            pass
+    rc = proc.returncode
+    why = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with {rc}"
+    tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or [""]
+    return {"ok": False, "error": f"measuring process {why}: {tail[0][:300]}".rstrip(": ")}
+
+
+def _measure_host(req: BenchRequest, job: Job, art_dir, rec, workdir: Path, n: int) -> dict:
+    npz = workdir / f"job{n}.inputs.npz"
+    names = _write_inputs(job, npz)
+    spec = {
+        "runtime": job.runtime, "threads": req.target.threads, "cpus": req.target.resolve_cpus(),
+        "warmup": req.warmup, "runs": req.runs, "inputs_npz": str(npz), "input_names": names,
+        "n_sets": N_INPUT_SETS, "entry": job.entry.name,
+        "points": [{"seq_len": p.seq_len, "steps_before": p.steps_before} for p in job.points],
+    }
+    if job.runtime == "torch":
+        spec |= {"source": job.source.to_dict(), "contract_args": job.contract_args}
+    else:
+        spec |= {"artifact_dir": str(art_dir), "record": rec}
+        if job.runtime == "onnxruntime":
+            spec["onnx_file"] = str(Path(art_dir) / rec["file"])
+    return _run_worker(spec, workdir, n, req.timeout_s, req.target.threads)
+
+
+def _measure_emulated(req: BenchRequest, job: Job, art_dir, rec) -> dict:
+    """Hand the ONNX artifact to toolkit.device's emulated target; it returns instruction counts, not time."""
+    if job.runtime != "onnxruntime":
+        return {"ok": False, "error": f"target {req.target.name} measures ONNX artifacts only "
+                                      f"(runtime '{job.runtime}' is not emulated there)"}
+    try:
+        from toolkit.device import emulated  # noqa: F401 - lazy: only an emulated target needs it
+    except ImportError as e:
+        raise ToolkitError(f"target {req.target.name} needs the emulated ARM64 runner (toolkit.device); "
+                           f"run 'toolkit device setup arm64' first ({e})") from None
+    points = []
+    for p in job.points:
+        res = emulated.bench_onnx(Path(art_dir) / rec["file"], rec, target=req.target.to_dict(), runs=req.runs,
+                                  steps_before=p.steps_before)
+        points.append({"latency_ms": res.get("latency_ms"),
+                       "instructions_per_inference": res.get("instructions_per_inference")})
+    return {"ok": True, "points": points, "memory": {}}
+
+
+def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
+    """Plan, export (cached), measure; returns {"schema", "environment", "rows"} with budgets checked."""
+    progress = progress or (lambda desc, done, total: None)
+    cache_root = Path(req.cache_dir) if req.cache_dir else default_cache_dir()
+    rows: list[dict] = []
+    progress("building models", 0, 1)
+    jobs = plan(req, rows)
+    total = sum(2 if j.runtime != "torch" else 1 for j in jobs)
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:
+        workdir = Path(tmp)
+        for n, job in enumerate(jobs):
+            label = f"{job.source.name}/{job.entry.name}/{job.runtime}"
+            label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
+            art_dir = rec = None
+            hit = False
+            error = None
+            if job.runtime != "torch":
+                progress(f"export {label}", done, total)
+                try:
+                    material = key_material(job.source.name, job.info["config"], job.info["weights_sha256"], job.entry,
+                                            job.runtime, req.dtype, {"dtype": req.dtype})
+                    art_dir, rec, hit = export_cached(cache_root, material, job.entry, job.source.name, job.runtime,
+                                                      req.dtype, req.parity_steps,
+                                                      {"source": job.info["source"], "config": job.info["config"]})
+                except Exception as e:
+                    error = f"export: {_err(e)}"
+                done += 1
+            progress(f"measure {label}", done, total)
+            result = None
+            if error is None:
+                try:
+                    if req.target.emulated:
+                        result = _measure_emulated(req, job, art_dir, rec)
+                    else:
+                        result = _measure_host(req, job, art_dir, rec, workdir, n)
+                except ToolkitError:
+                    raise
+                except Exception as e:
+                    result = {"ok": False, "error": _err(e)}
+                if not result.get("ok"):
+                    error = f"measure: {result.get('error', 'unknown error')}"
+            done += 1
+            rows.extend(_rows_for_job(req, job, art_dir, rec, hit, result, error))
+        progress("done", total, total)
+    for row in rows:
+        row["budget"] = budgets_mod.check(row, req.budgets)
+    order = {s.name: i for i, s in enumerate(req.sources)}
+    rows.sort(key=lambda r: (order.get(r["model"], 99), r["entry"], r["runtime"], r["seq_len"]))
+    env = environment.describe(req.target, {
+        "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,
+        "dtype": req.dtype, "budgets": req.budgets.describe(), "cache_dir": str(cache_root),
+        "command": req.command,
+        "flops_counter": {"tool": flops.COUNTER, "covers": flops.COVERS, "ops": flops.counted_ops()},
+        "latency": "host wall-clock per call after warm-up, profiling off, process pinned per target; "
+                   "step rows: reset, replay `history` clicks untimed, time the next step",
+        "sources": {s.name: s.describe() for s in req.sources},
+    })
+    return {"schema": SCHEMA, "environment": env, "rows": rows, "summary": summarize(rows)}
+
+
+def summarize(rows: list[dict]) -> dict:
+    failed = [r for r in rows if r["status"] != "ok"]
+    broken = [r for r in rows if (r.get("budget") or {}).get("pass") is False]
+    checked = [r for r in rows if (r.get("budget") or {}).get("pass") is not None]
+    return {"rows": len(rows), "failed": len(failed), "budget_checked": len(checked), "budget_broken": len(broken),
+            "pass": not failed and not broken}

@@ -1,0 +1,168 @@
+"""The fresh measuring process: one artifact (or eager module), pinned, timed, with its peak RSS delta.
+
+Run as `python -m toolkit.bench.worker SPEC.json OUT.json`. Each job gets a new process so the RSS delta is not
+polluted by earlier cells and a runtime that crashes takes down only its own cell. Imports happen before the RSS
+mark is reset, so the delta is what loading and running the artifact costs, not what importing the runtime costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _load_inputs(spec: dict) -> list[list[np.ndarray]]:
+    data = np.load(spec["inputs_npz"])
+    names, n_sets = spec["input_names"], spec["n_sets"]
+    return [[data[f"set{i}.{n}"] for n in names] for i in range(n_sets)]
+
+
+class _TorchRunner:
+    """Eager PyTorch with the same calling convention as exporters' runners: carries state, `reset()`."""
+
+    def __init__(self, entry):
+        import torch
+
+        self.torch, self.entry = torch, entry
+        self.reset()
+
+    def reset(self) -> None:
+        self.states = list(self.entry.initial_states())
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            outs = self.entry.module(*(torch.from_numpy(x) for x in inputs), *self.states)
+        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        n = len(self.states)
+        if n:
+            self.states, outs = outs[-n:], outs[:-n]
+        return [o.numpy() for o in outs]
+
+
+def _preload(runtime: str) -> None:
+    """Import the runtime's libraries before the RSS mark (their import is not the artifact's cost)."""
+    if runtime == "torch":
+        import torch  # noqa: F401
+
+        from toolkit.bench import sources  # noqa: F401
+        return
+    from toolkit.exporters import open_runner  # noqa: F401
+
+    if runtime == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    elif runtime == "executorch":
+        try:
+            from executorch.extension.pybindings import portable_lib  # noqa: F401
+        except ImportError:
+            pass
+        try:
+            from executorch.runtime import Runtime  # noqa: F401
+        except ImportError:
+            pass
+
+
+def _make_runner(spec: dict):
+    runtime, threads = spec["runtime"], spec["threads"]
+    if runtime == "torch":
+        import torch
+
+        from toolkit.bench.sources import ModelSource, build
+
+        torch.set_num_threads(threads)
+        model = build(ModelSource.from_dict(spec["source"]))
+        entries = model.contract(**spec["contract_args"])
+        entry = next(e for e in entries if e.name == spec["entry"])
+        return _TorchRunner(entry)
+    from toolkit.exporters import open_runner
+
+    return open_runner(spec["artifact_dir"], spec["record"], threads=threads)
+
+
+def measure(spec: dict) -> dict:
+    from toolkit.bench import latency, memory
+
+    cpus = latency.pin(spec.get("cpus"))
+    runtime = spec["runtime"]
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+    _preload(runtime)
+    sets = _load_inputs(spec)
+    base, rss_method = memory.reset_peak_rss()
+
+    runner = _make_runner(spec)
+    first = runner(*sets[0])
+    finite = all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in first if np.asarray(o).dtype.kind == "f")
+    n = len(sets)
+    points = []
+    for p in spec["points"]:
+        if p["steps_before"] is None:  # stateless entry: time the call itself
+            lat = latency.time_window(lambda i: runner(*sets[i % n]), spec["warmup"], spec["runs"])
+        else:
+            if hasattr(runner, "reset"):
+                reset = runner.reset
+            else:
+                raise RuntimeError("runner has no reset(): cannot time a step at a fixed history")
+            lat = latency.time_step(reset, lambda i: runner(*sets[i % n]), p["steps_before"],
+                                    min(spec["warmup"], 10), spec["runs"])
+        points.append({"latency_ms": lat})
+    peak = memory.peak_rss(rss_method)
+    mem = {"rss_peak_delta_bytes": None if (peak is None or base is None) else max(0, peak - base),
+           "rss_method": rss_method}
+    if runtime == "onnxruntime" and spec.get("onnx_file"):
+        with tempfile.TemporaryDirectory() as d:
+            mem |= memory.ort_allocator_peak(spec["onnx_file"], _ort_feeds(spec["onnx_file"], spec["input_names"],
+                                                                            sets[:3]), spec["threads"], d)
+    return {"ok": True, "points": points, "memory": mem, "cpus": cpus, "outputs_finite": bool(finite),
+            "pid": os.getpid()}
+
+
+def _ort_feeds(onnx_file: str, names: list[str], sets: list[list[np.ndarray]]) -> list[dict]:
+    """Feeds for the profiling session: our inputs by name, zeros for state inputs (values do not change sizes)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+             "tensor(float16)": np.float16, "tensor(bool)": np.bool_, "tensor(double)": np.float64}
+    feeds_list = []
+    for s in sets:
+        by_name = dict(zip(names, s))
+        feeds = {}
+        for i, inp in enumerate(sess.get_inputs()):
+            if inp.name in by_name:
+                feeds[inp.name] = by_name[inp.name]
+            elif i < len(s) and not inp.name.startswith("state"):
+                feeds[inp.name] = s[i]
+            else:
+                shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+                feeds[inp.name] = np.zeros(shape, dtype=types.get(inp.type, np.float32))
+        feeds_list.append(feeds)
+    return feeds_list
+
+
+def main(argv: list[str]) -> int:
+    spec_path, out_path = argv[1], argv[2]
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = measure(spec)
+    except BaseException as e:  # the parent marks the cell failed with this text
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:500],
+                  "traceback": traceback.format_exc()[-4000:]}
+    Path(out_path).write_text(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

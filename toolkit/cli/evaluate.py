@@ -1,0 +1,39 @@
+"""`toolkit eval RUN --data DIR`: re-score a saved run; reproduces metrics.json exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from toolkit.cli.common import console, metrics_table
+from toolkit.errors import ToolkitError
+from toolkit.io import dumps_json
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="run dir from `toolkit train`"),
+    data: Path = typer.Option(..., "--data", help="the dataset dir the run was trained on"),
+    split: str = typer.Option("test", help="valid or test"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    if split not in ("valid", "test"):
+        raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
+    from toolkit.data import load_dataset
+    from toolkit.models.runs import load_run, read_descriptor
+    from toolkit.train.loop import check_vocab, evaluate as evaluate_split
+
+    desc = read_descriptor(run)
+    ds = load_dataset(data)
+    if desc.get("dataset_sha256") != ds.sha256:
+        raise ToolkitError(f"run {run} was trained on another dataset (sha256 {str(desc.get('dataset_sha256'))[:12]}…"
+                           f", {data} is {ds.sha256[:12]}…)")
+    model, desc = load_run(run)
+    if desc["model"] == "gate":
+        raise ToolkitError("`toolkit eval` scores recommenders; for a gate use `toolkit gate curve`")
+    check_vocab(ds, model.cfg.n_items)
+    metrics = evaluate_split(model, ds, split)
+    if as_json:
+        typer.echo(dumps_json({"run": str(run), "split": split, "metrics": metrics}), nl=False)
+    else:
+        console.print(metrics_table(f"{desc['model']} on {split}", {split: metrics}))

@@ -1,0 +1,83 @@
+"""`toolkit gate calibrate|curve`: set the request threshold for a budget; compare request policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolkit.cli.common import console, parse_csv
+from toolkit.errors import ToolkitError
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Sub-commands of `toolkit gate`."""
+
+
+def _parse_lags(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """'1-5' or '3' -> (lag_min, lag_max)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise ToolkitError(f"--lags expects N or MIN-MAX (clicks), got '{text}'") from None
+    lo, hi = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[-1])
+    if len(parts) > 2 or not 1 <= lo <= hi:
+        raise ToolkitError(f"--lags expects N or MIN-MAX with 1 <= MIN <= MAX, got '{text}'")
+    return lo, hi
+
+
+@app.command("calibrate")
+def calibrate(
+    gate: Path = typer.Argument(..., help="gate run dir from `toolkit train gate`"),
+    data: Path = typer.Option(..., "--data", help="dataset dir holding the recent decisions"),
+    budget: float = typer.Option(0.1, "--budget", help="request budget: share of decisions that may ask the cloud, (0, 1]"),
+    split: str = typer.Option("valid", "--split", help="which decisions are 'recent': valid (default), test or train"),
+    base: Optional[Path] = typer.Option(None, "--model", help="the gate's cocorrrec run, if it moved"),
+) -> None:
+    """Threshold = the budget-quantile of MRS on recent decisions (request when MRS <= threshold)."""
+    from toolkit.data import load_dataset
+    from toolkit.gate.calibrate import THRESHOLD, calibrate as run_calibrate, check_budget
+
+    check_budget(budget)
+    result = run_calibrate(gate, load_dataset(data), budget, split, base, console)
+    console.print(f"budget {result['budget']:.3f}: threshold {result['threshold']:.6f} -> request rate "
+                  f"{result['achieved_request_rate']:.4f} on {result['n_users']:,} {split} users "
+                  f"({result['n_samples']:,} decisions, lags {result['lags'][0]}..{result['lags'][1]})")
+    console.print(f"written to {Path(gate) / THRESHOLD}")
+
+
+@app.command("curve")
+def curve(
+    gate: Path = typer.Argument(..., help="gate run dir from `toolkit train gate`"),
+    data: Path = typer.Option(..., "--data", help="dataset dir (test split = the decisions evaluated)"),
+    out: Path = typer.Option(..., "--out", help="output dir for curve.json and curve.png"),
+    budgets: str = typer.Option("0.05,0.1,0.2,0.3,0.5,0.7,1.0", "--budgets", help="comma-separated request budgets"),
+    policies: str = typer.Option("gate,mrd,random,lof,ocsvm,oracle", "--policies",
+                                 help="any of gate, mrd, dm, random, lof, ocsvm, oracle"),
+    lags: Optional[str] = typer.Option(None, "--lags", help="stale lag in clicks, N or MIN-MAX (default: the gate's)"),
+    base: Optional[Path] = typer.Option(None, "--model", help="the gate's cocorrrec run, if it moved"),
+    seed: int = typer.Option(0, help="seed of the lags drawn and of the random policy"),
+    fit_cap: int = typer.Option(5000, help="recent decisions LOF / OC-SVM are fitted on (subsampled)"),
+    no_timing: bool = typer.Option(False, "--no-timing", help="skip the per-decision latency measurement"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output dir"),
+) -> None:
+    """Quality vs request frequency for each policy, with always / never / none endpoints."""
+    from toolkit.data import load_dataset
+    from toolkit.gate.curve import parse_budgets, run_curve
+    from toolkit.gate.policies import POLICIES
+
+    budget_list = parse_budgets(budgets)
+    policy_list = parse_csv(policies, "policy", POLICIES)
+    lag_range = _parse_lags(lags)
+    if fit_cap < 25:
+        raise ToolkitError(f"--fit-cap must be >= 25, got {fit_cap}")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ToolkitError(f"output dir {out} is not empty (use --force to replace it)")
+    run_curve(gate, load_dataset(data), out, budget_list, policy_list, base, lag_range, seed, fit_cap, force=True,
+              timing=not no_timing, console=console)

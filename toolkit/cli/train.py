@@ -1,0 +1,72 @@
+"""`toolkit train MODEL`: train a recommender (or, with MODEL=gate, the request gate) into a run dir."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolkit.cli.common import console, metrics_table, parse_config
+from toolkit.errors import ToolkitError
+
+TRAINABLE = ("scn", "cocorrrec", "gru4rec", "sasrec", "din", "gate")
+
+
+def train(
+    model: str = typer.Argument(..., help="scn, cocorrrec, gru4rec, sasrec, din, or gate"),
+    data: Path = typer.Option(..., "--data", help="dataset dir from `toolkit data prepare|synth`"),
+    out: Path = typer.Option(..., "--out", help="run dir to write"),
+    base_run: Optional[Path] = typer.Option(None, "--model", help="gate only: the trained cocorrrec run to gate"),
+    epochs: int = typer.Option(10, help="training epochs (best one chosen on validation)"),
+    batch_size: int = typer.Option(1024, help="rows per optimisation step"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    weight_decay: float = typer.Option(0.0, help="Adam weight decay"),
+    seed: int = typer.Option(0, help="seed for init, shuffling and dropout"),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
+    config: Optional[list[str]] = typer.Option(None, "--config", help="model config override key=value (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint"),
+    force: bool = typer.Option(False, "--force", help="replace an existing run dir"),
+) -> None:
+    if model not in TRAINABLE:
+        raise ToolkitError(f"unknown model '{model}' (valid: {', '.join(TRAINABLE)})")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ToolkitError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    _prepare_run_dir(out, resume, force)
+    from toolkit.data import load_dataset
+
+    ds = load_dataset(data)
+    if model == "gate":
+        from toolkit.gate.train import train_gate
+
+        if base_run is None:
+            raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec run)")
+        train_gate(ds, base_run, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+                   config=parse_config(config), console=console)
+        return
+    from toolkit.train import TrainSettings
+    from toolkit.train import train as run_training
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                             threads=threads, config=parse_config(config))
+    try:
+        metrics = run_training(model, ds, out, settings, resume=resume, console=console)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: the last finished epoch is checkpointed; continue with[/] "
+                      f"toolkit train {model} --data {data} --out {out} --resume")
+        raise typer.Exit(130)
+    console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} "
+                                f"({metrics['train_seconds']:.1f}s training)",
+                                {"valid": metrics["valid"], "test": metrics["test"]}))
+    console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+
+
+def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    if resume and force:
+        raise ToolkitError("--resume and --force contradict each other")
+    if out.exists() and not resume:
+        if any(out.iterdir()):
+            if not force:
+                raise ToolkitError(f"run dir {out} is not empty (use --resume to continue it or --force to replace it)")
+            shutil.rmtree(out)

@@ -1,0 +1,503 @@
+"""The emulated ARM64 target: build it once into a cache folder, then say whether it is ready (and why not).
+
+Pieces, each checked on every `setup` and rebuilt only when missing or stale (so a second run takes seconds):
+  host-tools  qemu-user (qemu-aarch64 with plugin support), debootstrap, gcc  (apt-get when root)
+  sysroot     Debian bookworm arm64 minbase + python3.11 (`debootstrap --foreign`, then `dpkg -x` every deb:
+              no chroot, no binfmt)
+  cpuinfo     sysroot/proc/cpuinfo describing a Neoverse-N1; qemu -L redirects the guest's /proc/cpuinfo
+              there; without it onnxruntime (cpuinfo) segfaults at import under qemu
+  wheels      onnxruntime + numpy manylinux_2_28_aarch64 wheels, same versions as the host (parity is then
+              about the CPU, not the library version)
+  plugin      qemu_icount.c built with gcc into a TCG plugin (instruction count between markers)
+  smoke       the guest Python imports numpy + onnxruntime under qemu with the plugin and counts one region
+Optional (`--with-executorch`): the aarch64 executorch wheel, which pulls the CUDA build of aarch64 torch (~4 GB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from toolkit.errors import ToolkitError
+from toolkit.io import atomic_write_json, atomic_write_text, sha256_file, size_path
+
+SUITE = "bookworm"
+GUEST_PYTHON = "python3.11"
+CPU_MODEL = "neoverse-n1"
+WHEEL_PLATFORM = "manylinux_2_28_aarch64"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+APT_PACKAGES = ("qemu-user", "debootstrap", "gcc", "libc6-dev")
+PLUGIN_SOURCE = Path(__file__).with_name("qemu_icount.c")
+PLUGIN_NAME = "libtoolkit_icount.so"
+EXECUTORCH_NOTE = (
+    "the aarch64 ExecuTorch runtime wheel depends on the CUDA build of aarch64 torch (about 4 GB download, "
+    "~10 GB on disk)"
+)
+
+# A Neoverse-N1 as Linux shows it (same Armv8.2 feature set as a phone's Cortex-A76 core, part 0xd0c).
+CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x3
+CPU part\t: 0xd0c
+CPU revision\t: 1
+
+"""
+
+
+def default_cache_dir() -> Path:
+    """$TOOLKIT_CACHE/arm64 when set, else ~/.cache/toolkit/arm64."""
+    env = os.environ.get("TOOLKIT_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "toolkit") / "arm64"
+
+
+@dataclass
+class Layout:
+    """Where each piece lives inside the cache folder."""
+
+    root: Path
+
+    @property
+    def sysroot(self) -> Path:
+        return self.root / "sysroot"
+
+    @property
+    def guest_python(self) -> Path:
+        return self.sysroot / "usr" / "bin" / GUEST_PYTHON
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site"
+
+    @property
+    def site_executorch(self) -> Path:
+        return self.root / "site-executorch"
+
+    @property
+    def plugin(self) -> Path:
+        return self.root / "plugin" / PLUGIN_NAME
+
+    @property
+    def cpuinfo(self) -> Path:
+        return self.sysroot / "proc" / "cpuinfo"
+
+    def stamp(self, piece: str) -> Path:
+        return self.root / "stamps" / f"{piece}.json"
+
+    @property
+    def descriptor(self) -> Path:
+        return self.root / "target.json"
+
+
+def layout(cache: str | Path | None = None) -> Layout:
+    return Layout(Path(cache).expanduser().resolve() if cache else default_cache_dir())
+
+
+def host_versions() -> dict[str, str]:
+    """The library versions the guest must match (host onnxruntime and numpy)."""
+    out = {}
+    for dist in ("onnxruntime", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            raise ToolkitError(f"{dist} is not installed on the host (pip install {dist})") from None
+    return out
+
+
+def qemu_binary() -> str | None:
+    return shutil.which("qemu-aarch64")
+
+
+def qemu_version(qemu: str) -> str:
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def _read_stamp(lay: Layout, piece: str) -> dict | None:
+    p = lay.stamp(piece)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_stamp(lay: Layout, piece: str, data: dict) -> None:
+    atomic_write_json(lay.stamp(piece), data)
+
+
+# --------------------------------------------------------------------------------------------- readiness
+
+
+@dataclass
+class Status:
+    ready: bool
+    reason: str  # why not (with the fix), or a one-line summary when ready
+    cache: Path
+    pieces: dict[str, str] = field(default_factory=dict)  # piece -> "ok" | reason
+    executorch: bool = False
+
+    def to_dict(self) -> dict:
+        return {"ready": self.ready, "reason": self.reason, "cache": str(self.cache), "pieces": self.pieces,
+                "executorch": self.executorch}
+
+
+def _piece_problems(lay: Layout) -> dict[str, str]:
+    """Cheap checks only (no qemu run): what is missing or stale, piece by piece."""
+    probs: dict[str, str] = {}
+    qemu = qemu_binary()
+    if not qemu:
+        probs["host-tools"] = "qemu-aarch64 not found (apt-get install qemu-user)"
+    else:
+        probs["host-tools"] = "ok"
+    if not lay.guest_python.is_file() or (_read_stamp(lay, "sysroot") or {}).get("suite") != SUITE:
+        probs["sysroot"] = f"no ARM64 sysroot in {lay.sysroot}"
+    else:
+        probs["sysroot"] = "ok"
+    try:
+        cpu_ok = lay.cpuinfo.read_text() == CPUINFO
+    except OSError:
+        cpu_ok = False
+    probs["cpuinfo"] = "ok" if cpu_ok else f"no ARM /proc/cpuinfo file at {lay.cpuinfo}"
+    st = _read_stamp(lay, "wheels") or {}
+    try:
+        want = host_versions()
+    except ToolkitError as e:
+        want = {}
+        probs["wheels"] = str(e)
+    if "wheels" not in probs:
+        if not (lay.site / "onnxruntime").is_dir() or not (lay.site / "numpy").is_dir():
+            probs["wheels"] = f"no aarch64 onnxruntime/numpy in {lay.site}"
+        elif st.get("versions") != want:
+            probs["wheels"] = f"aarch64 wheels {st.get('versions')} do not match host {want}"
+        else:
+            probs["wheels"] = "ok"
+    st = _read_stamp(lay, "plugin") or {}
+    if not lay.plugin.is_file():
+        probs["plugin"] = f"instruction-count plugin not built ({lay.plugin})"
+    elif st.get("source_sha256") != sha256_file(PLUGIN_SOURCE):
+        probs["plugin"] = "plugin source changed since it was built"
+    else:
+        probs["plugin"] = "ok"
+    smoke = _read_stamp(lay, "smoke") or {}
+    if all(v == "ok" for v in probs.values()) and smoke.get("key") != _smoke_key(lay):
+        probs["smoke"] = "not yet checked under qemu"
+    else:
+        probs["smoke"] = "ok" if smoke.get("key") == _smoke_key(lay) else "waiting for the pieces above"
+    return probs
+
+
+def status(cache: str | Path | None = None) -> Status:
+    """Is the emulated target usable right now? `reason` names the missing piece and the command that fixes it."""
+    lay = layout(cache)
+    probs = _piece_problems(lay)
+    bad = {k: v for k, v in probs.items() if v != "ok"}
+    et = (_read_stamp(lay, "executorch") or {}).get("ok", False)
+    if not bad:
+        d = _read_stamp(lay, "smoke") or {}
+        return Status(True, f"ready: {d.get('qemu', 'qemu')}, onnxruntime {d.get('onnxruntime')} (aarch64), "
+                            f"-cpu {CPU_MODEL}", lay.root, probs, et)
+    first = next(iter(bad))
+    fix = "toolkit device setup arm64" + (f" --cache {lay.root}" if lay.root != default_cache_dir() else "")
+    return Status(False, f"{first}: {bad[first]}; run `{fix}`", lay.root, probs, et)
+
+
+def require_ready(cache: str | Path | None = None) -> Layout:
+    st = status(cache)
+    if not st.ready:
+        raise ToolkitError(f"emulated ARM64 target is not set up ({st.reason})")
+    return layout(cache)
+
+
+# --------------------------------------------------------------------------------------------------- setup
+
+Report = Callable[[str, str], None]  # (piece, message)
+
+
+@dataclass
+class PieceResult:
+    piece: str
+    action: str  # "cached" | "built"
+    seconds: float
+    detail: str = ""
+
+
+def _run(cmd: list[str], what: str, fix: str, timeout: float = 1800, env: dict | None = None,
+         cwd: str | Path | None = None) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except FileNotFoundError:
+        raise ToolkitError(f"{what}: '{cmd[0]}' not found ({fix})") from None
+    except subprocess.TimeoutExpired:
+        raise ToolkitError(f"{what}: timed out after {timeout:.0f}s ({' '.join(cmd[:3])} ...)") from None
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        raise ToolkitError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)} ({fix})")
+    return p.stdout
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def ensure_host_tools(apt: bool = True) -> str:
+    need = {"qemu-aarch64": "qemu-user", "debootstrap": "debootstrap", "gcc": "gcc", "dpkg": "dpkg"}
+    missing = sorted({pkg for tool, pkg in need.items() if not shutil.which(tool)})
+    if missing:
+        if not apt or not shutil.which("apt-get") or not _is_root():
+            why = "--no-apt given" if not apt else ("apt-get not found" if not shutil.which("apt-get") else "not root")
+            raise ToolkitError(
+                f"host tools missing: {', '.join(missing)} ({why}); install them with "
+                f"`sudo apt-get install -y qemu-user debootstrap gcc libc6-dev`, then re-run `toolkit device setup arm64`"
+            )
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _run(["apt-get", "update"], "apt-get update", "check network access to the Debian mirror", env=env)
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES], "apt-get install",
+             "check network access to the Debian mirror", env=env)
+    qemu = qemu_binary()
+    assert qemu
+    helptext = subprocess.run([qemu, "-h"], capture_output=True, text=True, timeout=30).stdout
+    if "-plugin" not in helptext:
+        raise ToolkitError(f"{qemu} was built without TCG plugin support (no -plugin option); install Debian's "
+                           f"qemu-user 7.2+ (not qemu-user-static, which cannot load plugins)")
+    if CPU_MODEL not in subprocess.run([qemu, "-cpu", "help"], capture_output=True, text=True, timeout=30).stdout:
+        raise ToolkitError(f"{qemu} does not know -cpu {CPU_MODEL}; install qemu-user 7.0 or newer")
+    return qemu_version(qemu)
+
+
+def build_sysroot(lay: Layout, mirror: str) -> str:
+    if not shutil.which("debootstrap"):
+        raise ToolkitError("debootstrap not found (apt-get install debootstrap)")
+    if not _is_root():
+        raise ToolkitError(
+            "building the ARM64 sysroot needs root (debootstrap creates device nodes and root-owned files): "
+            "run `sudo toolkit device setup arm64`, or point --cache / $TOOLKIT_CACHE at a folder built elsewhere"
+        )
+    lay.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".sysroot.", dir=lay.root))
+    try:
+        _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={GUEST_PYTHON}", SUITE,
+              str(tmp), mirror], "debootstrap (arm64 sysroot)",
+             f"check that {mirror} is reachable; set --mirror or $TOOLKIT_DEBIAN_MIRROR to a closer Debian mirror")
+        debs = sorted((tmp / "var" / "cache" / "apt" / "archives").glob("*.deb"))
+        if not debs:
+            raise ToolkitError(f"debootstrap downloaded no packages into {tmp}")
+        for deb in debs:  # --foreign only unpacks the essential set; python3.11 and its libraries come from here
+            _run(["dpkg", "-x", str(deb), str(tmp)], f"dpkg -x {deb.name}", "the download may be corrupt; re-run")
+            deb.unlink()
+        for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"):
+            shutil.rmtree(tmp / junk, ignore_errors=True)
+        if not (tmp / "usr" / "bin" / GUEST_PYTHON).is_file():
+            raise ToolkitError(f"the sysroot has no /usr/bin/{GUEST_PYTHON} after unpacking ({len(debs)} debs)")
+        precompile(tmp / "usr" / "lib" / GUEST_PYTHON)
+        if lay.sysroot.exists():
+            shutil.rmtree(lay.sysroot)
+        os.replace(tmp, lay.sysroot)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_stamp(lay, "sysroot", {"suite": SUITE, "python": GUEST_PYTHON, "mirror": mirror, "packages": len(debs)})
+    return f"{len(debs)} packages"
+
+
+def precompile(folder: Path) -> None:
+    """Byte-compile the guest's Python files with the host's Python 3.11 (.pyc is CPU independent).
+
+    Debian's postinst would do this in a real install; without it every emulated run recompiles the stdlib,
+    numpy and onnxruntime from source (seconds of emulated time per run).
+    """
+    if sys.version_info[:2] != (3, 11):
+        return  # a different magic number: the guest would ignore the files
+    import compileall
+
+    import re
+
+    skip = re.compile(r"[/\\](tests?|idlelib|tkinter|turtledemo|lib2to3|ensurepip)[/\\]")
+    compileall.compile_dir(str(folder), quiet=2, workers=0, legacy=False, rx=skip)
+
+
+def write_cpuinfo(lay: Layout) -> None:
+    lay.cpuinfo.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(lay.cpuinfo, CPUINFO)
+
+
+def install_wheels(lay: Layout) -> str:
+    want = host_versions()
+    lay.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".site.", dir=lay.root))
+    try:
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(tmp),
+              "--platform", WHEEL_PLATFORM, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+              "--only-binary=:all:", *(f"{k}=={v}" for k, v in want.items())],
+             f"pip download of aarch64 wheels ({', '.join(f'{k}=={v}' for k, v in want.items())})",
+             "pip needs access to PyPI (or an index that has the manylinux_2_28_aarch64 wheels)")
+        precompile(tmp)
+        if lay.site.exists():
+            shutil.rmtree(lay.site)
+        os.replace(tmp, lay.site)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_stamp(lay, "wheels", {"versions": want, "platform": WHEEL_PLATFORM})
+    return ", ".join(f"{k} {v}" for k, v in want.items())
+
+
+def build_plugin(lay: Layout) -> str:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if not gcc:
+        raise ToolkitError("gcc not found: the instruction-count plugin is built from C (apt-get install gcc libc6-dev)")
+    lay.plugin.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lay.plugin.with_name(f".{PLUGIN_NAME}.{os.getpid()}.tmp")
+    _run([gcc, "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
+          str(PLUGIN_SOURCE)], "building the qemu plugin", "gcc and libc6-dev must be installed")
+    os.replace(tmp, lay.plugin)
+    _write_stamp(lay, "plugin", {"source_sha256": sha256_file(PLUGIN_SOURCE), "compiler": gcc})
+    return str(lay.plugin)
+
+
+def _smoke_key(lay: Layout) -> str:
+    parts = [json.dumps(_read_stamp(lay, p), sort_keys=True) for p in ("sysroot", "wheels", "plugin")]
+    return sha256_text("|".join(parts) + CPUINFO)
+
+
+def sha256_text(s: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+SMOKE_SCRIPT = """
+import ctypes, json, numpy, onnxruntime
+libc = ctypes.CDLL(None)
+for op in (1, 2):
+    libc.syscall(ctypes.c_long(172), ctypes.c_ulong(0x746f6f6c6b6974), ctypes.c_long(op), ctypes.c_long(7))
+print(json.dumps({"numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__,
+                  "providers": onnxruntime.get_available_providers()}))
+"""
+
+
+def smoke_test(lay: Layout) -> str:
+    from toolkit.device.qemu import guest_env, parse_icount, qemu_argv
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-arm64-smoke-") as tmp:
+        out = Path(tmp) / "icount.txt"
+        argv = qemu_argv(lay, plugin_out=out) + ["-c", SMOKE_SCRIPT]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=guest_env(lay, Path(tmp)), cwd=tmp)
+        if p.returncode != 0:
+            tail = " | ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+            hint = (" (a segfault at import usually means the ARM /proc/cpuinfo file is missing)"
+                    if p.returncode in (-11, 139) or "Segmentation" in tail else "")
+            raise ToolkitError(f"smoke test under qemu failed (exit {p.returncode}): {tail}{hint}")
+        info = json.loads(p.stdout.strip().splitlines()[-1])
+        counts = parse_icount(out)
+        if 7 not in counts.regions:
+            raise ToolkitError(f"the instruction-count plugin recorded no marker region ({out}: {counts.raw[:200]!r})")
+    qv = qemu_version(qemu_binary() or "qemu-aarch64")
+    _write_stamp(lay, "smoke", {"key": _smoke_key(lay), "qemu": qv, **info})
+    return f"onnxruntime {info['onnxruntime']} + numpy {info['numpy']} import under {qv.split(' (')[0]}"
+
+
+def setup(
+    cache: str | Path | None = None,
+    *,
+    apt: bool = True,
+    mirror: str | None = None,
+    force: bool = False,
+    with_executorch: bool = False,
+    report: Report | None = None,
+) -> tuple[Status, list[PieceResult]]:
+    """Build (or verify) every piece; returns the final status and what was done per piece."""
+    report = report or (lambda piece, msg: None)
+    lay = layout(cache)
+    lay.root.mkdir(parents=True, exist_ok=True)
+    mirror = mirror or os.environ.get("TOOLKIT_DEBIAN_MIRROR") or DEFAULT_MIRROR
+    results: list[PieceResult] = []
+
+    def step(piece: str, needed: bool, build: Callable[[], str], cached_detail: str = "") -> None:
+        t0 = time.monotonic()
+        if needed or force:
+            report(piece, "building")
+            detail = build()
+            results.append(PieceResult(piece, "built", time.monotonic() - t0, detail))
+        else:
+            results.append(PieceResult(piece, "cached", time.monotonic() - t0, cached_detail))
+        report(piece, "done")
+
+    report("host-tools", "checking")
+    t0 = time.monotonic()
+    qv = ensure_host_tools(apt)
+    results.append(PieceResult("host-tools", "checked", time.monotonic() - t0, qv))
+    report("host-tools", "done")
+    probs = _piece_problems(lay)
+    step("sysroot", probs["sysroot"] != "ok", lambda: build_sysroot(lay, mirror), f"{SUITE} arm64 + {GUEST_PYTHON}")
+    step("cpuinfo", _piece_problems(lay)["cpuinfo"] != "ok", lambda: (write_cpuinfo(lay), CPU_MODEL)[1], CPU_MODEL)
+    step("wheels", probs["wheels"] != "ok", lambda: install_wheels(lay),
+         ", ".join(f"{k} {v}" for k, v in host_versions().items()))
+    step("plugin", probs["plugin"] != "ok", lambda: build_plugin(lay), str(lay.plugin))
+    step("smoke", _piece_problems(lay)["smoke"] != "ok", lambda: smoke_test(lay), "checked before")
+    if with_executorch:
+        step("executorch", not (_read_stamp(lay, "executorch") or {}).get("ok"), lambda: install_executorch(lay),
+             "installed before")
+    st = status(cache)
+    atomic_write_json(lay.descriptor, {
+        "target": "arm64-a76",
+        "cpu": CPU_MODEL,
+        "ready": st.ready,
+        "qemu": qv,
+        "suite": SUITE,
+        "guest_python": GUEST_PYTHON,
+        "wheels": (_read_stamp(lay, "wheels") or {}).get("versions"),
+        "plugin_source_sha256": sha256_file(PLUGIN_SOURCE),
+        "executorch": st.executorch,
+        "disk_bytes": size_path(lay.root),
+        "setup_seconds": {r.piece: round(r.seconds, 1) for r in results},
+    })
+    return st, results
+
+
+def install_executorch(lay: Layout) -> str:
+    """Opt-in ExecuTorch lane: executorch + its aarch64 torch into site-executorch (large download)."""
+    try:
+        versions = {d: metadata.version(d) for d in ("executorch", "torch")}
+    except metadata.PackageNotFoundError as e:
+        raise ToolkitError(f"{e.name} is not installed on the host; the guest copies the host's version") from None
+    torch_ver = versions["torch"].split("+")[0]
+    free = shutil.disk_usage(lay.root).free
+    if free < 12e9:
+        raise ToolkitError(f"--with-executorch: {EXECUTORCH_NOTE}; only {free / 1e9:.1f} GB free in {lay.root}")
+    tmp = Path(tempfile.mkdtemp(prefix=".site-et.", dir=lay.root))
+    try:
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(tmp),
+              "--platform", WHEEL_PLATFORM, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+              "--only-binary=:all:", f"executorch=={versions['executorch']}", f"torch=={torch_ver}"],
+             "pip download of the aarch64 ExecuTorch runtime", f"{EXECUTORCH_NOTE}; pip needs access to PyPI",
+             timeout=7200)
+        if lay.site_executorch.exists():
+            shutil.rmtree(lay.site_executorch)
+        os.replace(tmp, lay.site_executorch)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_stamp(lay, "executorch", {"ok": True, "versions": versions})
+    return f"executorch {versions['executorch']}, torch {torch_ver} (aarch64)"
+
+
+def require_executorch(cache: str | Path | None = None) -> Layout:
+    lay = require_ready(cache)
+    if not (_read_stamp(lay, "executorch") or {}).get("ok") or not lay.site_executorch.is_dir():
+        raise ToolkitError(
+            f"ExecuTorch on emulated ARM64 is not set up: {EXECUTORCH_NOTE}. If you want it, run "
+            f"`toolkit device setup arm64 --with-executorch`; otherwise drop --with-executorch (ONNX artifacts run "
+            f"without it)"
+        )
+    return lay

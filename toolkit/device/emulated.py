@@ -1,0 +1,289 @@
+"""Run exported artifacts on the emulated ARM64 target: parity vs host onnxruntime + instructions per inference.
+
+Public API (used by `toolkit device run --target arm64-a76` and by `toolkit bench --target arm64-a76`):
+    run_artifacts(artifact_dir, ...) -> {"rows": [...], "info": {...}}   every selected artifact, one qemu process
+    bench_onnx(onnx_path, record, target=..., runs=..., steps_before=...) -> dict   one artifact (bench cells)
+Rows follow the bench JSON schema; `latency_ms` is absent, `instructions_per_inference` is the metric.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+from toolkit.device import arm64
+from toolkit.device.orchestrator import ExecResult, Invocation, Runner, ToolkitPythonRunner, Transport, run_cases
+from toolkit.device.plan import (
+    Case,
+    build_cases,
+    host_reference,
+    load_manifest,
+    make_row,
+    max_abs_err,
+    select_artifacts,
+)
+from toolkit.device.qemu import guest_env, parse_icount, qemu_argv
+from toolkit.errors import ToolkitError
+from toolkit.io import resource_dir
+
+TARGET = "arm64-a76"
+MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
+
+
+def target_profile(name: str = TARGET) -> dict:
+    """benches/targets/<name>.toml as a dict (the emulated target's defaults: cpu, warmup, runs, tolerance)."""
+    path = resource_dir("benches") / "targets" / f"{name}.toml"
+    if not path.is_file():
+        raise ToolkitError(f"target profile not found: {path}")
+    return tomllib.loads(path.read_text())
+
+
+class QemuTransport(Transport):
+    """A local folder as the device; the runner's `python3` is the ARM64 Python under qemu with the plugin."""
+
+    def __init__(self, cache: str | Path | None = None, profile: dict | None = None, executorch: bool = False):
+        self.profile = profile or target_profile()
+        self.target = str(self.profile.get("name", TARGET))
+        self.measured_on = str(self.profile.get("measured_on", MEASURED_ON))
+        self.cpu = str(self.profile.get("cpu", arm64.CPU_MODEL))
+        self.cache = cache
+        self.executorch = executorch
+        self.lay: arm64.Layout | None = None
+
+    def preflight(self, runner: Runner) -> dict:
+        self.lay = arm64.require_executorch(self.cache) if self.executorch else arm64.require_ready(self.cache)
+        st = arm64.status(self.cache)
+        return {"device": f"qemu-aarch64 -cpu {self.cpu}", "status": st.reason, "cache": str(self.lay.root)}
+
+    def push(self, stage: Path) -> str:
+        return str(stage)  # already local: the guest reads the staged folder in place
+
+    def execute(self, inv: Invocation, remote: str, timeout: float) -> ExecResult:
+        assert self.lay is not None, "preflight first"
+        work = Path(remote)
+        icount_path = work.parent / f"icount-{inv.label.replace('/', '_').replace(' ', '_') or 'run'}.txt"
+        icount_path.unlink(missing_ok=True)
+        if inv.argv[0] != "python3":
+            raise ToolkitError(f"the emulated target runs the toolkit Python runner only, not {inv.argv[0]}")
+        extra_site = [self.lay.site_executorch] if self.executorch else None
+        argv = qemu_argv(self.lay, icount_path, cpu=self.cpu) + inv.argv[1:]
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=work,
+                               env=guest_env(self.lay, work.parent, extra_site))
+        except subprocess.TimeoutExpired:
+            return ExecResult(124, f"qemu run timed out after {timeout:.0f}s")
+        output = (p.stdout or "") + (p.stderr or "")
+        extra = {}
+        if icount_path.is_file():
+            extra["icount"] = parse_icount(icount_path)
+        return ExecResult(p.returncode, output, extra)
+
+    def pull(self, remote: str, names: list[str], stage: Path) -> None:
+        pass  # same folder
+
+
+class LocalPythonTransport(Transport):
+    """The same runner under this host's Python (no qemu): wall time only. For tests and as a sanity check."""
+
+    target = "host-python"
+    measured_on = "host python runner (wall time, not device latency)"
+
+    def preflight(self, runner: Runner) -> dict:
+        return {"device": "host python"}
+
+    def push(self, stage: Path) -> str:
+        return str(stage)
+
+    def execute(self, inv: Invocation, remote: str, timeout: float) -> ExecResult:
+        import os
+        import sys
+
+        env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        p = subprocess.run([sys.executable, *inv.argv[1:]], capture_output=True, text=True, timeout=timeout,
+                           cwd=remote, env=env)
+        return ExecResult(p.returncode, (p.stdout or "") + (p.stderr or ""))
+
+    def pull(self, remote: str, names: list[str], stage: Path) -> None:
+        pass
+
+
+def _advance_states(case: Case, steps: int) -> None:
+    """Feed the state reached after `steps` host calls (a user with that much history) into the case."""
+    if steps <= 0 or not case.state_map:
+        return
+    ref = host_reference(case, steps)
+    for out_name, in_name in case.state_map.items():
+        case.feeds[in_name] = ref[-1][out_name]
+
+
+def run_cases_emulated(
+    root: Path,
+    manifest: dict,
+    cases: list[Case],
+    *,
+    transport: Transport,
+    warmup: int,
+    runs: int,
+    parity_steps: int,
+    parity_atol: float,
+    repeat: int = 1,
+    progress: Callable[[str], None] | None = None,
+    keep: Path | None = None,
+) -> tuple[list[dict], dict]:
+    """Run `cases` through the toolkit runner `repeat` times; rows carry parity and the repeat check."""
+    progress = progress or (lambda m: None)
+    runner = ToolkitPythonRunner(threads=int(getattr(transport, "profile", {}).get("threads", 1)))
+    attempts = []
+    info: dict = {}
+    for r in range(max(1, repeat)):
+        info, meas = run_cases(transport, runner, cases, warmup=warmup, runs=runs, parity_steps=parity_steps,
+                               progress=lambda m, r=r: progress(f"[{r + 1}/{repeat}] {m}" if repeat > 1 else m),
+                               keep=keep if r == 0 else None)
+        attempts.append(meas)
+    rows = []
+    for c in cases:
+        progress(f"host reference {c.key}")
+        m = attempts[0][c.index]
+        err = note = None
+        try:
+            ref = host_reference(c, parity_steps)
+            err = max_abs_err(m.outputs, ref) if m.error is None else None
+            note = f"host onnxruntime ({_ort_version()}, x86_64), {parity_steps} chained calls"
+            if c.expected and m.outputs:
+                vec_err = max_abs_err(m.outputs[:1], [{k: v for k, v in c.expected.items() if k in m.outputs[0]}])
+                err = max(err or 0.0, vec_err)
+                note += " + shipped test vectors"
+        except Exception as e:  # the host reference itself failing is reported, not raised
+            m.error = m.error or f"host reference failed: {e}"
+        extra = {"instructions_per_inference": None} if not m.instructions else {}
+        row = make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest,
+                       parity_err=err, parity_tol=parity_atol, parity_note=note or "host onnxruntime", extra=extra)
+        if m.instructions and len(attempts) > 1:
+            per = [a[c.index].instructions for a in attempts]
+            same = all(p == per[0] for p in per)
+            row["instructions"]["repeats"] = len(per)
+            row["instructions"]["identical_across_repeats"] = same
+            if not same and row["status"] == "ok":
+                row["status"], row["error"] = "failed", f"instruction counts differ between runs: {per}"
+        row["memory"]["weights_bytes"] = _weights_bytes(c.path)
+        rows.append(row)
+    return rows, info
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _weights_bytes(path: Path) -> int | None:
+    if path.suffix != ".onnx":
+        return None
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path))
+    except Exception:
+        return None
+    return int(sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer))
+
+
+def run_artifacts(
+    artifact_dir: str | Path,
+    *,
+    target: str = TARGET,
+    models: list[str] | None = None,
+    entries: list[str] | None = None,
+    files: list[str] | None = None,
+    warmup: int | None = None,
+    runs: int | None = None,
+    parity_steps: int | None = None,
+    with_executorch: bool = False,
+    repeat: int = 1,
+    cache: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    keep: Path | None = None,
+) -> dict:
+    """Every selected ONNX (and, opted in, ExecuTorch) artifact of an export on the emulated ARM64 CPU."""
+    profile = target_profile(target)
+    if profile.get("kind") != "emulated":
+        raise ToolkitError(f"target {target} is not an emulated target (kind = {profile.get('kind')!r})")
+    if with_executorch:
+        arm64.require_executorch(cache)
+        raise ToolkitError("ExecuTorch artifacts on emulated ARM64: the runtime is installed, but this toolkit "
+                           "version measures ONNX artifacts there only; drop --with-executorch")
+    root, manifest = load_manifest(artifact_dir)
+    arts = select_artifacts(root, manifest, ("onnxruntime",), models, entries, files)
+    cases = build_cases(root, manifest, arts)
+    transport = QemuTransport(cache, profile)
+    rows, info = run_cases_emulated(
+        root, manifest, cases, transport=transport,
+        warmup=int(warmup if warmup is not None else profile.get("warmup", 2)),
+        runs=int(runs if runs is not None else profile.get("max_runs", 5)),
+        parity_steps=int(parity_steps if parity_steps is not None else profile.get("parity_steps", 3)),
+        parity_atol=float(profile.get("parity_atol", 1e-4)), repeat=repeat, progress=progress, keep=keep)
+    info.update({"target": target, "artifact_dir": str(root), "profile": profile})
+    return {"rows": rows, "info": info}
+
+
+def bench_onnx(
+    onnx_path: str | Path,
+    record: dict,
+    *,
+    target: dict | None = None,
+    runs: int = 5,
+    steps_before: int | None = None,
+    cache: str | Path | None = None,
+    repeat: int = 1,
+) -> dict:
+    """One ONNX artifact (a manifest record) on the emulated target, for `toolkit bench` cells.
+
+    Returns {"ok", "error", "instructions_per_inference", "instructions", "parity_max_abs_err", "latency_ms": None,
+    "row"}. `steps_before` = calls made before the measured one (the stateful `step` entry at a history point):
+    the state after that many host calls is fed in. Runs are capped by the profile's max_runs (counts repeat).
+    """
+    onnx_path = Path(onnx_path)
+    name = (target or {}).get("name", TARGET)
+    profile = dict(target_profile(name) if (resource_dir("benches") / "targets" / f"{name}.toml").is_file() else {})
+    profile.update({k: v for k, v in (target or {}).items() if k != "extra"})
+    profile.update((target or {}).get("extra") or {})
+    runs = max(1, min(int(runs), int(profile.get("max_runs", 5))))
+    rec = dict(record)
+    with tempfile.TemporaryDirectory(prefix="toolkit-bench-arm64-") as tmp:
+        root = Path(tmp)
+        # The record's paths are relative to its artifact dir; mirror just what the case needs.
+        art_dir = onnx_path.parent
+        rec["file"] = onnx_path.name
+        shutil.copy2(onnx_path, root / onnx_path.name)
+        for st in rec.get("states", []):
+            init = st.get("initial_file")
+            if init and (art_dir / init).is_file():
+                (root / init).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(art_dir / init, root / init)
+        manifest = {"artifacts": [rec]}
+        try:
+            cases = build_cases(root, manifest, [rec])
+            for c in cases:
+                _advance_states(c, int(steps_before or 0))
+            rows, _ = run_cases_emulated(
+                root, manifest, cases, transport=QemuTransport(cache, profile),
+                warmup=int(profile.get("warmup", 2)), runs=runs,
+                parity_steps=int(profile.get("parity_steps", 3)), parity_atol=float(profile.get("parity_atol", 1e-4)),
+                repeat=repeat)
+        except ToolkitError as e:
+            return {"ok": False, "error": str(e), "instructions_per_inference": None, "latency_ms": None}
+    row = rows[0]
+    return {
+        "ok": row["status"] == "ok",
+        "error": row["error"],
+        "instructions_per_inference": row.get("instructions_per_inference"),
+        "instructions": row.get("instructions"),
+        "parity_max_abs_err": row.get("parity_max_abs_err"),
+        "latency_ms": None,
+        "row": row,
+    }

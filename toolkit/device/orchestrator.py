@@ -1,0 +1,332 @@
+"""One run loop for every device: preflight -> stage files -> push -> execute runner -> pull -> parse -> rows.
+
+A *transport* moves files and runs commands (adb to an Android phone, or a local folder + qemu-aarch64 for the
+emulated target); a *runner* knows one runner program (our Python runner, onnxruntime_perf_test, ExecuTorch's
+executor_runner): which files it needs, its command line, and how to read its output. The emulated path and the
+adb path both go through `run_cases`, so the plan / staging / parsing code is exercised for real by the
+emulated target even where no phone is connected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.device.plan import Case, Measurement
+from toolkit.errors import ToolkitError
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Invocation:
+    """One execution of the runner on the device."""
+
+    argv: list[str]  # argv[0] is a file in the staged folder (or a program the transport resolves)
+    cases: list[int]  # case indices this invocation measures
+    pulls: list[str]  # files to bring back (relative to the device folder); missing ones are tolerated
+    label: str = ""
+
+
+@dataclass
+class ExecResult:
+    rc: int
+    output: str  # stdout + stderr
+    extra: dict = field(default_factory=dict)  # transport-specific facts (e.g. qemu instruction counts)
+
+
+class Transport(ABC):
+    """Where the runner executes."""
+
+    target: str  # the bench row `target`
+    measured_on: str  # the bench row `measured_on`
+
+    @abstractmethod
+    def preflight(self, runner: "Runner") -> dict:
+        """Check the device can run this runner (ABI, tools); raise ToolkitError naming the problem and the fix."""
+
+    @abstractmethod
+    def push(self, stage: Path) -> str:
+        """Copy the staged folder to the device; return the device folder."""
+
+    @abstractmethod
+    def execute(self, inv: Invocation, remote: str, timeout: float) -> ExecResult: ...
+
+    @abstractmethod
+    def pull(self, remote: str, names: list[str], stage: Path) -> None: ...
+
+    def cleanup(self, remote: str) -> None:  # noqa: B027 - optional
+        pass
+
+
+class Runner(ABC):
+    """A runner program: staging, command line, output parsing."""
+
+    name: str
+    runtimes: tuple[str, ...]
+    binary: Path | None = None  # a file pushed with the stage (None: provided by the transport)
+
+    @abstractmethod
+    def stage(self, cases: list[Case], stage: Path, warmup: int, runs: int, parity_steps: int) -> list[Invocation]: ...
+
+    @abstractmethod
+    def parse(self, inv: Invocation, res: ExecResult, stage: Path, cases: list[Case]) -> dict[int, Measurement]: ...
+
+
+def run_cases(
+    transport: Transport,
+    runner: Runner,
+    cases: list[Case],
+    *,
+    warmup: int,
+    runs: int,
+    parity_steps: int,
+    timeout: float = 1800.0,
+    keep: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, dict[int, Measurement]]:
+    """Run every case; a failing invocation becomes failed measurements, never a lost run."""
+    progress = progress or (lambda msg: None)
+    bad = [c for c in cases if c.runtime not in runner.runtimes]
+    if bad:
+        raise ToolkitError(f"runner {runner.name} runs {', '.join(runner.runtimes)} artifacts, not "
+                           f"{bad[0].runtime} ({bad[0].path.name}); pick the matching runner")
+    progress(f"preflight {transport.target}")
+    info = transport.preflight(runner)
+    results: dict[int, Measurement] = {}
+    with tempfile.TemporaryDirectory(prefix="toolkit-device-") as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        invocations = runner.stage(cases, stage, warmup, runs, parity_steps)
+        progress(f"push {sum(1 for _ in stage.rglob('*') if _.is_file())} files")
+        remote = transport.push(stage)
+        try:
+            for n, inv in enumerate(invocations):
+                progress(f"run {inv.label or runner.name} ({n + 1}/{len(invocations)})")
+                res = transport.execute(inv, remote, timeout)
+                transport.pull(remote, inv.pulls, stage)
+                try:
+                    results.update(runner.parse(inv, res, stage, cases))
+                except ToolkitError as e:
+                    for i in inv.cases:
+                        results[i] = Measurement(error=str(e))
+        finally:
+            transport.cleanup(remote)
+            if keep is not None:
+                shutil.copytree(stage, keep, dirs_exist_ok=True)
+    for c in cases:
+        results.setdefault(c.index, Measurement(error="runner produced no result for this artifact"))
+    return info, results
+
+
+def _tail(text: str, n: int = 3) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) if lines else "(no output)"
+
+
+# ------------------------------------------------------------------------------- toolkit Python runner
+
+
+class ToolkitPythonRunner(Runner):
+    """toolkit/device/ort_runner.py under the target's Python (ARM64 under qemu, or any aarch64 Linux)."""
+
+    name = "toolkit ort_runner.py"
+    runtimes = ("onnxruntime",)
+    script = Path(__file__).with_name("ort_runner.py")
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def stage(self, cases, stage, warmup, runs, parity_steps):
+        shutil.copy2(self.script, stage / "ort_runner.py")
+        plan_cases = []
+        for c in cases:
+            d = stage / f"c{c.index}"
+            d.mkdir()
+            model = d / c.path.name
+            shutil.copy2(c.path, model)
+            for extra in c.path.parent.glob(f"{c.path.name}.data"):  # external weights beside the model
+                shutil.copy2(extra, d / extra.name)
+            feeds = {}
+            for k, (name, value) in enumerate(c.feeds.items()):
+                np.save(d / f"in{k}.npy", value)
+                feeds[name] = f"c{c.index}/in{k}.npy"
+            plan_cases.append({"id": c.index, "model": f"c{c.index}/{c.path.name}", "feeds": feeds,
+                               "state_map": c.state_map, "parity_steps": parity_steps, "warmup": warmup,
+                               "runs": runs, "outputs_dir": f"c{c.index}/out"})
+        (stage / "plan.json").write_text(json.dumps({"cases": plan_cases, "threads": self.threads,
+                                                     "results": "results.json"}, indent=1))
+        pulls = ["results.json"] + [f"c{c.index}/out" for c in cases]
+        return [Invocation(["python3", "ort_runner.py", "plan.json"], [c.index for c in cases], pulls,
+                           label=f"{len(cases)} artifacts")]
+
+    def parse(self, inv, res, stage, cases):
+        path = stage / "results.json"
+        if not path.is_file():
+            raise ToolkitError(f"runner exited {res.rc} without results: {_tail(res.output)}")
+        data = json.loads(path.read_text())
+        icount = res.extra.get("icount")
+        overhead = None
+        if icount is not None:
+            oh = icount.regions.get(int(data.get("overhead_region", -1)), [])
+            overhead = oh[-1] if oh else None
+        out: dict[int, Measurement] = {}
+        for r in data["cases"]:
+            m = Measurement(error=r.get("error"))
+            m.outputs = [{name: np.load(stage / f) for name, f in step.items()} for step in r.get("outputs", [])]
+            if icount is not None:
+                counts = [icount.regions.get(rid, [None])[-1] for rid in r.get("regions", [])]
+                if m.error is None and (not counts or any(c is None for c in counts)):
+                    m.error = "instruction counts missing for some calls (plugin not loaded?)"
+                m.instructions = [c for c in counts if c is not None]
+                m.marker_overhead = overhead
+                m.threads_alive = max((icount.threads.get(rid, 0) for rid in r.get("regions", [])), default=None)
+            else:
+                m.latency_ms = list(r.get("wall_ms", []))
+            out[int(r["id"])] = m
+        return out
+
+
+# --------------------------------------------------------------------------------- onnxruntime_perf_test
+
+
+class OrtPerfTestRunner(Runner):
+    """ONNX Runtime's onnxruntime_perf_test (built for Android): per-run times from its result file.
+
+    Inputs go in the ONNX test-data layout it reads (model dir/test_data_set_0/input_<i>.pb). It runs one
+    warm-up call of its own; we ask for warmup + runs more and drop the first `warmup` times. It prints no
+    outputs, so rows from it carry no parity (the emulated target covers ARM64 numerics).
+    """
+
+    name = "onnxruntime_perf_test"
+    runtimes = ("onnxruntime",)
+
+    def __init__(self, binary: Path, threads: int = 1, extra_args: list[str] | None = None):
+        self.binary = binary
+        self.threads = threads
+        self.extra_args = extra_args or []
+        self.warmup = 0
+
+    def stage(self, cases, stage, warmup, runs, parity_steps):
+        from onnx import numpy_helper
+
+        self.warmup = warmup
+        invs = []
+        for c in cases:
+            d = stage / f"c{c.index}"
+            (d / "test_data_set_0").mkdir(parents=True)
+            shutil.copy2(c.path, d / c.path.name)
+            for k, (name, value) in enumerate(c.feeds.items()):
+                (d / "test_data_set_0" / f"input_{k}.pb").write_bytes(
+                    numpy_helper.from_array(np.ascontiguousarray(value), name).SerializeToString())
+            argv = ["./" + self.binary.name, "-e", "cpu", "-m", "times", "-r", str(warmup + runs),
+                    "-x", str(self.threads), "-y", "1", "-s", *self.extra_args,
+                    f"c{c.index}/{c.path.name}", f"c{c.index}/result.csv"]
+            invs.append(Invocation(argv, [c.index], [f"c{c.index}/result.csv"], label=c.key))
+        return invs
+
+    def parse(self, inv, res, stage, cases):
+        (i,) = inv.cases
+        if res.rc != 0:
+            raise ToolkitError(f"onnxruntime_perf_test exited {res.rc}: {_tail(res.output)}")
+        times_ms = []
+        csv = stage / f"c{i}" / "result.csv"
+        if csv.is_file():
+            for line in csv.read_text().splitlines():
+                parts = line.split(",")
+                if len(parts) == 5:
+                    try:
+                        times_ms.append(float(parts[1]) * 1000.0)
+                    except ValueError:
+                        continue
+        m = Measurement()
+        if len(times_ms) > self.warmup:
+            m.latency_ms = times_ms[self.warmup:]
+        else:
+            avg = re.search(r"Average inference time cost:\s*([0-9.eE+-]+)\s*ms", res.output)
+            if not avg:
+                raise ToolkitError(f"could not read times from onnxruntime_perf_test (no result file, no "
+                                   f"'Average inference time cost' line): {_tail(res.output)}")
+            m.latency_mean_only = float(avg[1])
+        peak = re.search(r"Peak working set size:\s*(\d+)", res.output)
+        if peak:
+            m.extra["memory_peak_working_set_bytes"] = int(peak[1])
+        return {i: m}
+
+
+# ------------------------------------------------------------------------------------ executor_runner
+
+
+_ITER = re.compile(r"Iteration (\d+) of (\d+):\s*([0-9.eE+-]+)\s*ms")
+_TOTAL = re.compile(r"Model executed successfully (\d+) time\(s\) in ([0-9.eE+-]+)\s*ms")
+
+
+class ExecutorRunner(Runner):
+    """ExecuTorch's executor_runner (built for Android): per-iteration times from its log.
+
+    Flags differ between ExecuTorch versions, so the runner's --help is read first (`flags`) and only the flags
+    it knows are passed. Without --inputs it feeds ones (fine for latency: id 1 is a valid item).
+    """
+
+    name = "executor_runner"
+    runtimes = ("executorch",)
+
+    def __init__(self, binary: Path, threads: int = 1, extra_args: list[str] | None = None):
+        self.binary = binary
+        self.threads = threads
+        self.extra_args = extra_args or []
+        self.flags: set[str] = {"model_path", "num_executions"}
+        self.warmup = 0
+
+    def stage(self, cases, stage, warmup, runs, parity_steps):
+        self.warmup = warmup
+        invs = []
+        for c in cases:
+            d = stage / f"c{c.index}"
+            d.mkdir()
+            shutil.copy2(c.path, d / c.path.name)
+            argv = ["./" + self.binary.name, f"--model_path=c{c.index}/{c.path.name}",
+                    f"--num_executions={warmup + runs}"]
+            if "inputs" in self.flags:
+                files = []
+                for k, value in enumerate(c.feeds.values()):
+                    (d / f"input_{k}.bin").write_bytes(np.ascontiguousarray(value).tobytes())
+                    files.append(f"c{c.index}/input_{k}.bin")
+                if files:
+                    argv.append("--inputs=" + ",".join(files))
+            if "cpu_threads" in self.flags:
+                argv.append(f"--cpu_threads={self.threads}")
+            if "print_output" in self.flags:
+                argv.append("--print_output=none")
+            invs.append(Invocation(argv + self.extra_args, [c.index], [], label=c.key))
+        return invs
+
+    def parse(self, inv, res, stage, cases):
+        (i,) = inv.cases
+        if res.rc != 0:
+            raise ToolkitError(f"executor_runner exited {res.rc}: {_tail(res.output)}")
+        iters = [float(m[3]) for m in _ITER.finditer(res.output)]
+        m = Measurement()
+        if len(iters) > self.warmup:
+            m.latency_ms = iters[self.warmup:]
+        else:
+            tot = _TOTAL.search(res.output)
+            if not tot:
+                raise ToolkitError(f"could not read times from executor_runner (no 'Iteration' or 'Model executed "
+                                   f"successfully' line): {_tail(res.output)}")
+            m.latency_mean_only = float(tot[2]) / max(1, int(tot[1]))
+            m.extra["latency_note"] = "mean over all executions incl. warm-up (this executor_runner prints no per-run times)"
+        return {i: m}
+
+
+def parse_gflags_help(text: str) -> set[str]:
+    """Flag names listed by a gflags --help (`-name (description) type: ...`)."""
+    return set(re.findall(r"^\s*-{1,2}([a-z_][a-z0-9_]*)\s", text, flags=re.M))

@@ -1,0 +1,80 @@
+"""Small pieces every exporter shares: file naming, dtype casts of an entry point, the result of one export."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+
+COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+FILE_EXT = {"executorch": ".pte", "onnx": ".onnx", "coreml": ".mlpackage"}
+
+# Every runtime exposes the updated state after the visible outputs under these names; ONNX also takes state_in.*
+STATE_IN = "state_in."
+STATE_OUT = "state_out."
+
+
+def artifact_stem(model: str, entry: str, recipe: str) -> str:
+    """`<model>.<entry>.<recipe>`: e.g. scn.step.executorch-xnnpack-fp32 (see export/README.md, file naming)."""
+    return f"{model}.{entry}.{recipe}"
+
+
+def dtype_name(dt: torch.dtype | np.dtype | str) -> str:
+    if isinstance(dt, torch.dtype):
+        return str(dt).replace("torch.", "")
+    return np.dtype(dt).name
+
+
+def np_dtype(name: str) -> np.dtype:
+    return np.dtype({"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
+                     "bfloat16": np.float32}.get(name, name))
+
+
+def cast_entry(entry: EntryPoint, compute: str) -> EntryPoint:
+    """A copy of `entry` whose module, float inputs and states are in `compute` dtype (fp32: the entry itself)."""
+    dt = COMPUTE_DTYPES[compute]
+    if dt == torch.float32:
+        return entry
+    module = copy.deepcopy(entry.module).to(dt).eval()
+    inputs = [TensorSpec(s.name, s.shape, dt if s.dtype.is_floating_point else s.dtype, s.high) for s in entry.inputs]
+    states = [StateSpec(s.name, s.initial.detach().to(dt)) for s in entry.states]
+    return EntryPoint(entry.name, module, inputs, list(entry.outputs), states, entry.description)
+
+
+def cast_inputs(values, specs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
+    """Inputs (tensors or arrays) to the dtypes the specs declare."""
+    out = []
+    for v, s in zip(values, specs):
+        t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+        out.append(t.to(s.dtype))
+    return tuple(out)
+
+
+def to_numpy(t) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
+    return t.detach().cpu().numpy()
+
+
+def tensor_record(name: str, shape, dtype, high: int | None = None) -> dict:
+    rec = {"name": name, "shape": [int(x) for x in shape], "dtype": dtype_name(dtype)}
+    if high is not None:
+        rec["high"] = int(high)
+    return rec
+
+
+@dataclass
+class Exported:
+    """What one target exporter wrote (paths inside the artifact dir) and what it learned along the way."""
+
+    model_file: Path
+    extra_files: dict[str, Path] = field(default_factory=dict)  # role -> path (bundled_program, initial_state)
+    record: dict = field(default_factory=dict)  # target-specific manifest fields
+    state_check: dict = field(default_factory=dict)
+    reference_entry: EntryPoint | None = None  # the entry actually exported (cast to the recipe's dtype)
+    handle: object = None  # in-memory product a later stage needs (ExecuTorch program manager for the .bpte)

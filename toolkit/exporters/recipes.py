@@ -1,0 +1,110 @@
+"""Export recipes are data: one TOML per (target, dtype) in export/ (shipped in the wheel); adding a target = a file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.io import resource_dir
+
+TARGETS = ("executorch", "onnx", "coreml")
+DTYPES = ("fp32", "fp16", "int8")
+RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    target: str  # executorch | onnx | coreml
+    dtype: str  # fp32 | fp16 | int8
+    description: str
+    options: dict  # the [<target>] table
+    atol: float
+    rtol: float
+    path: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def runtime(self) -> str:
+        return RUNTIME_OF_TARGET[self.target]
+
+    def opt(self, key: str, default=None):
+        return self.options.get(key, default)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "target": self.target, "dtype": self.dtype, "options": dict(self.options),
+                "parity": {"atol": self.atol, "rtol": self.rtol}}
+
+
+def _parse(path: Path) -> Recipe:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ToolkitError(f"recipe {path.name} is not valid TOML: {e}") from None
+    missing = [k for k in ("name", "target", "dtype") if k not in raw]
+    if missing:
+        raise ToolkitError(f"recipe {path.name} lacks key(s): {', '.join(missing)}")
+    if raw["target"] not in TARGETS:
+        raise ToolkitError(f"recipe {path.name}: unknown target '{raw['target']}' (valid: {', '.join(TARGETS)})")
+    if raw["dtype"] not in DTYPES:
+        raise ToolkitError(f"recipe {path.name}: unknown dtype '{raw['dtype']}' (valid: {', '.join(DTYPES)})")
+    parity = raw.get("parity", {})
+    return Recipe(name=raw["name"], target=raw["target"], dtype=raw["dtype"], description=raw.get("description", ""),
+                  options=dict(raw.get(raw["target"], {})), atol=float(parity.get("atol", 1e-4)),
+                  rtol=float(parity.get("rtol", 1e-4)), path=str(path), raw=raw)
+
+
+def recipe_dir() -> Path:
+    return resource_dir("export")
+
+
+def all_recipes(folder: Path | None = None) -> list[Recipe]:
+    folder = folder or recipe_dir()
+    return [_parse(p) for p in sorted(folder.glob("*.toml"))]
+
+
+def by_name(name: str, folder: Path | None = None) -> Recipe:
+    recipes = all_recipes(folder)
+    for r in recipes:
+        if r.name == name:
+            return r
+    raise ToolkitError(f"unknown recipe '{name}' (available: {', '.join(r.name for r in recipes)})")
+
+
+def find(target: str, dtype: str, folder: Path | None = None) -> Recipe:
+    """The recipe for (target, dtype); a clear error naming what exists otherwise."""
+    if target not in TARGETS:
+        raise ToolkitError(f"unknown target '{target}' (valid: {', '.join(TARGETS)})")
+    if dtype not in DTYPES:
+        raise ToolkitError(f"unknown dtype '{dtype}' (valid: {', '.join(DTYPES)})")
+    recipes = all_recipes(folder)
+    hits = [r for r in recipes if r.target == target and r.dtype == dtype]
+    if not hits:
+        have = sorted(r.dtype for r in recipes if r.target == target)
+        raise ToolkitError(f"no export recipe for target '{target}' with dtype '{dtype}' "
+                           f"(recipes for {target}: {', '.join(have) or 'none'}; add a TOML to export/)")
+    if len(hits) > 1:
+        defaults = [r for r in hits if r.raw.get("default")]
+        if len(defaults) != 1:
+            raise ToolkitError(f"several recipes for {target}/{dtype} ({', '.join(r.name for r in hits)}): "
+                               "mark one with default = true")
+        return defaults[0]
+    return hits[0]
+
+
+def parse_targets(spec: str | list[str]) -> list[str]:
+    """'executorch,onnx' -> ['executorch', 'onnx'] with a one-line error for unknown names."""
+    items = spec if isinstance(spec, list) else spec.split(",")
+    out: list[str] = []
+    for t in (s.strip().lower() for s in items):
+        if not t:
+            continue
+        if t not in TARGETS:
+            raise ToolkitError(f"unknown target '{t}' (valid: {', '.join(TARGETS)})")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise ToolkitError(f"no target given (valid: {', '.join(TARGETS)})")
+    return out

@@ -1,0 +1,161 @@
+"""Core ML exporter: BufferedState -> torch.export(...).run_decompositions({}) -> ct.convert (iOS 18, ct.StateType).
+
+Core ML stores state in fp16 only; ids are int32 inputs (Core ML has no int64 I/O); outputs are renamed from the
+converter's generated names to the contract's (`scores`, ..., `state_out.<name>`). Prediction needs macOS 15+, so on
+Linux the exporter checks the structure and `parity.coreml_drift_estimate` estimates the fp16-state drift instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolkit.errors import ToolkitError
+from toolkit.exporters.common import STATE_OUT, Exported, tensor_record
+from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
+from toolkit.exporters.recipes import Recipe
+from toolkit.exporters.statecheck import coreml_state_check
+
+_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
+
+
+def _ct():
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import coremltools as ct
+    return ct
+
+
+def coreml_input_dtype(dtype: torch.dtype):
+    return np.int32 if not dtype.is_floating_point else np.float32
+
+
+def structure(spec) -> dict:
+    """What can be checked without the Core ML runtime: version, I/O, states, op histogram of `main`."""
+    def arr(f):
+        t = f.type
+        kind = t.WhichOneof("Type")
+        if kind == "stateType":
+            a = t.stateType.arrayType
+        elif kind == "multiArrayType":
+            a = t.multiArrayType
+        else:
+            return {"name": f.name, "kind": kind}
+        return {"name": f.name, "shape": [int(x) for x in a.shape],
+                "dtype": type(a).ArrayDataType.Name(a.dataType).lower()}
+
+    ops: dict[str, int] = {}
+    opset = ""
+    if spec.WhichOneof("Type") == "mlProgram":
+        fn = spec.mlProgram.functions["main"]
+        opset = fn.opset
+        for op in fn.block_specializations[fn.opset].operations:
+            ops[op.type] = ops.get(op.type, 0) + 1
+    return {
+        "specification_version": int(spec.specificationVersion),
+        "opset": opset,
+        "inputs": [arr(f) for f in spec.description.input],
+        "outputs": [arr(f) for f in spec.description.output],
+        "states": [arr(f) for f in spec.description.state],
+        "op_histogram": dict(sorted(ops.items())),
+    }
+
+
+def expected_structure_problems(st: dict, ent: EntryPoint) -> list[str]:
+    """I/O names and shapes, states and iOS 18 (spec version >= 9) against the contract."""
+    problems = []
+    if st["specification_version"] < 9:
+        problems.append(f"specification version {st['specification_version']} < 9 (iOS 18 needed for state)")
+    want_in = {s.name: list(s.shape) for s in ent.inputs}
+    got_in = {f["name"]: f.get("shape") for f in st["inputs"]}
+    if want_in != got_in:
+        problems.append(f"inputs {got_in} differ from the contract {want_in}")
+    want_out = list(ent.outputs) + [STATE_OUT + s.name for s in ent.states]
+    got_out = [f["name"] for f in st["outputs"]]
+    if got_out != want_out:
+        problems.append(f"outputs {got_out} differ from the contract {want_out}")
+    want_states = {buffer_name(s.name): list(s.shape) for s in ent.states}
+    got_states = {f["name"]: f.get("shape") for f in st["states"]}
+    if want_states != got_states:
+        problems.append(f"states {got_states} differ from the contract {want_states}")
+    for f in st["states"]:
+        if f.get("dtype") != "float16":
+            problems.append(f"state {f['name']} is {f.get('dtype')}, Core ML supports float16 state only")
+    return problems
+
+
+def export_coreml(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, base_check: dict) -> Exported:
+    ct = _ct()
+    target = recipe.opt("minimum_deployment_target", "iOS18")
+    if not hasattr(ct.target, target):
+        raise ToolkitError(f"recipe {recipe.name}: unknown minimum_deployment_target '{target}'")
+    precision = recipe.opt("compute_precision", "fp32")
+    if precision not in _PRECISION:
+        raise ToolkitError(f"recipe {recipe.name}: compute_precision must be fp32 or fp16, got '{precision}'")
+    if recipe.opt("state_dtype", "fp16") != "fp16":
+        raise ToolkitError(f"recipe {recipe.name}: Core ML keeps state in fp16 only (state_dtype = \"fp16\")")
+    wrap = BufferedState(entry, expose_states=True).eval()
+    with torch.no_grad():
+        ep = torch.export.export(wrap, entry.example_inputs(), strict=False).run_decompositions({})
+    inputs = [ct.TensorType(name=s.name, shape=s.shape, dtype=coreml_input_dtype(s.dtype)) for s in entry.inputs]
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=s.shape, dtype=np.float16), name=buffer_name(s.name))
+              for s in entry.states]
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlm = ct.convert(ep, inputs=inputs, states=states or None, convert_to="mlprogram",
+                         minimum_deployment_target=getattr(ct.target, target),
+                         compute_precision=getattr(ct.precision, _PRECISION[precision]),
+                         skip_model_load=True)
+        wq = recipe.opt("weight_quantization", "none")
+        if wq == "int8":
+            cfg = ct.optimize.coreml.OptimizationConfig(
+                global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                                         granularity="per_channel"))
+            mlm = ct.optimize.coreml.linear_quantize_weights(mlm, cfg)
+        elif wq != "none":
+            raise ToolkitError(f"recipe {recipe.name}: unknown weight_quantization '{wq}' (valid: none, int8)")
+    spec = mlm.get_spec()
+    want_out = list(entry.outputs) + [STATE_OUT + s.name for s in entry.states]
+    got_out = [o.name for o in spec.description.output]
+    if len(got_out) != len(want_out):
+        raise ToolkitError(f"{stem}: Core ML model has {len(got_out)} outputs, contract says {len(want_out)}")
+    for old, new in zip(got_out, want_out):
+        if old != new:
+            ct.utils.rename_feature(spec, old, new)
+    weights_dir = mlm.weights_dir
+    mlm = ct.models.MLModel(spec, weights_dir=weights_dir, skip_model_load=True)
+    path = out_dir / f"{stem}.mlpackage"
+    mlm.save(str(path))
+    spec = mlm.get_spec()
+    check = coreml_state_check(entry, base_check, spec)
+    st = structure(spec)
+    record = {
+        "inputs": [tensor_record(s.name, s.shape, "int32" if not s.dtype.is_floating_point else s.dtype, s.high)
+                   for s in entry.inputs],
+        "compute_precision": precision,
+        "weight_quantization": wq,
+        "state_dtype": "float16",
+        "state_names": {s.name: buffer_name(s.name) for s in entry.states},
+        "state_outputs": [STATE_OUT + s.name for s in entry.states],
+        "compute_units": recipe.opt("compute_units", "CPU_AND_NE"),
+        "structure": st,
+        "structure_problems": expected_structure_problems(st, entry),
+    }
+    return Exported(model_file=path, record=record, state_check=check, reference_entry=entry)
+
+
+def read_structure(path: Path) -> dict:
+    """Spec of a saved .mlpackage (works on Linux: no compilation, no prediction)."""
+    ct = _ct()
+    try:
+        mlm = ct.models.MLModel(str(path), skip_model_load=True)
+    except Exception as e:  # coremltools raises several types for a damaged package
+        raise ToolkitError(f"cannot read Core ML package {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return structure(mlm.get_spec())

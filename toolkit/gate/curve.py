@@ -1,0 +1,249 @@
+"""`toolkit gate curve`: ranking quality vs request frequency for every request policy (the paper's Figure 5).
+
+Setting (one decision per test user): at the test time T = n-1 the device holds the correction the GCN computed
+from the window at t' = T - lag (lag drawn uniformly from the gate's lag range, seeded; at most T - 1); a policy
+either keeps it or requests a fresh one (computed from the window at T). Endpoints: always (request every time:
+exactly CoCorrRec's own evaluation), never (keep the stale correction), none (no correction at all, plain SCN).
+Each learned policy's threshold for a budget is calibrated on validation decisions (see calibrate.py), then its
+achieved request rate, UAUC, NDCG@10 and HR@10 on the test split (100 candidates) are measured.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.data import Dataset
+from toolkit.errors import ToolkitError
+from toolkit.gate.calibrate import check_budget, check_data, decision_features, gate_lags, open_gate, quantile_threshold
+from toolkit.gate.dataset import PairSet
+from toolkit.gate.policies import DEFAULT_POLICIES, NoveltyPolicy, make_policy, time_decisions, time_feature
+from toolkit.gate.train import progress_bar
+from toolkit.io import atomic_dir, atomic_write_bytes, atomic_write_json, versions
+from toolkit.metrics import ranking_metrics
+
+DEFAULT_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+SHOWN = ("uauc", "ndcg@10", "hr@10")
+
+
+def mixed_metrics(pairs: PairSet, requests: np.ndarray) -> dict:
+    """Ranking metrics when `requests` [N] bool users use the fresh correction and the rest keep the stale one."""
+    scores = np.where(requests[:, None], pairs.scores["fresh"], pairs.scores["stale"])
+    return ranking_metrics(scores, pos_index=0)
+
+
+def payload_bytes(model, seq_len: int) -> tuple[int, int]:
+    """(upload, download) bytes of one request for a window of seq_len items: one GCN round per mini-batch."""
+    p = model.gcn.payload_floats()
+    m = -(-seq_len // model.cfg.mini_batch)
+    return p["upload_bytes"] * m, p["download_bytes"] * m
+
+
+def _point(metrics: dict, rate: float, up: int, down: int, **extra) -> dict:
+    return {"request_rate": round(float(rate), 6), **{k: round(float(metrics[k]), 6) for k in metrics},
+            "bytes_sent_per_1000": round(rate * 1000 * up), "bytes_received_per_1000": round(rate * 1000 * down),
+            **extra}
+
+
+def parse_budgets(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ToolkitError(f"--budgets must be comma-separated numbers, got '{text}'") from None
+    if not vals:
+        raise ToolkitError("--budgets is empty")
+    return [check_budget(v) for v in vals]
+
+
+def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, policies=DEFAULT_POLICIES,
+              base: Path | None = None, lags: tuple[int, int] | None = None, seed: int = 0, fit_cap: int = 5000,
+              force: bool = False, timing: bool = True, console: Console | None = None) -> dict:
+    console = console or Console()
+    budgets = sorted({check_budget(b) for b in budgets})
+    gate, model, desc = open_gate(gate_dir, base)
+    check_data(model, ds)
+    lags = tuple(lags) if lags is not None else gate_lags(desc)
+    t_start = time.perf_counter()
+    with progress_bar(console) as progress:
+        recent, recent_out = decision_features(gate, model, ds, "valid", lags, progress)
+        test, test_out = decision_features(gate, model, ds, "test", lags, progress, mode="sample", seed=seed,
+                                           which=("stale", "fresh", "none"), n_cands=None)
+    weights = recent.user_weights()
+    up, down = payload_bytes(model, ds.seq_len)
+    endpoints = {
+        "always": _point(mixed_metrics(test, np.ones(len(test), bool)), 1.0, up, down),
+        "never": _point(mixed_metrics(test, np.zeros(len(test), bool)), 0.0, up, down),
+        "none": _point(ranking_metrics(test.scores["none"]), 0.0, up, down),
+    }
+
+    results: dict[str, dict] = {}
+    fitted = {}
+    with progress_bar(console) as progress:
+        task = progress.add_task("policies x budgets", total=len(policies) * len(budgets))
+        for name in policies:
+            t0 = time.perf_counter()
+            pol = make_policy(name, gate, fit_cap).fit(recent, recent_out, seed)
+            fit_seconds = time.perf_counter() - t0
+            prio_recent = pol.priority(recent, recent_out) if pol.deployable and name != "random" else None
+            prio_test = pol.priority(test, test_out)
+            points = []
+            for b in budgets:
+                if name == "random":
+                    thr = b
+                elif prio_recent is None:  # oracle: the exact budget on the test users themselves
+                    thr, _ = quantile_threshold(prio_test, b)
+                else:
+                    thr, _ = quantile_threshold(prio_recent, b, weights)
+                req = prio_test <= thr
+                points.append(_point(mixed_metrics(test, req), req.mean(), up, down, budget=b, threshold=float(thr)))
+                progress.advance(task)
+            entry = {"deployable": pol.deployable, "fit_seconds": round(fit_seconds, 3), "points": points}
+            if isinstance(pol, NoveltyPolicy):
+                native = pol.native_requests(test)
+                entry["native"] = _point(mixed_metrics(test, native), native.mean(), up, down)
+            results[name] = entry
+            fitted[name] = (pol, points)
+
+    latency = {}
+    if timing:
+        latency["feature_scn_encode"] = time_feature(model, ds.test_seqs[0])
+        for name, (pol, points) in fitted.items():
+            if pol.deployable:
+                latency[name] = time_decisions(pol, test, points[0]["threshold"], seed=seed)
+
+    per_lag = {}
+    for lag in np.unique(test.lag):
+        sel = test.lag == lag
+        sub = PairSet(test.user[sel], test.time[sel], test.lag[sel], test.r_now[sel], test.r_stale[sel],
+                      {k: v[sel] for k, v in test.scores.items()})
+        per_lag[int(lag)] = {"users": int(sel.sum()),
+                             **{f"{w}_ndcg@10": round(mixed_metrics(sub, np.full(len(sub), w == "always"))["ndcg@10"], 6)
+                                for w in ("always", "never")},
+                             "none_ndcg@10": round(ranking_metrics(sub.scores["none"])["ndcg@10"], 6)}
+
+    result = {
+        "gate": str(Path(gate_dir)), "base_run": desc.get("base_run"), "dataset": str(ds.path),
+        "dataset_sha256": ds.sha256, "split": "test", "candidates": int(test.scores["fresh"].shape[1]),
+        "decisions": len(test), "lags": list(lags), "lag_counts": {int(k): int(v) for k, v in
+                                                                    zip(*np.unique(test.lag, return_counts=True))},
+        "calibrated_on": {"split": "valid", "samples": len(recent), "users": int(np.unique(recent.user).size)},
+        "request_bytes": {"sent": up, "received": down},
+        "endpoints": endpoints, "policies": results, "per_lag": per_lag,
+        "latency_ms_single_thread": latency, "gate_params": gate.param_counts(),
+        "summary": summarise(endpoints, results), "seconds": round(time.perf_counter() - t_start, 3),
+        "versions": versions(),
+    }
+    out = Path(out)
+    with atomic_dir(out, force=force) as tmp:
+        atomic_write_json(tmp / "curve.json", result)
+        atomic_write_bytes(tmp / "curve.png", plot(result))
+    console.print(curve_table(result))
+    console.print(summary_lines(result))
+    console.print(f"curve written to {out} (curve.json, curve.png)")
+    return result
+
+
+def summarise(endpoints: dict, results: dict, at: float = 0.1) -> dict:
+    """Share of the always-over-never gain each policy recovers at budget `at`, and gate-vs-random wins."""
+    out: dict = {"budget": at, "always_minus_never": {}, "recovered_share": {}}
+    for k in SHOWN:
+        out["always_minus_never"][k] = round(endpoints["always"][k] - endpoints["never"][k], 6)
+    for name, entry in results.items():
+        pt = next((p for p in entry["points"] if abs(p["budget"] - at) < 1e-9), None)
+        if pt is None:
+            continue
+        out["recovered_share"][name] = {
+            k: (round((pt[k] - endpoints["never"][k]) / d, 4) if abs(d := endpoints["always"][k] -
+                                                                      endpoints["never"][k]) > 1e-12 else None)
+            for k in SHOWN}
+    if "gate" in results and "random" in results:
+        wins = {}
+        for k in SHOWN:
+            pairs = [(g[k], r[k]) for g, r in zip(results["gate"]["points"], results["random"]["points"])
+                     if g["budget"] < 1.0]
+            wins[k] = f"{sum(g > r for g, r in pairs)}/{len(pairs)}"
+        out["gate_beats_random"] = wins
+    return out
+
+
+def curve_table(result: dict) -> Table:
+    t = Table(title=f"request policies on {result['decisions']:,} test decisions (lags {result['lags'][0]}.."
+                    f"{result['lags'][1]}; {result['request_bytes']['sent']:,} B up / "
+                    f"{result['request_bytes']['received']:,} B down per request)")
+    for col, just in (("policy", "left"), ("budget", "right"), ("rate", "right"), ("UAUC", "right"),
+                      ("NDCG@10", "right"), ("HR@10", "right"), ("KB up/1k", "right"), ("KB down/1k", "right")):
+        t.add_column(col, justify=just)
+
+    def row(label, budget, p, style=None):
+        t.add_row(label, budget, f"{p['request_rate']:.3f}", f"{p['uauc']:.4f}", f"{p['ndcg@10']:.4f}",
+                  f"{p['hr@10']:.4f}", f"{p['bytes_sent_per_1000'] / 1e3:,.0f}",
+                  f"{p['bytes_received_per_1000'] / 1e3:,.0f}", style=style)
+
+    for name in ("always", "never", "none"):
+        row(name, "-", result["endpoints"][name], style="bold")
+    for name, entry in result["policies"].items():
+        label = name if entry["deployable"] else f"{name} (upper bound)"
+        for p in entry["points"]:
+            row(label, f"{p['budget']:.2f}", p)
+        if "native" in entry:
+            row(f"{name} (native)", "-", entry["native"], style="dim")
+    return t
+
+
+def summary_lines(result: dict) -> str:
+    s = result["summary"]
+    lines = [f"always - never: " + ", ".join(f"{k} {v:+.4f}" for k, v in s["always_minus_never"].items())]
+    for name, share in s["recovered_share"].items():
+        txt = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in share.items())
+        lines.append(f"share of that gain recovered at budget {s['budget']:.0%} by {name}: {txt}")
+    if "gate_beats_random" in s:
+        lines.append("gate beats random at " + ", ".join(f"{k} {v}" for k, v in s["gate_beats_random"].items())
+                     + " budgets (< 100%)")
+    lat = result["latency_ms_single_thread"]
+    if lat:
+        lines.append("per-decision latency, one thread (median ms): " + ", ".join(
+            f"{k} {v['median_ms']:.3f}" for k, v in lat.items()))
+    lines.append(f"gate: {result['gate_params']['device_params']:,} device parameters")
+    return "\n".join(lines)
+
+
+def plot(result: dict) -> bytes:
+    """Metric vs request frequency, one panel per metric (PNG bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SHOWN), figsize=(5 * len(SHOWN), 4))
+    styles = {"gate": ("C3", "o", "-"), "mrd": ("C1", "s", "--"), "dm": ("C5", "v", "--"), "random": ("C0", "^", "-"),
+              "lof": ("C2", "D", "-"), "ocsvm": ("C4", "P", "-"), "oracle": ("0.5", "x", ":")}
+    for ax, k in zip(axes, SHOWN):
+        for name, entry in result["policies"].items():
+            color, marker, ls = styles.get(name, ("k", ".", "-"))
+            xs = [0.0] + [p["request_rate"] for p in entry["points"]]
+            ys = [result["endpoints"]["never"][k]] + [p[k] for p in entry["points"]]
+            ax.plot(xs, ys, marker=marker, ls=ls, color=color, label=name, ms=4)
+            if "native" in entry:
+                ax.plot([entry["native"]["request_rate"]], [entry["native"][k]], marker=marker, color=color,
+                        ms=9, mfc="none", ls="none")
+        for name, ls in (("always", "-"), ("never", "--"), ("none", ":")):
+            ax.axhline(result["endpoints"][name][k], color="k", ls=ls, lw=0.8, label=name)
+        ax.set_xlabel("request frequency")
+        ax.set_ylabel(k.upper())
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"stale correction (lag {result['lags'][0]}..{result['lags'][1]} clicks) vs requesting a fresh one")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+__all__ = ["run_curve", "parse_budgets", "mixed_metrics", "payload_bytes", "summarise", "DEFAULT_BUDGETS"]

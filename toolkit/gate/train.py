@@ -1,0 +1,322 @@
+"""`toolkit train gate`: the three training stages of IntellectReq's gate over a frozen CoCorrRec run (paper A.3).
+
+1. DM: conditional VAE on the training windows' uncorrected SCN states r; loss = BCE of the next-item prediction
+   f(r, z ~ Q) scored by the frozen candidate tower on the row's 5 candidates + beta * KL(Q || P).
+2. MRD: (r_T, r_t') -> soft MRD label (fraction of the target's rows the stale correction gets right; see
+   toolkit.gate.dataset), cross-entropy.
+3. Joint: MRD + joint head on (MRD logit, uncertainty u of the frozen DM) -> the same label.
+Each stage keeps its epoch with the lowest validation loss; validation samples come from the validation split
+(time n-2, its positive + first 4 negatives), which neither the base model nor the gate trains on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from toolkit.data import Dataset
+from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.gate.dataset import PairSet, encode_plain, expand_lags, label_balance, score_pairs, subsample
+from toolkit.io import atomic_write_json
+from toolkit.metrics import roc_auc
+from toolkit.models.gate import Gate, GateConfig, gaussian_kl
+from toolkit.models.runs import WEIGHTS, load_run, model_descriptor, save_weights
+
+VALID_CANDS = 5  # validation targets keep 1 positive + 4 negatives, like training rows
+
+
+@dataclass
+class GateTrainConfig:
+    lag_min: int = 1  # clicks between the stale window t' and now T
+    lag_max: int = 5
+    max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
+    beta: float = 0.1  # weight of KL(Q || P) in the DM loss
+    dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
+    mrd_epochs: int | None = None
+    joint_epochs: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
+    """`--config key=value` pairs -> (architecture, training) configs; unknown keys are named."""
+    arch_keys = {f.name for f in fields(GateConfig)}
+    train_keys = {f.name for f in fields(GateTrainConfig)}
+    unknown = sorted(set(config) - arch_keys - train_keys)
+    if unknown:
+        raise ToolkitError(f"unknown gate config key(s): {', '.join(unknown)} "
+                           f"(valid: {', '.join(sorted(arch_keys | train_keys))})")
+    if "dim" in config and int(config["dim"]) != dim:
+        raise ToolkitError(f"gate dim must equal the base model's dim ({dim}), got {config['dim']}")
+    arch = GateConfig(**{**{k: v for k, v in config.items() if k in arch_keys}, "dim": dim})
+    tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
+    if not 1 <= tcfg.lag_min <= tcfg.lag_max:
+        raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
+    if tcfg.beta < 0 or (tcfg.max_samples is not None and tcfg.max_samples < 1):
+        raise ToolkitError("beta must be >= 0 and max_samples >= 1")
+    if min(arch.z_dim, arch.n_samples, arch.dm_hidden, arch.next_hidden, arch.mrd_hidden, arch.joint_hidden) < 1:
+        raise ToolkitError("gate widths, z_dim and n_samples must be >= 1")
+    return arch, tcfg
+
+
+def load_base(base_run: Path):
+    """The frozen CoCorrRec the gate sits on: (model, model.json)."""
+    model, desc = load_run(base_run)
+    if desc["model"] != "cocorrrec":
+        raise ToolkitError(f"the gate needs a cocorrrec run (it gates the GCN's corrections); {base_run} is a "
+                           f"'{desc['model']}' run")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, desc
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, lr: float, seed: int,
+           batch_loss, valid_loss, console: Console, keep_initial: bool = False) -> dict:
+    """Adam over `params`; the gate's whole state at the best validation epoch is restored at the end."""
+    opt = torch.optim.Adam(params, lr=lr)
+    steps = math.ceil(n / batch_size)
+    best, best_epoch, best_state, history = math.inf, 0, None, []
+    if keep_initial:  # the stage's starting point competes too (joint starts equal to the MRD)
+        best, best_state = valid_loss(), {k: v.clone() for k, v in gate.state_dict().items()}
+        history.append({"epoch": 0, "valid_loss": round(best, 6)})
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    t_start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        torch.manual_seed(seed * 100_003 + epoch)
+        gate.train()
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        with Progress(*cols, console=console, transient=True) as bar:
+            task = bar.add_task(f"gate {name} epoch {epoch + 1}/{epochs}", total=steps, loss=0.0)
+            for i in range(steps):
+                idx = order[i * batch_size:(i + 1) * batch_size]
+                loss = batch_loss(idx)
+                if not torch.isfinite(loss):
+                    raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                bar.update(task, advance=1, loss=total / seen)
+        gate.eval()
+        v = valid_loss()
+        improved = v < best
+        if improved:
+            best, best_epoch = v, epoch + 1
+            best_state = {k: t.clone() for k, t in gate.state_dict().items()}
+        history.append({"epoch": epoch + 1, "loss": round(total / max(seen, 1), 6), "valid_loss": round(v, 6),
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        console.print(f"gate {name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {v:.4f}"
+                      + ("  [green]best[/]" if improved else ""))
+    gate.load_state_dict(best_state)
+    gate.eval()
+    return {"best_epoch": best_epoch, "best_valid_loss": round(best, 6), "history": history,
+            "seconds": round(time.perf_counter() - t_start, 3)}
+
+
+class _Frozen:
+    """What the stages read from the frozen base model, as tensors."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def cand_vecs(self, cands: torch.Tensor) -> torch.Tensor:
+        scn = self.model.scn
+        return scn.tower(scn.item_emb(cands))  # [B, C, D]
+
+
+def _dm_loss(gate: Gate, r, cand_vecs, beta: float, eps=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, bce, kl) of the conditional VAE on a batch; cand_vecs[:, 0] is the next item's vector."""
+    h, mu_p, logvar_p = gate.dm.prior(r)
+    mu_q, logvar_q = gate.posterior(r, cand_vecs[:, 0])
+    eps = torch.randn_like(mu_q) if eps is None else eps
+    z = mu_q + torch.exp(0.5 * logvar_q) * eps
+    r_hat = gate.dm.next_item(r, h, z)
+    logits = torch.einsum("bd,bcd->bc", r_hat, cand_vecs)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
+    return bce + beta * kl, bce, kl
+
+
+def _soft_bce(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(logit, target)
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    if labels.min() == labels.max():
+        return None
+    return round(roc_auc(scores, labels.astype(np.int64)), 4)
+
+
+@torch.no_grad()
+def gate_outputs(gate: Gate, pairs: PairSet, batch: int = 65_536) -> dict[str, np.ndarray]:
+    """mrd_logit, u, logit, mrs [N] for every decision sample, with the shipped default noise."""
+    gate.eval()
+    out: dict[str, list] = {}
+    for a in range(0, len(pairs), batch):
+        p = gate.parts(torch.from_numpy(pairs.r_now[a:a + batch]), torch.from_numpy(pairs.r_stale[a:a + batch]))
+        for k, v in p.items():
+            out.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in out.items()} if out else {}
+
+
+def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
+               threads: int | None, config: dict, console: Console | None = None) -> dict:
+    """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content."""
+    console = console or Console()
+    t_all = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    base_run = Path(base_run).resolve()
+    model, base_desc = load_base(base_run)
+    if model.cfg.n_items != ds.n_items:
+        raise ToolkitError(f"{base_run} was trained on {model.cfg.n_items} items, the dataset has {ds.n_items}")
+    if base_desc.get("dataset_sha256") and base_desc["dataset_sha256"] != ds.sha256:
+        console.print(f"[yellow]warning:[/] {base_run} was trained on another dataset "
+                      f"({str(base_desc['dataset_sha256'])[:12]}) than {ds.path} ({ds.sha256[:12]})")
+    arch, tcfg = split_config(config, model.cfg.dim)
+    torch.manual_seed(seed)
+    gate = Gate(arch)
+    frozen = _Frozen(model)
+
+    # ---- data: windows' states, MRD decision samples ----------------------------------------------------------
+    t0 = time.perf_counter()
+    with progress_bar(console) as progress:
+        task = progress.add_task("encoding windows (uncorrected SCN state)", total=2)
+        r_train = torch.from_numpy(encode_plain(model, ds.train_seqs))
+        progress.advance(task)
+        r_valid = torch.from_numpy(encode_plain(model, ds.valid_seqs))
+        progress.advance(task)
+        all_train = expand_lags(ds, "train", tcfg.lag_min, tcfg.lag_max, "all")
+        train_t = subsample(all_train, tcfg.max_samples, seed)
+        valid_t = expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all", n_cands=VALID_CANDS)
+        if len(train_t) == 0 or len(valid_t) == 0:
+            raise ToolkitError(f"no decision samples with lags {tcfg.lag_min}..{tcfg.lag_max}: histories are too short")
+        train_p = score_pairs(model, ds, train_t, ("stale", "fresh"), progress, "MRD samples (train)")
+        valid_p = score_pairs(model, ds, valid_t, ("stale", "fresh"), progress, "MRD samples (valid)")
+    data_seconds = time.perf_counter() - t0
+    balance = {"train": label_balance(train_p), "valid": label_balance(valid_p)}
+    balance["train"]["available_before_cap"] = len(all_train)
+    console.print(f"MRD dataset: {len(train_p):,} train samples (of {len(all_train):,}; cap {tcfg.max_samples:,}), "
+                  f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale correction "
+                  f"right on {balance['train']['soft_label_mean']:.1%} of rows, all 5 rows right on "
+                  f"{balance['train']['all_rows_right']:.1%} of samples")
+
+    # ---- stage 1: DM ----------------------------------------------------------------------------------------------
+    train_cands = torch.from_numpy(ds.train_cands)
+    valid_cands = torch.from_numpy(ds.valid_cands[:, :VALID_CANDS])
+    valid_vecs = frozen.cand_vecs(valid_cands)
+    valid_eps = torch.randn(len(r_valid), arch.z_dim, generator=torch.Generator().manual_seed(seed + 1))
+
+    def dm_batch(idx):
+        return _dm_loss(gate, r_train[idx], frozen.cand_vecs(train_cands[idx]), tcfg.beta)[0]
+
+    @torch.no_grad()
+    def dm_valid():
+        return float(_dm_loss(gate, r_valid, valid_vecs, tcfg.beta, valid_eps)[0])
+
+    dm_params = list(gate.dm.parameters()) + list(gate.posterior.parameters())
+    stages = {"dm": _stage("DM", gate, dm_params, len(r_train), tcfg.dm_epochs or epochs, batch_size, lr, seed,
+                           dm_batch, dm_valid, console)}
+    with torch.no_grad():
+        _, bce, kl = _dm_loss(gate, r_valid, valid_vecs, tcfg.beta, valid_eps)
+        stages["dm"]["valid_bce"], stages["dm"]["valid_kl"] = round(float(bce), 6), round(float(kl), 6)
+        u_train = gate.dm.uncertainty(torch.from_numpy(train_p.r_now), gate.default_noise)
+        logu = torch.log(u_train + 1e-8)
+        gate.u_log_mean.fill_(float(logu.mean()))
+        gate.u_log_std.fill_(max(float(logu.std()), 1e-6))
+        u_train_std = gate.standardise_u(u_train)
+        u_valid_std = gate.standardise_u(gate.dm.uncertainty(torch.from_numpy(valid_p.r_now), gate.default_noise))
+    stages["dm"]["uncertainty_train"] = {"mean": round(float(u_train.mean()), 6), "median": round(float(u_train.median()), 6)}
+
+    # ---- stage 2: MRD; stage 3: joint ------------------------------------------------------------------------------
+    tr = {"now": torch.from_numpy(train_p.r_now), "stale": torch.from_numpy(train_p.r_stale),
+          "y": torch.from_numpy(train_p.soft_label()), "u": u_train_std}
+    va = {"now": torch.from_numpy(valid_p.r_now), "stale": torch.from_numpy(valid_p.r_stale),
+          "y": torch.from_numpy(valid_p.soft_label()), "u": u_valid_std}
+
+    def mrd_batch(idx):
+        return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx])
+
+    @torch.no_grad()
+    def mrd_valid():
+        return float(_soft_bce(gate.mrd(va["now"], va["stale"]), va["y"]))
+
+    stages["mrd"] = _stage("MRD", gate, list(gate.mrd.parameters()), len(train_p), tcfg.mrd_epochs or epochs,
+                           batch_size, lr, seed + 1, mrd_batch, mrd_valid, console)
+
+    def joint_batch(idx):
+        return _soft_bce(gate.joint(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["u"][idx]), tr["y"][idx])
+
+    @torch.no_grad()
+    def joint_valid():
+        return float(_soft_bce(gate.joint(gate.mrd(va["now"], va["stale"]), va["u"]), va["y"]))
+
+    with torch.no_grad():
+        mrd_only_valid = gate.mrd(va["now"], va["stale"]).numpy()
+    stages["joint"] = _stage("joint", gate, list(gate.mrd.parameters()) + list(gate.joint.parameters()),
+                             len(train_p), tcfg.joint_epochs or epochs, batch_size, lr, seed + 2, joint_batch,
+                             joint_valid, console, keep_initial=True)
+
+    # ---- summary, run dir ---------------------------------------------------------------------------------------------
+    outs = gate_outputs(gate, valid_p)
+    hard = valid_p.correct("stale").all(axis=1)
+    valid_summary = {
+        "bce_mrd_only": stages["mrd"]["best_valid_loss"], "bce_joint": stages["joint"]["best_valid_loss"],
+        "auc_all_rows_right": {"mrd_only": _auc(mrd_only_valid, hard), "joint": _auc(outs["logit"], hard),
+                               "uncertainty_only": _auc(-outs["u"], hard)},
+        "mrs_mean": round(float(outs["mrs"].mean()), 4), "soft_label_mean": round(float(valid_p.soft_label().mean()), 4),
+    }
+    metrics = {"valid": valid_summary, "stages": stages, "mrd_dataset": balance,
+               "data_seconds": round(data_seconds, 3), "train_seconds": round(time.perf_counter() - t_all, 3),
+               "selected_on": "validation loss, per stage"}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wsha = save_weights(out / WEIGHTS, gate)
+    desc = model_descriptor("gate", gate, ds.meta, wsha, {
+        "base_run": str(base_run), "base_model": base_desc["model"], "base_weights_sha256": base_desc["weights_sha256"],
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                  "threads": torch.get_num_threads(), **tcfg.to_dict()},
+        "dataset_path": str(ds.path)})
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "model.json", desc)  # last: its presence marks a complete run
+    console.print(_summary_table(gate, metrics))
+    console.print(f"gate written to {out} (model.json, {out / WEIGHTS}, metrics.json); next: "
+                  f"toolkit gate calibrate {out} --data {ds.path} --budget 0.1")
+    return metrics
+
+
+def _summary_table(gate: Gate, metrics: dict) -> Table:
+    v, counts = metrics["valid"], gate.param_counts()
+    t = Table(title=f"gate: {counts['device_params']:,} device parameters "
+                    f"(+{counts['training_only_params']:,} training-only posterior)")
+    t.add_column("validation")
+    t.add_column("MRD only", justify="right")
+    t.add_column("MRD + DM (joint)", justify="right")
+    t.add_row("cross-entropy (soft labels)", f"{v['bce_mrd_only']:.4f}", f"{v['bce_joint']:.4f}")
+    auc = v["auc_all_rows_right"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    t.add_row("AUC vs 'all 5 rows right'", fmt(auc["mrd_only"]), fmt(auc["joint"]))
+    return t
+
+
+__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "gate_outputs", "progress_bar"]

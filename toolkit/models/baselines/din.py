@@ -1,0 +1,139 @@
+"""DIN baseline: target attention. Each candidate pools the history with its own weights, so there is no single
+user vector per window: DIN overrides `forward(items, candidates)` and `encode` refuses (see `encode`).
+
+  h_j = tanh(Linear(D, D)(item_emb(items_j)))            history items, input transform on by default   [B, L, D]
+  c   = tower(item_emb(candidate))                        the shared candidate tower                      [B, C, D]
+  a_j(c) = Linear(A, 1)(PReLU(Linear(4D, A)([h_j, c, h_j - c, h_j * c])))   local activation unit (DIN paper)
+  u(c) = sum_j mask_j * a_j(c) * h_j                      weights are NOT softmax-normalised (as in DIN: the sum
+                                                          keeps the intensity of the user's interest)
+  score(c) = dot(u(c), c)                                 same dot-product head as every other model
+
+The first layer of the activation unit is stored as the paper's Linear(4D, A) over the concatenation, but computed
+in the algebraically identical split form
+  [h, c, h-c, h*c] W^T = h (W_h + W_d)^T + c (W_c - W_d)^T + (h*c) W_p^T
+so the history part is computed once per item and the candidate part once per candidate; only the (h*c) part is
+per (candidate, item) pair. A test checks it against the concatenated form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from toolkit.errors import ToolkitError
+from toolkit.exporters.contract import EntryPoint
+from toolkit.models.baselines.gru4rec import window_entry
+from toolkit.models.common import BaseConfig, Recommender
+
+
+@dataclass
+class DINConfig(BaseConfig):
+    att_hidden: int = 36  # hidden width of the local activation unit (DIN paper, Fig. 2: PReLU(36) -> Linear(1))
+    in_transform: bool = True  # Linear(D, D) + tanh on the history embeddings (authors' baseline)
+
+
+class ActivationUnit(nn.Module):
+    """a(h, c) = Linear(A, 1)(PReLU(Linear(4D, A)([h, c, h - c, h * c]))) for every (candidate, history item)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.dim = dim
+        self.fc1 = nn.Linear(4 * dim, hidden)
+        self.prelu_slope = nn.Parameter(torch.full((hidden,), 0.25))  # per-unit PReLU on the last axis
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h [B, L, D], c [B, C, D] -> raw weights [B, C, L] (split form of fc1, see module docstring)."""
+        W_h, W_c, W_d, W_p = self.fc1.weight.split(self.dim, dim=1)  # each [A, D]
+        a_h = h @ (W_h + W_d).t()  # [B, L, A]
+        a_c = c @ (W_c - W_d).t() + self.fc1.bias  # [B, C, A]
+        a_p = (c[:, :, None, :] * h[:, None, :, :]) @ W_p.t()  # [B, C, L, A]
+        z = self.prelu(a_p + a_h[:, None, :, :] + a_c[:, :, None, :])
+        return self.fc2(z).squeeze(-1)  # [B, C, L]
+
+    def forward_concat(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Reference form: fc1 on the literal concatenation [h, c, h - c, h * c]; for tests."""
+        B, L, D = h.shape
+        C = c.shape[1]
+        hh = h[:, None].expand(B, C, L, D)
+        cc = c[:, :, None].expand(B, C, L, D)
+        return self.fc2(self.prelu(self.fc1(torch.cat([hh, cc, hh - cc, hh * cc], dim=-1)))).squeeze(-1)
+
+    def prelu(self, z: torch.Tensor) -> torch.Tensor:
+        # nn.PReLU puts channels on dim 1; here they are the last axis of [B, C, L, A].
+        return z.clamp(min=0) + self.prelu_slope * z.clamp(max=0)
+
+
+class DIN(Recommender):
+    name = "din"
+
+    def __init__(self, cfg: DINConfig):
+        super().__init__(cfg)
+        D = cfg.dim
+        self.in_proj = nn.Linear(D, D) if cfg.in_transform else None
+        self.att = ActivationUnit(D, cfg.att_hidden)
+
+    def history(self, items: torch.Tensor) -> torch.Tensor:
+        """h [B, L, D]: the (transformed) history embeddings; padding rows are masked out later."""
+        h = self.item_emb(items)
+        return torch.tanh(self.in_proj(h)) if self.in_proj is not None else h
+
+    def candidate_repr(self, candidates: torch.Tensor) -> torch.Tensor:
+        """c [B, C, D] through the shared candidate tower."""
+        return self.tower(self.item_emb(candidates))
+
+    def pooled(self, items: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """items [B, L] + candidate representations c [B, C, D] -> one pooled user vector per candidate [B, C, D]."""
+        h = self.history(items)  # [B, L, D]
+        w = self.att(h, c) * (items != 0)[:, None, :].to(h.dtype)  # [B, C, L], padding weight 0
+        return w @ h
+
+    def attend_and_score(self, items: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """items [B, L] + candidate representations c [B, C, D] -> scores [B, C]."""
+        return (self.pooled(items, c) * c).sum(-1)
+
+    def user_vectors(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The candidate-dependent user vectors u(c) [B, C, D] (what DIN has instead of one u per window)."""
+        return self.pooled(items, self.candidate_repr(candidates))
+
+    def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """items [B, L] right-padded, candidates [B, C] -> scores [B, C]."""
+        return self.attend_and_score(items, self.candidate_repr(candidates))
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """DIN has no candidate-independent user vector: refuse loudly rather than score with a stand-in.
+
+        Callers that do `score(encode(items), candidates)` would silently get a different model; use
+        `model(items, candidates)` (or `user_vectors`) instead.
+        """
+        raise ToolkitError("din: the user vector depends on the candidate (target attention); "
+                           "score with model(items, candidates) instead of encode() + score()")
+
+    def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        raise ToolkitError("din: score(u, candidates) does not apply (target attention); use model(items, candidates)")
+
+    def analytic_macs(self, seq_len: int, candidates: int = 100) -> int:
+        """Multiply-adds to score `candidates` candidates for one window, excluding the item lookup, the candidate
+        tower and the final dot products. Unlike the other models this grows with the candidate count C, because
+        every candidate attends over the history (A = att_hidden):
+
+            MACs = T * L * D^2           history input transform (T = 1 if in_transform)
+                 + L * D * A             activation unit, history part h (W_h + W_d)^T
+                 + C * D * A             activation unit, candidate part c (W_c - W_d)^T
+                 + C * L * D * A         activation unit, pair part (h * c) W_p^T
+                 + C * L * A             activation unit output layer
+                 + C * L * D             weighted pooling u(c) = sum_j a_j h_j
+
+        Defaults (D = 64, A = 36): L = 10 -> 2,698,400 for C = 100 (90,344 for C = 1); L = 25 -> 6,400,400 for
+        C = 100 (222,404 for C = 1). The naive concatenated first layer would cost 4 D A per pair instead of D A. Elementwise work
+        (h * c, PReLU, masking, weight-combination of W) is not counted.
+        """
+        D, L, C, A = self.cfg.dim, seq_len, candidates, self.cfg.att_hidden
+        return (int(self.cfg.in_transform) * L * D * D + L * D * A + C * D * A + C * L * D * A
+                + C * L * A + C * L * D)
+
+    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
+        return [window_entry(self, seq_len, candidates)]

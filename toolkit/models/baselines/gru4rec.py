@@ -1,0 +1,132 @@
+"""GRU4Rec baseline: a GRU over the window's item embeddings; the user state is the GRU output at the last real item.
+
+Architecture (the CoCorrRec authors' GRU4Rec baseline, which is also what models.md 6's hand count describes):
+  E = item_emb(items)                       [B, L, D]
+  X = tanh(Linear(D, D)(E))                 input transform (`in_transform`, on by default)
+  h_t = GRU(X_t, h_{t-1}), h_0 = 0          1 layer, hidden D
+  u = MLP(h_{len-1})                        `out_layers` Linear(D, D), tanh between (2 by default)
+Scoring goes through the shared candidate tower: score = dot(u, tower(item)).
+
+The GRU is written as an explicit cell unrolled over the static window length, with the input and hidden gate
+projections as two Linear(D, 3D) layers in PyTorch's gate order (r, z, n). Its maths is exactly `nn.GRU`'s (a test
+checks it against `nn.GRU` with copied weights); unrolling keeps the exported graph to plain linear/sigmoid/tanh
+ops, which every runtime (ONNX, ExecuTorch + XNNPACK, Core ML) handles the same way, instead of one fused
+`aten.gru` op whose support varies by backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.common import BaseConfig, Recommender, last_real
+
+
+@dataclass
+class GRU4RecConfig(BaseConfig):
+    in_transform: bool = True  # Linear(D, D) + tanh on every item embedding before the GRU (authors' baseline)
+    out_layers: int = 2  # Linear(D, D) layers on the final GRU state, tanh between them (0 = u is the GRU state)
+
+
+def output_mlp(dim: int, layers: int) -> nn.Module:
+    """`layers` Linear(D, D) with tanh between them (none after the last); identity for 0 layers."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods.append(nn.Linear(dim, dim))
+        if i < layers - 1:
+            mods.append(nn.Tanh())
+    return nn.Sequential(*mods) if mods else nn.Identity()
+
+
+class GRUCellUnrolled(nn.Module):
+    """One GRU layer (input D, hidden D) as an explicit cell; same equations and gate order as `nn.GRU`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.ih = nn.Linear(dim, 3 * dim)  # = nn.GRU.weight_ih_l0 / bias_ih_l0
+        self.hh = nn.Linear(dim, 3 * dim)  # = nn.GRU.weight_hh_l0 / bias_hh_l0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D] -> outputs h_t for every t [B, L, D] (h_0 = 0)."""
+        B, L, D = x.shape
+        gi = self.ih(x)  # [B, L, 3D], all input projections in one matmul
+        h = x.new_zeros(B, D)
+        outs = []
+        for t in range(L):  # static L: unrolled into a fixed graph at export
+            gh = self.hh(h)  # [B, 3D]
+            i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
+            h_r, h_z, h_n = gh.chunk(3, dim=-1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h = (1 - z) * n + z * h
+            outs.append(h)
+        return torch.stack(outs, dim=1)
+
+
+class GRU4Rec(Recommender):
+    name = "gru4rec"
+
+    def __init__(self, cfg: GRU4RecConfig):
+        super().__init__(cfg)
+        D = cfg.dim
+        self.in_proj = nn.Linear(D, D) if cfg.in_transform else None
+        self.gru = GRUCellUnrolled(D)
+        self.out = output_mlp(D, cfg.out_layers)
+
+    def hidden(self, items: torch.Tensor) -> torch.Tensor:
+        """GRU outputs at every position [B, L, D]; position t depends only on items[:, :t+1]."""
+        x = self.item_emb(items)
+        if self.in_proj is not None:
+            x = torch.tanh(self.in_proj(x))
+        return self.gru(x)
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """items [B, L] right-padded -> u [B, D]: the output at position len-1, so trailing padding is ignored."""
+        return self.out(last_real(self.hidden(items), items))
+
+    def analytic_macs(self, seq_len: int, candidates: int = 100) -> int:
+        """Multiply-adds per user window, excluding the item lookup, the candidate tower and the final dot product
+        (`candidates` is accepted for a uniform signature across baselines and does not change the count):
+
+            MACs = T * L * D^2          input transform (T = 1 if in_transform)
+                 + 6 * L * D^2          GRU: x W_ih (D x 3D) and h W_hh (D x 3D) at each of the L steps
+                 + O * D^2              output MLP (O = out_layers)
+
+        Defaults (D = 64, T = 1, O = 2): (7L + 2) D^2 = 294,912 at L = 10 and 724,992 at L = 25, the figures of
+        models.md 6. Elementwise work (gates' sigmoid/tanh, biases) is not counted.
+        """
+        D, L = self.cfg.dim, seq_len
+        return (int(self.cfg.in_transform) + 6) * L * D * D + self.cfg.out_layers * D * D
+
+    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
+        return [window_entry(self, seq_len, candidates)]
+
+
+class WindowEntry(nn.Module):
+    """The exported `window` module of a stateless baseline: forward(items [1, L], candidates [1, C]) -> scores."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.model(items, candidates)  # [1, C]
+
+
+def window_entry(model: Recommender, seq_len: int, candidates: int) -> EntryPoint:
+    """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode."""
+    n = model.cfg.n_items
+    return EntryPoint(
+        name="window",
+        module=WindowEntry(model).eval(),
+        inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
+                TensorSpec("candidates", (1, candidates), torch.int64, high=n)],
+        outputs=["scores"],
+        description=f"{model.name}: scores of {candidates} candidates for a right-padded window of {seq_len} items",
+    )

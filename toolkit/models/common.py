@@ -1,0 +1,94 @@
+"""Pieces every recommender shares: RMSNorm, the candidate tower, last-position pooling, id checks.
+
+All models follow one interface so training, evaluation, export and bench treat them alike:
+`encode(items[B, L]) -> u[B, D]` (items right-padded with 0), `forward(items, candidates[B, C]) -> scores[B, C]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit.errors import ToolkitError
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CandidateTower(nn.Module):
+    """Item embedding -> Linear + tanh + Linear (models.md 1, step 4); the table is shared with the encoder."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(emb)))
+
+
+def last_real(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """h[B, L, D] at the last non-padding position of right-padded `items` [B, L] (position 0 if all padding)."""
+    lengths = (items != 0).sum(dim=1)
+    idx = (lengths - 1).clamp(min=0)
+    return h.gather(1, idx.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)
+
+
+@dataclass
+class BaseConfig:
+    n_items: int
+    dim: int = 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Recommender(nn.Module):
+    """Base class: item table + candidate tower + dot-product scoring; subclasses implement `encode`."""
+
+    name = "base"
+
+    def __init__(self, cfg: BaseConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.tower = CandidateTower(cfg.dim)
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        cand = self.tower(self.item_emb(candidates))  # [B, C, D]
+        return torch.einsum("bd,bcd->bc", u, cand)
+
+    def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.score(self.encode(items), candidates)
+
+    def param_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        table = self.item_emb.weight.numel()
+        return {"params": total, "params_excluding_item_table": total - table}
+
+
+def check_item_ids(ids, n_items: int, what: str = "items") -> None:
+    """Reject ids outside 0..n_items before they reach an embedding lookup (or a runtime), naming the offender."""
+    arr = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    if arr.size == 0:
+        return
+    bad = (arr < 0) | (arr > n_items)
+    if bad.any():
+        offending = int(arr[bad].flat[0])
+        raise ToolkitError(f"{what}: item id {offending} is outside the vocabulary 0..{n_items} (0 = padding)")

@@ -1,0 +1,263 @@
+"""IntellectReq's request gate on the device: Distribution Mapper (conditional VAE) + Mis-Recommendation Detector.
+
+Question it answers at each new window T (models.md 3): is the correction the device holds, computed by the cloud
+from the window at an earlier time t', still good for the window at T, or should it request a new one?
+
+Inputs are the frozen SCN's user state *without* corrections, r = scn.encode(window) [D]:
+  DM (paper 3.2.3): prior P(z | r) = N(mu_p, sigma_p^2); next-item net f(r, z) -> predicted next-item vector
+      r_hat = r + W2 tanh(W1 [h(r), z])  (in the candidate tower's space, scored like a user state);
+      posterior Q(z | r, next item) exists for training only. Uncertainty (paper eq. 17-18):
+      u = sum over the D dimensions of the across-sample variance of f(r, z_i), z_i = mu_p + sigma_p * noise_i,
+      with the n noise draws an explicit input so exported graphs are deterministic.
+  MRD (paper 3.2.2): logit of "the stale correction still recommends correctly" from (r_T, r_t').
+  Joint head (paper A.3 step 4): logit = mrd_logit + g(mrd_logit, standardised log u); MRS = sigmoid(logit).
+The request rule is MRS <= threshold (paper eq. 20; the threshold is the budget-quantile of MRS, A.3). The paper
+writes MRS = 1 - f_MRD, which would request the *most* trustworthy corrections under that rule; we follow its
+threshold rule and calibration (request the lowest-MRS decisions), i.e. MRS = P(stale correction still right).
+
+Device part (counted in `param_counts()["device_params"]`): DM trunk + prior head + next-item net + MRD + joint
+head, about 5.1k parameters with the defaults (the paper's gate: about 5.06k). The posterior is training-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from toolkit.errors import ToolkitError
+from toolkit.exporters.contract import EntryPoint, TensorSpec
+
+LOGVAR_MIN, LOGVAR_MAX = -8.0, 4.0
+U_EPS = 1e-8  # log(u + eps): u is exactly 0 when every noise draw is equal
+
+
+@dataclass
+class GateConfig:
+    dim: int = 64  # D of the base SCN's user state
+    z_dim: int = 16  # models.md says 32; 16 keeps the device part at the paper's ~5k parameters
+    n_samples: int = 10  # n draws from the prior for the uncertainty
+    dm_hidden: int = 16  # h(r): the DM trunk shared by the prior and the next-item net
+    next_hidden: int = 16
+    post_hidden: int = 32  # posterior (training only)
+    mrd_hidden: int = 16
+    joint_hidden: int = 8
+    noise_seed: int = 0  # seeds the shipped default noise buffer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GateConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ToolkitError(f"unknown gate config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
+        return cls(**d)
+
+
+def _count(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+class DistributionMapper(nn.Module):
+    """Prior network + next-item network (the device part of the conditional VAE)."""
+
+    def __init__(self, cfg: GateConfig):
+        super().__init__()
+        D, h, z = cfg.dim, cfg.dm_hidden, cfg.z_dim
+        self.trunk = nn.Linear(D, h)
+        self.prior_head = nn.Linear(h, 2 * z)  # -> mu_p, log sigma_p^2
+        self.next_in = nn.Linear(h + z, cfg.next_hidden)
+        self.next_out = nn.Linear(cfg.next_hidden, D)
+
+    def features(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.trunk(r))  # [B, h]
+
+    def prior(self, r: torch.Tensor):
+        """r [B, D] -> (h [B, h], mu_p [B, z], logvar_p [B, z])."""
+        h = self.features(r)
+        mu, logvar = self.prior_head(h).chunk(2, dim=-1)
+        return h, mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def next_item(self, r: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """f(r, z): r [..., D], h [..., h], z [..., z] -> predicted next-item vector r_hat [..., D] (residual on r)."""
+        return r + self.next_out(torch.tanh(self.next_in(torch.cat([h, z], dim=-1))))
+
+    def samples(self, r: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """r [B, D], noise [B or 1, n, z] -> r_hat_i [B, n, D] for z_i = mu_p + sigma_p * noise_i."""
+        h, mu, logvar = self.prior(r)
+        z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * noise  # [B, n, z]
+        n = z.shape[1]
+        return self.next_item(r[:, None, :].expand(-1, n, -1), h[:, None, :].expand(-1, n, -1), z)
+
+    def uncertainty(self, r: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """u [B] = sum over dimensions of the across-sample (population) variance of f(r, z_i) (paper eq. 18)."""
+        rh = self.samples(r, noise)  # [B, n, D]
+        centred = rh - rh.mean(dim=1, keepdim=True)
+        return centred.pow(2).mean(dim=1).sum(dim=-1)
+
+
+class Posterior(nn.Module):
+    """Q(z | r, next item): training only (removed at inference, paper 3.2.3)."""
+
+    def __init__(self, cfg: GateConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.post_hidden), nn.Tanh(),
+                                 nn.Linear(cfg.post_hidden, 2 * cfg.z_dim))
+
+    def forward(self, r: torch.Tensor, next_vec: torch.Tensor):
+        mu, logvar = self.net(torch.cat([r, next_vec], dim=-1)).chunk(2, dim=-1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over the last axis -> [B]."""
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0).sum(-1)
+
+
+class MisRecommendationDetector(nn.Module):
+    """(r_T, r_t') -> logit that the correction computed at t' still recommends correctly at T."""
+
+    def __init__(self, cfg: GateConfig):
+        super().__init__()
+        m = cfg.mrd_hidden
+        self.proj = nn.Linear(cfg.dim, m)  # shared by both windows
+        self.hidden = nn.Linear(3 * m + 2, m)
+        self.out = nn.Linear(m, 1)
+
+    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor) -> torch.Tensor:
+        a, b = torch.tanh(self.proj(r_now)), torch.tanh(self.proj(r_stale))  # [B, m]
+        dot = (r_now * r_stale).sum(-1, keepdim=True)
+        cos = dot / (torch.sqrt((r_now * r_now).sum(-1, keepdim=True) * (r_stale * r_stale).sum(-1, keepdim=True))
+                     + 1e-6)
+        diff = r_now - r_stale
+        dist = torch.sqrt((diff * diff).mean(-1, keepdim=True) + 1e-6)  # how far the window moved since t'
+        x = torch.cat([a, b, a * b, cos, dist], dim=-1)
+        return self.out(torch.tanh(self.hidden(x))).squeeze(-1)  # [B]
+
+
+class JointHead(nn.Module):
+    """(MRD logit, uncertainty) -> final logit; the zero-initialised residual starts it equal to the MRD."""
+
+    def __init__(self, cfg: GateConfig):
+        super().__init__()
+        self.inp = nn.Linear(2, cfg.joint_hidden)
+        self.out = nn.Linear(cfg.joint_hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, mrd_logit: torch.Tensor, u_std: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([mrd_logit, u_std], dim=-1)
+        return mrd_logit + self.out(torch.tanh(self.inp(x))).squeeze(-1)
+
+
+class Gate(nn.Module):
+    """The device-side gate: forward(r_now [B, D], r_stale [B, D], noise [B|1, n, z]) -> MRS [B] in (0, 1)."""
+
+    name = "gate"
+
+    def __init__(self, cfg: GateConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dm = DistributionMapper(cfg)
+        self.posterior = Posterior(cfg)
+        self.mrd = MisRecommendationDetector(cfg)
+        self.joint = JointHead(cfg)
+        g = torch.Generator().manual_seed(cfg.noise_seed)
+        # shipped default draws: what calibrate/curve use, and what the device passes as `noise`
+        self.register_buffer("default_noise", torch.randn(1, cfg.n_samples, cfg.z_dim, generator=g))
+        # standardisation of log u, set from the training data after the DM stage
+        self.register_buffer("u_log_mean", torch.zeros(()))
+        self.register_buffer("u_log_std", torch.ones(()))
+        self.run_dir: Path | None = None
+        self.base_run: Path | None = None
+
+    def standardise_u(self, u: torch.Tensor) -> torch.Tensor:
+        return (torch.log(u + U_EPS) - self.u_log_mean) / self.u_log_std
+
+    def parts(self, r_now, r_stale, noise=None) -> dict[str, torch.Tensor]:
+        """Every intermediate the policies and ablations use: mrd_logit, u, logit, mrs (all [B])."""
+        noise = self.default_noise if noise is None else noise
+        mrd_logit = self.mrd(r_now, r_stale)
+        u = self.dm.uncertainty(r_now, noise)
+        logit = self.joint(mrd_logit, self.standardise_u(u))
+        return {"mrd_logit": mrd_logit, "u": u, "logit": logit, "mrs": torch.sigmoid(logit)}
+
+    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        u = self.dm.uncertainty(r_now, noise)
+        return torch.sigmoid(self.joint(self.mrd(r_now, r_stale), self.standardise_u(u)))
+
+    def param_counts(self) -> dict[str, int]:
+        device = _count(self.dm, self.mrd, self.joint)
+        return {
+            "params": device,  # what ships: the exported graph holds the device part only
+            "params_excluding_item_table": device,
+            "device_params": device,
+            "dm_prior_params": _count(self.dm.trunk, self.dm.prior_head),
+            "dm_next_item_params": _count(self.dm.next_in, self.dm.next_out),
+            "mrd_params": _count(self.mrd),
+            "joint_params": _count(self.joint),
+            "training_only_params": _count(self.posterior),
+        }
+
+    def contract(self) -> list[EntryPoint]:
+        """One stateless entry point: (r_now [1, D], r_stale [1, D], noise [1, n, z]) -> mrs [1]."""
+        D, n, z = self.cfg.dim, self.cfg.n_samples, self.cfg.z_dim
+        return [EntryPoint(
+            name="mrs",
+            module=_MRSEntry(self).eval(),
+            inputs=[TensorSpec("r_now", (1, D), torch.float32), TensorSpec("r_stale", (1, D), torch.float32),
+                    TensorSpec("noise", (1, n, z), torch.float32)],
+            outputs=["mrs"],
+            description=f"Mis-Recommendation Score of keeping the correction from the stale window: inputs are the "
+                        f"SCN's uncorrected user states now and at t', and {n} standard-normal draws (the run ships "
+                        f"them as the `default_noise` buffer); request a new correction when mrs <= threshold",
+        )]
+
+
+class _MRSEntry(nn.Module):
+    def __init__(self, gate: Gate):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, r_now, r_stale, noise):
+        return self.gate(r_now, r_stale, noise)
+
+
+def check_base(gate_desc: dict, base_desc: dict, base_run: Path) -> None:
+    """A gate is only valid for the exact base weights it was trained on."""
+    want, got = gate_desc.get("base_weights_sha256"), base_desc.get("weights_sha256")
+    if want != got:
+        raise ToolkitError(
+            f"gate was trained for base run weights sha256 {str(want)[:12]}, but {base_run} holds "
+            f"{str(got)[:12]}: retrain it with `toolkit train gate --model {base_run} ...`")
+
+
+def load_gate_run(run: Path, desc: dict) -> Gate:
+    """Restore a gate run dir (runs.load_run has already checked the weights' sha256).
+
+    When the base run recorded in model.json is still present, its weights must be the ones the gate was trained on;
+    an absent base run is allowed here (exporting the gate needs only the gate's own weights).
+    """
+    from safetensors.torch import load_file
+
+    from toolkit.io import read_json
+
+    run = Path(run)
+    gate = Gate(GateConfig.from_dict(desc["config"]))
+    try:
+        gate.load_state_dict(load_file(str(run / desc.get("weights", "weights.safetensors"))))
+    except RuntimeError as e:
+        raise ToolkitError(f"weights in {run} do not fit the gate config: {str(e).splitlines()[0]}") from None
+    base = Path(desc.get("base_run", ""))
+    if desc.get("base_run") and (base / "model.json").is_file():
+        check_base(desc, read_json(base / "model.json", "base run descriptor"), base)
+    gate.run_dir, gate.base_run = run, (base if desc.get("base_run") else None)
+    return gate.eval()
+
+
+__all__ = ["Gate", "GateConfig", "DistributionMapper", "Posterior", "MisRecommendationDetector", "JointHead",
+           "gaussian_kl", "load_gate_run", "check_base"]

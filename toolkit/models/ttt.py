@@ -1,0 +1,221 @@
+"""TTT-Linear (Sun et al. 2024) as CoCorrRec's SCN uses it: dual, primal and streaming forms side by side.
+
+The hidden state of each head is a linear model (W [d, d], b [d]). Every token takes a self-supervised gradient
+step on l_t = 1/2 ||LN_h(k_t W + b) - (v_t - k_t)||^2. Inside a mini-batch of K tokens every gradient is taken at
+the mini-batch's starting (W0, b0) (models.md 1.1), which is what makes the dual form a few matmuls.
+
+Shapes: B batch, H heads, L tokens, K mini-batch size, k <= K tokens in the current mini-batch, d head width.
+Corrections (CoCorrRec's GCN) are per mini-batch: attn [B, M, H, K, K], bias [B, M, H, K, d]; zeros = none.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LN_EPS = 1e-6
+
+
+def rope_tables(k: int, d: int, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos/sin [k, d] for positions 0..k-1 (RoPE at `t mod K`: positions restart every mini-batch), and the
+    rotate-half map R [d, d] (x @ R == cat(-x2, x1)): one small matmul instead of slice/negate/concat."""
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    ang = torch.arange(k, dtype=torch.float32)[:, None] * inv[None, :]  # [k, d/2]
+    ang = torch.cat([ang, ang], dim=-1)  # [k, d]
+    half = d // 2
+    rot = torch.zeros(d, d)
+    rot[half:, :half] = -torch.eye(half)
+    rot[:half, half:] = torch.eye(half)
+    return ang.cos(), ang.sin(), rot
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """x [..., k, d] rotated by position (rotate-half convention)."""
+    return x * cos + (x @ rot) * sin
+
+
+def layer_norm(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Per-head LayerNorm over d. z [B, H, k, d]; gamma, beta [H, d]."""
+    mu = z.mean(-1, keepdim=True)
+    var = (z - mu).pow(2).mean(-1, keepdim=True)
+    return (z - mu) * torch.rsqrt(var + LN_EPS) * gamma[:, None, :] + beta[:, None, :]
+
+
+def ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Closed-form d/dz of 1/2 ||LN(z) - target||^2 through the LayerNorm (no autograd). All [B, H, k, d]."""
+    d = z.shape[-1]
+    mu = z.mean(-1, keepdim=True)
+    var = (z - mu).pow(2).mean(-1, keepdim=True)
+    std = torch.sqrt(var + LN_EPS)
+    x_hat = (z - mu) / std
+    grad_y = gamma[:, None, :] * x_hat + beta[:, None, :] - target
+    grad_xhat = grad_y * gamma[:, None, :]
+    return (
+        d * grad_xhat - grad_xhat.sum(-1, keepdim=True) - x_hat * (grad_xhat * x_hat).sum(-1, keepdim=True)
+    ) / (d * std)
+
+
+def fuse_correction(corr: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Standardise `corr` along its last axis, rescale it to `target`'s own per-row mean/std (models.md 2).
+
+    A row of zeros stays zero, so an all-zero correction means "no correction" exactly.
+    """
+    cm = corr.mean(-1, keepdim=True)
+    cs = (corr - cm).pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    tm = target.mean(-1, keepdim=True)
+    ts = (target - tm).pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    present = (corr.abs().amax(-1, keepdim=True) > 0).to(corr.dtype)
+    return ((corr - cm) / cs * ts + tm) * present
+
+
+class TTTLinear(nn.Module):
+    """Multi-head TTT-Linear with learned inner learning rate, per-position scale and learned initial state."""
+
+    def __init__(self, dim: int, heads: int, mini_batch: int, base_lr: float = 1.0, rope_theta: float = 1e4):
+        super().__init__()
+        assert dim % heads == 0, "dim must be divisible by heads"
+        self.dim, self.heads, self.K, self.base_lr = dim, heads, mini_batch, base_lr
+        self.d = d = dim // heads
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        for lin in (self.wq, self.wk, self.wv):
+            nn.init.normal_(lin.weight, std=0.02)
+        # inner learning rate gate: eta_t = base_lr / d * sigmoid(w_h . X_t + c_h)
+        self.lr_weight = nn.Parameter(torch.randn(heads, dim) * 0.02)
+        self.lr_bias = nn.Parameter(torch.zeros(heads))
+        # per-position scale tau_s = max(0, 1/s + delta_s), delta init 0
+        self.tau_offset = nn.Parameter(torch.zeros(mini_batch))
+        # learned initial hidden state of every head
+        self.W0 = nn.Parameter(torch.randn(heads, d, d) * 0.02)
+        self.b0 = nn.Parameter(torch.zeros(heads, d))
+        # per-head LayerNorm of the inner model
+        self.ln_weight = nn.Parameter(torch.ones(heads, d))
+        self.ln_bias = nn.Parameter(torch.zeros(heads, d))
+        # CoCorrRec fusion scalars (P for the attention matrix, Q for the bias trajectory)
+        self.corr_p = nn.Parameter(torch.zeros(()))
+        self.corr_q = nn.Parameter(torch.full((), 0.25))
+        cos, sin, rot = rope_tables(mini_batch, d, rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_rot", rot, persistent=False)
+        self.register_buffer("tril", torch.tril(torch.ones(mini_batch, mini_batch)), persistent=False)
+
+    # ---- shared pieces -------------------------------------------------------------------------------------
+    def tau(self) -> torch.Tensor:
+        s = torch.arange(1, self.K + 1, dtype=self.tau_offset.dtype, device=self.tau_offset.device)
+        return torch.clamp(1.0 / s + self.tau_offset, min=0.0)  # [K]
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.W0.unsqueeze(0).expand(batch, -1, -1, -1), self.b0.unsqueeze(0).expand(batch, -1, -1)
+
+    def project(self, x: torch.Tensor, mask: torch.Tensor):
+        """x [B, L, D], mask [B, L] -> q, k, v [B, H, L, d] (RoPE at t mod K applied) and eta [B, H, L]."""
+        B, L, _ = x.shape
+        heads = lambda t: t.view(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.wq(x)), heads(self.wk(x)), heads(self.wv(x))
+        pos = torch.arange(L, device=x.device) % self.K
+        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [L, d]
+        q, k = apply_rope(q, cos, sin, self.rope_rot), apply_rope(k, cos, sin, self.rope_rot)
+        eta = torch.sigmoid(x @ self.lr_weight.t() + self.lr_bias) * (self.base_lr / self.d)  # [B, L, H]
+        eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
+        return q, k, v, eta
+
+    # ---- dual form: one mini-batch ---------------------------------------------------------------------------
+    def minibatch_dual(self, q, k, v, eta, W, b, corr_attn=None, corr_bias=None, need_state: bool = True):
+        """One mini-batch of n <= K tokens in dual form.
+
+        q, k, v [B, H, n, d]; eta [B, H, n]; W [B, H, d, d]; b [B, H, d]; corr_* [B, H, K, K] / [B, H, K, d].
+        Returns out [B, H, n, d] and the state (W, b) carried to the next mini-batch.
+        """
+        n = q.shape[-2]
+        tril = self.tril[:n, :n]
+        E = self.tau()[:n, None] * eta[..., None, :] * tril  # E[s, t] = tau_s * eta_t, t <= s   [B, H, n, n]
+        Z1 = k @ W + b[:, :, None, :]  # pre-norm reconstruction of every token at (W0, b0)     [B, H, n, d]
+        G = ln_l2_grad(Z1, v - k, self.ln_weight, self.ln_bias)  # g_t                             [B, H, n, d]
+        A = (q @ k.transpose(-1, -2)) * tril  # tril(Q K^T)                                        [B, H, n, n]
+        b_bar = b[:, :, None, :] - E @ G  # bias trajectory b_s                                   [B, H, n, d]
+        A_used, b_used = A, b_bar
+        if corr_attn is not None:
+            A_used = A + self.corr_p * fuse_correction(corr_attn[..., :n, :n], A) * tril
+            b_used = b_bar + self.corr_q * fuse_correction(corr_bias[..., :n, :], b_bar)
+        Z = q @ W - (E * A_used) @ G + b_used  # z_s = q_s W_s + b_s                                [B, H, n, d]
+        out = q + layer_norm(Z, self.ln_weight, self.ln_bias)
+        if not need_state:  # the last mini-batch of a scoring-only window: its state is never read
+            return out, W, b
+        # carried state uses the uncorrected gradients and the last row of E
+        e_last = E[..., -1, :, None]  # [B, H, n, 1]
+        W_next = W - (k * e_last).transpose(-1, -2) @ G
+        b_next = b - (e_last * G).sum(-2)
+        return out, W_next, b_next
+
+    def forward(self, x, mask, corr_attn=None, corr_bias=None, state=None, need_state: bool = True):
+        """Dual form over a window. x [B, L, D]; corr_* per mini-batch [B, M, H, K, *]. -> out [B, L, D], state.
+
+        With need_state=False the returned state is not the one after the window (saves the last update)."""
+        B, L, _ = x.shape
+        q, k, v, eta = self.project(x, mask)
+        W, b = state if state is not None else self.initial_state(B)
+        outs = []
+        starts = list(range(0, L, self.K))
+        for m, start in enumerate(starts):  # static unroll over ceil(L / K) mini-batches
+            sl = slice(start, min(start + self.K, L))
+            ca = corr_attn[:, m] if corr_attn is not None else None
+            cb = corr_bias[:, m] if corr_bias is not None else None
+            last = m == len(starts) - 1
+            o, W, b = self.minibatch_dual(q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl], W, b, ca, cb,
+                                          need_state=need_state or not last)
+            outs.append(o)
+        out = torch.cat(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
+        return out, (W, b)
+
+    # ---- streaming form ----------------------------------------------------------------------------------------
+    def step(self, x, state, corr_attn=None, corr_bias=None):
+        """The next K tokens x [B, K, D] from a carried state (W, b): O(1) work per batch of clicks."""
+        assert x.shape[1] == self.K, f"step takes exactly K={self.K} tokens"
+        mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        return self.forward(x, mask, corr_attn, corr_bias, state)
+
+    # ---- primal form (token by token; the reference the dual form must match) ---------------------------------
+    def forward_primal(self, x, mask, state=None):
+        """Token-by-token: materialise each token's W_s, b_s explicitly. Slow; for tests only."""
+        B, L, _ = x.shape
+        q, k, v, eta = self.project(x, mask)
+        W, b = state if state is not None else self.initial_state(B)
+        tau = self.tau()
+        outs = []
+        for start in range(0, L, self.K):
+            n = min(self.K, L - start)
+            sl = slice(start, start + n)
+            qm, km, vm, em = q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl]
+            G = ln_l2_grad(km @ W + b[:, :, None, :], vm - km, self.ln_weight, self.ln_bias)
+            gW = torch.zeros_like(W)
+            gb = torch.zeros_like(b)
+            for s in range(n):  # accumulate eta_t k_t^T g_t for t <= s
+                gW = gW + em[..., s, None, None] * km[..., s, :, None] * G[..., s, None, :]
+                gb = gb + em[..., s, None] * G[..., s, :]
+                W_s = W - tau[s] * gW
+                b_s = b - tau[s] * gb
+                z = (qm[..., s, None, :] @ W_s).squeeze(-2) + b_s
+                outs.append(qm[..., s, :] + layer_norm(z[:, :, None, :], self.ln_weight, self.ln_bias)[:, :, 0])
+            W, b = W - tau[n - 1] * gW, b - tau[n - 1] * gb
+        out = torch.stack(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
+        return out, (W, b)
+
+    def analytic_macs(self, seq_len: int) -> int:
+        """Multiply-adds of the layer per window: projections, lr gate, and per mini-batch of n tokens per head
+        k@W, q@W, W-update (3 n d^2) plus Q K^T, E@G, (E*A)@G (3 n^2 d)."""
+        D, H, d, K = self.dim, self.heads, self.d, self.K
+        macs = seq_len * (3 * D * D + H * D)
+        for start in range(0, seq_len, K):
+            n = min(K, seq_len - start)
+            macs += H * (3 * n * d * d + 3 * n * n * d)
+        return macs
+
+
+def state_floats(heads: int, d: int) -> int:
+    """Persistent per-user state: H * (d*d + d) floats (1,088 for H=4, d=16)."""
+    return heads * (d * d + d)
+
+
+__all__ = ["TTTLinear", "ln_l2_grad", "layer_norm", "apply_rope", "rope_tables", "fuse_correction", "state_floats"]

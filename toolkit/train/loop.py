@@ -1,0 +1,164 @@
+"""One training loop for every recommender: Adam + BCE on 1:4 rows, validation-based selection, checkpoints, resume.
+
+Determinism: the shuffle (and dropout) of epoch e is seeded from (seed, e), so a run resumed after epoch e reproduces
+the uninterrupted run exactly. The best epoch is chosen on validation NDCG@10, never on test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from toolkit.data import Dataset
+from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.io import atomic_write_bytes, atomic_write_json
+from toolkit.metrics import ranking_metrics
+from toolkit.models.common import check_item_ids
+from toolkit.models.registry import build
+from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+
+SELECT_METRIC = "ndcg@10"
+EVAL_BATCH = 1024  # fixed, so `toolkit eval` reproduces metrics.json bit for bit
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int | None = None
+    config: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def score_split(model, seqs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+    """Scores [n, C] of every candidate row, in eval mode, fixed batch size."""
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), EVAL_BATCH):
+        s = torch.from_numpy(seqs[i:i + EVAL_BATCH])
+        c = torch.from_numpy(cands[i:i + EVAL_BATCH])
+        out.append(model(s, c).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, cands.shape[1]), np.float32)
+
+
+def evaluate(model, ds: Dataset, split: str) -> dict:
+    seqs, cands = ds.split(split)
+    return ranking_metrics(score_split(model, seqs, cands), pos_index=0)
+
+
+def check_vocab(ds: Dataset, n_items: int) -> None:
+    """Every id the model will see must be inside its table: name the first offender otherwise."""
+    for what in ("train_seqs", "train_cands", "valid_seqs", "valid_cands", "test_seqs", "test_cands"):
+        check_item_ids(getattr(ds, what), n_items, f"dataset {what}")
+
+
+def _save_checkpoint(run: Path, model, opt, epoch: int, state: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, **state}, buf)
+    atomic_write_bytes(run / CHECKPOINT, buf.getvalue())
+
+
+def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bool = False,
+          console: Console | None = None) -> dict:
+    """Train `name` on `ds` into run dir `run`; returns metrics.json's content."""
+    console = console or Console()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    model = build(name, ds.n_items, **settings.config)
+    check_vocab(ds, ds.n_items)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    run.mkdir(parents=True, exist_ok=True)
+
+    start_epoch, best, best_epoch, history, spent = 0, -math.inf, -1, [], 0.0
+    best_state = None
+    if resume:
+        ck_path = run / CHECKPOINT
+        if not ck_path.is_file():
+            raise ToolkitError(f"nothing to resume: {ck_path} not found")
+        ck = torch.load(ck_path, weights_only=False)
+        if ck.get("model_name") != name or ck.get("dataset_sha256") != ds.sha256:
+            raise ToolkitError(f"checkpoint in {run} is for model '{ck.get('model_name')}' on another dataset "
+                               "or model; start a fresh run dir")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best"], ck["best_epoch"]
+        history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
+        console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
+
+    seqs = torch.from_numpy(ds.train_seqs)
+    cands = torch.from_numpy(ds.train_cands)
+    labels = torch.zeros(cands.shape, dtype=torch.float32)
+    labels[:, 0] = 1.0
+    n = len(seqs)
+    steps = math.ceil(n / settings.batch_size)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    for epoch in range(start_epoch, settings.epochs):
+        gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        model.train()
+        t0 = time.perf_counter()
+        total, seen = 0.0, 0
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"{name} epoch {epoch + 1}/{settings.epochs}", total=steps, loss=0.0, rate=0.0)
+            for i in range(steps):
+                idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
+                logits = model(seqs[idx], cands[idx])
+                loss = loss_fn(logits, labels[idx])
+                if not torch.isfinite(loss):
+                    raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; the last "
+                                      f"good checkpoint is {run / CHECKPOINT} (try a lower --lr)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                bar.update(task, advance=1, loss=total / seen, rate=seen / (time.perf_counter() - t0 + 1e-9))
+        epoch_seconds = time.perf_counter() - t0
+        spent += epoch_seconds
+        valid = evaluate(model, ds, "valid")
+        improved = valid[SELECT_METRIC] > best
+        if improved:
+            best, best_epoch = valid[SELECT_METRIC], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), "epoch_seconds": round(epoch_seconds, 3),
+                        "rows_per_second": round(seen / epoch_seconds, 1), **{f"valid_{k}": v for k, v in valid.items()}})
+        console.print(f"{name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {SELECT_METRIC} "
+                      f"{valid[SELECT_METRIC]:.4f}  uauc {valid['uauc']:.4f}  {epoch_seconds:.1f}s"
+                      + ("  [green]best[/]" if improved else ""))
+        _save_checkpoint(run, model, opt, epoch, {
+            "best": best, "best_epoch": best_epoch, "history": history, "train_seconds": spent,
+            "best_state": best_state, "model_name": name, "dataset_sha256": ds.sha256})
+
+    if best_state is None:
+        raise ToolkitError("no epoch was trained (check --epochs)")
+    model.load_state_dict(best_state)
+    metrics = {"valid": evaluate(model, ds, "valid"), "test": evaluate(model, ds, "test"),
+               "best_epoch": best_epoch + 1, "train_seconds": round(spent, 3), "selected_on": f"valid {SELECT_METRIC}",
+               "history": history}
+    wsha = save_weights(run / WEIGHTS, model)
+    desc = model_descriptor(name, model, ds.meta, wsha, {
+        "train": {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+                  "weight_decay": settings.weight_decay, "seed": settings.seed, "threads": torch.get_num_threads()},
+        "dataset_path": str(ds.path)})
+    atomic_write_json(run / "metrics.json", metrics)
+    atomic_write_json(run / "model.json", desc)
+    return metrics
