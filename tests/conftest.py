@@ -7,31 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.data import Dataset, load_dataset, prepare, synthesize
-
-BEAUTY_FILE = Path(os.environ.get("TOOLKIT_BEAUTY", "/work/shared/data/amazon_beauty_5core_s3rec.txt"))
+# ../shared beside the checkout (as in CI), unless TOOLKIT_BEAUTY points elsewhere
+_SHARED_BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_beauty_5core_s3rec.txt"
+BEAUTY_FILE = Path(os.environ.get("TOOLKIT_BEAUTY", str(_SHARED_BEAUTY)))
 TINY_SYNTH = dict(users=300, items=200, domains=20, seq_len=10, seed=0)  # ~4.3k interactions, ~3.4k train rows
-
-
-def _freeze(ds: Dataset) -> Dataset:
-    """Session fixtures are shared across tests: make their arrays read-only so no test can corrupt them."""
-    for arr in list(ds.arrays().values()) + list(ds.extras.values()):
-        arr.setflags(write=False)
-    return ds
 
 
 @pytest.fixture(scope="session")
 def synth_dataset_dir(tmp_path_factory) -> Path:
     """Dir of a tiny synthetic dataset (TINY_SYNTH params); do not write into it."""
+    from toolkit.data import synthesize  # imported lazily: other areas' tests must not depend on this import
+
     out = tmp_path_factory.mktemp("data") / "synth"
     synthesize(out, **TINY_SYNTH)
     return out
 
 
 @pytest.fixture(scope="session")
-def synth_dataset(synth_dataset_dir) -> Dataset:
-    """The tiny synthetic dataset, loaded (arrays read-only)."""
-    return _freeze(load_dataset(synth_dataset_dir))
+def synth_dataset(synth_dataset_dir):
+    """The tiny synthetic dataset as a toolkit.data.Dataset, shared by the session: never modify its arrays."""
+    from toolkit.data import load_dataset
+
+    return load_dataset(synth_dataset_dir)
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +42,16 @@ def beauty_file() -> Path:
 @pytest.fixture(scope="session")
 def beauty_dataset_dir(beauty_file, tmp_path_factory) -> Path:
     """Beauty prepared with the defaults (seq_len 10, seed 0), once per session (a few seconds)."""
+    from toolkit.data import prepare
+
     out = tmp_path_factory.mktemp("data") / "beauty"
     prepare(beauty_file, out, format="seqfile")
     return out
 
 
 @pytest.fixture(scope="session")
-def beauty_dataset(beauty_dataset_dir) -> Dataset:
-    return _freeze(load_dataset(beauty_dataset_dir))
+def beauty_dataset(beauty_dataset_dir):
+    """Beauty as a toolkit.data.Dataset, shared by the session: never modify its arrays."""
+    from toolkit.data import load_dataset
+
+    return load_dataset(beauty_dataset_dir)

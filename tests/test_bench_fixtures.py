@@ -22,7 +22,7 @@ HERE = str(Path(__file__).resolve().parent)
 @dataclass
 class TinyConfig(BaseConfig):
     K: int = 4
-    broken: bool = False  # forward raises: a cell that must fail on its own
+    fail_len: int = 0  # windows of exactly this length raise: one cell that must fail on its own
 
 
 class TinyRec(Recommender):
@@ -33,8 +33,8 @@ class TinyRec(Recommender):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
     def encode(self, items):
-        if self.cfg.broken:
-            raise RuntimeError("tiny model told to break")
+        if items.shape[1] == self.cfg.fail_len:
+            raise RuntimeError(f"tiny model told to break at length {self.cfg.fail_len}")
         return last_real(self.proj(self.item_emb(items)), items)
 
     def analytic_macs(self, seq_len: int) -> int:
@@ -67,14 +67,12 @@ class _Step(nn.Module):
         self.m = m
 
     def forward(self, items, candidates, s):
-        if self.m.cfg.broken:
-            raise RuntimeError("tiny model told to break")
         u = s + self.m.proj(self.m.item_emb(items)).sum(1)  # [1, D]
         return self.m.score(u, candidates), u
 
 
-def build_tiny(n_items: int = 50, dim: int = 8, K: int = 4, broken: bool = False) -> TinyRec:
-    return TinyRec(TinyConfig(n_items=n_items, dim=dim, K=K, broken=broken))
+def build_tiny(n_items: int = 50, dim: int = 8, K: int = 4, fail_len: int = 0) -> TinyRec:
+    return TinyRec(TinyConfig(n_items=n_items, dim=dim, K=K, fail_len=fail_len))
 
 
 def tiny_source(name: str = "tiny", **config) -> ModelSource:

@@ -15,10 +15,9 @@ from toolkit.bench.targets import load_target
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     req = BenchRequest(
-        sources=[tiny_source("tiny", dim=8, K=4), tiny_source("tiny_broken", dim=8, K=4, broken=True)],
-        seq_lens=[4, 8], histories=[12], runtimes=["torch"], target=load_target("host-1t"),
-        budgets=budgets.uniform(1e6, None), runs=3, warmup=1, candidates=5,
-        entries=None, cache_dir=tmp_path_factory.mktemp("cache"))
+        sources=[tiny_source("tiny", dim=8, K=4, fail_len=6)],
+        seq_lens=[4, 6, 8], histories=[12], entries=["window", "step"], runtimes=["torch"], target=load_target("host-1t"),
+        budgets=budgets.uniform(1e6, None), runs=3, warmup=1, candidates=5, cache_dir=tmp_path_factory.mktemp("cache"))
     seen = []
     res = run_bench(req, lambda desc, done, total: seen.append((desc, done, total)))
     res["_progress"] = seen
@@ -38,7 +37,7 @@ def test_every_row_follows_the_schema(result):
 
 
 def test_window_flops_follow_the_hand_count_and_grow_with_L(result):
-    rows = _rows(result, "tiny", "window")
+    rows = [r for r in _rows(result, "tiny", "window") if r["seq_len"] != 6]
     assert [r["seq_len"] for r in rows] == [4, 8]
     assert [r["flops"] for r in rows] == [hand_flops_window(L, 5, 8) for L in (4, 8)]
     assert rows[0]["flops"] < rows[1]["flops"]
@@ -48,21 +47,21 @@ def test_window_flops_follow_the_hand_count_and_grow_with_L(result):
 def test_step_is_timed_at_each_history_with_flat_cost(result):
     rows = _rows(result, "tiny", "step")
     # step points = the seq-lens plus the extra history; history = whole steps of K = 4 replayed before timing
-    assert [(r["seq_len"], r["history"]) for r in rows] == [(4, 4), (8, 8), (12, 12)]
+    assert [(r["seq_len"], r["history"]) for r in rows] == [(4, 4), (6, 4), (8, 8), (12, 12)]
     assert len({r["flops"] for r in rows}) == 1 and rows[0]["flops"] == hand_flops_window(4, 5, 8)
     assert all(r["status"] == "ok" and r["memory"]["state_bytes"] == 8 * 4 for r in rows)
     assert all(r["latency_ms"]["runs"] == 3 for r in rows)
 
 
-def test_a_failing_model_fails_only_its_own_cells(result):
-    broken = [r for r in result["rows"] if r["model"] == "tiny_broken"]
-    assert broken and all(r["status"] == "failed" for r in broken)
-    assert all("told to break" in r["error"] for r in broken), [r["error"] for r in broken]
-    assert all(r["budget"]["pass"] is False for r in broken)
-    ok = [r for r in result["rows"] if r["model"] == "tiny"]
-    assert ok and all(r["status"] == "ok" and r["budget"]["pass"] is True for r in ok)
+def test_a_failing_cell_fails_alone(result):
+    (bad,) = [r for r in result["rows"] if r["status"] != "ok"]
+    assert (bad["entry"], bad["seq_len"]) == ("window", 6)
+    assert bad["status"] == "failed" and "told to break at length 6" in bad["error"]
+    assert bad["budget"]["pass"] is False and bad["latency_ms"] is None
+    others = [r for r in result["rows"] if r is not bad]
+    assert len(others) == 6 and all(r["status"] == "ok" and r["budget"]["pass"] is True for r in others)
     s = result["summary"]
-    assert s["failed"] == len(broken) and s["pass"] is False
+    assert s["failed"] == 1 and s["pass"] is False
 
 
 def test_progress_reaches_the_end(result):

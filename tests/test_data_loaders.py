@@ -70,8 +70,25 @@ def test_amazon_ratings_csv_without_header(tmp_path):
     assert detect_format(f) == "interactions"
     raw = load_interactions(f)
     assert raw.user_ids == ["A39HTATAQ9V7YF", "A3JM6GV9MNOF9X"]
-    # numeric-looking item ids sort as numbers: 0205616461 -> 0, 0558925278 -> 1
+    # ASINs with leading zeros are text, not numbers: 0205616461 -> 0, 0558925278 -> 1
     assert _hist(raw) == [[1, 0], [1]]
+
+
+def test_ids_sort_numerically_only_when_canonical_integers(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("user,item,timestamp\n1,10,1\n1,9,2\n1,100,3\n")
+    assert _hist(load_interactions(f)) == [[1, 0, 2]]  # 9 < 10 < 100
+    f.write_text("user,item,timestamp\n1,10,1\n1,9,2\n1,010,3\n")
+    assert _hist(load_interactions(f)) == [[1, 2, 0]]  # text order 010 < 10 < 9, and 010 != 10
+
+
+def test_utf8_bom_and_crlf_are_tolerated(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_bytes("\ufeffuser,item,timestamp\r\nu,a,2\r\nu,b,1\r\n".encode())
+    assert _hist(load_interactions(f)) == [[1, 0]]
+    g = tmp_path / "seq.txt"
+    g.write_bytes("\ufeff1 3 2 1\r\n2 4 5 6\r\n".encode())
+    assert load_seqfile(g).user_ids == ["1", "2"]
 
 
 def test_recbole_inter_file(tmp_path):

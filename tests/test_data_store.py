@@ -46,6 +46,8 @@ def test_round_trip_and_api(tmp_path):
     with np.load(tmp_path / "ds" / "arrays.npz", allow_pickle=False) as z:  # plain arrays, no pickles
         assert sorted(z.files) == sorted(ARRAY_NAMES)
     assert load_dataset(tmp_path / "ds" / "dataset.json").sha256 == saved.sha256
+    for p in (tmp_path / "ds", tmp_path / "ds" / "dataset.json", tmp_path / "ds" / "arrays.npz"):
+        assert p.stat().st_mode & 0o044 == 0o044  # shareable, not the temp files' private mode
 
 
 def test_same_dataset_again_is_idempotent_different_is_refused(tmp_path):

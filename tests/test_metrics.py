@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from toolkit.errors import ToolkitError
-from toolkit.metrics import METRIC_NAMES, ranking_metrics, roc_auc
+from toolkit.metrics import METRIC_NAMES, positive_rank, ranking_metrics, roc_auc
 
 
 def test_hand_worked_two_users_with_a_tie():
@@ -61,6 +61,12 @@ def test_infinite_scores_follow_the_same_tie_rule():
     assert m["ndcg@5"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4) + 1) / 3)
 
 
+def test_positive_rank_is_pessimistic_even_for_nan():
+    scores = np.array([[1.0, 1.0, 0.0], [np.nan, 0.0, 1.0], [2.0, np.nan, 1.0], [3.0, 2.0, 1.0]])
+    assert positive_rank(scores).tolist() == [1, 2, 1, 0]
+    assert positive_rank(scores, pos_index=2).tolist() == [2, 1, 2, 2]
+
+
 def test_pointwise_auc_hand_worked_and_vs_sklearn():
     scores = np.array([[0.9, 0.1], [0.5, 0.5]])
     labels = np.array([[1, 0], [1, 0]])
@@ -76,8 +82,9 @@ def test_pointwise_auc_hand_worked_and_vs_sklearn():
 
 def test_accepts_a_torch_tensor():
     torch = pytest.importorskip("torch")
-    scores = torch.tensor([[2.0, 1.0, 0.0]])
-    assert ranking_metrics(scores)["hr@5"] == 1.0
+    scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True).to(torch.bfloat16)
+    m = ranking_metrics(scores, labels=torch.tensor([[1, 0, 0], [1, 0, 0]]))
+    assert m["hr@5"] == 1.0 and m["uauc"] == 0.5 and m["auc"] == 0.5
 
 
 @pytest.mark.parametrize(

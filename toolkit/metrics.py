@@ -15,20 +15,34 @@ CUTOFFS = (5, 10, 20)
 METRIC_NAMES = ("uauc",) + tuple(f"ndcg@{k}" for k in CUTOFFS) + tuple(f"hr@{k}" for k in CUTOFFS)
 
 
-def positive_rank(scores: np.ndarray, pos_index: int = 0) -> np.ndarray:
-    """0-based rank of the positive in each row [n_users]: the number of negatives scoring >= it."""
-    pos = scores[:, pos_index : pos_index + 1]  # [N, 1]
-    return (scores >= pos).sum(axis=1) - 1  # minus the positive itself
+def _as_array(x) -> np.ndarray:
+    """numpy view of scores: torch tensors (any device, grad, bf16/fp16) become CPU float32 arrays."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        if x.is_floating_point():
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def positive_rank(scores, pos_index: int = 0) -> np.ndarray:
+    """0-based rank of the positive in each row [n_users]: the number of negatives scoring >= it.
+
+    Written as "not below" so NaN is pessimistic too: a NaN negative ranks above, a NaN positive ranks last.
+    """
+    scores = _as_array(scores)
+    pos = scores[:, [pos_index]]  # [N, 1]
+    return (~(scores < pos)).sum(axis=1) - 1  # minus the positive itself
 
 
 def ranking_metrics(scores, pos_index: int = 0, labels=None) -> dict[str, float]:
     """uauc, ndcg@5/10/20, hr@5/10/20 (and `auc` when labels are given) as Python floats.
 
-    scores: [n_users, n_candidates] floats (numpy array or anything np.asarray accepts, e.g. a CPU tensor).
+    scores: [n_users, n_candidates] floats (numpy array, array-like, or a torch tensor).
     labels: optional 0/1 array of the same shape; adds `auc`, the pointwise ROC-AUC over all entries
     (the usual definition, where a tied positive/negative pair counts one half).
     """
-    scores = np.asarray(scores)
+    scores = _as_array(scores)
     if scores.ndim != 2:
         raise ToolkitError(f"scores must be 2-D [n_users, n_candidates], got shape {scores.shape}")
     n_users, n_cands = scores.shape
@@ -42,7 +56,8 @@ def ranking_metrics(scores, pos_index: int = 0, labels=None) -> dict[str, float]
     if np.issubdtype(scores.dtype, np.floating):
         nan = np.isnan(scores)
         if nan.any():
-            raise ToolkitError(f"scores contain {int(nan.sum())} NaN values (first in row {int(np.argmax(nan.any(1)))})")
+            first = int(np.argmax(nan.any(axis=1)))
+            raise ToolkitError(f"scores contain {int(nan.sum())} NaN values (first in row {first})")
     rank = positive_rank(scores, pos_index)  # [N] in 0..C-1
     out = {"uauc": float(np.mean((n_cands - 1 - rank) / (n_cands - 1)))}
     gain = 1.0 / np.log2(rank + 2.0)  # [N]
@@ -57,8 +72,10 @@ def ranking_metrics(scores, pos_index: int = 0, labels=None) -> dict[str, float]
 
 def roc_auc(scores, labels) -> float:
     """Pointwise ROC-AUC over all entries (Mann-Whitney U; a tied positive/negative pair counts one half)."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels)
+    scores = _as_array(scores).reshape(-1)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)  # float inputs keep their width: sorting float32 is faster
+    labels = _as_array(labels)
     if labels.size != scores.size:
         raise ToolkitError(f"labels must match scores: {labels.size} labels for {scores.size} scores")
     labels = labels.reshape(-1)

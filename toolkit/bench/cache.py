@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_dir, atomic_write_json, sha256_path, versions
+from toolkit.io import atomic_write_json, sha256_path, versions
 
 # bench runtime name -> exporter target name
 EXPORT_TARGET = {"executorch": "executorch", "onnxruntime": "onnx"}
@@ -98,12 +98,12 @@ def export_cached(root: Path, material: dict, entry, model_name: str, runtime: s
         return directory, rec, True
     from toolkit.exporters import export_artifacts
 
-    with atomic_dir(directory, force=True) as tmp:
-        manifest = export_artifacts([entry], model_name, [EXPORT_TARGET[runtime]], tmp, dtype=dtype,
-                                    parity_steps=parity_steps, model_info=model_info)
-        atomic_write_json(tmp / KEY_FILE, {"key": key, **material})
-        if find_record(manifest, entry.name, runtime) is None:
-            raise ToolkitError(f"exporter wrote no '{runtime}' artifact for entry '{entry.name}'")
+    # export_artifacts builds the folder atomically itself (temp dir + rename), replacing a stale entry
+    manifest = export_artifacts([entry], model_name, [EXPORT_TARGET[runtime]], directory, dtype=dtype,
+                                parity_steps=parity_steps, model_info=model_info, force=True)
+    if find_record(manifest, entry.name, runtime) is None:
+        raise ToolkitError(f"exporter wrote no '{runtime}' artifact for entry '{entry.name}'")
+    atomic_write_json(directory / KEY_FILE, {"key": key, **material})
     rec = lookup(directory, entry.name, runtime)
     if rec is None:
         raise ToolkitError(f"cached export in {directory} failed its own checksum right after export")

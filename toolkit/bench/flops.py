@@ -29,8 +29,18 @@ def count_flops(entry: EntryPoint, seed: int = 0) -> tuple[int, dict[str, int]]:
     inputs = entry.example_inputs(seed)
     states = entry.initial_states()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        entry.module(*inputs, *states)
+    # No parameter may require grad while counting: the counter's module tracker hooks autograd on any output that
+    # does, and fails on a returned leaf (e.g. an initial-state Parameter passed through unchanged).
+    params = list(entry.module.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.no_grad(), counter:
+            entry.module(*inputs, *states)
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
     per_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return int(counter.get_total_flops()), per_op
 

@@ -174,14 +174,14 @@ def parity_error(record: dict) -> float | None:
     """Largest max-abs error anywhere in the record's parity report (format-tolerant)."""
     found: list[float] = []
 
-    def walk(x, key=""):
+    def walk(x, inside: bool = False):
         if isinstance(x, dict):
             for k, v in x.items():
-                walk(v, k)
+                walk(v, inside or "max_abs" in str(k))
         elif isinstance(x, list):
             for v in x:
-                walk(v, key)
-        elif isinstance(x, (int, float)) and not isinstance(x, bool) and "max_abs" in key:
+                walk(v, inside)
+        elif inside and isinstance(x, (int, float)) and not isinstance(x, bool):
             found.append(float(x))
 
     walk(record.get("parity"))
@@ -212,7 +212,12 @@ def _static_memory(job: Job, art_dir: Path | None, rec: dict | None) -> dict:
 
 def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: dict | None, error: str | None):
     rows = []
-    static = _static_memory(job, art_dir, rec) if error is None or rec is not None or job.runtime == "torch" else None
+    static = None
+    if rec is not None or job.runtime == "torch":
+        try:
+            static = _static_memory(job, art_dir, rec)
+        except Exception:  # the static split is informative; never lose measured rows over it
+            static = None
     for i, p in enumerate(job.points):
         row = _bare_row(req, job.source.name, job.entry.name, job.runtime, p.seq_len, p.history, error)
         row.update({k: job.info[k] for k in ("flops", "flops_analytic", "params", "params_excluding_item_table")})
@@ -233,7 +238,12 @@ def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: 
                                   or k == "rss_method"})
             if pt.get("instructions_per_inference") is not None:
                 row["instructions_per_inference"] = pt["instructions_per_inference"]
+                row["instructions"] = pt.get("instructions")
+            if pt.get("parity_arm64_vs_host") is not None:
+                row["parity_arm64_vs_host"] = pt["parity_arm64_vs_host"]
+                row["parity_max_abs_err"] = max(row["parity_max_abs_err"] or 0.0, pt["parity_arm64_vs_host"])
             row["cpus"] = result.get("cpus")
+            row["timed_call"] = result.get("timed_call")
             if result.get("outputs_finite") is False:
                 row["warning"] = "non-finite outputs"
         rows.append(row)
@@ -290,22 +300,35 @@ def _measure_host(req: BenchRequest, job: Job, art_dir, rec, workdir: Path, n: i
     return _run_worker(spec, workdir, n, req.timeout_s, req.target.threads)
 
 
+def emulated_preflight(target: Target) -> None:
+    """Before any export: an emulated target must be set up, or the bench stops with one line saying how."""
+    if target.emulation != "arm64":
+        raise ToolkitError(f"target {target.name}: unknown emulation '{target.emulation}' (this toolkit knows arm64)")
+    try:
+        from toolkit.device import arm64
+    except ImportError as e:
+        raise ToolkitError(f"target {target.name} needs toolkit.device (emulated ARM64), not importable: {e}") from None
+    st = arm64.status()
+    if not st.ready:
+        raise ToolkitError(f"target {target.name} is not set up: {st.reason}")
+
+
 def _measure_emulated(req: BenchRequest, job: Job, art_dir, rec) -> dict:
-    """Hand the ONNX artifact to toolkit.device's emulated target; it returns instruction counts, not time."""
+    """Hand the ONNX artifact to toolkit.device's emulated target: instruction counts, not time."""
     if job.runtime != "onnxruntime":
         return {"ok": False, "error": f"target {req.target.name} measures ONNX artifacts only "
                                       f"(runtime '{job.runtime}' is not emulated there)"}
-    try:
-        from toolkit.device import emulated  # noqa: F401 - lazy: only an emulated target needs it
-    except ImportError as e:
-        raise ToolkitError(f"target {req.target.name} needs the emulated ARM64 runner (toolkit.device); "
-                           f"run 'toolkit device setup arm64' first ({e})") from None
+    from toolkit.device import emulated  # lazy: only an emulated target needs it
+
     points = []
     for p in job.points:
         res = emulated.bench_onnx(Path(art_dir) / rec["file"], rec, target=req.target.to_dict(), runs=req.runs,
                                   steps_before=p.steps_before)
-        points.append({"latency_ms": res.get("latency_ms"),
-                       "instructions_per_inference": res.get("instructions_per_inference")})
+        if not res.get("ok"):
+            return {"ok": False, "error": f"emulated arm64: {res.get('error') or 'no result'}"}
+        points.append({"latency_ms": None, "instructions_per_inference": res.get("instructions_per_inference"),
+                       "instructions": res.get("instructions"),
+                       "parity_arm64_vs_host": res.get("parity_max_abs_err")})
     return {"ok": True, "points": points, "memory": {}}
 
 
@@ -314,6 +337,8 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     progress = progress or (lambda desc, done, total: None)
     cache_root = Path(req.cache_dir) if req.cache_dir else default_cache_dir()
     rows: list[dict] = []
+    if req.target.emulated:
+        emulated_preflight(req.target)
     progress("building models", 0, 1)
     jobs = plan(req, rows)
     total = sum(2 if j.runtime != "torch" else 1 for j in jobs)

@@ -63,7 +63,7 @@ def parse_positive(text: str | None, flag: str, kind=float, minimum=None):
 
 
 def bench(
-    run_dirs: Optional[List[str]] = typer.Argument(None, metavar="[RUN]...",
+    run_dirs: Optional[List[str]] = typer.Argument(None, metavar="RUN",
                                                    help="Trained run dirs to bench (default: fresh models)."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma list: scn,gate,gru4rec,sasrec,din."),
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="One length (25) or a sweep (10,15,20,25)."),

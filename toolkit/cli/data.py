@@ -36,8 +36,9 @@ def _progress() -> Progress:
 
 
 def _dropped(meta: dict) -> str:
-    detail = meta["dropped_users_detail"]
-    return f"{meta['dropped_users']:,} ({detail['fewer_than_3_items']:,} / {detail['below_min_user_count']:,})"
+    detail = meta.get("dropped_users_detail", {})
+    short, below = detail.get("fewer_than_3_items", 0), detail.get("below_min_user_count", 0)
+    return f"{meta.get('dropped_users', 0):,} ({short:,} / {below:,})"
 
 
 def _report(ds, seconds: float) -> None:
@@ -48,7 +49,7 @@ def _report(ds, seconds: float) -> None:
     table.add_column("value", justify="right")
     hl = m["history_length"]
     rows = [
-        ("format", m["format"]),
+        ("format", str(m.get("format", "-"))),
         ("users", f"{m['n_users']:,}"),
         ("items", f"{m['n_items']:,}"),
         ("interactions", f"{m['n_interactions']:,}"),
@@ -58,9 +59,9 @@ def _report(ds, seconds: float) -> None:
         ("test users (100 candidates)", f"{m['n_test_users']:,}"),
         ("seq len", str(m["seq_len"])),
         ("seed", str(m["seed"])),
-        ("min user count", str(m["min_user_count"])),
+        ("min user count", str(m.get("min_user_count", "-"))),
         ("dropped users (< 3 items / < min count)", _dropped(m)),
-        ("source sha256", m["source_sha256"][:16] + "…"),
+        ("source sha256", str(m.get("source_sha256", "-"))[:16] + "…"),
         ("arrays sha256", m["arrays_sha256"][:16] + "…"),
         ("status", "unchanged (identical dataset already there)" if ds.unchanged else f"written in {seconds:.2f} s"),
     ]

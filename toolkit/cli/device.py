@@ -1,18 +1,211 @@
-"""`toolkit device` commands."""
+"""`toolkit device`: build the emulated ARM64 target, list targets, run an export on a target or a phone."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import CheckFailed, ToolkitError
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+PIECES = ("host-tools", "sysroot", "cpuinfo", "wheels", "plugin", "smoke", "executorch")
 
 
 @app.callback()
 def _group() -> None:
-    """Sub-commands of `toolkit device`."""
+    """Emulated ARM64 target (qemu-user + instruction counting) and Android devices over adb."""
 
 
-@app.command("todo")
-def todo() -> None:
-    """Not built yet."""
-    raise ToolkitError("'toolkit device' is not built yet")
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@app.command("setup")
+def setup(
+    what: str = typer.Argument("arm64", help="what to set up: arm64 (the emulated ARM64 target)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache folder (default $TOOLKIT_CACHE/arm64 or ~/.cache/toolkit/arm64)"),
+    force: bool = typer.Option(False, "--force", help="rebuild every piece even when it checks out"),
+    no_apt: bool = typer.Option(False, "--no-apt", help="never call apt-get; fail with the command to run instead"),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror for the arm64 sysroot (default deb.debian.org or $TOOLKIT_DEBIAN_MIRROR)"),
+    with_executorch: bool = typer.Option(False, "--with-executorch", help="also install the aarch64 ExecuTorch runtime (~4 GB: needs aarch64 torch)"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Build the emulated ARM64 target into a cache folder (idempotent: a second run only checks)."""
+    from toolkit.device import arm64
+
+    if what != "arm64":
+        raise ToolkitError(f"unknown setup target '{what}' (valid: arm64; Android devices need no setup here, see "
+                           f"android_harness/README.md)")
+    t0 = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=json_out) as prog:
+        tasks = {p: prog.add_task(f"[dim]{p}: waiting", total=None, start=False)
+                 for p in PIECES if p != "executorch" or with_executorch}
+
+        def report(piece: str, msg: str) -> None:
+            if piece in tasks:
+                prog.start_task(tasks[piece])
+                prog.update(tasks[piece], description=f"{piece}: {msg}")
+                if msg == "done":
+                    prog.stop_task(tasks[piece])
+
+        st, results = arm64.setup(cache, apt=not no_apt, mirror=mirror, force=force, with_executorch=with_executorch,
+                                  report=report)
+    total = time.monotonic() - t0
+    lay = arm64.layout(cache)
+    disk = json.loads(lay.descriptor.read_text()).get("disk_bytes") if lay.descriptor.is_file() else None
+    if json_out:
+        print(json.dumps({"status": st.to_dict(), "seconds": round(total, 1), "disk_bytes": disk,
+                          "pieces": [r.__dict__ for r in results]}, indent=2))
+    else:
+        table = Table(title=f"emulated ARM64 target in {lay.root}")
+        for col in ("piece", "action", "seconds", "detail"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(r.piece, r.action, f"{r.seconds:.1f}", r.detail)
+        console.print(table)
+        console.print(f"[{'green' if st.ready else 'red'}]{st.reason}[/]  total {total:.1f}s, disk {_size(disk or 0)}",
+                      highlight=False)
+    if not st.ready:
+        raise ToolkitError(f"emulated ARM64 target not ready: {st.reason}")
+
+
+@app.command("list")
+def list_targets(
+    cache: Optional[Path] = typer.Option(None, "--cache", help="the emulated target's cache folder"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    no_adb: bool = typer.Option(False, "--no-adb", help="do not query adb for devices"),
+) -> None:
+    """Show where models can run: this host, the emulated ARM64 target (ready or why not), adb devices."""
+    from toolkit.device.targets import list_targets as _list
+
+    rows = _list(cache, adb=not no_adb)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="targets")
+    for col in ("name", "kind", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    colours = {"ready": "green", "not ready": "red", "unavailable": "yellow"}
+    for r in rows:
+        table.add_row(r["name"], r["kind"], f"[{colours.get(r['status'], 'yellow')}]{r['status']}[/]", r["detail"])
+    console.print(table)
+
+
+def _print_rows(rows: list[dict], title: str, caption: str) -> None:
+    table = Table(title=title, caption=caption)
+    emulated = any("instructions_per_inference" in r for r in rows)
+    cols = ["model", "entry", "L", "status"]
+    cols += ["instructions / inference", "spread", "parity err"] if emulated else ["p50 ms", "p90 ms", "p99 ms", "runs"]
+    cols += ["budget"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        b = r.get("budget") or {}
+        budget = "-" if b.get("pass") is None else ("[green]pass[/]" if b["pass"] else "[red]FAIL[/]")
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]failed[/]: {r['error']}"
+        cells = [r["model"], r["entry"], str(r["seq_len"]), status]
+        if emulated:
+            ins = r.get("instructions") or {}
+            cells += [f"{r['instructions_per_inference']:,}" if r.get("instructions_per_inference") is not None else "-",
+                      f"{ins['min']:,}..{ins['max']:,}" if ins else "-",
+                      f"{r['parity_max_abs_err']:.2e}" if r.get("parity_max_abs_err") is not None else "-"]
+        else:
+            lat = r.get("latency_ms") or {}
+            cells += [f"{lat[k]:.3f}" if lat.get(k) is not None else "-" for k in ("p50", "p90", "p99")]
+            cells += [str(lat.get("runs") or "-")]
+        table.add_row(*cells, budget)
+    console.print(table)
+
+
+@app.command("run")
+def run(
+    artifact_dir: Path = typer.Argument(..., help="an export folder with manifest.json (from `toolkit export`)"),
+    target: Optional[str] = typer.Option(None, "--target", help="emulated target profile (arm64-a76); default when no --serial/--runner"),
+    serial: Optional[str] = typer.Option(None, "--serial", help="Android device serial (adb devices); needs --runner"),
+    runner: Optional[Path] = typer.Option(None, "--runner", help="runner binary for the phone: onnxruntime_perf_test or executor_runner"),
+    runner_kind: Optional[str] = typer.Option(None, "--runner-kind", help="onnxruntime_perf_test | executor_runner (default: from the file name)"),
+    model: list[str] = typer.Option([], "--model", help="only this model (repeatable)"),
+    entry: list[str] = typer.Option([], "--entry", help="only this entry point: window | step | mrs (repeatable)"),
+    file: list[str] = typer.Option([], "--file", help="only this manifest file (repeatable)"),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="calls before measuring (default: target profile / 20 on a phone)"),
+    runs: Optional[int] = typer.Option(None, "--runs", help="measured calls (default: target profile / 100 on a phone)"),
+    repeat: int = typer.Option(1, "--repeat", help="emulated: run everything N times and require identical counts"),
+    with_executorch: bool = typer.Option(False, "--with-executorch", help="emulated: also ExecuTorch artifacts (opt-in, ~4 GB runtime)"),
+    cpu: Optional[int] = typer.Option(None, "--cpu", help="phone: core to pin to (default: the highest max frequency)"),
+    no_pin: bool = typer.Option(False, "--no-pin", help="phone: do not pin with taskset"),
+    lib: list[Path] = typer.Option([], "--lib", help="phone: shared library the runner needs (pushed beside it; repeatable)"),
+    runner_arg: list[str] = typer.Option([], "--runner-arg", help="phone: extra argument for the runner (repeatable)"),
+    budget: Optional[Path] = typer.Option(None, "--budget", help="budgets TOML (default benches/budgets.toml when present)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="bench JSON to write (default ./device-<target>.json)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="emulated target's cache folder"),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="emulated: copy the staged run folder (inputs, outputs) here"),
+    json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
+) -> None:
+    """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency)."""
+    from toolkit.device.budgets import apply_budgets, failed_budgets
+    from toolkit.io import atomic_write_json, versions
+
+    android = serial is not None or runner is not None
+    if android and target is not None:
+        raise ToolkitError("pass either --target (emulated) or --serial/--runner (Android device), not both")
+    if android and runner is None:
+        raise ToolkitError("an Android run needs --runner PATH (onnxruntime_perf_test or executor_runner built for the "
+                           "phone; see android_harness/README.md)")
+    if repeat < 1:
+        raise ToolkitError(f"--repeat must be >= 1, got {repeat}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=json_out) as prog:
+        task = prog.add_task("starting", total=None)
+
+        def progress(msg: str) -> None:
+            prog.update(task, description=msg)
+
+        if android:
+            from toolkit.device.adb import run_on_device
+
+            result = run_on_device(artifact_dir, runner=runner, serial=serial, runner_kind=runner_kind,
+                                   models=model or None, entries=entry or None, files=file or None,
+                                   warmup=20 if warmup is None else warmup, runs=100 if runs is None else runs,
+                                   cpu=cpu, pin=not no_pin, libs=lib, runner_args=runner_arg, progress=progress)
+        else:
+            from toolkit.device.emulated import run_artifacts
+
+            result = run_artifacts(artifact_dir, target=target or "arm64-a76", models=model or None,
+                                   entries=entry or None, files=file or None, warmup=warmup, runs=runs,
+                                   with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
+                                   keep=keep)
+    rows, info = result["rows"], result["info"]
+    budget_source = apply_budgets(rows, budget)
+    tgt = info["target"]
+    doc = {"schema": "toolkit.bench/1", "kind": "device-run", "target": tgt, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "artifact_dir": str(Path(artifact_dir).resolve()), "versions": versions(),
+           "device": {k: v for k, v in info.items() if k not in ("profile",)}, "budgets": budget_source, "rows": rows}
+    out = out or Path(f"device-{tgt.replace(':', '-')}.json")
+    atomic_write_json(out, doc)
+    if json_out:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        measured = rows[0]["measured_on"] if rows else tgt
+        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured)
+        console.print(f"wrote {out}", highlight=False)
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(rows)} artifacts failed on {tgt}: "
+                          f"{failed[0]['model']}/{failed[0]['entry']}: {failed[0]['error']}")
+    broken = failed_budgets(rows)
+    if broken:
+        raise CheckFailed(f"{len(broken)} budget(s) broken: {broken[0]}")

@@ -1,8 +1,120 @@
-"""`toolkit export`."""
+"""`toolkit export (RUN | --model NAME) --target ... --seq-len L --out DIR`: artifacts + manifest, checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
 
 from toolkit.errors import ToolkitError
 
+DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core: the vocabulary a real deployment ships (same as the bench)
 
-def export() -> None:
-    """Not built yet."""
-    raise ToolkitError("'toolkit export' is not built yet")
+
+def positive_int(text: str, flag: str) -> int:
+    """One-line errors for 0, negatives and non-integers (Typer's own would print a box)."""
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        raise ToolkitError(f"{flag}: '{text}' is not an integer") from None
+    if v <= 0:
+        raise ToolkitError(f"{flag} must be a positive integer, got {v}")
+    return v
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def summary_table(manifest: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{manifest['model']} -> {len(manifest['artifacts'])} artifacts ({manifest['dtype']})")
+    for col, just in (("file", "left"), ("runtime", "left"), ("size", "right"), ("export s", "right"),
+                      ("worst parity err / allowed", "right"), ("state", "left"), ("delegation", "left")):
+        t.add_column(col, justify=just)
+    for r in manifest["artifacts"]:
+        p = r["parity"]
+        w = p.get("worst") or {}
+        err = f"{w.get('name')}: {w.get('error', 0):.2e} / {w.get('allowed', 0):.2e}" if w else "-"
+        if r["runtime"] == "coreml" and "skipped" in str(p.get("runtime_parity", "")):
+            err += " (fp16 drift est.)"
+        d = r.get("delegation")
+        deleg = (f"{d['partitions']} part., matmul {d['compute_ops_delegated']}/{d['compute_ops_total']}, "
+                 f"{d['non_delegated_nodes']} portable nodes") if d else "-"
+        t.add_row(r["file"], r["runtime"], _human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
+                  "ok" if r["state_check"]["pass"] else "FAIL", deleg)
+    return t
+
+
+def export(
+    run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Trained run dir (or use --model)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Export a freshly initialised model by name."),
+    target: str = typer.Option("executorch,onnx,coreml", "--target", help="Comma list: executorch,onnx,coreml."),
+    seq_len: str = typer.Option("25", "--seq-len", help="Window length L of the exported `window` entry."),
+    candidates: str = typer.Option("100", "--candidates", help="Candidates scored per call."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | int8 (a recipe per target in export/)."),
+    with_corrections: bool = typer.Option(False, "--with-corrections", help="SCN: add the GCN correction inputs."),
+    steps: str = typer.Option("5", "--steps", help="Trajectory length for parity and test vectors."),
+    require_delegated: bool = typer.Option(False, "--require-delegated",
+                                           help="Fail when matmul-family ops fall back off XNNPACK."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out dir."),
+    out: Path = typer.Option(..., "--out", help="Artifact dir to create (atomically)."),
+    n_items: str = typer.Option(str(DEFAULT_N_ITEMS), "--n-items", help="Vocabulary of a --model export."),
+    config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
+) -> None:
+    """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from toolkit.cli.common import parse_config
+    from toolkit.exporters import sources
+    from toolkit.exporters.recipes import DTYPES, find, parse_targets
+
+    # ---- validate everything before any work ----
+    L = positive_int(seq_len, "--seq-len")
+    C = positive_int(candidates, "--candidates")
+    n_steps = positive_int(steps, "--steps")
+    targets = parse_targets(target)
+    if dtype not in DTYPES:
+        raise ToolkitError(f"--dtype: unknown '{dtype}' (valid: {', '.join(DTYPES)})")
+    for t in targets:
+        find(t, dtype)
+    if (run is None) == (model is None):
+        raise ToolkitError("give either a RUN dir or --model NAME (exactly one)")
+    if out.exists() and not force:
+        raise ToolkitError(f"output exists: {out} (use --force to replace it)")
+    if run is not None:
+        m, name, info = sources.from_run(run)
+    else:
+        if config and model is None:
+            raise ToolkitError("--config applies to --model only")
+        m, name, info = sources.fresh(model, positive_int(n_items, "--n-items"), parse_config(config))
+    entries, kw = sources.entries_for(m, L, C, with_corrections)
+    info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
+
+    from toolkit.exporters.pipeline import export_artifacts
+
+    console = Console()
+    with Progress(TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=len(entries) * len(targets))
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        manifest = export_artifacts(entries, name, targets, out, dtype=dtype, parity_steps=n_steps, model_info=info,
+                                    progress=progress, require_delegated=require_delegated, force=force)
+    console.print(summary_table(manifest))
+    for r in manifest["artifacts"]:
+        if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
+            console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
+            break
+    console.print(f"wrote {out}/manifest.json")

@@ -1,8 +1,75 @@
-"""`toolkit verify`."""
+"""`toolkit verify DIR`: re-hash every artifact file, re-run trajectory parity; exit 1 naming what failed."""
 
-from toolkit.errors import ToolkitError
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolkit.errors import CheckFailed
 
 
-def verify() -> None:
-    """Not built yet."""
-    raise ToolkitError("'toolkit verify' is not built yet")
+def report_table(report: dict):
+    from rich.table import Table
+
+    t = Table(title=f"verify {report['dir']} ({report.get('model')})")
+    for col in ("file", "runtime", "sha256", "parity", "bundled", "structure", "worst error"):
+        t.add_column(col)
+    for r in report["artifacts"]:
+        c = r.get("checks", {})
+        w = (r.get("parity") or {}).get("worst") or {}
+        worst = f"{w.get('name')} {w.get('error', 0):.2e}" if w else "-"
+
+        def show(v):
+            if v is None:
+                return "-"
+            return {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(v, f"[yellow]{v}[/]")
+
+        t.add_row(r["file"], str(r.get("runtime")), show(c.get("sha256")), show(c.get("parity")),
+                  show(c.get("bundled_program")), show(c.get("structure")), worst)
+    return t
+
+
+def verify(
+    artifact_dir: Path = typer.Argument(..., metavar="DIR", help="Artifact dir written by `toolkit export`."),
+    threads: str = typer.Option("1", "--threads", help="Runtime threads."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here ('-' = stdout only)."),
+) -> None:
+    """Re-hash against manifest.json and re-run trajectory parity through each runtime."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from toolkit.cli.export import positive_int
+    from toolkit.exporters.verify import read_manifest, verify_dir
+    from toolkit.io import atomic_write_json
+
+    n_threads = positive_int(threads, "--threads")
+    read_manifest(artifact_dir)  # one-line error for a missing dir / manifest before any progress bar
+    to_stdout = json_out is not None and str(json_out) == "-"
+    console = Console(stderr=to_stdout)
+    with Progress(TextColumn("[bold]verify[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        report = verify_dir(artifact_dir, threads=n_threads,
+                            progress=lambda what, d, t: bar.update(task, completed=d, total=t, description=what))
+    if to_stdout:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        console.print(report_table(report))
+        if json_out is not None:
+            atomic_write_json(json_out, report)
+            console.print(f"wrote {json_out}")
+    for r in report["artifacts"]:
+        if "skipped" in str(r.get("checks", {}).get("parity", "")):
+            console.print(f"[yellow]note:[/] {r['file']}: numerical parity {r['checks']['parity']}")
+    if report["unlisted_files"]:
+        console.print(f"[yellow]note:[/] files not in the manifest: {', '.join(report['unlisted_files'])}")
+    if not report["pass"]:
+        problems = [p for r in report["artifacts"] for p in r["problems"]]
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckFailed(f"verify failed: {problems[0]}{more}")
+    if not to_stdout:
+        console.print(f"[green]all {len(report['artifacts'])} artifacts verified[/]")
+

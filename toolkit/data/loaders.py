@@ -50,11 +50,11 @@ def _open_text(path: Path):
         raise ToolkitError(f"source is not a file: {path}")
     if path.stat().st_size == 0:
         raise ToolkitError(f"source file is empty: {path}")
-    return open(path, encoding="utf-8", newline="")
+    return open(path, encoding="utf-8-sig", newline="")  # -sig: tolerate a BOM
 
 
 def _decode_error(path: Path, e: UnicodeDecodeError) -> ToolkitError:
-    return ToolkitError(f"{path}: not a UTF-8 text file (bad byte at offset {e.start})")
+    return ToolkitError(f"{path}: not a UTF-8 text file ({e.reason}: byte {e.object[e.start:e.start + 1]!r})")
 
 
 def load_seqfile(path: str | Path, progress=None) -> RawHistories:
@@ -137,13 +137,16 @@ def _columns(path: Path, first: list[str]) -> tuple[int, int, int, bool]:
 
 
 def _codes(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique labels, code of each label); numeric labels sort as numbers, others as strings."""
+    """(sorted unique labels, code of each label); canonical integers sort as numbers, anything else as text.
+
+    "007" and "7" stay two different ids: numeric order is used only when every label is a canonical integer.
+    """
     arr = np.asarray(labels)
     try:
         numeric = arr.astype(np.int64)
     except (ValueError, OverflowError):
         numeric = None
-    if numeric is not None:
+    if numeric is not None and (numeric.astype(str) == arr).all():
         uniq, inv = np.unique(numeric, return_inverse=True)
         return uniq.astype(str), inv.reshape(-1)
     uniq, inv = np.unique(arr, return_inverse=True)

@@ -122,13 +122,22 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
 
 
+def _make_readable(folder: Path) -> None:
+    """Temp files/dirs are created private (0600/0700); a dataset is meant to be shared: rwxr-xr-x / rw-r--r--."""
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+
+
 def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor."""
     path = Path(path)
     if path.name == DESCRIPTOR and path.is_file():
         path = path.parent
     if not path.exists():
-        raise ToolkitError(f"dataset dir not found: {path} (create one with `toolkit data prepare` or `toolkit data synth`)")
+        raise ToolkitError(
+            f"dataset dir not found: {path} (create one with `toolkit data prepare` or `toolkit data synth`)"
+        )
     if not path.is_dir():
         raise ToolkitError(f"dataset path is not a directory: {path}")
     meta = read_json(path / DESCRIPTOR, "dataset descriptor")
@@ -178,7 +187,7 @@ def _check_shapes(ds: Dataset) -> None:
 
 
 def _existing_dataset_sha(out_dir: Path) -> str | None:
-    """arrays_sha256 of the dataset at out_dir; None when it is absent or an empty dir; raise when not a dataset."""
+    """arrays_sha256 of the dataset at out_dir: None when absent or an empty dir, "" when something else is there."""
     if not out_dir.exists():
         return None
     if not out_dir.is_dir():
@@ -265,6 +274,7 @@ def save_dataset(
         if extras:
             _write_npz(tmp / EXTRAS, extras)
         atomic_write_json(tmp / DESCRIPTOR, meta)
+        _make_readable(tmp)
     return Dataset(path=out_dir, meta=meta, extras=dict(extras or {}), **arrays)
 
 

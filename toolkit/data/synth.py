@@ -125,18 +125,18 @@ def generate(params: SynthParams, progress=None) -> SynthWorld:
 
 def _user_history(rng, n: int, pool: list[int], members: list[list[int]], cdfs: list[list[float]], p: SynthParams):
     """One user's n clicks: (items, current domain, shift flag, noise flag), each [n]."""
-    draws = rng.random((n, 4)).tolist()  # per click: shift?, noise?, which domain, which item
+    draws = rng.random((n, 5)).tolist()  # per click: shift?, noise?, shift target, noise domain, item
     touched: set[int] = set()
     items, current, shift, noise = [], [], [], []
-    cur = pool[int(draws[0][2] * len(pool))]
+    cur = pool[int(draws[0][2] * len(pool))]  # the first click never shifts, so its target uniform is free
     for i in range(n):
-        u_shift, u_noise, u_domain, u_item = draws[i]
+        u_shift, u_noise, u_target, u_random_domain, u_item = draws[i]
         moved = i > 0 and len(pool) > 1 and u_shift < p.p_shift
         if moved:
             others = [d for d in pool if d != cur]
-            cur = others[int(u_domain * len(others))]
+            cur = others[int(u_target * len(others))]
         is_noise = u_noise < p.p_noise
-        d = int(u_domain * p.domains) if is_noise else cur
+        d = int(u_random_domain * p.domains) if is_noise else cur
         item = _draw(rng, u_item, members[d], cdfs[d], touched)
         if item is None and is_noise:  # the random domain is used up: take the click from the current one
             is_noise = False
@@ -145,7 +145,7 @@ def _user_history(rng, n: int, pool: list[int], members: list[list[int]], cdfs: 
             free = [x for x in pool if _has_free(members[x], touched)]
             if not free:
                 free = [x for x in range(p.domains) if _has_free(members[x], touched)]
-            cur, moved = free[int(u_domain * len(free))], True
+            cur, moved = free[int(rng.integers(len(free)))], True
             item = _draw(rng, u_item, members[cur], cdfs[cur], touched)
         touched.add(item)
         items.append(item)

@@ -65,13 +65,17 @@ def run_case(case: dict, threads: int) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     sess = session(case["model"], threads)
     feeds0 = {name: np.load(path) for name, path in case["feeds"].items()}
+    steps = [{name: np.load(path) for name, path in step.items()} for step in case.get("steps", [])]
     state_map = case.get("state_map", {})  # state_out.X -> state_in.X
     names = [o.name for o in sess.get_outputs()]
 
-    # 1. parity trajectory
+    # 1. parity trajectory: step k uses its own inputs when the plan has them, and the state carried so far
     saved = []
-    feeds = dict(feeds0)
+    carried = {}
     for step in range(int(case.get("parity_steps", 1))):
+        feeds = dict(feeds0)
+        feeds.update(steps[step] if step < len(steps) else {})
+        feeds.update(carried)
         outs = sess.run(names, feeds)
         files = {}
         for name, value in zip(names, outs):
@@ -79,9 +83,7 @@ def run_case(case: dict, threads: int) -> dict:
             np.save(path, value)
             files[name] = path
         saved.append(files)
-        feeds = dict(feeds)
-        for out_name, in_name in state_map.items():
-            feeds[in_name] = outs[names.index(out_name)]
+        carried = {in_name: outs[names.index(out_name)] for out_name, in_name in state_map.items()}
 
     # 2. warm-up, then measured calls on step-0 inputs (bound once, so the region holds only the call)
     binding = sess.io_binding()

@@ -34,8 +34,21 @@ class Case:
     seq_len: int | None
     feeds: dict[str, np.ndarray]
     state_map: dict[str, str] = field(default_factory=dict)  # output name -> input name it feeds next step
-    expected: dict[str, np.ndarray] = field(default_factory=dict)  # outputs shipped in the test vectors
+    step_inputs: list[dict[str, np.ndarray]] = field(default_factory=list)  # per parity step, non-state inputs
+    expected: list[dict[str, np.ndarray]] = field(default_factory=list)  # per step: outputs + state outs (vectors)
     inputs_source: str = "synthetic"
+
+    def n_parity_steps(self, default: int) -> int:
+        """The shipped trajectory's length when there are test vectors, else `default`."""
+        return max(default, len(self.step_inputs)) if default > 0 else 0
+
+    def step_feeds(self, step: int, carried: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs of parity step `step`: that step's inputs (vectors) or step 0's, plus the carried state."""
+        feeds = dict(self.feeds)
+        if step < len(self.step_inputs):
+            feeds.update(self.step_inputs[step])
+        feeds.update(carried)
+        return feeds
 
     @property
     def key(self) -> str:
@@ -155,6 +168,34 @@ def _vector_file(root: Path, art: dict) -> Path | None:
     return None
 
 
+def _read_vectors(path: Path | None, art: dict) -> tuple[dict, list[dict], list[dict], dict]:
+    """Test vectors -> (step-0 inputs incl. initial state, per-step inputs, per-step expected outputs, raw).
+
+    Two layouts: the exporter's trajectory (`initial/state/<s>`, `step<i>/in/<x>`, `step<i>/out/<y>`,
+    `step<i>/state/<s>`; toolkit.exporters.parity.save_test_vectors) or a flat npz keyed by input name.
+    """
+    if path is None:
+        return {}, [], [], {}
+    with np.load(path) as z:
+        raw = {k: z[k] for k in z.files}
+    if not any(k.startswith("step0/") for k in raw):
+        return raw, [], [], raw
+    state_in = {st["name"]: st.get("input", f"{STATE_IN}{st['name']}") for st in art.get("states", [])}
+    state_out = {st["name"]: st.get("output", f"{STATE_OUT}{st['name']}") for st in art.get("states", [])}
+    first = {state_in.get(k.split("/", 2)[2], k): v for k, v in raw.items() if k.startswith("initial/state/")}
+    steps_in, steps_out = [], []
+    i = 0
+    while any(k.startswith(f"step{i}/") for k in raw):
+        pre = f"step{i}/"
+        steps_in.append({k[len(pre) + 3:]: v for k, v in raw.items() if k.startswith(pre + "in/")})
+        out = {k[len(pre) + 4:]: v for k, v in raw.items() if k.startswith(pre + "out/")}
+        out.update({state_out.get(k[len(pre) + 6:], k): v for k, v in raw.items() if k.startswith(pre + "state/")})
+        steps_out.append(out)
+        i += 1
+    first.update(steps_in[0] if steps_in else {})
+    return first, steps_in, steps_out, raw
+
+
 def _seq_len(art: dict, manifest: dict) -> int | None:
     for src in (art, manifest):
         v = src.get("seq_len")
@@ -184,7 +225,7 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
         runtime = str(art.get("runtime"))
         rng = np.random.default_rng(seed + index)
         vec_path = _vector_file(root, art)
-        vectors = dict(np.load(vec_path)) if vec_path else {}
+        vectors, step_inputs, expected, _ = _read_vectors(vec_path, art)
         highs = _id_high_from_onnx(path) if runtime == "onnxruntime" else {}
         feeds: dict[str, np.ndarray] = {}
         for spec in art.get("inputs", []):
@@ -204,7 +245,7 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
         state_map = {}
         for st in art.get("states", []):
             name, shape, dtype = st["name"], tuple(st["shape"]), _np_dtype(st["dtype"])
-            in_name = f"{STATE_IN}{name}"
+            in_name = st.get("input", f"{STATE_IN}{name}")
             for cand in (in_name, name):
                 if cand in vectors:
                     value = np.asarray(vectors[cand]).astype(dtype, copy=False)
@@ -221,7 +262,7 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
             if tuple(value.shape) != shape:
                 raise ToolkitError(f"state '{name}' initial value has shape {tuple(value.shape)}, manifest says {shape}")
             feeds[in_name] = value
-            state_map[f"{STATE_OUT}{name}"] = in_name
+            state_map[st.get("output", f"{STATE_OUT}{name}")] = in_name
         graph_inputs = _model_input_names(path, runtime)
         if graph_inputs is not None:
             missing = [n for n in graph_inputs if n not in feeds]
@@ -231,8 +272,8 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
                     f"disagree: re-run `toolkit export`)"
                 )
             feeds = {n: feeds[n] for n in graph_inputs}
-        out_names = [o if isinstance(o, str) else o.get("name") for o in art.get("outputs", [])]
-        expected = {k: np.asarray(v) for k, v in vectors.items() if k in out_names or k.startswith(STATE_OUT)}
+        step_inputs = [{k: np.asarray(v).astype(feeds[k].dtype, copy=False) for k, v in st.items() if k in feeds}
+                       for st in step_inputs]
         cases.append(
             Case(
                 index=index,
@@ -244,6 +285,7 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
                 seq_len=_seq_len(art, manifest),
                 feeds=feeds,
                 state_map=state_map,
+                step_inputs=step_inputs,
                 expected=expected,
                 inputs_source=f"test vectors {vec_path.name}" if vec_path else "synthetic (seeded)",
             )
@@ -280,14 +322,12 @@ def host_reference(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(case.path), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    feeds = dict(case.feeds)
+    carried: dict[str, np.ndarray] = {}
     traj = []
-    for _ in range(steps):
-        outs = dict(zip(names, sess.run(names, feeds)))
+    for step in range(steps):
+        outs = dict(zip(names, sess.run(names, case.step_feeds(step, carried))))
         traj.append(outs)
-        feeds = dict(feeds)
-        for out_name, in_name in case.state_map.items():
-            feeds[in_name] = outs[out_name]
+        carried = {in_name: outs[out_name] for out_name, in_name in case.state_map.items()}
     return traj
 
 
@@ -298,10 +338,11 @@ def max_abs_err(got: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray
     worst = 0.0
     for g, r in zip(got, ref):
         for name, rv in r.items():
-            if name not in g or np.shape(g[name]) != np.shape(rv):
+            if name not in g or np.size(g[name]) != np.size(rv):
                 return float("inf")
             if rv.size:
-                worst = max(worst, float(np.max(np.abs(g[name].astype(np.float64) - rv.astype(np.float64)))))
+                diff = np.asarray(g[name], np.float64).reshape(-1) - np.asarray(rv, np.float64).reshape(-1)
+                worst = max(worst, float(np.max(np.abs(diff))))
     return worst
 
 

@@ -41,6 +41,9 @@ def guest_env(lay: Layout, workdir: Path, extra_site: list[Path] | None = None) 
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        # onnxruntime >= 1.2x starts a OneDS telemetry thread at import whose wake-ups (timers, upload retries)
+        # depend on host timing; it made counts differ between runs. No network in the guest anyway.
+        "ORT_DISABLE_TELEMETRY": "1",
     }
 
 
@@ -50,12 +53,13 @@ class Icount:
 
     regions: dict[int, list[int]] = field(default_factory=dict)
     threads: dict[int, int] = field(default_factory=dict)  # region id -> most guest threads alive during it
+    all_threads: dict[int, list[int]] = field(default_factory=dict)  # region id -> instructions of every thread
     errors: list[str] = field(default_factory=list)
     total: int | None = None
     raw: str = ""
 
 
-_REGION = re.compile(r"^region (\d+) (\d+) (\d+) (\d+)$")
+_REGION = re.compile(r"^region (\d+) (\d+) (\d+) (\d+)(?: (\d+))?$")
 
 
 def parse_icount(path: Path) -> Icount:
@@ -73,6 +77,8 @@ def parse_icount(path: Path) -> Icount:
             rid, count, threads = int(m[1]), int(m[2]), int(m[3])
             out.regions.setdefault(rid, []).append(count)
             out.threads[rid] = max(out.threads.get(rid, 0), threads)
+            if m[5] is not None:
+                out.all_threads.setdefault(rid, []).append(int(m[5]))
         elif line.startswith("end "):
             out.total = int(line.split()[1])
         elif line.startswith("error "):

@@ -5,20 +5,22 @@
  * executed between two markers is exact and repeatable, so it is what we report for the ARM64 target.
  *
  * How:
- *   - every translated block gets an inline "counter += n_insns" op (cheap, no helper call);
+ *   - every translated block adds its instruction count to the counter of the guest thread (vCPU) that runs
+ *     it (a callback per executed block), and to a global counter (an inline op) for comparison;
  *   - the guest marks regions with getpid() called with magic arguments (getpid ignores its arguments,
  *     so the marker is harmless on a real kernel); the syscall callback reads the counter:
  *         syscall(__NR_getpid = 172, MAGIC, OP_BEGIN, region_id)
  *         ... inference ...
  *         syscall(__NR_getpid = 172, MAGIC, OP_END, region_id)
  *   - each finished region is appended to the output file at once (so a crash loses nothing):
- *         region <id> <instructions> <live_threads>
+ *         region <id> <instructions of the marking thread> <most live threads> <vcpu> <all threads' instructions>
+ *     The region count is the marking thread's own work: other guest threads (onnxruntime's telemetry thread,
+ *     idle pools) run at times that depend on the host's scheduling, and counting them made the number vary
+ *     from run to run. With one intra-op thread, the inference runs entirely on the marking thread.
  *
  * Usage:  qemu-aarch64 -cpu neoverse-n1 -plugin libtoolkit_icount.so,out=/path/regions.txt ...
  *
- * The counter is one global (QEMU 7.2 has no per-vCPU inline scoreboards), so it is exact only while one
- * guest thread runs inside a region; the live thread count is written with every region so the host can
- * refuse multi-threaded measurements.
+ * QEMU 7.2 has no per-vCPU inline counters, hence the callback (about 1.3x slower than inline only).
  *
  * Licence and API: this file is loaded into QEMU (GPL-2.0-or-later) and is distributed under
  * GPL-2.0-or-later. Debian bookworm ships no qemu-plugin.h, so the few declarations used below are
@@ -55,6 +57,8 @@ typedef struct qemu_info_t {
 } qemu_info_t;
 struct qemu_plugin_tb;
 enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
 typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
 typedef void (*qemu_plugin_vcpu_simple_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index);
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
@@ -66,6 +70,8 @@ void qemu_plugin_register_vcpu_exit_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_sim
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr,
                                               uint64_t imm);
+void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                          enum qemu_plugin_cb_flags flags, void *userdata);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 void qemu_plugin_register_vcpu_syscall_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_syscall_cb_t cb);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
@@ -79,8 +85,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 #define TOOLKIT_OP_BEGIN 1
 #define TOOLKIT_OP_END 2
 #define TOOLKIT_MAX_OPEN 64
+#define TOOLKIT_MAX_VCPUS 4096
 
 static uint64_t insn_count;                    /* guest instructions executed so far (all threads) */
+static uint64_t vcpu_count[TOOLKIT_MAX_VCPUS]; /* ... per guest thread (vCPU index) */
+static uint64_t open_vcpu_start[TOOLKIT_MAX_OPEN];
 static FILE *out;
 static int live_threads;
 static int max_live_threads;
@@ -89,11 +98,24 @@ static uint64_t open_start[TOOLKIT_MAX_OPEN];
 static int open_max_threads[TOOLKIT_MAX_OPEN];
 static int n_open;
 
+static void on_tb_exec(unsigned int vcpu_index, void *udata)
+{
+    if (vcpu_index < TOOLKIT_MAX_VCPUS) {
+        vcpu_count[vcpu_index] += (uint64_t)(uintptr_t)udata;
+    }
+}
+
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
-    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &insn_count,
-                                             qemu_plugin_tb_n_insns(tb));
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &insn_count, n);
+    qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_exec, QEMU_PLUGIN_CB_NO_REGS, (void *)(uintptr_t)n);
+}
+
+static uint64_t own(unsigned int vcpu_index)
+{
+    return vcpu_index < TOOLKIT_MAX_VCPUS ? vcpu_count[vcpu_index] : 0;
 }
 
 static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
@@ -137,6 +159,7 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         } else {
             open_ids[n_open] = a3;
             open_start[n_open] = now;
+            open_vcpu_start[n_open] = own(vcpu_index);
             open_max_threads[n_open] = live_threads;
             n_open++;
         }
@@ -147,11 +170,12 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         if (i < 0) {
             fprintf(out, "error end-without-begin %" PRIu64 "\n", a3);
         } else {
-            fprintf(out, "region %" PRIu64 " %" PRIu64 " %d %u\n", a3, now - open_start[i],
-                    open_max_threads[i], vcpu_index);
+            fprintf(out, "region %" PRIu64 " %" PRIu64 " %d %u %" PRIu64 "\n", a3,
+                    own(vcpu_index) - open_vcpu_start[i], open_max_threads[i], vcpu_index, now - open_start[i]);
             for (int j = i; j < n_open - 1; j++) {
                 open_ids[j] = open_ids[j + 1];
                 open_start[j] = open_start[j + 1];
+                open_vcpu_start[j] = open_vcpu_start[j + 1];
                 open_max_threads[j] = open_max_threads[j + 1];
             }
             n_open--;

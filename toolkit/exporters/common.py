@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,12 @@ FILE_EXT = {"executorch": ".pte", "onnx": ".onnx", "coreml": ".mlpackage"}
 # Every runtime exposes the updated state after the visible outputs under these names; ONNX also takes state_in.*
 STATE_IN = "state_in."
 STATE_OUT = "state_out."
+
+
+def state_output_name(target: str, state: str) -> str:
+    """`state_out.<name>`; Core ML feature names must match [a-zA-Z_][a-zA-Z0-9_]*, so there `state_out_<name>`."""
+    name = STATE_OUT + state
+    return name.replace(".", "_") if target == "coreml" else name
 
 
 def artifact_stem(model: str, entry: str, recipe: str) -> str:
@@ -78,3 +87,24 @@ class Exported:
     state_check: dict = field(default_factory=dict)
     reference_entry: EntryPoint | None = None  # the entry actually exported (cast to the recipe's dtype)
     handle: object = None  # in-memory product a later stage needs (ExecuTorch program manager for the .bpte)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence C++ log lines written straight to fd 2 (ExecuTorch's cpuinfo/threadpool chatter) for a moment."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # captured stderr without a real fd (pytest capsys)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

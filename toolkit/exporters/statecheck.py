@@ -74,31 +74,47 @@ def onnx_state_check(entry: EntryPoint, base: dict, model) -> dict:
     return _finish(base, "onnxruntime", kept, problems, hints)
 
 
-def executorch_state_check(entry: EntryPoint, base: dict, program, init_patterns: list[str]) -> dict:
-    """ExecuTorch keeps state in mutable buffers; each must be memory-planned AND carry its initial data."""
-    plan = program.execution_plan[0]
-    found: dict[str, dict] = {}
-    for v in plan.values:
+def executorch_state_check(entry: EntryPoint, base: dict, pte: bytes, init_patterns: list[str]) -> dict:
+    """ExecuTorch keeps state in memory-planned mutable buffers; each must carry its initial value in the .pte.
+
+    Read back from the serialised bytes: every declared state needs a planned tensor of its shape whose mutable-data
+    segment entry exists and holds exactly the declared initial bytes. (The buffers are matched by shape and content,
+    not by name: naming them with emit_mutable_buffer_names=True corrupts the index of a state whose initial bytes
+    equal a constant's, e.g. zeros, on executorch 1.4.1 -> "offset index out of range" at load.)
+    """
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte_file = deserialize_pte_binary(pte)
+    mutable = pte_file.mutable_data or []
+    candidates = []  # (sizes, bytes) of planned tensors with initial data
+    bad_index = 0
+    for v in pte_file.program.execution_plan[0].values:
         t = v.val
-        info = getattr(t, "extra_tensor_info", None)
-        if info is None or not getattr(info, "fully_qualified_name", None) or getattr(t, "allocation_info", None) is None:
+        if getattr(t, "allocation_info", None) is None or not getattr(t, "data_buffer_idx", 0):
             continue
-        found[info.fully_qualified_name] = {"initialized": int(t.data_buffer_idx) > 0, "sizes": list(t.sizes)}
+        if t.data_buffer_idx >= len(mutable):
+            bad_index += 1
+            continue
+        candidates.append((list(t.sizes), bytes(mutable[t.data_buffer_idx].storage)))
     kept, problems, hints = [], [], []
     for s in entry.states:
         fqn = buffer_name(s.name)
-        got = found.get(fqn)
-        if got is None:
-            problems.append(f"ExecuTorch program has no mutable buffer '{fqn}'")
-            hints.append("keep the state as a registered buffer updated in place (BufferedState)")
-        elif not got["initialized"]:
-            problems.append(f"mutable buffer '{fqn}' is serialised without its initial value")
-            hints.append(f"InitializedMutableBufferPass patterns {init_patterns} do not match the buffer's "
-                         f"lower-cased placeholder name (e.g. 'b_{fqn.lower()}')")
-        elif got["sizes"] != list(s.shape):
-            problems.append(f"mutable buffer '{fqn}' has shape {got['sizes']}, declared {list(s.shape)}")
-        else:
+        want = s.initial.detach().contiguous().cpu().numpy().tobytes()
+        same_shape = [c for c in candidates if c[0] == list(s.shape)]
+        if any(c[1] == want for c in same_shape):
             kept.append(fqn)
+        elif same_shape:
+            problems.append(f"mutable buffer '{fqn}' is serialised with data that differs from its initial value")
+            hints.append("serialise the learned initial state: restore the buffers after any calibration run")
+        else:
+            problems.append(f"state '{fqn}' is not serialised with its initial value (an uninitialised mutable "
+                            "buffer starts from garbage on device)")
+            hints.append(f"InitializedMutableBufferPass patterns {init_patterns} must match the buffer's "
+                         f"lower-cased placeholder name (e.g. 'b_{fqn.lower()}')")
+    if bad_index:
+        problems.append(f"{bad_index} mutable tensor(s) point past the mutable-data segment (the program will not "
+                        "load)")
+        hints.append("do not set emit_mutable_buffer_names=True (executorch 1.4.1 shares indices with constants)")
     return _finish(base, "executorch", kept, problems, hints)
 
 

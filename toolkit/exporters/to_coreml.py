@@ -1,7 +1,7 @@
 """Core ML exporter: BufferedState -> torch.export(...).run_decompositions({}) -> ct.convert (iOS 18, ct.StateType).
 
 Core ML stores state in fp16 only; ids are int32 inputs (Core ML has no int64 I/O); outputs are renamed from the
-converter's generated names to the contract's (`scores`, ..., `state_out.<name>`). Prediction needs macOS 15+, so on
+converter's generated names to the contract's (`scores`, ..., `state_out_<name>`). Prediction needs macOS 15+, so on
 Linux the exporter checks the structure and `parity.coreml_drift_estimate` estimates the fp16-state drift instead.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.common import STATE_OUT, Exported, tensor_record
+from toolkit.exporters.common import Exported, state_output_name, tensor_record
 from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import coreml_state_check
@@ -30,7 +30,72 @@ def _ct():
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import coremltools as ct
+    _register_alias_as_noop()
+    _register_arange_keeps_dtype()
+    _register_gather_int_indices()
     return ct
+
+
+def _register_alias_as_noop() -> None:
+    """`aten.alias` (a full-range slice such as q[:, :, 0:K] after run_decompositions) is a no-op in a functional
+    graph, but coremltools 9.0 has no converter for it ("Unsupported fx node alias"): map it to its noop."""
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    if "alias" not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
+        _TORCH_OPS_REGISTRY.set_func_by_name(ops.noop, "alias")
+
+
+def _register_arange_keeps_dtype() -> None:
+    """coremltools 9.0 converts `arange(..., dtype=float32)` to an int32 range and then fails on the float op that
+    reads it (e.g. `1.0 / arange(1, K + 1)` -> "reciprocal ... got tensor[10,int32]"): cast the range to the
+    requested float dtype after the stock conversion."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+    from coremltools.converters.mil.frontend.torch.utils import NUM_TO_TORCH_DTYPE
+    from coremltools.converters.mil.mil import types
+
+    table = _TORCH_OPS_REGISTRY.name_to_func_mapping
+    for name in ("arange", "arange.start", "arange.start_step"):
+        orig = table.get(name)
+        if orig is None or getattr(orig, "_keeps_dtype", False):
+            continue
+
+        def convert(context, node, _orig=orig):
+            _orig(context, node)
+            want = (node.kwinputs or {}).get("dtype")
+            tdt = NUM_TO_TORCH_DTYPE.get(want[0]) if want else None
+            if tdt is None or not tdt.is_floating_point:
+                return
+            res = context[node.name]
+            if types.is_float(res.dtype):
+                return
+            cast = mb.cast(x=res, dtype="fp16" if tdt == torch.float16 else "fp32", name=node.name + "_as_float")
+            context.add(cast, torch_name=node.name, override=True)
+
+        convert._keeps_dtype = True
+        _TORCH_OPS_REGISTRY.set_func_by_name(convert, name)
+
+
+def _register_gather_int_indices() -> None:
+    """coremltools 9.0 turns `(items != 0).sum(1)` into a float tensor, so `h.gather(1, idx)` (last_real) reaches
+    gather_along_axis with float indices and fails: cast float indices to int32 (they hold exact small integers)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+    from coremltools.converters.mil.mil import types
+
+    if getattr(_TORCH_OPS_REGISTRY.name_to_func_mapping.get("gather"), "_int_indices", False):
+        return
+
+    def gather(context, node):
+        x, axis, indices = _get_inputs(context, node)[:3]
+        if types.is_float(indices.dtype):
+            indices = mb.cast(x=indices, dtype="int32", name=node.name + "_indices")
+        context.add(mb.gather_along_axis(x=x, indices=indices, axis=axis, name=node.name))
+
+    gather._int_indices = True
+    _TORCH_OPS_REGISTRY.set_func_by_name(gather, "gather")
 
 
 def coreml_input_dtype(dtype: torch.dtype):
@@ -77,7 +142,7 @@ def expected_structure_problems(st: dict, ent: EntryPoint) -> list[str]:
     got_in = {f["name"]: f.get("shape") for f in st["inputs"]}
     if want_in != got_in:
         problems.append(f"inputs {got_in} differ from the contract {want_in}")
-    want_out = list(ent.outputs) + [STATE_OUT + s.name for s in ent.states]
+    want_out = list(ent.outputs) + [state_output_name("coreml", s.name) for s in ent.states]
     got_out = [f["name"] for f in st["outputs"]]
     if got_out != want_out:
         problems.append(f"outputs {got_out} differ from the contract {want_out}")
@@ -122,7 +187,7 @@ def export_coreml(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, b
         elif wq != "none":
             raise ToolkitError(f"recipe {recipe.name}: unknown weight_quantization '{wq}' (valid: none, int8)")
     spec = mlm.get_spec()
-    want_out = list(entry.outputs) + [STATE_OUT + s.name for s in entry.states]
+    want_out = list(entry.outputs) + [state_output_name("coreml", s.name) for s in entry.states]
     got_out = [o.name for o in spec.description.output]
     if len(got_out) != len(want_out):
         raise ToolkitError(f"{stem}: Core ML model has {len(got_out)} outputs, contract says {len(want_out)}")
@@ -143,7 +208,7 @@ def export_coreml(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, b
         "weight_quantization": wq,
         "state_dtype": "float16",
         "state_names": {s.name: buffer_name(s.name) for s in entry.states},
-        "state_outputs": [STATE_OUT + s.name for s in entry.states],
+        "state_outputs": [state_output_name("coreml", s.name) for s in entry.states],
         "compute_units": recipe.opt("compute_units", "CPU_AND_NE"),
         "structure": st,
         "structure_problems": expected_structure_problems(st, entry),

@@ -128,13 +128,14 @@ def export_executorch(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: st
     if init_patterns is None:
         # the exact lower-cased placeholder names of the state buffers, read from the lowered graph
         init_patterns = sorted(ph for ph, fqn in lowered.graph_signature.inputs_to_buffers.items() if fqn in state_fqns)
+    # emit_mutable_buffer_names stays False: see statecheck.executorch_state_check for the index bug it triggers
     config = get_xnnpack_executorch_backend_config([InitializedMutableBufferPass(init_patterns)] if init_patterns else [])
-    config.emit_mutable_buffer_names = True  # names the state buffers in the .pte (checked below)
     et = edge.to_executorch(config)
     program = et.executorch_program
-    check = executorch_state_check(ent, base_check, program, init_patterns)
+    pte = et.buffer
+    check = executorch_state_check(ent, base_check, pte, init_patterns)
     path = out_dir / f"{stem}.pte"
-    path.write_bytes(et.buffer)
+    path.write_bytes(pte)
     plan = program.execution_plan[0]
     sizes = [int(x) for x in plan.non_const_buffer_sizes]
     record = {

@@ -46,8 +46,8 @@ def score_split(model, seqs: np.ndarray, cands: np.ndarray) -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(seqs), EVAL_BATCH):
-        s = torch.from_numpy(seqs[i:i + EVAL_BATCH])
-        c = torch.from_numpy(cands[i:i + EVAL_BATCH])
+        s = torch.tensor(seqs[i:i + EVAL_BATCH])
+        c = torch.tensor(cands[i:i + EVAL_BATCH])
         out.append(model(s, c).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, cands.shape[1]), np.float32)
 
@@ -99,8 +99,8 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
         console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
 
-    seqs = torch.from_numpy(ds.train_seqs)
-    cands = torch.from_numpy(ds.train_cands)
+    seqs = torch.tensor(ds.train_seqs)
+    cands = torch.tensor(ds.train_cands)
     labels = torch.zeros(cands.shape, dtype=torch.float32)
     labels[:, 0] = 1.0
     n = len(seqs)

@@ -8,11 +8,9 @@ user vector per window: DIN overrides `forward(items, candidates)` and `encode` 
                                                           keeps the intensity of the user's interest)
   score(c) = dot(u(c), c)                                 same dot-product head as every other model
 
-The first layer of the activation unit is stored as the paper's Linear(4D, A) over the concatenation, but computed
-in the algebraically identical split form
-  [h, c, h-c, h*c] W^T = h (W_h + W_d)^T + c (W_c - W_d)^T + (h*c) W_p^T
-so the history part is computed once per item and the candidate part once per candidate; only the (h*c) part is
-per (candidate, item) pair. A test checks it against the concatenated form.
+The activation unit's first layer is stored in an equivalent three-block form (see `ActivationUnit`), so the
+history part is computed once per item and the candidate part once per candidate. A test checks it against the
+paper's concatenated form.
 """
 
 from __future__ import annotations
@@ -35,31 +33,45 @@ class DINConfig(BaseConfig):
 
 
 class ActivationUnit(nn.Module):
-    """a(h, c) = Linear(A, 1)(PReLU(Linear(4D, A)([h, c, h - c, h * c]))) for every (candidate, history item)."""
+    """a(h, c) = Linear(A, 1)(PReLU(Linear(4D, A)([h, c, h - c, h * c]))) for every (candidate, history item).
+
+    The first layer over the concatenation is stored in its equivalent three-block form: the (h - c) block is a
+    linear combination of the h and c blocks, so [h, c, h-c, h*c] W^T = h W_h'^T + c W_c'^T + (h*c) W_p^T with
+    W_h' = W_h + W_d and W_c' = W_c - W_d. Same function class, D*A fewer (redundant) parameters, and the h part
+    runs once per history item and the c part once per candidate; only the (h*c) part is per (candidate, item)
+    pair. Plain Linear layers with constant weights also keep every matmul delegable to XNNPACK.
+    """
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.dim = dim
-        self.fc1 = nn.Linear(4 * dim, hidden)
-        self.prelu_slope = nn.Parameter(torch.full((hidden,), 0.25))  # per-unit PReLU on the last axis
+        self.from_history = nn.Linear(dim, hidden, bias=False)  # W_h'
+        self.from_candidate = nn.Linear(dim, hidden)  # W_c' and the layer's bias
+        self.from_product = nn.Linear(dim, hidden, bias=False)  # W_p
+        self.prelu_slope = nn.Parameter(torch.full((hidden,), 0.25))  # PReLU per hidden unit (last axis)
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h [B, L, D], c [B, C, D] -> raw weights [B, C, L] (split form of fc1, see module docstring)."""
-        W_h, W_c, W_d, W_p = self.fc1.weight.split(self.dim, dim=1)  # each [A, D]
-        a_h = h @ (W_h + W_d).t()  # [B, L, A]
-        a_c = c @ (W_c - W_d).t() + self.fc1.bias  # [B, C, A]
-        a_p = (c[:, :, None, :] * h[:, None, :, :]) @ W_p.t()  # [B, C, L, A]
+        """h [B, L, D], c [B, C, D] -> raw (unnormalised) weights [B, C, L]."""
+        a_h = self.from_history(h)  # [B, L, A]
+        a_c = self.from_candidate(c)  # [B, C, A]
+        a_p = self.from_product(c[:, :, None, :] * h[:, None, :, :])  # [B, C, L, A]
         z = self.prelu(a_p + a_h[:, None, :, :] + a_c[:, :, None, :])
-        return self.fc2(z).squeeze(-1)  # [B, C, L]
+        return self.fc2(z).squeeze(-1)
+
+    def concat_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """An equivalent (weight [A, 4D], bias [A]) for the paper's Linear over [h, c, h - c, h * c]."""
+        W_h, W_c, W_p = self.from_history.weight, self.from_candidate.weight, self.from_product.weight
+        return torch.cat([W_h, W_c, torch.zeros_like(W_h), W_p], dim=1), self.from_candidate.bias
 
     def forward_concat(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Reference form: fc1 on the literal concatenation [h, c, h - c, h * c]; for tests."""
+        """Reference form: the paper's first layer on the literal concatenation [h, c, h - c, h * c]; for tests."""
         B, L, D = h.shape
         C = c.shape[1]
         hh = h[:, None].expand(B, C, L, D)
         cc = c[:, :, None].expand(B, C, L, D)
-        return self.fc2(self.prelu(self.fc1(torch.cat([hh, cc, hh - cc, hh * cc], dim=-1)))).squeeze(-1)
+        W, b = self.concat_weight()
+        z = torch.nn.functional.linear(torch.cat([hh, cc, hh - cc, hh * cc], dim=-1), W, b)
+        return self.fc2(self.prelu(z)).squeeze(-1)
 
     def prelu(self, z: torch.Tensor) -> torch.Tensor:
         # nn.PReLU puts channels on dim 1; here they are the last axis of [B, C, L, A].
@@ -120,15 +132,15 @@ class DIN(Recommender):
         every candidate attends over the history (A = att_hidden):
 
             MACs = T * L * D^2           history input transform (T = 1 if in_transform)
-                 + L * D * A             activation unit, history part h (W_h + W_d)^T
-                 + C * D * A             activation unit, candidate part c (W_c - W_d)^T
+                 + L * D * A             activation unit, history part h W_h'^T
+                 + C * D * A             activation unit, candidate part c W_c'^T
                  + C * L * D * A         activation unit, pair part (h * c) W_p^T
                  + C * L * A             activation unit output layer
                  + C * L * D             weighted pooling u(c) = sum_j a_j h_j
 
         Defaults (D = 64, A = 36): L = 10 -> 2,698,400 for C = 100 (90,344 for C = 1); L = 25 -> 6,400,400 for
         C = 100 (222,404 for C = 1). The naive concatenated first layer would cost 4 D A per pair instead of D A. Elementwise work
-        (h * c, PReLU, masking, weight-combination of W) is not counted.
+        (h * c, PReLU, masking, biases) is not counted.
         """
         D, L, C, A = self.cfg.dim, seq_len, candidates, self.cfg.att_hidden
         return (int(self.cfg.in_transform) * L * D * D + L * D * A + C * D * A + C * L * D * A

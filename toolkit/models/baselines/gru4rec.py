@@ -51,18 +51,21 @@ class GRUCellUnrolled(nn.Module):
         self.hh = nn.Linear(dim, 3 * dim)  # = nn.GRU.weight_hh_l0 / bias_hh_l0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, L, D] -> outputs h_t for every t [B, L, D] (h_0 = 0)."""
+        """x [B, L, D] -> outputs h_t for every t [B, L, D] (h_0 = 0).
+
+        Gates are taken with static slices rather than chunk/select: XNNPACK delegates slices and reshapes, so the
+        whole unrolled cell lowers to one delegated partition instead of one per step.
+        """
         B, L, D = x.shape
         gi = self.ih(x)  # [B, L, 3D], all input projections in one matmul
         h = x.new_zeros(B, D)
         outs = []
         for t in range(L):  # static L: unrolled into a fixed graph at export
+            g = gi[:, t:t + 1, :].reshape(B, 3 * D)
             gh = self.hh(h)  # [B, 3D]
-            i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
+            r = torch.sigmoid(g[:, :D] + gh[:, :D])
+            z = torch.sigmoid(g[:, D:2 * D] + gh[:, D:2 * D])
+            n = torch.tanh(g[:, 2 * D:] + r * gh[:, 2 * D:])
             h = (1 - z) * n + z * h
             outs.append(h)
         return torch.stack(outs, dim=1)

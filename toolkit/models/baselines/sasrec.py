@@ -75,15 +75,13 @@ class SASRecBlock(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-def attention_bias(items: torch.Tensor) -> torch.Tensor:
-    """items [B, L] -> additive bias [B, 1, L, L]: 0 where key j is visible to query i, -1e9 elsewhere.
+def attention_bias(items: torch.Tensor, causal: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """items [B, L], causal/own [L, L] (lower-triangular ones, identity) -> additive bias [B, 1, L, L]:
+    0 where key j is visible to query i, -1e9 elsewhere. Visible iff j <= i and (item j is real or j == i).
 
-    Visible iff j <= i and (item j is real or j == i). Built with arithmetic only (no bool and/or/not), which
-    Core ML's converter does not support on tensors.
+    Arithmetic only (no bool and/or/not, which Core ML's converter rejects); `causal` and `own` are constant
+    buffers so the exported graph does not rebuild them at run time.
     """
-    L = items.shape[1]
-    causal = torch.ones(L, L, device=items.device).tril()  # [L, L]
-    own = torch.eye(L, device=items.device)
     key_real = (items != 0).to(causal.dtype)[:, None, :]  # [B, 1, L]
     visible = causal * (key_real + own).clamp(max=1.0)  # [B, L, L] in {0, 1}
     return ((visible - 1.0) * 1e9)[:, None]
@@ -103,6 +101,8 @@ class SASRec(Recommender):
         self.blocks = nn.ModuleList(SASRecBlock(D, cfg.heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.n_blocks))
         self.final_ln = nn.LayerNorm(D)
         self.out = output_mlp(D, cfg.out_layers)
+        self.register_buffer("causal", torch.ones(cfg.max_len, cfg.max_len).tril(), persistent=False)
+        self.register_buffer("own", torch.eye(cfg.max_len), persistent=False)
 
     def _check_len(self, seq_len: int) -> None:
         if seq_len > self.cfg.max_len:
@@ -117,7 +117,7 @@ class SASRec(Recommender):
         if self.in_proj is not None:
             x = torch.tanh(self.in_proj(x))
         x = self.emb_drop(x)
-        bias = attention_bias(items)
+        bias = attention_bias(items, self.causal[:L, :L], self.own[:L, :L])
         for block in self.blocks:
             x = block(x, bias)
         return self.final_ln(x)

@@ -1,0 +1,89 @@
+"""The emulated ARM64 target for real: qemu-aarch64 + the instruction-count plugin + aarch64 onnxruntime.
+
+These run when the target is set up (`toolkit device setup arm64`, cache in $TOOLKIT_CACHE/arm64 or
+~/.cache/toolkit/arm64) and are skipped with the reason otherwise. The plugin build test only needs gcc.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from toolkit.device import arm64
+from toolkit.device.emulated import bench_onnx, run_artifacts
+
+from test_device_plan import make_export  # noqa: E402 - same tests folder
+
+STATUS = arm64.status()
+needs_target = pytest.mark.skipif(not STATUS.ready, reason=f"emulated ARM64 target not set up: {STATUS.reason}")
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc not installed (the plugin is C)")
+def test_plugin_source_builds_warning_free(tmp_path):
+    out = tmp_path / "plugin.so"
+    p = subprocess.run(["gcc", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror",
+                        "-o", str(out), str(arm64.PLUGIN_SOURCE)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    syms = subprocess.run(["nm", "-D", "--defined-only", str(out)], capture_output=True, text=True).stdout
+    assert "qemu_plugin_install" in syms and "qemu_plugin_version" in syms  # what qemu looks up
+
+
+def test_status_names_the_missing_piece_and_the_fix(tmp_path):
+    st = arm64.status(tmp_path / "empty-cache")
+    assert not st.ready
+    assert "toolkit device setup arm64 --cache" in st.reason
+    assert set(st.pieces) >= {"sysroot", "cpuinfo", "wheels", "plugin"}
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@needs_target
+def test_second_setup_only_checks():
+    t0 = time.monotonic()
+    st, results = arm64.setup(apt=False)
+    assert st.ready
+    assert {r.piece: r.action for r in results if r.piece != "host-tools"} == {
+        "sysroot": "cached", "cpuinfo": "cached", "wheels": "cached", "plugin": "cached", "smoke": "cached"}
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@needs_target
+def test_instruction_counts_repeat_exactly_and_outputs_match_host(tmp_path):
+    export = make_export(tmp_path / "exp", (40,))
+    result = run_artifacts(export, repeat=2, runs=3, warmup=1)
+    rows = result["rows"]
+    assert [r["seq_len"] for r in rows] == [40]
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert r["measured_on"] == "emulated ARM64 (neoverse-n1), instructions not time"
+        assert "latency_ms" not in r
+        assert r["instructions"]["identical_across_repeats"] is True
+        assert r["instructions_per_inference"] > 0
+        assert r["parity_max_abs_err"] <= 1e-4
+        assert r["instructions"]["guest_threads_alive"] == 1  # onnxruntime's telemetry thread is off
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@needs_target
+def test_bench_api_one_artifact_with_history(tmp_path):
+    """The call `toolkit bench --target arm64-a76` makes per cell (toolkit.bench.sweep._measure_emulated)."""
+    import json
+
+    export = make_export(tmp_path / "exp", (10,))
+    rec = json.loads((export / "manifest.json").read_text())["artifacts"][0]
+    res = bench_onnx(export / rec["file"], rec, target={"name": "arm64-a76", "kind": "emulated"}, runs=200,
+                     steps_before=3)
+    assert res["ok"], res["error"]
+    assert res["latency_ms"] is None and res["instructions_per_inference"] > 0
+    assert len(res["instructions"]["runs"]) == 5  # capped by the profile's max_runs
+    # a longer window gathers and averages more rows: more instructions
+    longer = make_export(tmp_path / "exp40", (40,))
+    rec40 = json.loads((longer / "manifest.json").read_text())["artifacts"][0]
+    res40 = bench_onnx(longer / rec40["file"], rec40, runs=3)
+    assert res40["instructions_per_inference"] > res["instructions_per_inference"]

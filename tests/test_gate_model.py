@@ -1,0 +1,104 @@
+"""The gate's model: DM uncertainty semantics, KL, MRS range, export contract, parameter budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from toolkit.models.gate import Gate, GateConfig, gaussian_kl
+
+
+def _gate(**kw) -> Gate:
+    torch.manual_seed(0)
+    return Gate(GateConfig(**kw)).eval()
+
+
+def test_uncertainty_is_zero_when_every_noise_draw_is_equal():
+    gate = _gate()
+    r = torch.randn(6, 64)
+    one = torch.randn(1, 1, gate.cfg.z_dim)
+    noise = one.expand(1, gate.cfg.n_samples, -1).contiguous()
+    with torch.no_grad():
+        u_equal = gate.dm.uncertainty(r, noise)
+        u_random = gate.dm.uncertainty(r, gate.default_noise)
+    assert u_equal.shape == (6,)
+    assert torch.all(u_equal.abs() < 1e-10), u_equal
+    assert torch.all(u_random > 1e-6), u_random
+
+
+def test_uncertainty_grows_with_prior_variance():
+    gate = _gate()
+    z = gate.cfg.z_dim
+    r = torch.randn(4, 64)
+    us = []
+    with torch.no_grad():
+        gate.dm.prior_head.weight.zero_()  # prior = N(0, exp(logvar)) for every r
+        for logvar in (-6.0, -3.0, -1.0, 0.0, 1.0):
+            gate.dm.prior_head.bias[:z] = 0.0
+            gate.dm.prior_head.bias[z:] = logvar
+            us.append(gate.dm.uncertainty(r, gate.default_noise))
+    us = torch.stack(us)  # [5 variances, 4 windows]
+    assert torch.all(us[1:] > us[:-1]), us
+    # small variance: f is ~linear in z, so u scales with sigma^2 = exp(logvar)
+    ratio = us[1] / us[0]
+    assert torch.allclose(ratio, torch.full_like(ratio, float(torch.exp(torch.tensor(3.0)))), rtol=0.05), ratio
+
+
+def test_uncertainty_is_the_summed_across_sample_variance():
+    gate = _gate()
+    r = torch.randn(3, 64)
+    with torch.no_grad():
+        samples = gate.dm.samples(r, gate.default_noise)  # [3, n, 64]
+        expected = samples.var(dim=1, unbiased=False).sum(-1)
+        assert torch.allclose(gate.dm.uncertainty(r, gate.default_noise), expected, rtol=1e-5, atol=1e-7)
+        assert samples.shape == (3, gate.cfg.n_samples, 64)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    torch.manual_seed(1)
+    mu_q, mu_p = torch.randn(5, 8), torch.randn(5, 8)
+    lv_q, lv_p = torch.randn(5, 8), torch.randn(5, 8)
+    q = torch.distributions.Normal(mu_q, torch.exp(0.5 * lv_q))
+    p = torch.distributions.Normal(mu_p, torch.exp(0.5 * lv_p))
+    ref = torch.distributions.kl_divergence(q, p).sum(-1)
+    assert torch.allclose(gaussian_kl(mu_q, lv_q, mu_p, lv_p), ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(gaussian_kl(mu_q, lv_q, mu_q, lv_q), torch.zeros(5), atol=1e-6)
+
+
+def test_param_budget_is_the_papers_and_excludes_the_posterior():
+    counts = _gate().param_counts()
+    assert 4000 <= counts["device_params"] <= 6000, counts  # the paper's gate: about 5.06k
+    parts = ("dm_prior_params", "dm_next_item_params", "mrd_params", "joint_params")
+    assert sum(counts[k] for k in parts) == counts["device_params"] == counts["params"]
+    assert counts["training_only_params"] > 0
+
+
+def test_contract_is_deterministic_and_matches_forward():
+    gate = _gate()
+    (entry,) = gate.contract()
+    assert entry.name == "mrs" and entry.outputs == ["mrs"] and entry.states == []
+    assert [s.name for s in entry.inputs] == ["r_now", "r_stale", "noise"]
+    assert [s.shape for s in entry.inputs] == [(1, 64), (1, 64), (1, gate.cfg.n_samples, gate.cfg.z_dim)]
+    assert all(s.dtype == torch.float32 for s in entry.inputs)
+    x = entry.example_inputs(seed=3)
+    with torch.no_grad():
+        a, b = entry.module(*x), entry.module(*x)
+        parts = gate.parts(x[0], x[1], x[2])
+    assert a.shape == (1,) and torch.equal(a, b)
+    assert 0.0 < float(a) < 1.0
+    assert torch.allclose(a, parts["mrs"])
+
+
+def test_contract_exports_with_torch_export():
+    (entry,) = _gate().contract()
+    x = entry.example_inputs()
+    prog = torch.export.export(entry.module, x)
+    with torch.no_grad():
+        assert torch.allclose(prog.module()(*x), entry.module(*x), atol=1e-6)
+
+
+def test_unknown_config_key_is_named():
+    from toolkit.errors import ToolkitError
+
+    with pytest.raises(ToolkitError, match="zdim"):
+        GateConfig.from_dict({"zdim": 3})

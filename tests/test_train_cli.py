@@ -1,0 +1,131 @@
+"""`toolkit train` / `toolkit eval` end to end on tiny synthetic data, resume, and their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.data import load_dataset
+from toolkit.models import build, load_run
+from toolkit.train import TrainSettings, train
+
+TOOLKIT = [sys.executable, "-m", "toolkit"]
+
+
+def cli(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*TOOLKIT, *map(str, args)], capture_output=True, text=True)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def scn_run(synth_dataset_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "scn"
+    cli("train", "scn", "--data", synth_dataset_dir, "--out", run, "--epochs", 4, "--batch-size", 256,
+        "--lr", 3e-3, "--threads", 1)
+    return run
+
+
+def test_train_writes_run_dir_and_beats_random(scn_run):
+    metrics = json.loads((scn_run / "metrics.json").read_text())
+    desc = json.loads((scn_run / "model.json").read_text())
+    assert set(metrics) >= {"valid", "test", "best_epoch", "train_seconds"}
+    assert set(metrics["test"]) == {"uauc", "ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"}
+    # a random ranker over 100 candidates has HR@10 = 0.10 and UAUC = 0.5
+    assert metrics["test"]["hr@10"] > 0.2, metrics["test"]
+    assert metrics["test"]["uauc"] > 0.6, metrics["test"]
+    assert desc["model"] == "scn" and desc["params_excluding_item_table"] < desc["params"]
+    assert desc["dataset_sha256"] and desc["versions"]["torch"].startswith("2.13.0")
+    assert (scn_run / "weights.safetensors").is_file() and (scn_run / "checkpoint.pt").is_file()
+
+
+def test_eval_reproduces_metrics_json(scn_run, synth_dataset_dir):
+    metrics = json.loads((scn_run / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        out = json.loads(cli("eval", scn_run, "--data", synth_dataset_dir, "--split", split, "--json").stdout)
+        assert out["metrics"] == metrics[split]
+
+
+def test_load_run_restores_the_model(scn_run, synth_dataset):
+    model, desc = load_run(scn_run)
+    seqs, cands = synth_dataset.split("test")
+    with torch.no_grad():
+        scores = model(torch.tensor(seqs[:8]), torch.tensor(cands[:8]))
+    assert scores.shape == (8, 100) and torch.isfinite(scores).all()
+
+
+def test_resume_reproduces_the_uninterrupted_run(synth_dataset, tmp_path):
+    settings = dict(batch_size=512, lr=2e-3, seed=3, threads=1)
+    full = train("gru4rec", synth_dataset, tmp_path / "full", TrainSettings(epochs=2, **settings))
+    train("gru4rec", synth_dataset, tmp_path / "cut", TrainSettings(epochs=1, **settings))  # "interrupted" after 1
+    resumed = train("gru4rec", synth_dataset, tmp_path / "cut", TrainSettings(epochs=2, **settings), resume=True)
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    assert resumed["best_epoch"] == full["best_epoch"]
+
+
+@pytest.mark.parametrize("model", ["cocorrrec", "sasrec", "din"])
+def test_every_model_trains_one_epoch(model, synth_dataset, tmp_path):
+    metrics = train(model, synth_dataset, tmp_path / model, TrainSettings(epochs=1, batch_size=512, threads=1))
+    assert 0.0 <= metrics["test"]["uauc"] <= 1.0
+    desc = json.loads((tmp_path / model / "model.json").read_text())
+    assert desc["model"] == model
+
+
+def test_unknown_model_lists_valid_ones(synth_dataset_dir, tmp_path):
+    proc = cli("train", "bert4rec", "--data", synth_dataset_dir, "--out", tmp_path / "x", check_rc=2)
+    assert "unknown model 'bert4rec'" in proc.stderr and "scn" in proc.stderr and "sasrec" in proc.stderr
+
+
+def test_eval_refuses_a_run_from_another_dataset(scn_run, tmp_path):
+    from toolkit.data import synthesize
+
+    other = tmp_path / "other"
+    synthesize(other, users=120, items=150, domains=10, seed=7)
+    proc = cli("eval", scn_run, "--data", other, check_rc=2)
+    assert "another dataset" in proc.stderr
+
+
+def test_existing_run_dir_is_not_overwritten(scn_run, synth_dataset_dir):
+    proc = cli("train", "scn", "--data", synth_dataset_dir, "--out", scn_run, check_rc=2)
+    assert "--resume" in proc.stderr and "--force" in proc.stderr
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(synth_dataset, tmp_path):
+    """Diverged weights (a NaN in the checkpoint) make the next loss NaN: training stops, nothing is overwritten."""
+    from toolkit.errors import CheckFailed
+
+    run = tmp_path / "nan"
+    settings = dict(batch_size=512, threads=1)
+    train("gru4rec", synth_dataset, run, TrainSettings(epochs=1, **settings))
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck["model"]["item_emb.weight"][5, 0] = float("nan")
+    torch.save(ck, run / "checkpoint.pt")
+    diverged = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckFailed, match="loss became nan"):
+        train("gru4rec", synth_dataset, run, TrainSettings(epochs=2, **settings), resume=True)
+    assert (run / "checkpoint.pt").read_bytes() == diverged
+
+
+def test_item_ids_beyond_the_vocabulary_are_named(synth_dataset):
+    from toolkit.errors import ToolkitError
+    from toolkit.train.loop import check_vocab
+
+    with pytest.raises(ToolkitError, match=f"item id {synth_dataset.n_items + 5} is outside"):
+        bad = type("DS", (), {k: getattr(synth_dataset, k) for k in
+                              ("train_seqs", "train_cands", "valid_seqs", "valid_cands", "test_seqs")})()
+        bad.test_cands = np.array(synth_dataset.test_cands)
+        bad.test_cands[3, 7] = synth_dataset.n_items + 5
+        check_vocab(bad, synth_dataset.n_items)
+
+
+def test_param_counts_exclude_the_item_table():
+    for name in ("scn", "cocorrrec", "gru4rec", "sasrec", "din"):
+        counts = build(name, 500).param_counts()
+        assert counts["params"] - counts["params_excluding_item_table"] == 501 * 64, name

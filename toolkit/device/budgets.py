@@ -1,0 +1,53 @@
+"""Budgets for device rows: the same rules as `toolkit bench` (toolkit.bench.budgets), usable row by row.
+
+Row fields a budget reads (agreed with the bench): `instructions_per_inference` (emulated ARM64),
+`latency_ms.<stat>` (Android devices; stat p50 unless the budget says `latency_stat`), `memory` (see
+toolkit.bench.budgets.memory_value), `status` (a failed row fails its budget).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+
+def check_budget(row: dict, budget: dict) -> dict:
+    """Check one row against one budget {"instructions"?, "latency_ms"?, "memory_bytes"?, "latency_stat"?}.
+
+    Returns the row's `budget` field ({..., "pass": bool, "broken": [...]}) and sets it on the row.
+    """
+    from toolkit.bench.budgets import Budgets, _rule
+
+    rule = _rule({"model": row["model"], "target": row["target"], **budget}, "budget")
+    out = _check(row, Budgets([rule], "inline"))
+    row["budget"] = out
+    return out
+
+
+def _check(row: dict, budgets) -> dict:
+    from toolkit.bench import budgets as bench_budgets
+
+    return bench_budgets.check(row, budgets)
+
+
+def apply_budgets(rows: list[dict], path: str | Path | None) -> str | None:
+    """Check every row against a budgets TOML (default benches/budgets.toml when it exists); returns its source."""
+    from toolkit.bench import budgets as bench_budgets
+
+    if path is None:
+        default = bench_budgets.default_budget_file()
+        if not default.is_file():
+            return None
+        path = default
+    budgets = bench_budgets.load(path)
+    for row in rows:
+        out = bench_budgets.check(row, budgets)
+        if out.get("pass") is not None:
+            row["budget"] = out
+    return budgets.source
+
+
+def failed_budgets(rows: list[dict]) -> list[str]:
+    return [f"{r['model']}/{r['entry']} L={r['seq_len']} on {r['target']}: {'; '.join(r['budget']['broken'])}"
+            for r in rows if (r.get("budget") or {}).get("pass") is False]
+
