@@ -282,3 +282,9 @@ def test_elf_abi_reads_machine(tmp_path):
     assert elf_abi(fake_elf(tmp_path / "b", 40, 1))[0] == "armeabi-v7a"
     assert elf_abi(sys.executable if Path(sys.executable).resolve().read_bytes()[:4] == b"\x7fELF"
                    else fake_elf(tmp_path / "c", 62, 2))[0] in ("x86_64", "arm64-v8a")
+
+
+def test_cli_emulated_run_without_setup_says_how_to_fix(tmp_path, capsys, monkeypatch):
+    export = make_export(tmp_path / "exp", (10,))
+    code, _, err = run_cli(["run", str(export), "--cache", str(tmp_path / "no-cache")], capsys, monkeypatch)
+    assert code == 2 and "emulated ARM64 target is not set up" in err and "toolkit device setup arm64" in err

@@ -14,6 +14,8 @@ import pytest
 
 from toolkit.device import arm64
 from toolkit.device.emulated import bench_onnx, run_artifacts
+from toolkit.device.qemu import parse_icount
+from toolkit.errors import ToolkitError
 
 from test_device_plan import make_export  # noqa: E402 - same tests folder
 
@@ -29,6 +31,30 @@ def test_plugin_source_builds_warning_free(tmp_path):
     assert p.returncode == 0, p.stderr
     syms = subprocess.run(["nm", "-D", "--defined-only", str(out)], capture_output=True, text=True).stdout
     assert "qemu_plugin_install" in syms and "qemu_plugin_version" in syms  # what qemu looks up
+
+
+def test_missing_host_tools_and_root_are_explained(tmp_path, monkeypatch):
+    monkeypatch.setattr(arm64.shutil, "which", lambda tool: None if tool in ("qemu-aarch64", "debootstrap") else "/x")
+    with pytest.raises(ToolkitError, match=r"host tools missing: debootstrap, qemu-user \(--no-apt given\).*"
+                                           r"sudo apt-get install -y qemu-user debootstrap"):
+        arm64.ensure_host_tools(apt=False)
+    monkeypatch.setattr(arm64.shutil, "which", lambda tool: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(arm64, "_is_root", lambda: False)
+    with pytest.raises(ToolkitError, match="needs root.*sudo toolkit device setup arm64"):
+        arm64.build_sysroot(arm64.layout(tmp_path / "c"), arm64.DEFAULT_MIRROR)
+
+
+def test_plugin_output_is_parsed(tmp_path):
+    f = tmp_path / "icount.txt"
+    f.write_text("toolkit-icount 1 aarch64\nrange 0 5500000000 5501000000\nregion 7 1000 1 0 1200 ranges=800\n"
+                 "region 7 1010 2 0 1010 ranges=805\nerror end-without-begin 9\nend 99999 2\n")
+    ic = parse_icount(f)
+    assert ic.regions == {7: [1000, 1010]} and ic.all_threads == {7: [1200, 1010]}
+    assert ic.ranges == {7: [[800], [805]]} and ic.threads == {7: 2}
+    assert ic.errors == ["end-without-begin 9"] and ic.total == 99999
+    f.write_text("something else\n")
+    with pytest.raises(ToolkitError, match="not an instruction-count file"):
+        parse_icount(f)
 
 
 def test_status_names_the_missing_piece_and_the_fix(tmp_path):
@@ -66,6 +92,8 @@ def test_instruction_counts_repeat_exactly_and_outputs_match_host(tmp_path):
         assert r["instructions_per_inference"] > 0
         assert r["parity_max_abs_err"] <= 1e-4
         assert r["instructions"]["guest_threads_alive"] == 1  # onnxruntime's telemetry thread is off
+        by_code = r["instructions"]["by_code"]
+        assert by_code["onnxruntime"] > 0 and sum(by_code.values()) == r["instructions"]["raw_median"]
 
 
 @pytest.mark.arm64

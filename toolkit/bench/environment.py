@@ -32,6 +32,14 @@ def host_label() -> str:
     return f"host {platform.machine()} ({cpu_model()}), not device latency"
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: how busy the machine was (latency on a loaded machine is noisy)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def describe(target, extra: dict | None = None) -> dict:
     from toolkit.io import versions
 
@@ -45,6 +53,7 @@ def describe(target, extra: dict | None = None) -> dict:
         "cores": os.cpu_count(),
         "cpus_allowed": allowed,
         "memory_total_bytes": memory_total_bytes(),
+        "load_average_end": load_average(),
         "threads": target.threads,
         "target": target.to_dict(),
         "versions": versions(),

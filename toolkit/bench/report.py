@@ -139,7 +139,10 @@ def write_junit(result: dict, path: str | Path) -> Path:
 
 
 def write_plot(result: dict, path: str | Path) -> Path:
-    """Latency p50, FLOPs and memory vs seq-len (step rows: vs history), one line per (model, entry, runtime)."""
+    """Latency p50, FLOPs and memory vs seq-len (step rows: vs history), one line per (model, entry, runtime).
+
+    Colour = (model, entry), the same in every panel; line style = runtime; marker = entry.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,38 +152,40 @@ def write_plot(result: dict, path: str | Path) -> Path:
     series: dict[tuple, list] = {}
     for r in rows:
         series.setdefault((r["model"], r["entry"], r["runtime"]), []).append(r)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    panels = (("latency p50 (ms, host)", lambda r: (r.get("latency_ms") or {}).get("p50")),
-              ("FLOPs per call (counter)", lambda r: r.get("flops")),
+    pairs = sorted({(m, e) for m, e, _ in series})
+    palette = plt.get_cmap("tab10")
+    color = {p: palette(i % 10) for i, p in enumerate(pairs)}
+    style = {"executorch": "-", "onnxruntime": "--", "torch": ":"}
+    marker = {"window": "o", "step": "s", "mrs": "^"}
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.6))
+    panels = (("latency p50 (ms, host, log)", lambda r: (r.get("latency_ms") or {}).get("p50"), True),
+              ("FLOPs per call (counter, log)", lambda r: r.get("flops"), False),
               ("memory: peak RSS delta (MB)", lambda r: None if (r.get("memory") or {}).get("rss_peak_delta_bytes")
-               is None else r["memory"]["rss_peak_delta_bytes"] / 1e6))
-    flops_seen = set()
-    for ax, (title, get) in zip(axes, panels):
+               is None else r["memory"]["rss_peak_delta_bytes"] / 1e6, True))
+    for ax, (title, get, per_runtime) in zip(axes, panels):
+        drawn = set()
         for (model, entry, runtime), rs in sorted(series.items()):
-            if "FLOPs" in title:  # FLOPs do not depend on the runtime: one line per (model, entry)
-                if (model, entry) in flops_seen:
+            if not per_runtime:  # FLOPs do not depend on the runtime: one line per (model, entry)
+                if (model, entry) in drawn:
                     continue
-                flops_seen.add((model, entry))
-                label = f"{model}/{entry}"
-            else:
-                label = f"{model}/{entry}/{runtime}"
+                drawn.add((model, entry))
             pts = sorted((r["seq_len"], get(r)) for r in rs if get(r) is not None)
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", linestyle="--" if entry == "step" else "-", label=label)
+            ax.plot(xs, ys, color=color[(model, entry)], linestyle=style.get(runtime, "-.") if per_runtime else "-",
+                    marker=marker.get(entry, "x"), markersize=4,
+                    label=f"{model}/{entry}/{runtime}" if per_runtime else f"{model}/{entry}")
         ax.set_title(title)
         ax.set_xlabel("sequence length L (step: history in clicks)")
-        ax.grid(True, alpha=0.3)
-        if "FLOPs" in title:
+        ax.grid(True, alpha=0.3, which="both")
+        if "log" in title:
             ax.set_yscale("log")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fl_h, fl_l = axes[1].get_legend_handles_labels()
-    axes[0].legend(handles, labels, fontsize=7, ncol=1)
-    axes[1].legend(fl_h, fl_l, fontsize=7)
+        ax.legend(fontsize=7)
     env = result["environment"]
     fig.suptitle(f"toolkit bench on {env['cpu_model']} ({env['target']['name']}, {env['threads']} thread) - "
-                 "host-measured, not device latency", fontsize=10)
+                 "host-measured, not device latency; line style: executorch solid, onnxruntime dashed, torch dotted",
+                 fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ status "failed" and its error; the other cells still report.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -86,6 +87,24 @@ def contract_kwargs(model, seq_len: int, candidates: int) -> dict:
     return kw
 
 
+def fit_fresh_source(source: ModelSource, longest: int) -> ModelSource:
+    """A fresh model whose config caps the window length (SASRec's learned positions, `max_len`) is built long
+    enough for the longest requested L: shape-only cost at L = 100 needs 100 positions. Trained runs are not
+    changed (they can only take what they were trained for), and the raised value is in the rows' config."""
+    if source.kind != "fresh" or "max_len" in source.config:
+        return source
+    try:
+        from toolkit.models.registry import classes
+
+        cfg_cls, _ = classes(source.name)
+        default = {f.name: f.default for f in dataclasses.fields(cfg_cls)}.get("max_len")
+    except Exception:
+        return source
+    if isinstance(default, int) and default < longest:
+        return dataclasses.replace(source, config={**source.config, "max_len": longest})
+    return source
+
+
 def _signature(entry) -> tuple:
     return (entry.name, tuple(tuple(s.shape) for s in entry.inputs), tuple(tuple(s.shape) for s in entry.states))
 
@@ -101,14 +120,21 @@ def plan(req: BenchRequest, failed_rows: list[dict]) -> list[Job]:
     jobs: list[Job] = []
     step_points = sorted(set(req.seq_lens) | set(req.histories))
     for source in req.sources:
+        source = fit_fresh_source(source, max(req.seq_lens))
         try:
             model = build(source)
-            entries_by_l = {L: model.contract(**contract_kwargs(model, L, req.candidates)) for L in req.seq_lens}
-        except Exception as e:  # one model that cannot be built or traced fails only its own cells
+        except Exception as e:  # a model that cannot be built fails only its own cells
             for L in req.seq_lens:
                 for rt in req.runtimes:
                     failed_rows.append(_bare_row(req, source.name, "window", rt, L, None, f"model: {_err(e)}"))
             continue
+        entries_by_l = {}
+        for L in req.seq_lens:  # a length the model cannot take fails only that length's cells
+            try:
+                entries_by_l[L] = model.contract(**contract_kwargs(model, L, req.candidates))
+            except Exception as e:
+                for rt in req.runtimes:
+                    failed_rows.append(_bare_row(req, source.name, "window", rt, L, None, f"contract: {_err(e)}"))
         counts = model.param_counts()
         info = {"params": counts.get("params"), "params_excluding_item_table": counts.get("params_excluding_item_table"),
                 "config": model_config(model), "weights_sha256": weights_digest(model), "source": source.describe()}
@@ -124,7 +150,11 @@ def plan(req: BenchRequest, failed_rows: list[dict]) -> list[Job]:
                         total, by_op = flops.count_flops(entry)
                     except Exception as e:  # FLOPs are informative; a counter failure does not fail the cell
                         total, by_op = None, {"error": _err(e)}
-                    flop_cache[sig] = (total, by_op, flops.analytic_flops(model, entry, L))
+                    try:
+                        analytic = flops.analytic_flops(model, entry, L)
+                    except Exception:
+                        analytic = None
+                    flop_cache[sig] = (total, by_op, analytic)
                 for rt in req.runtimes:
                     key = (sig, rt)
                     stateful = bool(entry.states)
@@ -223,6 +253,7 @@ def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: 
         row.update({k: job.info[k] for k in ("flops", "flops_analytic", "params", "params_excluding_item_table")})
         row["flops_by_op"] = job.info["flops_by_op"]
         row["source"] = job.info["source"]
+        row["config"] = job.info["config"]
         row["input_shapes"] = {s.name: list(s.shape) for s in job.entry.inputs}
         if rec is not None:
             row["artifact_bytes"] = rec.get("bytes")
@@ -339,6 +370,7 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     rows: list[dict] = []
     if req.target.emulated:
         emulated_preflight(req.target)
+    load_start = environment.load_average()
     progress("building models", 0, 1)
     jobs = plan(req, rows)
     total = sum(2 if j.runtime != "torch" else 1 for j in jobs)
@@ -386,6 +418,7 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     env = environment.describe(req.target, {
         "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,
         "dtype": req.dtype, "budgets": req.budgets.describe(), "cache_dir": str(cache_root),
+        "load_average_start": load_start,
         "command": req.command,
         "flops_counter": {"tool": flops.COUNTER, "covers": flops.COVERS, "ops": flops.counted_ops()},
         "latency": "host wall-clock per call after warm-up, profiling off, process pinned per target; "

@@ -117,7 +117,7 @@ def _print_rows(rows: list[dict], title: str, caption: str) -> None:
         b = r.get("budget") or {}
         budget = "-" if b.get("pass") is None else ("[green]pass[/]" if b["pass"] else "[red]FAIL[/]")
         status = "[green]ok[/]" if r["status"] == "ok" else f"[red]failed[/]: {r['error']}"
-        cells = [r["model"], r["entry"], str(r["seq_len"]), status]
+        cells = [r["model"], r["entry"], "-" if r["seq_len"] is None else str(r["seq_len"]), status]
         if emulated:
             ins = r.get("instructions") or {}
             cells += [f"{r['instructions_per_inference']:,}" if r.get("instructions_per_inference") is not None else "-",

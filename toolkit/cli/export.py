@@ -37,20 +37,19 @@ def summary_table(manifest: dict):
     from rich.table import Table
 
     t = Table(title=f"{manifest['model']} -> {len(manifest['artifacts'])} artifacts ({manifest['dtype']})")
-    for col, just in (("file", "left"), ("runtime", "left"), ("size", "right"), ("export s", "right"),
-                      ("worst parity err / allowed", "right"), ("state", "left"), ("delegation", "left")):
+    t.add_column("artifact", overflow="fold")
+    for col, just in (("size", "right"), ("export s", "right"), ("worst err", "right"), ("allowed", "right"),
+                      ("state", "left"), ("delegated matmuls", "left")):
         t.add_column(col, justify=just)
     for r in manifest["artifacts"]:
         p = r["parity"]
         w = p.get("worst") or {}
-        err = f"{w.get('name')}: {w.get('error', 0):.2e} / {w.get('allowed', 0):.2e}" if w else "-"
-        if r["runtime"] == "coreml" and "skipped" in str(p.get("runtime_parity", "")):
-            err += " (fp16 drift est.)"
+        err = f"{w.get('error', 0):.1e}" + ("*" if "skipped" in str(p.get("runtime_parity", "")) else "")
         d = r.get("delegation")
-        deleg = (f"{d['partitions']} part., matmul {d['compute_ops_delegated']}/{d['compute_ops_total']}, "
-                 f"{d['non_delegated_nodes']} portable nodes") if d else "-"
-        t.add_row(r["file"], r["runtime"], _human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
-                  "ok" if r["state_check"]["pass"] else "FAIL", deleg)
+        deleg = f"{d['compute_ops_delegated']}/{d['compute_ops_total']} ({d['partitions']} part.)" if d else "-"
+        t.add_row(r["file"], _human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
+                  f"{w.get('allowed', 0):.1e}", "ok" if r["state_check"]["pass"] else "FAIL", deleg)
+    t.caption = "worst err: largest max-abs error over steps, outputs and states; * = Core ML fp16 drift estimate"
     return t
 
 
@@ -76,8 +75,10 @@ def export(
 
     from toolkit.cli.common import parse_config
     from toolkit.exporters import sources
+    from toolkit.exporters.common import quiet_libraries
     from toolkit.exporters.recipes import DTYPES, find, parse_targets
 
+    quiet_libraries()
     # ---- validate everything before any work ----
     L = positive_int(seq_len, "--seq-len")
     C = positive_int(candidates, "--candidates")

@@ -15,7 +15,8 @@ def report_table(report: dict):
     from rich.table import Table
 
     t = Table(title=f"verify {report['dir']} ({report.get('model')})")
-    for col in ("file", "runtime", "sha256", "parity", "bundled", "structure", "worst error"):
+    t.add_column("artifact", overflow="fold")
+    for col in ("sha256", "parity", "bundled", "structure", "worst error"):
         t.add_column(col)
     for r in report["artifacts"]:
         c = r.get("checks", {})
@@ -25,9 +26,11 @@ def report_table(report: dict):
         def show(v):
             if v is None:
                 return "-"
+            if str(v).startswith("skipped"):
+                return "[yellow]skipped[/]"
             return {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(v, f"[yellow]{v}[/]")
 
-        t.add_row(r["file"], str(r.get("runtime")), show(c.get("sha256")), show(c.get("parity")),
+        t.add_row(r["file"], show(c.get("sha256")), show(c.get("parity")),
                   show(c.get("bundled_program")), show(c.get("structure")), worst)
     return t
 
@@ -45,6 +48,9 @@ def verify(
     from toolkit.exporters.verify import read_manifest, verify_dir
     from toolkit.io import atomic_write_json
 
+    from toolkit.exporters.common import quiet_libraries
+
+    quiet_libraries()
     n_threads = positive_int(threads, "--threads")
     read_manifest(artifact_dir)  # one-line error for a missing dir / manifest before any progress bar
     to_stdout = json_out is not None and str(json_out) == "-"

@@ -2,8 +2,8 @@
 
 Pieces, each checked on every `setup` and rebuilt only when missing or stale (so a second run takes seconds):
   host-tools  qemu-user (qemu-aarch64 with plugin support), debootstrap, gcc  (apt-get when root)
-  sysroot     Debian bookworm arm64 minbase + python3.11 (`debootstrap --foreign`, then `dpkg -x` every deb:
-              no chroot, no binfmt)
+  sysroot     Debian bookworm arm64 minbase + python3.11 + libfaketime (`debootstrap --foreign`, then `dpkg -x`
+              every deb: no chroot, no binfmt)
   cpuinfo     sysroot/proc/cpuinfo describing a Neoverse-N1; qemu -L redirects the guest's /proc/cpuinfo
               there; without it onnxruntime (cpuinfo) segfaults at import under qemu
   wheels      onnxruntime + numpy manylinux_2_28_aarch64 wheels, same versions as the host (parity is then
@@ -32,6 +32,10 @@ from toolkit.io import atomic_write_json, atomic_write_text, sha256_file, size_p
 
 SUITE = "bookworm"
 GUEST_PYTHON = "python3.11"
+# libfaketime gives the guest a virtual clock that advances a fixed step per call: onnxruntime's Run() takes
+# time-based branches (telemetry intervals), which otherwise made a call now and then count ~200 more.
+GUEST_PACKAGES = (GUEST_PYTHON, "libfaketime")
+FAKETIME_LIB = "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"
 CPU_MODEL = "neoverse-n1"
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -54,6 +58,9 @@ CPU part\t: 0xd0c
 CPU revision\t: 1
 
 """
+
+
+FAKE_EPOCH = 1704067200  # 2024-01-01 00:00:00 UTC: where the guest's virtual clock starts
 
 
 def default_cache_dir() -> Path:
@@ -160,8 +167,11 @@ def _piece_problems(lay: Layout) -> dict[str, str]:
         probs["host-tools"] = "qemu-aarch64 not found (apt-get install qemu-user)"
     else:
         probs["host-tools"] = "ok"
-    if not lay.guest_python.is_file() or (_read_stamp(lay, "sysroot") or {}).get("suite") != SUITE:
+    st = _read_stamp(lay, "sysroot") or {}
+    if not lay.guest_python.is_file() or st.get("suite") != SUITE:
         probs["sysroot"] = f"no ARM64 sysroot in {lay.sysroot}"
+    elif st.get("packages_included") != list(GUEST_PACKAGES) or not (lay.sysroot / FAKETIME_LIB.lstrip("/")).is_file():
+        probs["sysroot"] = f"ARM64 sysroot in {lay.sysroot} lacks {', '.join(GUEST_PACKAGES)} (built by an older toolkit)"
     else:
         probs["sysroot"] = "ok"
     try:
@@ -241,7 +251,9 @@ def _run(cmd: list[str], what: str, fix: str, timeout: float = 1800, env: dict |
     except subprocess.TimeoutExpired:
         raise ToolkitError(f"{what}: timed out after {timeout:.0f}s ({' '.join(cmd[:3])} ...)") from None
     if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        lines = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith(("ERROR", "E:", "error", "Error"))]
+        tail = (errors or lines)[-2:]
         raise ToolkitError(f"{what} failed (exit {p.returncode}): {' | '.join(tail)} ({fix})")
     return p.stdout
 
@@ -286,7 +298,7 @@ def build_sysroot(lay: Layout, mirror: str) -> str:
     lay.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sysroot.", dir=lay.root))
     try:
-        _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={GUEST_PYTHON}", SUITE,
+        _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}", SUITE,
               str(tmp), mirror], "debootstrap (arm64 sysroot)",
              f"check that {mirror} is reachable; set --mirror or $TOOLKIT_DEBIAN_MIRROR to a closer Debian mirror")
         debs = sorted((tmp / "var" / "cache" / "apt" / "archives").glob("*.deb"))
@@ -295,7 +307,7 @@ def build_sysroot(lay: Layout, mirror: str) -> str:
         for deb in debs:  # --foreign only unpacks the essential set; python3.11 and its libraries come from here
             _run(["dpkg", "-x", str(deb), str(tmp)], f"dpkg -x {deb.name}", "the download may be corrupt; re-run")
             deb.unlink()
-        for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"):
+        for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/lib/apt/lists"):
             shutil.rmtree(tmp / junk, ignore_errors=True)
         if not (tmp / "usr" / "bin" / GUEST_PYTHON).is_file():
             raise ToolkitError(f"the sysroot has no /usr/bin/{GUEST_PYTHON} after unpacking ({len(debs)} debs)")
@@ -306,7 +318,8 @@ def build_sysroot(lay: Layout, mirror: str) -> str:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_stamp(lay, "sysroot", {"suite": SUITE, "python": GUEST_PYTHON, "mirror": mirror, "packages": len(debs)})
+    _write_stamp(lay, "sysroot", {"suite": SUITE, "python": GUEST_PYTHON, "packages_included": list(GUEST_PACKAGES),
+                                  "mirror": mirror, "packages": len(debs)})
     return f"{len(debs)} packages"
 
 
@@ -377,12 +390,12 @@ def sha256_text(s: str) -> str:
 
 
 SMOKE_SCRIPT = """
-import ctypes, json, numpy, onnxruntime
+import ctypes, json, time, numpy, onnxruntime
 libc = ctypes.CDLL(None)
 for op in (1, 2):
     libc.syscall(ctypes.c_long(172), ctypes.c_ulong(0x746f6f6c6b6974), ctypes.c_long(op), ctypes.c_long(7))
-print(json.dumps({"numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__,
-                  "providers": onnxruntime.get_available_providers()}))
+print(json.dumps({"numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__, "clock": time.time(),
+                  "monotonic": time.monotonic(), "providers": onnxruntime.get_available_providers()}))
 """
 
 
@@ -399,6 +412,9 @@ def smoke_test(lay: Layout) -> str:
                     if p.returncode in (-11, 139) or "Segmentation" in tail else "")
             raise ToolkitError(f"smoke test under qemu failed (exit {p.returncode}): {tail}{hint}")
         info = json.loads(p.stdout.strip().splitlines()[-1])
+        clocks = (info.pop("clock"), info.pop("monotonic"))
+        if not all(FAKE_EPOCH <= c < FAKE_EPOCH + 3600 for c in clocks):
+            raise ToolkitError(f"the guest clock is not the virtual one (libfaketime not preloaded from {FAKETIME_LIB}?)")
         counts = parse_icount(out)
         if 7 not in counts.regions:
             raise ToolkitError(f"the instruction-count plugin recorded no marker region ({out}: {counts.raw[:200]!r})")
@@ -465,8 +481,20 @@ def setup(
     return st, results
 
 
+# Pure-Python (or aarch64-wheel) packages `import torch` + `executorch.runtime` need; the full dependency sets
+# of both wheels pull in training / export tools we do not run in the guest.
+EXECUTORCH_GUEST_DEPS = ("typing_extensions", "sympy", "mpmath==1.3.0", "networkx", "jinja2", "MarkupSafe",
+                         "filelock", "fsspec", "packaging", "flatbuffers", "pyyaml", "ruamel.yaml", "tabulate")
+AARCH64_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
+                     "manylinux2014_aarch64")
+
+
 def install_executorch(lay: Layout) -> str:
-    """Opt-in ExecuTorch lane: executorch + its aarch64 torch into site-executorch (large download)."""
+    """Opt-in ExecuTorch lane: executorch + aarch64 torch + the CUDA runtime wheels that torch preloads.
+
+    PyPI's aarch64 torch is the CUDA build: `import torch` refuses to start without its CUDA libraries, which
+    is where the ~4 GB goes. The CUDA requirements are read from the torch wheel's own metadata.
+    """
     try:
         versions = {d: metadata.version(d) for d in ("executorch", "torch")}
     except metadata.PackageNotFoundError as e:
@@ -475,13 +503,22 @@ def install_executorch(lay: Layout) -> str:
     free = shutil.disk_usage(lay.root).free
     if free < 12e9:
         raise ToolkitError(f"--with-executorch: {EXECUTORCH_NOTE}; only {free / 1e9:.1f} GB free in {lay.root}")
+    plat = [x for p in AARCH64_PLATFORMS for x in ("--platform", p)]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", *plat, "--python-version", "3.11",
+           "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:"]
     tmp = Path(tempfile.mkdtemp(prefix=".site-et.", dir=lay.root))
     try:
-        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(tmp),
-              "--platform", WHEEL_PLATFORM, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-              "--only-binary=:all:", f"executorch=={versions['executorch']}", f"torch=={torch_ver}"],
-             "pip download of the aarch64 ExecuTorch runtime", f"{EXECUTORCH_NOTE}; pip needs access to PyPI",
+        _run([*pip, "--no-deps", "--target", str(tmp), f"executorch=={versions['executorch']}",
+              f"torch=={torch_ver}", *EXECUTORCH_GUEST_DEPS],
+             "pip download of aarch64 torch + executorch", f"{EXECUTORCH_NOTE}; pip needs access to PyPI",
              timeout=7200)
+        meta = next(tmp.glob("torch-*.dist-info")) / "METADATA"
+        cuda = [line.split(":", 1)[1].split(";")[0].strip() for line in meta.read_text().splitlines()
+                if line.startswith("Requires-Dist:") and ("cuda" in line or "nvidia" in line) and "extra ==" not in line]
+        if cuda:
+            _run([*pip, "--target", str(tmp / "_cuda"), *cuda], "pip download of the CUDA runtime wheels aarch64 "
+                 "torch preloads", f"{EXECUTORCH_NOTE}; these must exist as aarch64 wheels for torch=={torch_ver}",
+                 timeout=7200)
         if lay.site_executorch.exists():
             shutil.rmtree(lay.site_executorch)
         os.replace(tmp, lay.site_executorch)
@@ -489,7 +526,7 @@ def install_executorch(lay: Layout) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _write_stamp(lay, "executorch", {"ok": True, "versions": versions})
-    return f"executorch {versions['executorch']}, torch {torch_ver} (aarch64)"
+    return f"executorch {versions['executorch']}, torch {torch_ver} (aarch64, CUDA build)"
 
 
 def require_executorch(cache: str | Path | None = None) -> Layout:

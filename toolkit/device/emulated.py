@@ -1,7 +1,7 @@
 """Run exported artifacts on the emulated ARM64 target: parity vs host onnxruntime + instructions per inference.
 
 Public API (used by `toolkit device run --target arm64-a76` and by `toolkit bench --target arm64-a76`):
-    run_artifacts(artifact_dir, ...) -> {"rows": [...], "info": {...}}   every selected artifact, one qemu process
+    run_artifacts(artifact_dir, ...) -> {"rows": [...], "info": {...}}   every selected artifact (one qemu process each)
     bench_onnx(onnx_path, record, target=..., runs=..., steps_before=...) -> dict   one artifact (bench cells)
 Rows follow the bench JSON schema; `latency_ms` is absent, `instructions_per_inference` is the metric.
 """
@@ -53,6 +53,7 @@ class QemuTransport(Transport):
         self.cache = cache
         self.executorch = executorch
         self.lay: arm64.Layout | None = None
+        self._lock = None
 
     def preflight(self, runner: Runner) -> dict:
         self.lay = arm64.require_executorch(self.cache) if self.executorch else arm64.require_ready(self.cache)
@@ -60,16 +61,33 @@ class QemuTransport(Transport):
         return {"device": f"qemu-aarch64 -cpu {self.cpu}", "status": st.reason, "cache": str(self.lay.root)}
 
     def push(self, stage: Path) -> str:
-        return str(stage)  # already local: the guest reads the staged folder in place
+        """Copy the staged files to the cache's fixed work folder (one run at a time per cache).
+
+        The guest sees its working folder's path (cwd, sys.path); a fixed path keeps everything the guest can
+        observe identical from run to run, so nothing but the artifact and its inputs can move a count.
+        """
+        import fcntl
+
+        assert self.lay is not None, "preflight first"
+        work = self.lay.root / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = open(work / "lock", "w")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)  # waits for another run on this cache to finish
+        remote = work / "stage"
+        shutil.rmtree(remote, ignore_errors=True)
+        shutil.rmtree(work / "home", ignore_errors=True)
+        shutil.copytree(stage, remote)
+        return str(remote)
 
     def execute(self, inv: Invocation, remote: str, timeout: float) -> ExecResult:
         assert self.lay is not None, "preflight first"
         work = Path(remote)
-        icount_path = work / f"icount-{inv.label.replace('/', '_').replace(' ', '_') or 'run'}.txt"
+        icount_path = work.parent / "icount.txt"
         icount_path.unlink(missing_ok=True)
         if inv.argv[0] != "python3":
             raise ToolkitError(f"the emulated target runs the toolkit Python runner only, not {inv.argv[0]}")
-        extra_site = [self.lay.site_executorch] if self.executorch else None
+        extra_site = [self.lay.site_executorch, self.lay.site_executorch / "_cuda"] if self.executorch else None
         argv = qemu_argv(self.lay, icount_path, cpu=self.cpu) + inv.argv[1:]
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=work,
@@ -80,10 +98,22 @@ class QemuTransport(Transport):
         extra = {}
         if icount_path.is_file():
             extra["icount"] = parse_icount(icount_path)
+            shutil.copy2(icount_path, work / f"icount-{inv.label.replace('/', '_').replace(' ', '_') or 'run'}.txt")
         return ExecResult(p.returncode, output, extra)
 
     def pull(self, remote: str, names: list[str], stage: Path) -> None:
-        pass  # same folder
+        for name in names + [p.name for p in Path(remote).glob("icount-*.txt")]:
+            src, dest = Path(remote) / name, stage / name
+            if src.is_dir():
+                shutil.copytree(src, dest, dirs_exist_ok=True)
+            elif src.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+
+    def cleanup(self, remote: str) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
 
 class LocalPythonTransport(Transport):
@@ -154,7 +184,8 @@ def run_cases_emulated(
         try:
             ref = host_reference(c, steps)
             err = max_abs_err(m.outputs, ref) if m.error is None else None
-            note = f"host onnxruntime ({_ort_version()}, x86_64), {steps} chained calls"
+            note = (f"host onnxruntime ({_ort_version()}, x86_64)" if c.runtime == "onnxruntime"
+                    else "host executorch runtime (x86_64)") + f", {steps} chained calls"
             if c.expected and m.outputs and m.error is None:
                 n = min(len(c.expected), len(m.outputs))
                 vec_err = max_abs_err(m.outputs[:n], [{k: v for k, v in e.items() if k in m.outputs[0]}
@@ -166,7 +197,7 @@ def run_cases_emulated(
         worst = None if err is None else max(err, vec_err or 0.0)
         row = make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest,
                        parity_err=worst, parity_tol=parity_atol, parity_note=note or "host onnxruntime", extra=extra)
-        row["parity"].update({"vs_host_onnxruntime": err, "vs_test_vectors": vec_err, "steps": steps})
+        row["parity"].update({"vs_host_runtime": err, "vs_test_vectors": vec_err, "steps": steps})
         if m.instructions and len(attempts) > 1:
             per = [a[c.index].instructions for a in attempts]
             same = all(p == per[0] for p in per)
@@ -218,14 +249,13 @@ def run_artifacts(
     profile = target_profile(target)
     if profile.get("kind") != "emulated":
         raise ToolkitError(f"target {target} is not an emulated target (kind = {profile.get('kind')!r})")
-    if with_executorch:
-        arm64.require_executorch(cache)
-        raise ToolkitError("ExecuTorch artifacts on emulated ARM64: the runtime is installed, but this toolkit "
-                           "version measures ONNX artifacts there only; drop --with-executorch")
     root, manifest = load_manifest(artifact_dir)
-    arts = select_artifacts(root, manifest, ("onnxruntime",), models, entries, files)
+    runtimes = ("onnxruntime", "executorch") if with_executorch else ("onnxruntime",)
+    arts = select_artifacts(root, manifest, runtimes, models, entries, files)
+    if with_executorch:
+        arm64.require_executorch(cache)  # explains the ~4 GB runtime when it is not installed
     cases = build_cases(root, manifest, arts)
-    transport = QemuTransport(cache, profile)
+    transport = QemuTransport(cache, profile, executorch=with_executorch)
     rows, info = run_cases_emulated(
         root, manifest, cases, transport=transport,
         warmup=int(warmup if warmup is not None else profile.get("warmup", 2)),

@@ -139,7 +139,7 @@ class ToolkitPythonRunner(Runner):
     """toolkit/device/ort_runner.py under the target's Python (ARM64 under qemu, or any aarch64 Linux)."""
 
     name = "toolkit ort_runner.py"
-    runtimes = ("onnxruntime",)
+    runtimes = ("onnxruntime", "executorch")
     script = Path(__file__).with_name("ort_runner.py")
 
     def __init__(self, threads: int = 1, isolate: bool = True):
@@ -172,7 +172,8 @@ class ToolkitPythonRunner(Runner):
                 steps.append(files)
             plan_cases.append({"id": c.index, "model": f"c{c.index}/{c.path.name}", "feeds": feeds, "steps": steps,
                                "state_map": c.state_map, "parity_steps": n_steps, "warmup": warmup,
-                               "runs": runs, "outputs_dir": f"c{c.index}/out"})
+                               "runs": runs, "outputs_dir": f"c{c.index}/out", "runtime": c.runtime,
+                               "method": c.artifact.get("method", "forward"), "output_names": c.output_names()})
         if not self.isolate:
             return [self._invocation(stage, "plan.json", "results.json", plan_cases, cases, f"{len(cases)} artifacts")]
         return [self._invocation(stage, f"plan_c{c.index}.json", f"results_c{c.index}.json", [pc], [c], c.key)
@@ -204,6 +205,10 @@ class ToolkitPythonRunner(Runner):
                     m.error = "instruction counts missing for some calls (plugin not loaded?)"
                 m.instructions = [c for c in counts if c is not None]
                 m.marker_overhead = overhead
+                names = data.get("ranges", [])
+                per_call = [icount.ranges.get(rid, [None])[-1] for rid in r.get("regions", [])]
+                if names and per_call and all(pc is not None and len(pc) == len(names) for pc in per_call):
+                    m.by_code = {name: [pc[k] for pc in per_call] for k, name in enumerate(names)}
                 m.threads_alive = max((icount.threads.get(rid, 0) for rid in r.get("regions", [])), default=None)
             else:
                 m.latency_ms = list(r.get("wall_ms", []))

@@ -1,4 +1,4 @@
-"""Stand-alone ONNX Runtime runner executed by the *target* Python (ARM64 under qemu, or any aarch64 Linux).
+"""Stand-alone ONNX Runtime (and, opted in, ExecuTorch) runner executed by the *target* Python (ARM64 under qemu, or any aarch64 Linux).
 
 Why stand-alone: it runs inside the emulated sysroot, where only numpy and onnxruntime exist (no toolkit, no
 torch). It is copied next to a plan and run as `python3 ort_runner.py plan.json`; everything it reads and
@@ -29,18 +29,47 @@ import onnxruntime as ort
 
 MAGIC = 0x746F6F6C6B6974  # "toolkit"; must match qemu_icount.c
 SYS_GETPID = {"aarch64": 172, "arm64": 172, "x86_64": 39}.get(platform.machine(), -1)
-OP_BEGIN, OP_END = 1, 2
+OP_BEGIN, OP_END, OP_RANGE = 1, 2, 3
 OVERHEAD_REGION = 999_999_999  # an empty region: the cost of the markers themselves
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
-_syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_long, ctypes.c_long]
+_syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_long, ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong]
+
+# Code counted apart (marking thread only): the inference library itself, then the C/C++ runtime it calls.
+RANGE_LIBS = {"onnxruntime_pybind11_state": "onnxruntime", "libonnxruntime.so": "libonnxruntime.so",
+              "libc.so": "libc", "libm.so": "libm", "libstdc++.so": "libstdc++"}
 
 
-def mark(op: int, region: int) -> None:
+def mark(op: int, region: int, lo: int = 0, hi: int = 0) -> None:
     if SYS_GETPID >= 0:
-        _syscall(SYS_GETPID, MAGIC, op, region)
+        _syscall(SYS_GETPID, MAGIC, op, region, lo, hi)
+
+
+def register_ranges() -> list:
+    """Tell the plugin where each library's executable code is mapped (from /proc/self/maps)."""
+    found = {}
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6 or "x" not in parts[1]:
+                    continue
+                name = os.path.basename(parts[5])
+                for lib in RANGE_LIBS:
+                    if name.startswith(lib) and lib not in found:
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        found[lib] = (lo, hi, RANGE_LIBS[lib])
+    except OSError:
+        return []
+    names = []
+    for lib in RANGE_LIBS:
+        if lib in found:
+            lo, hi, name = found[lib]
+            mark(OP_RANGE, len(names), lo, hi)
+            names.append(name)
+    return names
 
 
 def emit(event: dict) -> None:
@@ -59,14 +88,40 @@ def session(model: str, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+class ExecuTorchProgram:
+    """The same calls through ExecuTorch's Python runtime (opt-in lane: needs torch in the guest)."""
+
+    def __init__(self, path: str, method: str, names: list, threads: int):
+        import torch  # noqa: F401 - executorch's pybindings need it loaded
+        from executorch.runtime import Runtime
+
+        try:
+            from executorch.extension.pybindings import _portable_lib
+
+            _portable_lib._unsafe_reset_threadpool(threads)
+        except Exception:
+            pass
+        self.program = Runtime.get().load_program(path)
+        self.method = self.program.load_method(method)
+        self.names = names
+
+    def run(self, names, feeds):
+        import torch
+
+        outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        return [np.asarray(o.detach().numpy() if hasattr(o, "detach") else o) for o in outs]
+
+
 def run_case(case: dict, threads: int) -> dict:
     cid = int(case["id"])
     out_dir = case["outputs_dir"]
     os.makedirs(out_dir, exist_ok=True)
-    sess = session(case["model"], threads)
     feeds0 = {name: np.load(path) for name, path in case["feeds"].items()}
     steps = [{name: np.load(path) for name, path in step.items()} for step in case.get("steps", [])]
     state_map = case.get("state_map", {})  # state_out.X -> state_in.X
+    if case.get("runtime", "onnxruntime") == "executorch":
+        return run_executorch_case(case, cid, out_dir, feeds0, steps, threads)
+    sess = session(case["model"], threads)
     names = [o.name for o in sess.get_outputs()]
 
     # 1. parity trajectory: step k uses its own inputs when the plan has them, and the state carried so far
@@ -109,10 +164,46 @@ def run_case(case: dict, threads: int) -> dict:
     return {"id": cid, "regions": regions, "wall_ms": [t / 1e6 for t in wall_ns], "outputs": saved, "error": None}
 
 
+def run_executorch_case(case, cid, out_dir, feeds0, steps, threads) -> dict:
+    prog = ExecuTorchProgram(case["model"], case.get("method", "forward"), case["output_names"], threads)
+    names = case["output_names"]
+    saved = []
+    for step in range(int(case.get("parity_steps", 1))):  # state lives in the program's buffers
+        feeds = dict(feeds0)
+        feeds.update(steps[step] if step < len(steps) else {})
+        outs = prog.run(names, feeds)
+        files = {}
+        for name, value in zip(names, outs):
+            path = f"{out_dir}/step{step}_{len(files)}.npy"
+            np.save(path, value)
+            files[name] = path
+        saved.append(files)
+    for _ in range(int(case.get("warmup", 1))):
+        prog.run(names, feeds0)
+    regions, wall_ns = [], []
+    gc.disable()
+    try:
+        for k in range(int(case["runs"])):
+            region = cid * 100_000 + k
+            t0 = time.perf_counter_ns()
+            mark(OP_BEGIN, region)
+            prog.run(names, feeds0)
+            mark(OP_END, region)
+            wall_ns.append(time.perf_counter_ns() - t0)
+            regions.append(region)
+    finally:
+        gc.enable()
+    return {"id": cid, "regions": regions, "wall_ms": [t / 1e6 for t in wall_ns], "outputs": saved, "error": None}
+
+
 def main(plan_path: str) -> int:
     with open(plan_path) as f:
         plan = json.load(f)
     threads = int(plan.get("threads", 1))
+    if any(c.get("runtime") == "executorch" for c in plan["cases"]):
+        import torch  # noqa: F401 - load the ExecuTorch stack before mapping code ranges
+        import executorch.runtime  # noqa: F401
+    ranges = register_ranges()
     # The markers' own cost, measured the same way as a call (ends up subtracted on the host).
     gc.disable()
     for _ in range(3):
@@ -127,6 +218,7 @@ def main(plan_path: str) -> int:
         "onnxruntime": ort.__version__,
         "threads": threads,
         "overhead_region": OVERHEAD_REGION,
+        "ranges": ranges,
         "cases": [],
     }
     for case in plan["cases"]:

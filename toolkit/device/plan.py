@@ -38,6 +38,13 @@ class Case:
     expected: list[dict[str, np.ndarray]] = field(default_factory=list)  # per step: outputs + state outs (vectors)
     inputs_source: str = "synthetic"
 
+    def output_names(self) -> list[str]:
+        """Declared outputs, then (stateful ExecuTorch programs) the new states, in the program's order."""
+        names = [o if isinstance(o, str) else o["name"] for o in self.artifact.get("outputs", [])]
+        if self.runtime == "executorch":
+            names += [st.get("output", f"{STATE_OUT}{st['name']}") for st in self.artifact.get("states", [])]
+        return names
+
     def n_parity_steps(self, default: int) -> int:
         """The shipped trajectory's length when there are test vectors, else `default`."""
         return max(default, len(self.step_inputs)) if default > 0 else 0
@@ -63,6 +70,7 @@ class Measurement:
     instructions: list[int] = field(default_factory=list)  # per measured call (emulated target)
     marker_overhead: int | None = None
     threads_alive: int | None = None
+    by_code: dict[str, list[int]] = field(default_factory=dict)  # library -> per measured call (emulated)
     latency_ms: list[float] = field(default_factory=list)  # per measured call (real device)
     latency_mean_only: float | None = None  # runners that only print a total
     outputs: list[dict[str, np.ndarray]] = field(default_factory=list)  # parity trajectory, step -> name -> value
@@ -243,7 +251,8 @@ def build_cases(root: Path, manifest: dict, arts: list[dict], seed: int = 0) -> 
                 value = rng.standard_normal(shape).astype(dtype)
             feeds[name] = value
         state_map = {}
-        for st in art.get("states", []):
+        # ExecuTorch keeps state in buffers inside the program: only ONNX takes it as inputs
+        for st in art.get("states", []) if runtime == "onnxruntime" else []:
             name, shape, dtype = st["name"], tuple(st["shape"]), _np_dtype(st["dtype"])
             in_name = st.get("input", f"{STATE_IN}{name}")
             for cand in (in_name, name):
@@ -313,7 +322,9 @@ def _load_array(path: Path, name: str) -> np.ndarray:
 
 
 def host_reference(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
-    """The same trajectory through host onnxruntime (x86_64): what the device outputs must match."""
+    """The same trajectory through the host's runtime (x86_64): what the device outputs must match."""
+    if case.runtime == "executorch":
+        return _host_reference_executorch(case, steps)
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -328,6 +339,20 @@ def host_reference(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
         outs = dict(zip(names, sess.run(names, case.step_feeds(step, carried))))
         traj.append(outs)
         carried = {in_name: outs[out_name] for out_name, in_name in case.state_map.items()}
+    return traj
+
+
+def _host_reference_executorch(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(case.path)).load_method(case.artifact.get("method", "forward"))
+    names = case.output_names()
+    traj = []
+    for step in range(steps):
+        feeds = case.step_feeds(step, {})
+        outs = method.execute([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        traj.append({n: np.asarray(o.detach().numpy() if hasattr(o, "detach") else o) for n, o in zip(names, outs)})
     return traj
 
 
@@ -359,11 +384,15 @@ def latency_summary(times_ms: list[float]) -> dict:
     return {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": float(statistics.fmean(xs)), "runs": n}
 
 
-def instruction_summary(counts: list[int], overhead: int | None) -> dict:
-    """Median of the measured calls, minus the markers' own cost; the spread shows whether calls repeat exactly."""
+def instruction_summary(counts: list[int], overhead: int | None, by_code: dict[str, list[int]] | None = None) -> dict:
+    """Median of the measured calls, minus the markers' own cost; the spread shows whether calls repeat exactly.
+
+    `by_code` splits the median call by the library the instructions ran in (the inference library's own code is
+    the steadiest part: the C library's share moves with allocator state and buffer alignment).
+    """
     med = int(statistics.median_low(counts))
     net = med - (overhead or 0)
-    return {
+    out = {
         "per_inference": net,
         "raw_median": med,
         "min": min(counts),
@@ -371,6 +400,11 @@ def instruction_summary(counts: list[int], overhead: int | None) -> dict:
         "runs": list(counts),
         "marker_overhead": overhead,
     }
+    if by_code:
+        split = {lib: int(statistics.median_low(v)) for lib, v in by_code.items() if v}
+        split["other (python, binding, markers)"] = med - sum(split.values())
+        out["by_code"] = split
+    return out
 
 
 def make_row(
@@ -420,10 +454,8 @@ def make_row(
         "artifact": {"file": case.artifact.get("file"), "sha256": art.get("sha256") or sha256_file(case.path)},
     }
     if meas.instructions:
-        row["instructions_per_inference"] = None if error and not meas.instructions else instruction_summary(
-            meas.instructions, meas.marker_overhead
-        )["per_inference"]
-        row["instructions"] = instruction_summary(meas.instructions, meas.marker_overhead)
+        row["instructions"] = instruction_summary(meas.instructions, meas.marker_overhead, meas.by_code)
+        row["instructions_per_inference"] = row["instructions"]["per_inference"]
         if meas.threads_alive is not None:
             row["instructions"]["guest_threads_alive"] = meas.threads_alive
     if meas.latency_ms:

@@ -1,7 +1,12 @@
 """Running the guest Python under qemu-aarch64 with the instruction-count plugin, and reading what it counted.
 
-The guest environment is fixed (hash seed, thread counts, relative paths): with it the per-region counts are
-identical from one process to the next, which is the whole point of counting instructions.
+Everything the guest can observe is fixed, so per-region counts are identical from one process to the next
+(the whole point of counting instructions). Each item below removed a difference we measured:
+  - environment: hash seed, one thread everywhere, onnxruntime's telemetry thread off, a fixed work folder;
+  - address space: `-R` reserves the guest's address range up front, so where its mmaps land no longer
+    depends on the host process's own (randomised) mappings (it moved the C library's share by ~0.1%);
+  - time: libfaketime preloaded in the guest, a virtual clock advancing 1 ms per call, so time-based branches
+    (onnxruntime's Run() checks telemetry intervals) are taken at the same call every run.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.device.arm64 import CPU_MODEL, Layout
+from toolkit.device.arm64 import CPU_MODEL, FAKE_EPOCH, FAKETIME_LIB, Layout
+
+RESERVED_VA = "0x1000000000"  # 64 GiB of guest address space, reserved at start (qemu -R)
 from toolkit.errors import ToolkitError
 
 
@@ -21,7 +28,20 @@ def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL, extra_
     qemu = qemu_binary()
     if not qemu:
         raise ToolkitError("qemu-aarch64 not found (apt-get install qemu-user, or `toolkit device setup arm64`)")
-    argv = [qemu, "-cpu", cpu, "-L", str(lay.sysroot)]
+    import time
+
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(FAKE_EPOCH))
+    guest_only = {  # -E: set in the guest's environment only (the host-side qemu must not preload an ARM library)
+        "LD_PRELOAD": FAKETIME_LIB,
+        "FAKETIME": f"@{start} i0.001",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "0",
+        "FAKETIME_CACHE_DURATION": "1000000000",
+        "NO_FAKE_STAT": "1",
+        "TZ": "UTC",
+    }
+    argv = [qemu, "-R", RESERVED_VA, "-cpu", cpu, "-L", str(lay.sysroot)]
+    for k, v in guest_only.items():
+        argv += ["-E", f"{k}={v}"]
     if plugin_out is not None:
         argv += ["-plugin", f"{lay.plugin},out={plugin_out}"]
     return argv + [str(lay.guest_python), "-B", "-s"]
@@ -54,12 +74,13 @@ class Icount:
     regions: dict[int, list[int]] = field(default_factory=dict)
     threads: dict[int, int] = field(default_factory=dict)  # region id -> most guest threads alive during it
     all_threads: dict[int, list[int]] = field(default_factory=dict)  # region id -> instructions of every thread
+    ranges: dict[int, list[list[int]]] = field(default_factory=dict)  # region id -> per occurrence, per code range
     errors: list[str] = field(default_factory=list)
     total: int | None = None
     raw: str = ""
 
 
-_REGION = re.compile(r"^region (\d+) (\d+) (\d+) (\d+)(?: (\d+))?$")
+_REGION = re.compile(r"^region (\d+) (\d+) (\d+) (\d+)(?: (\d+))?(?: ranges=([\d,]+))?$")
 
 
 def parse_icount(path: Path) -> Icount:
@@ -79,6 +100,8 @@ def parse_icount(path: Path) -> Icount:
             out.threads[rid] = max(out.threads.get(rid, 0), threads)
             if m[5] is not None:
                 out.all_threads.setdefault(rid, []).append(int(m[5]))
+            if m[6] is not None:
+                out.ranges.setdefault(rid, []).append([int(x) for x in m[6].split(",")])
         elif line.startswith("end "):
             out.total = int(line.split()[1])
         elif line.startswith("error "):

@@ -64,6 +64,12 @@ def cast_inputs(values, specs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception message (the type name when it has none): one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def to_numpy(t) -> np.ndarray:
     if isinstance(t, np.ndarray):
         return t
@@ -108,3 +114,16 @@ def quiet_native_stderr():
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+def quiet_libraries() -> None:
+    """For CLI runs: hide the converters' deprecation chatter and torch's W-level log lines (errors still show)."""
+    import logging
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for name in ("torch", "torch.onnx", "torch.utils._pytree", "torch._export", "executorch", "coremltools",
+                 "torchao", "onnxruntime", "onnxscript", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)

@@ -18,6 +18,7 @@ from toolkit.exporters.common import (
     artifact_stem,
     cast_entry,
     dtype_name,
+    first_line,
     state_output_name,
     tensor_record,
     to_numpy,
@@ -75,7 +76,8 @@ def _file_entry(root: Path, path: Path, role: str) -> dict:
     return {"role": role, "file": path.name, "sha256": sha256_path(path), "bytes": size_path(path)}
 
 
-def _state_records(ent: EntryPoint, target: str, initial_file: str | None, state_dtype: str | None = None) -> list[dict]:
+def _state_records(ent: EntryPoint, target: str, initial_file: str | None,
+                   state_dtype: str | None = None) -> list[dict]:
     out = []
     for s in ent.states:
         rec = {"name": s.name, "shape": list(s.shape), "dtype": state_dtype or dtype_name(s.dtype),
@@ -199,8 +201,7 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
     except ToolkitError:
         raise
     except Exception as e:  # a converter/lowering failure: one line naming the artifact (traceback with --debug)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckFailed(f"{target} export of {stem} failed: {type(e).__name__}: {msg[:300]}") from e
+        raise CheckFailed(f"{target} export of {stem} failed: {type(e).__name__}: {first_line(e)[:300]}") from e
     raise_if_failed(exp.state_check, exp.model_file.name)
     export_seconds = time.perf_counter() - t0
     ent = exp.reference_entry or entry

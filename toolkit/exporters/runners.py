@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.common import STATE_IN, np_dtype, quiet_native_stderr
+from toolkit.exporters.common import STATE_IN, first_line, np_dtype, quiet_native_stderr
 
 
 class Runner:
@@ -65,7 +65,8 @@ class Runner:
         """Shapes, dtypes and id ranges per the manifest; one clear line naming the offending input."""
         if len(arrays) != len(self.inputs):
             names = ", ".join(i["name"] for i in self.inputs)
-            raise ToolkitError(f"{self.record['file']}: expected {len(self.inputs)} inputs ({names}), got {len(arrays)}")
+            raise ToolkitError(f"{self.record['file']}: expected {len(self.inputs)} inputs ({names}), "
+                               f"got {len(arrays)}")
         out = []
         for a, spec in zip(arrays, self.inputs):
             a = np.asarray(a)
@@ -88,7 +89,10 @@ class Runner:
         return out
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        arrays = self.check_inputs(inputs)
+        return self.run_validated(self.check_inputs(inputs))
+
+    def run_validated(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """One call with arrays already returned by `check_inputs` (timing loops check once, not per call)."""
         visible, new_state = self._run(arrays)
         if self.states:
             self._state = new_state
@@ -127,7 +131,7 @@ class ExecuTorchRunner(Runner):
                 self.program = Runtime.get().load_program(self.path)
                 self.method = self.program.load_method(self.record.get("method", "forward"))
         except Exception as e:  # the runtime raises RuntimeError/ValueError for damaged programs
-            raise ToolkitError(f"ExecuTorch cannot load {self.path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ToolkitError(f"ExecuTorch cannot load {self.path.name}: {first_line(e)}") from None
 
     def reset(self) -> None:
         super().reset()
@@ -164,7 +168,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise ToolkitError(f"onnxruntime cannot load {self.path.name}: {str(e).splitlines()[0]}") from None
+            raise ToolkitError(f"onnxruntime cannot load {self.path.name}: {first_line(e)}") from None
         self.session_options = so
 
     def _run(self, arrays):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.common import Exported, state_output_name, tensor_record
+from toolkit.exporters.common import Exported, first_line, state_output_name, tensor_record
 from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import coreml_state_check
@@ -174,18 +174,27 @@ def export_coreml(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, b
               for s in entry.states]
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlm = ct.convert(ep, inputs=inputs, states=states or None, convert_to="mlprogram",
-                         minimum_deployment_target=getattr(ct.target, target),
-                         compute_precision=getattr(ct.precision, _PRECISION[precision]),
-                         skip_model_load=True)
+        pipeline = ct.PassPipeline.DEFAULT
+        if states and precision == "fp16":
+            # coremltools 9.0: with fp16 compute, the pass that reorders coreml_update_state next to its producer
+            # fails with a KeyError on stateful models ("'common::canonicalize_inplace_pattern' graph pass produces
+            # the following error"); it only canonicalises op order, so skip it.
+            pipeline.remove_passes({"common::canonicalize_inplace_pattern"})
         wq = recipe.opt("weight_quantization", "none")
         if wq == "int8":
+            # inside the conversion pipeline rather than ct.optimize.coreml.linear_quantize_weights afterwards: that
+            # re-runs the default pipeline, which brings back the failing pass above
             cfg = ct.optimize.coreml.OptimizationConfig(
                 global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
                                                                          granularity="per_channel"))
-            mlm = ct.optimize.coreml.linear_quantize_weights(mlm, cfg)
+            pipeline.insert_pass(len(pipeline.passes), "compression::linear_quantize_weights")
+            pipeline.set_options("compression::linear_quantize_weights", {"config": cfg})
         elif wq != "none":
             raise ToolkitError(f"recipe {recipe.name}: unknown weight_quantization '{wq}' (valid: none, int8)")
+        mlm = ct.convert(ep, inputs=inputs, states=states or None, convert_to="mlprogram",
+                         minimum_deployment_target=getattr(ct.target, target),
+                         compute_precision=getattr(ct.precision, _PRECISION[precision]),
+                         pass_pipeline=pipeline, skip_model_load=True)
     spec = mlm.get_spec()
     want_out = list(entry.outputs) + [state_output_name("coreml", s.name) for s in entry.states]
     got_out = [o.name for o in spec.description.output]
@@ -222,5 +231,5 @@ def read_structure(path: Path) -> dict:
     try:
         mlm = ct.models.MLModel(str(path), skip_model_load=True)
     except Exception as e:  # coremltools raises several types for a damaged package
-        raise ToolkitError(f"cannot read Core ML package {path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ToolkitError(f"cannot read Core ML package {path.name}: {first_line(e)}") from None
     return structure(mlm.get_spec())

@@ -129,7 +129,8 @@ def export_executorch(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: st
         # the exact lower-cased placeholder names of the state buffers, read from the lowered graph
         init_patterns = sorted(ph for ph, fqn in lowered.graph_signature.inputs_to_buffers.items() if fqn in state_fqns)
     # emit_mutable_buffer_names stays False: see statecheck.executorch_state_check for the index bug it triggers
-    config = get_xnnpack_executorch_backend_config([InitializedMutableBufferPass(init_patterns)] if init_patterns else [])
+    passes = [InitializedMutableBufferPass(init_patterns)] if init_patterns else []
+    config = get_xnnpack_executorch_backend_config(passes)
     et = edge.to_executorch(config)
     program = et.executorch_program
     pte = et.buffer

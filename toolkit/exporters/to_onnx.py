@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -54,8 +55,13 @@ def export_onnx(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, bas
 
             fp32 = out_dir / f".{stem}.fp32.onnx"
             _export_quietly(ent.module.eval(), args, fp32, names_in, names_out, opset)
-            with contextlib.redirect_stderr(io.StringIO()):
+            root = logging.getLogger()
+            root_level = root.level
+            root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" warning through the root logger
+            try:
                 quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(root_level)
             fp32.unlink()
         else:
             raise ToolkitError(f"recipe {recipe.name}: unknown quantize '{quant}' (valid: none, int8-dynamic)")

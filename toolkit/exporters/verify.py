@@ -11,17 +11,13 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.errors import ToolkitError
+from toolkit.exporters.common import first_line
 from toolkit.exporters.parity import compare, failure_line, load_test_vectors, runtime_trajectory
 from toolkit.exporters.pipeline import FORMAT, MANIFEST
 from toolkit.exporters.runners import coreml_can_run, open_runner
 from toolkit.io import read_json, sha256_path
 
 Progress = Callable[[str, int, int], None]
-
-
-def _short(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 def read_manifest(artifact_dir: Path) -> dict:
@@ -79,7 +75,8 @@ def verify_artifact(root: Path, rec: dict, threads: int = 1) -> dict:
         diffs = [k for k in ("inputs", "outputs", "states", "op_histogram", "specification_version")
                  if st.get(k) != want.get(k)]
         if diffs:
-            result["problems"].append(f"{rec['file']}: Core ML structure differs from the manifest ({', '.join(diffs)})")
+            result["problems"].append(f"{rec['file']}: Core ML structure differs from the manifest "
+                                      f"({', '.join(diffs)})")
         result["checks"]["structure"] = "fail" if diffs else "pass"
         result["checks"]["parity"] = (f"skipped: Core ML prediction needs macOS 15+ (host: {platform.system()})")
         result["pass"] = not result["problems"]
@@ -104,7 +101,7 @@ def verify_artifact(root: Path, rec: dict, threads: int = 1) -> dict:
         try:
             b = check_bundled_program(root / bp["file"], bp["cases"], bp["atol"], bp.get("rtol", 0.0))
         except Exception as e:  # a damaged .bpte makes the loader raise
-            b = {"pass": False, "error": _short(e), "failed_case": None}
+            b = {"pass": False, "error": first_line(e), "failed_case": None}
         result["checks"]["bundled_program"] = "pass" if b["pass"] else "fail"
         if not b["pass"]:
             result["problems"].append(f"{bp['file']}: bundled program check failed "
@@ -126,7 +123,7 @@ def verify_dir(artifact_dir: Path, threads: int = 1, progress: Progress | None =
             results.append(verify_artifact(root, rec, threads))
         except (KeyError, TypeError) as e:
             results.append({"file": rec.get("file", "?"), "runtime": rec.get("runtime"), "checks": {},
-                            "problems": [f"{rec.get('file', '?')}: manifest record is malformed ({_short(e)})"],
+                            "problems": [f"{rec.get('file', '?')}: manifest record is malformed ({first_line(e)})"],
                             "pass": False})
         tell(rec["file"], i + 1, len(recs))
     listed = {MANIFEST}

@@ -187,11 +187,13 @@ def curve_table(result: dict) -> Table:
     for name in ("always", "never", "none"):
         row(name, "-", result["endpoints"][name], style="bold")
     for name, entry in result["policies"].items():
-        label = name if entry["deployable"] else f"{name} (upper bound)"
+        label = name if entry["deployable"] else f"{name}*"
         for p in entry["points"]:
             row(label, f"{p['budget']:.2f}", p)
         if "native" in entry:
-            row(f"{name} (native)", "-", entry["native"], style="dim")
+            row(f"{name}@native", "-", entry["native"], style="dim")
+    if any(not e["deployable"] for e in result["policies"].values()):
+        t.caption = "* knows the test labels: an upper bound, not a deployable policy"
     return t
 
 

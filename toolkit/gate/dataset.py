@@ -192,9 +192,13 @@ def score_pairs(model, ds: Dataset, targets: Targets, which=("stale", "fresh", "
             scores["none"][a:b] = model.scn.score(r[inv_now], cands).numpy()
         if "stale" in which or "fresh" in which:
             ca, cb = model.corrections(wins)  # [W, M, H, K, K], [W, M, H, K, d]
-            for w, idx in (("stale", inv_stale), ("fresh", inv_now)):
-                if w in which:
-                    scores[w][a:b] = model.scn(items_now, cands, ca[idx], cb[idx]).numpy()
+            if "stale" in which:  # one SCN pass per decision: every (T, t') pair has its own correction
+                scores["stale"][a:b] = model.scn(items_now, cands, ca[inv_stale], cb[inv_stale]).numpy()
+            if "fresh" in which:  # one pass per distinct target (the lags of a target share it)
+                _, first, back = np.unique(inv_now, return_index=True, return_inverse=True)
+                w_idx = inv_now[first]
+                fresh = model.scn(wins[w_idx], cands[first], ca[w_idx], cb[w_idx])
+                scores["fresh"][a:b] = fresh[back].numpy()
         if task is not None:
             progress.update(task, advance=b - a)
     return PairSet(targets.user, targets.time, targets.lag, r_now, r_stale, scores)

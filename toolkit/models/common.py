@@ -38,10 +38,13 @@ class CandidateTower(nn.Module):
 
 
 def last_real(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """h[B, L, D] at the last non-padding position of right-padded `items` [B, L] (position 0 if all padding)."""
-    lengths = (items != 0).sum(dim=1)
-    idx = (lengths - 1).clamp(min=0)
-    return h.gather(1, idx.view(-1, 1, 1).expand(-1, 1, h.shape[-1])).squeeze(1)
+    """h[B, L, D] at the last non-padding position of right-padded `items` [B, L] (zeros if all padding).
+
+    Written as a masked sum rather than a gather: Core ML's converter receives a gather index as fp32 and rejects it.
+    """
+    real = (items != 0).to(h.dtype)
+    nxt = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+    return (h * (real * (1 - nxt))[..., None]).sum(1)
 
 
 @dataclass

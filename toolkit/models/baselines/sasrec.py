@@ -77,14 +77,16 @@ class SASRecBlock(nn.Module):
 
 def attention_bias(items: torch.Tensor, causal: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     """items [B, L], causal/own [L, L] (lower-triangular ones, identity) -> additive bias [B, 1, L, L]:
-    0 where key j is visible to query i, -1e9 elsewhere. Visible iff j <= i and (item j is real or j == i).
+    0 where key j is visible to query i, -1e4 elsewhere. Visible iff j <= i and (item j is real or j == i).
 
     Arithmetic only (no bool and/or/not, which Core ML's converter rejects); `causal` and `own` are constant
-    buffers so the exported graph does not rebuild them at run time.
+    buffers so the exported graph does not rebuild them at run time. -1e4 rather than -1e9 or -inf: it stays
+    finite in fp16 (Core ML's default compute precision), where 1e9 would become inf and 0 * inf a NaN; after
+    softmax it is still exactly 0 next to any realistic logit.
     """
     key_real = (items != 0).to(causal.dtype)[:, None, :]  # [B, 1, L]
     visible = causal * (key_real + own).clamp(max=1.0)  # [B, L, L] in {0, 1}
-    return ((visible - 1.0) * 1e9)[:, None]
+    return ((visible - 1.0) * 1e4)[:, None]
 
 class SASRec(Recommender):
     name = "sasrec"

@@ -1,0 +1,101 @@
+"""`toolkit export` / `toolkit verify` as a user runs them: one-line errors with the right exit code, an end-to-end
+export -> verify, and verify failing (exit 1) on a flipped byte, naming the file."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from toolkit.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["toolkit", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    code = e.value.code if isinstance(e.value.code, int) else (0 if e.value.code is None else 1)
+    return code, out, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    return " ".join(lines)  # rich may wrap one long line
+
+
+@pytest.mark.parametrize("value, needle", [("0", "--seq-len must be a positive integer, got 0"),
+                                           ("-3", "--seq-len must be a positive integer, got -3"),
+                                           ("abc", "--seq-len: 'abc' is not an integer"),
+                                           ("2.5", "--seq-len: '2.5' is not an integer")])
+def test_export_rejects_bad_seq_len(monkeypatch, capsys, tmp_path, value, needle):
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--seq-len", value, "--out", tmp_path / "o")
+    assert code == 2 and needle in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_rejects_unknown_target_and_bad_sources(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--target", "onnx,tflite", "--out",
+                           tmp_path / "o")
+    assert code == 2 and "unknown target 'tflite'" in _one_line_error(err)
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--target", "onnx", "--out", tmp_path / "o")
+    assert code == 2 and "give either a RUN dir or --model NAME" in _one_line_error(err)
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "nosuchmodel", "--target", "onnx", "--out",
+                           tmp_path / "o")
+    assert code == 2 and "unknown model 'nosuchmodel'" in _one_line_error(err)
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--dtype", "fp64", "--out", tmp_path / "o")
+    assert code == 2 and "--dtype: unknown 'fp64'" in _one_line_error(err)
+    (tmp_path / "taken").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--target", "onnx", "--out",
+                           tmp_path / "taken")
+    assert code == 2 and "output exists" in _one_line_error(err)
+
+
+def test_export_refuses_a_run_whose_weights_fail_their_checksum(monkeypatch, capsys, tmp_path):
+    from toolkit.exporters.sources import fresh
+    from toolkit.io import atomic_write_json
+    from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+
+    model, _, _ = fresh("scn", 30, {"dim": 16, "heads": 2})
+    run = tmp_path / "run"
+    sha = save_weights(run / WEIGHTS, model)
+    atomic_write_json(run / "model.json", model_descriptor("scn", model, {}, sha))
+    data = bytearray((run / WEIGHTS).read_bytes())
+    data[-10] ^= 0x55
+    (run / WEIGHTS).write_bytes(bytes(data))
+    code, _, err = run_cli(monkeypatch, capsys, "export", run, "--target", "onnx", "--out", tmp_path / "o")
+    assert code == 2 and "checksum mismatch" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_verify_rejects_a_missing_dir(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "verify", tmp_path / "nothing")
+    assert code == 2 and "artifact dir not found" in _one_line_error(err)
+
+
+@pytest.mark.slow
+def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "art"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--n-items", "40", "--config",
+                                "dim=16", "--config", "heads=2", "--seq-len", "10", "--candidates", "5",
+                                "--with-corrections", "--target", "onnx", "--steps", "3", "--out", out)
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model_info"]["with_corrections"] and m["model_info"]["source"] == "fresh"
+    step = next(r for r in m["artifacts"] if r["entry"] == "step" and r["runtime"] == "onnxruntime")
+    assert [i["name"] for i in step["inputs"]] == ["items", "candidates", "corr_attn", "corr_bias"]
+    assert all(r["parity"]["pass"] and r["parity"]["steps"] == 3 for r in m["artifacts"])
+    report_path = tmp_path / "verify.json"
+    code, stdout, err = run_cli(monkeypatch, capsys, "verify", out, "--json", report_path)
+    assert code == 0, err
+    assert json.loads(report_path.read_text())["pass"] and "artifacts verified" in stdout
+    victim = next(r["file"] for r in m["artifacts"] if r["entry"] == "window")
+    data = bytearray((out / victim).read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (out / victim).write_bytes(bytes(data))
+    code, _, err = run_cli(monkeypatch, capsys, "verify", out)
+    line = _one_line_error(err)
+    assert code == 1 and victim in line and "sha256 differs" in line
