@@ -11,6 +11,7 @@ Corrections (CoCorrRec's GCN) are per mini-batch: attn [B, M, H, K, K], bias [B,
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LN_EPS = 1e-6
@@ -117,7 +118,7 @@ class TTTLinear(nn.Module):
         pos = torch.arange(L, device=x.device) % self.K
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [L, d]
         q, k = apply_rope(q, cos, sin, self.rope_rot), apply_rope(k, cos, sin, self.rope_rot)
-        eta = torch.sigmoid(x @ self.lr_weight.t() + self.lr_bias) * (self.base_lr / self.d)  # [B, L, H]
+        eta = torch.sigmoid(F.linear(x, self.lr_weight, self.lr_bias)) * (self.base_lr / self.d)  # [B, L, H]
         eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
         return q, k, v, eta
 
