@@ -93,3 +93,12 @@ def test_shipped_budgets_targets_and_suites_parse():
     assert load_suite("sweep").seq_lens == [10, 15, 20, 25, 50, 100]
     with pytest.raises(ToolkitError, match="unknown target 'nope'"):
         load_target("nope")
+
+
+def test_scn_budgets_apply_to_a_trained_cocorrrec_device_artifact():
+    from toolkit.bench.budgets import Rule
+
+    rule = Rule("scn", "host-1t", [25], latency_ms=1.0)
+    row = {"model": "cocorrrec", "target": "host-1t", "seq_len": 25, "entry": "window", "runtime": "executorch"}
+    assert rule.matches(row)
+    assert not rule.matches({**row, "model": "sasrec"})

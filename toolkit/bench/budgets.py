@@ -45,7 +45,7 @@ class Rule:
     note: str = ""
 
     def matches(self, row: dict) -> bool:
-        return ((self.model is None or self.model == row["model"])
+        return ((self.model is None or self.model == device_model(row["model"]))
                 and (self.target is None or self.target == row["target"])
                 and (self.seq_lens is None or row["seq_len"] in self.seq_lens)
                 and (self.entry is None or self.entry == row["entry"])
@@ -95,6 +95,12 @@ def load(path: str | Path) -> Budgets:
     if not isinstance(entries, list):
         raise ToolkitError(f"budget file {path}: 'budget' must be an array of tables ([[budget]])")
     return Budgets([_rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
+
+
+def device_model(model: str) -> str:
+    """The model that runs on the device: a trained cocorrrec ships its SCN (with correction inputs), so SCN's
+    budgets apply to it."""
+    return "scn" if model == "cocorrrec" else model
 
 
 def _rule(e: dict, where: str) -> Rule:

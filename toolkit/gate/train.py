@@ -38,6 +38,7 @@ class GateTrainConfig:
     lag_min: int = 1  # clicks between the stale window t' and now T
     lag_max: int = 5
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
+    max_valid_samples: int = 50_000  # cap on validation decision samples (selection only)
     beta: float = 0.1  # weight of KL(Q || P) in the DM loss
     dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
     mrd_epochs: int | None = None
@@ -61,8 +62,8 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
     tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
     if not 1 <= tcfg.lag_min <= tcfg.lag_max:
         raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
-    if tcfg.beta < 0 or (tcfg.max_samples is not None and tcfg.max_samples < 1):
-        raise ToolkitError("beta must be >= 0 and max_samples >= 1")
+    if tcfg.beta < 0 or min(tcfg.max_samples, tcfg.max_valid_samples) < 1:
+        raise ToolkitError("beta must be >= 0, max_samples and max_valid_samples >= 1")
     if min(arch.z_dim, arch.n_samples, arch.dm_hidden, arch.next_hidden, arch.mrd_hidden, arch.joint_hidden) < 1:
         raise ToolkitError("gate widths, z_dim and n_samples must be >= 1")
     return arch, tcfg
@@ -208,7 +209,8 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         progress.advance(task)
         all_train = expand_lags(ds, "train", tcfg.lag_min, tcfg.lag_max, "all")
         train_t = subsample(all_train, tcfg.max_samples, seed)
-        valid_t = expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all", n_cands=VALID_CANDS)
+        valid_t = subsample(expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all", n_cands=VALID_CANDS),
+                            tcfg.max_valid_samples, seed + 1)
         if len(train_t) == 0 or len(valid_t) == 0:
             raise ToolkitError(f"no decision samples with lags {tcfg.lag_min}..{tcfg.lag_max}: histories are too short")
         train_p = score_pairs(model, ds, train_t, ("stale", "fresh"), progress, "MRD samples (train)")
