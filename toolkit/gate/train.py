@@ -169,7 +169,14 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 @torch.no_grad()
-def gate_outputs(gate: Gate, pairs: PairSet, batch: int = 65_536) -> dict[str, np.ndarray]:
+def _uncertainty(gate: Gate, r: np.ndarray, batch: int = 8192) -> torch.Tensor:
+    """u [N] with the shipped default noise, in batches (the n samples make [B, n, D] intermediates)."""
+    return torch.cat([gate.dm.uncertainty(torch.from_numpy(r[a:a + batch]), gate.default_noise)
+                      for a in range(0, len(r), batch)])
+
+
+@torch.no_grad()
+def gate_outputs(gate: Gate, pairs: PairSet, batch: int = 8192) -> dict[str, np.ndarray]:
     """mrd_logit, u, logit, mrs [N] for every decision sample, with the shipped default noise."""
     gate.eval()
     out: dict[str, list] = {}
@@ -242,12 +249,12 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     with torch.no_grad():
         _, bce, kl = _dm_loss(gate, r_valid, valid_vecs, tcfg.beta, valid_eps)
         stages["dm"]["valid_bce"], stages["dm"]["valid_kl"] = round(float(bce), 6), round(float(kl), 6)
-        u_train = gate.dm.uncertainty(torch.from_numpy(train_p.r_now), gate.default_noise)
+        u_train = _uncertainty(gate, train_p.r_now)
         logu = torch.log(u_train + 1e-8)
         gate.u_log_mean.fill_(float(logu.mean()))
         gate.u_log_std.fill_(max(float(logu.std()), 1e-6))
         u_train_std = gate.standardise_u(u_train)
-        u_valid_std = gate.standardise_u(gate.dm.uncertainty(torch.from_numpy(valid_p.r_now), gate.default_noise))
+        u_valid_std = gate.standardise_u(_uncertainty(gate, valid_p.r_now))
     stages["dm"]["uncertainty_train"] = {"mean": round(float(u_train.mean()), 6), "median": round(float(u_train.median()), 6)}
 
     # ---- stage 2: MRD; stage 3: joint ------------------------------------------------------------------------------
