@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +17,7 @@ from toolkit.models import load_run
 from toolkit.models.gate import Gate
 from toolkit.train import TrainSettings, evaluate, train
 
-TOOLKIT = [sys.executable, "-m", "toolkit"]
-
-
-def cli(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*TOOLKIT, *map(str, args)], capture_output=True, text=True)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stdout + proc.stderr
-    return proc
+from cli_helpers import cli  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")

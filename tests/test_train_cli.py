@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +13,7 @@ from toolkit.data import load_dataset
 from toolkit.models import build, load_run
 from toolkit.train import TrainSettings, train
 
-TOOLKIT = [sys.executable, "-m", "toolkit"]
-
-
-def cli(*args, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*TOOLKIT, *map(str, args)], capture_output=True, text=True)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stdout + proc.stderr
-    return proc
+from cli_helpers import cli  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,15 @@ def _parse_lags(text: Optional[str]) -> Optional[tuple[int, int]]:
     return lo, hi
 
 
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ToolkitError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @app.command("calibrate")
 def calibrate(
     gate: Path = typer.Argument(..., help="gate run dir from `toolkit train gate`"),
@@ -39,12 +48,14 @@ def calibrate(
     budget: float = typer.Option(0.1, "--budget", help="request budget: share of decisions that may ask the cloud, (0, 1]"),
     split: str = typer.Option("valid", "--split", help="which decisions are 'recent': valid (default), test or train"),
     base: Optional[Path] = typer.Option(None, "--model", help="the gate's cocorrrec run, if it moved"),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
 ) -> None:
     """Threshold = the budget-quantile of MRS on recent decisions (request when MRS <= threshold)."""
     from toolkit.data import load_dataset
     from toolkit.gate.calibrate import THRESHOLD, calibrate as run_calibrate, check_budget
 
     check_budget(budget)
+    _set_threads(threads)
     result = run_calibrate(gate, load_dataset(data), budget, split, base, console)
     console.print(f"budget {result['budget']:.3f}: threshold {result['threshold']:.6f} -> request rate "
                   f"{result['achieved_request_rate']:.4f} on {result['n_users']:,} {split} users "
@@ -65,6 +76,7 @@ def curve(
     seed: int = typer.Option(0, help="seed of the lags drawn and of the random policy"),
     fit_cap: int = typer.Option(5000, help="recent decisions LOF / OC-SVM are fitted on (subsampled)"),
     no_timing: bool = typer.Option(False, "--no-timing", help="skip the per-decision latency measurement"),
+    threads: Optional[int] = typer.Option(None, help="torch threads for scoring (latency is always 1 thread)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output dir"),
 ) -> None:
     """Quality vs request frequency for each policy, with always / never / none endpoints."""
@@ -72,6 +84,7 @@ def curve(
     from toolkit.gate.curve import parse_budgets, run_curve
     from toolkit.gate.policies import POLICIES
 
+    _set_threads(threads)
     budget_list = parse_budgets(budgets)
     policy_list = parse_csv(policies, "policy", POLICIES)
     lag_range = _parse_lags(lags)

@@ -37,6 +37,21 @@ def mixed_metrics(pairs: PairSet, requests: np.ndarray) -> dict:
     return ranking_metrics(scores, pos_index=0)
 
 
+def per_user(scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-user uauc / ndcg@10 / hr@10 [N] (their means are ranking_metrics'), for paired standard errors."""
+    from toolkit.metrics import positive_rank
+
+    rank = positive_rank(scores, 0)
+    return {"uauc": (scores.shape[1] - 1 - rank) / (scores.shape[1] - 1),
+            "ndcg@10": np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0), "hr@10": (rank < 10).astype(np.float64)}
+
+
+def paired_se(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Standard error of mean(a) - mean(b) over the same users, per metric: how big a gain is noise."""
+    pa, pb = per_user(a), per_user(b)
+    return {k: float(np.std(pa[k] - pb[k], ddof=1) / np.sqrt(len(a))) for k in SHOWN}
+
+
 def payload_bytes(model, seq_len: int) -> tuple[int, int]:
     """(upload, download) bytes of one request for a window of seq_len items: one GCN round per mini-batch."""
     p = model.gcn.payload_floats()
@@ -81,6 +96,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
         "none": _point(ranking_metrics(test.scores["none"]), 0.0, up, down),
     }
 
+    gain_se = {k: round(v, 6) for k, v in paired_se(test.scores["fresh"], test.scores["stale"]).items()}
     results: dict[str, dict] = {}
     fitted = {}
     with progress_bar(console) as progress:
@@ -135,7 +151,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
         "request_bytes": {"sent": up, "received": down},
         "endpoints": endpoints, "policies": results, "per_lag": per_lag,
         "latency_ms_single_thread": latency, "gate_params": gate.param_counts(),
-        "summary": summarise(endpoints, results), "seconds": round(time.perf_counter() - t_start, 3),
+        "summary": summarise(endpoints, results, gain_se), "seconds": round(time.perf_counter() - t_start, 3),
         "versions": versions(),
     }
     out = Path(out)
@@ -148,11 +164,16 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
     return result
 
 
-def summarise(endpoints: dict, results: dict, at: float = 0.1) -> dict:
+def summarise(endpoints: dict, results: dict, gain_se: dict | None = None, at: float = 0.1) -> dict:
     """Share of the always-over-never gain each policy recovers at budget `at`, and gate-vs-random wins."""
     out: dict = {"budget": at, "always_minus_never": {}, "recovered_share": {}}
+    se = gain_se or {}
+    out["always_minus_never_se"] = se
     for k in SHOWN:
         out["always_minus_never"][k] = round(endpoints["always"][k] - endpoints["never"][k], 6)
+    # a gain within 2 standard errors of zero is noise: shares of it mean nothing
+    out["gain_is_significant"] = {k: bool(se.get(k) is not None and abs(out["always_minus_never"][k]) > 2 * se[k])
+                                  for k in SHOWN}
     for name, entry in results.items():
         pt = next((p for p in entry["points"] if abs(p["budget"] - at) < 1e-9), None)
         if pt is None:
@@ -175,7 +196,8 @@ def curve_table(result: dict) -> Table:
     t = Table(title=f"request policies on {result['decisions']:,} test decisions (lags {result['lags'][0]}.."
                     f"{result['lags'][1]}; {result['request_bytes']['sent']:,} B up / "
                     f"{result['request_bytes']['received']:,} B down per request)")
-    for col, just in (("policy", "left"), ("budget", "right"), ("rate", "right"), ("UAUC", "right"),
+    t.add_column("policy", no_wrap=True, min_width=12)
+    for col, just in (("budget", "right"), ("rate", "right"), ("UAUC", "right"),
                       ("NDCG@10", "right"), ("HR@10", "right"), ("KB up/1k", "right"), ("KB down/1k", "right")):
         t.add_column(col, justify=just)
 
@@ -199,7 +221,14 @@ def curve_table(result: dict) -> Table:
 
 def summary_lines(result: dict) -> str:
     s = result["summary"]
-    lines = [f"always - never: " + ", ".join(f"{k} {v:+.4f}" for k, v in s["always_minus_never"].items())]
+    se = s.get("always_minus_never_se", {})
+    lines = ["always - never (paired s.e.): " + ", ".join(
+        f"{k} {v:+.4f} ({se.get(k, float('nan')):.4f})" for k, v in s["always_minus_never"].items())]
+    noise = [k for k, ok in s.get("gain_is_significant", {}).items() if not ok]
+    if noise:
+        lines.append(f"[yellow]warning:[/] the always-over-never gain in {', '.join(noise)} is within 2 standard "
+                     "errors of zero: requesting fresh corrections buys nothing measurable here, and the shares "
+                     "below are noise")
     for name, share in s["recovered_share"].items():
         txt = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in share.items())
         lines.append(f"share of that gain recovered at budget {s['budget']:.0%} by {name}: {txt}")

@@ -39,7 +39,7 @@ class GateTrainConfig:
     lag_max: int = 5
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
     max_valid_samples: int = 50_000  # cap on validation decision samples (selection only)
-    beta: float = 0.1  # weight of KL(Q || P) in the DM loss
+    beta: float = 0.01  # weight of KL(Q || P); >= 0.1 collapses the posterior onto the prior on Beauty (KL ~0.01)
     dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
     mrd_epochs: int | None = None
     joint_epochs: int | None = None
