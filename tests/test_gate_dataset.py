@@ -51,6 +51,12 @@ def test_mrd_labels_on_a_hand_built_case():
     assert bal["negative_rows_right"] == pytest.approx(5 / 8)
     assert bal["fresh_fixes_a_stale_error"] == 1.0 and bal["soft_label_mean_if_fresh"] == pytest.approx(0.8)
     assert bal["lag_counts"] == {1: 1, 2: 1}
+    # the alternative "margin" target: does the stale correction separate the positive as well as a fresh one?
+    # margins (positive - mean negative): stale 1.325 / 0.525, fresh 1.375 / 0.65 -> fresh is better on both
+    np.testing.assert_array_equal(pairs.label("margin"), [0.0, 0.0])
+    swapped = PairSet(pairs.user, pairs.time, pairs.lag, r, r, {"stale": fresh, "fresh": stale})
+    np.testing.assert_array_equal(swapped.label("margin"), [1.0, 1.0])
+    np.testing.assert_allclose(pairs.label("paper"), pairs.soft_label())
 
 
 def test_stale_scores_equal_direct_scoring_with_the_earlier_windows_correction(synth_dataset):

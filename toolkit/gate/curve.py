@@ -97,6 +97,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
     }
 
     gain_se = {k: round(v, 6) for k, v in paired_se(test.scores["fresh"], test.scores["stale"]).items()}
+    none_se = {k: round(v, 6) for k, v in paired_se(test.scores["fresh"], test.scores["none"]).items()}
     results: dict[str, dict] = {}
     fitted = {}
     with progress_bar(console) as progress:
@@ -151,7 +152,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
         "request_bytes": {"sent": up, "received": down},
         "endpoints": endpoints, "policies": results, "per_lag": per_lag,
         "latency_ms_single_thread": latency, "gate_params": gate.param_counts(),
-        "summary": summarise(endpoints, results, gain_se), "seconds": round(time.perf_counter() - t_start, 3),
+        "summary": summarise(endpoints, results, gain_se, none_se), "seconds": round(time.perf_counter() - t_start, 3),
         "versions": versions(),
     }
     out = Path(out)
@@ -164,11 +165,15 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
     return result
 
 
-def summarise(endpoints: dict, results: dict, gain_se: dict | None = None, at: float = 0.1) -> dict:
+def summarise(endpoints: dict, results: dict, gain_se: dict | None = None, none_se: dict | None = None,
+              at: float = 0.1) -> dict:
     """Share of the always-over-never gain each policy recovers at budget `at`, and gate-vs-random wins."""
     out: dict = {"budget": at, "always_minus_never": {}, "recovered_share": {}}
     se = gain_se or {}
     out["always_minus_never_se"] = se
+    # what corrections are worth at all (fresh vs plain SCN), for context
+    out["always_minus_none"] = {k: round(endpoints["always"][k] - endpoints["none"][k], 6) for k in SHOWN}
+    out["always_minus_none_se"] = none_se or {}
     for k in SHOWN:
         out["always_minus_never"][k] = round(endpoints["always"][k] - endpoints["never"][k], 6)
     # a gain within 2 standard errors of zero is noise: shares of it mean nothing
@@ -224,6 +229,10 @@ def summary_lines(result: dict) -> str:
     se = s.get("always_minus_never_se", {})
     lines = ["always - never (paired s.e.): " + ", ".join(
         f"{k} {v:+.4f} ({se.get(k, float('nan')):.4f})" for k, v in s["always_minus_never"].items())]
+    nse = s.get("always_minus_none_se", {})
+    if "always_minus_none" in s:
+        lines.append("always - none (what a fresh correction is worth at all): " + ", ".join(
+            f"{k} {v:+.4f} ({nse.get(k, float('nan')):.4f})" for k, v in s["always_minus_none"].items()))
     noise = [k for k, ok in s.get("gain_is_significant", {}).items() if not ok]
     if noise:
         lines.append(f"[yellow]warning:[/] the always-over-never gain in {', '.join(noise)} is within 2 standard "

@@ -66,6 +66,20 @@ class PairSet:
         """The MRD target: fraction of the C rows the stale correction gets right [N] float32."""
         return self.correct("stale").mean(axis=1).astype(np.float32)
 
+    def margin_label(self) -> np.ndarray:
+        """Alternative target (not the paper's): 1 when the stale correction separates the positive from the
+        negatives at least as well as a fresh one would (positive minus mean negative score), else 0 [N]."""
+        def margin(s):
+            return s[:, 0] - s[:, 1:].mean(axis=1)
+        return (margin(self.scores["stale"]) >= margin(self.scores["fresh"])).astype(np.float32)
+
+    def label(self, kind: str = "paper") -> np.ndarray:
+        if kind == "paper":
+            return self.soft_label()
+        if kind == "margin":
+            return self.margin_label()
+        raise ToolkitError(f"unknown MRD label '{kind}' (expected paper or margin)")
+
     def user_weights(self) -> np.ndarray:
         """1 / (samples of that user): every user counts once when several lags are expanded."""
         _, inv, counts = np.unique(self.user, return_inverse=True, return_counts=True)

@@ -40,6 +40,7 @@ class GateTrainConfig:
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
     max_valid_samples: int = 50_000  # cap on validation decision samples (selection only)
     beta: float = 0.01  # weight of KL(Q || P); >= 0.1 collapses the posterior onto the prior on Beauty (KL ~0.01)
+    label: str = "paper"  # MRD target: "paper" (soft share of rows the stale correction gets right) or "margin"
     dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
     mrd_epochs: int | None = None
     joint_epochs: int | None = None
@@ -60,6 +61,8 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
         raise ToolkitError(f"gate dim must equal the base model's dim ({dim}), got {config['dim']}")
     arch = GateConfig(**{**{k: v for k, v in config.items() if k in arch_keys}, "dim": dim})
     tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
+    if tcfg.label not in ("paper", "margin"):
+        raise ToolkitError(f"unknown MRD label '{tcfg.label}' (expected paper or margin)")
     if not 1 <= tcfg.lag_min <= tcfg.lag_max:
         raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
     if tcfg.beta < 0 or min(tcfg.max_samples, tcfg.max_valid_samples) < 1:
@@ -259,9 +262,9 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
 
     # ---- stage 2: MRD; stage 3: joint ------------------------------------------------------------------------------
     tr = {"now": torch.from_numpy(train_p.r_now), "stale": torch.from_numpy(train_p.r_stale),
-          "y": torch.from_numpy(train_p.soft_label()), "u": u_train_std}
+          "y": torch.from_numpy(train_p.label(tcfg.label)), "u": u_train_std}
     va = {"now": torch.from_numpy(valid_p.r_now), "stale": torch.from_numpy(valid_p.r_stale),
-          "y": torch.from_numpy(valid_p.soft_label()), "u": u_valid_std}
+          "y": torch.from_numpy(valid_p.label(tcfg.label)), "u": u_valid_std}
 
     def mrd_batch(idx):
         return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx])
@@ -293,6 +296,9 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         "bce_mrd_only": stages["mrd"]["best_valid_loss"], "bce_joint": stages["joint"]["best_valid_loss"],
         "auc_all_rows_right": {"mrd_only": _auc(mrd_only_valid, hard), "joint": _auc(outs["logit"], hard),
                                "uncertainty_only": _auc(-outs["u"], hard)},
+        # does the score find the decisions where a fresh correction would rank the positive better?
+        "auc_stale_as_good_as_fresh": {"mrd_only": _auc(mrd_only_valid, valid_p.margin_label()),
+                                       "joint": _auc(outs["logit"], valid_p.margin_label())},
         "mrs_mean": round(float(outs["mrs"].mean()), 4), "soft_label_mean": round(float(valid_p.soft_label().mean()), 4),
     }
     metrics = {"valid": valid_summary, "stages": stages, "mrd_dataset": balance,
@@ -325,6 +331,8 @@ def _summary_table(gate: Gate, metrics: dict) -> Table:
     auc = v["auc_all_rows_right"]
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     t.add_row("AUC vs 'all 5 rows right'", fmt(auc["mrd_only"]), fmt(auc["joint"]))
+    m = v["auc_stale_as_good_as_fresh"]
+    t.add_row("AUC vs 'stale ranks as well as fresh'", fmt(m["mrd_only"]), fmt(m["joint"]))
     return t
 
 
