@@ -15,10 +15,15 @@ def evaluate(
     run: Path = typer.Argument(..., help="run dir from `toolkit train`"),
     data: Path = typer.Option(..., "--data", help="the dataset dir the run was trained on"),
     split: str = typer.Option("test", help="valid or test"),
+    regime: str = typer.Option("window", help="window (the last L clicks from the initial state, as trained), "
+                               "stream (the TTT state carried through the whole history, as `step` runs on a "
+                               "phone; scn/cocorrrec) or both"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
+    if regime not in ("window", "stream", "both"):
+        raise ToolkitError(f"unknown regime '{regime}' (valid: window, stream, both)")
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
     from toolkit.train.loop import check_vocab, evaluate as evaluate_split
@@ -32,8 +37,18 @@ def evaluate(
     if desc["model"] == "gate":
         raise ToolkitError("`toolkit eval` scores recommenders; for a gate use `toolkit gate curve`")
     check_vocab(ds, model.cfg.n_items)
-    metrics = evaluate_split(model, ds, split)
+    rows = {}
+    if regime in ("window", "both"):
+        rows["window"] = evaluate_split(model, ds, split)
+    if regime in ("stream", "both"):
+        from toolkit.train.streaming import evaluate_streaming
+
+        rows["stream"] = evaluate_streaming(model, ds, split)
     if as_json:
-        typer.echo(dumps_json({"run": str(run), "split": split, "metrics": metrics}), nl=False)
+        payload = {"run": str(run), "split": split, "metrics": rows.get("window", rows.get("stream"))}
+        if regime != "window":
+            payload["regimes"] = rows
+        typer.echo(dumps_json(payload), nl=False)
     else:
-        console.print(metrics_table(f"{desc['model']} on {split}", {split: metrics}))
+        console.print(metrics_table(f"{desc['model']} on {split}", rows if regime == "both" else {split: next(
+            iter(rows.values()))}))

@@ -64,7 +64,7 @@ def clean_histories(
     return list(np.split(dense, bounds)), int(used.size), dropped, kept
 
 
-def _gather_windows(items: np.ndarray, base: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarray:
+def gather_windows(items: np.ndarray, base: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarray:
     """Rows of the L items before position `times` of the history starting at `base` in `items`.
 
     Left-aligned, right-padded with 0: a target at position t < L gets its t items then zeros.
@@ -92,7 +92,7 @@ def windows_at(history: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarr
         raise ToolkitError(f"seq_len must be >= 1, got {seq_len}")
     if times.size and (times.min() < 0 or times.max() > history.size):
         raise ToolkitError(f"times must lie in 0..{history.size}, got {times.min()}..{times.max()}")
-    return _gather_windows(history, np.zeros_like(times), times, seq_len)
+    return gather_windows(history, np.zeros_like(times), times, seq_len)
 
 
 def _touched(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -197,7 +197,7 @@ def build_protocol(
     train_time = np.arange(train_user.size, dtype=np.int64) - row_start + 1  # [R]
     base = user_ptr[train_user]
     with track_step(progress, "training windows + negatives", total=3) as advance:
-        train_seqs = _gather_windows(user_items, base, train_time, seq_len)  # [R, L]
+        train_seqs = gather_windows(user_items, base, train_time, seq_len)  # [R, L]
         advance(1)
         negatives = sample_negatives(train_rng, train_user, N_TRAIN_NEGATIVES, n_items, user_ptr, user_items, keys)
         advance(1)
@@ -216,7 +216,7 @@ def build_protocol(
     for name, rng, offset in (("valid", valid_rng, 2), ("test", test_rng, 1)):
         with track_step(progress, f"{name} split (100 candidates)", total=1):
             times = lengths - offset  # [U]
-            seqs = _gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
+            seqs = gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
             negs = sample_negatives(rng, all_users, N_CANDIDATES - 1, n_items, user_ptr, user_items, keys)
             arrays[f"{name}_seqs"] = seqs
             arrays[f"{name}_cands"] = np.concatenate([user_items[user_ptr[:-1] + times][:, None], negs], axis=1)

@@ -31,7 +31,8 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainSettings:
-    epochs: int = 10
+    epochs: int = 10  # ceiling; with `patience` training stops earlier
+    patience: int | None = None  # stop after this many epochs without a better validation NDCG@10
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -40,21 +41,33 @@ class TrainSettings:
     config: dict = field(default_factory=dict)
 
 
+def context_rows(model, ds: Dataset, split: str) -> np.ndarray | None:
+    """The history the cloud reads for each row of a split ([N, context_len]), for models with a cloud side
+    (`model.context_len`); None for device-only models."""
+    n = getattr(model, "context_len", 0)
+    return ds.windows(*ds.targets(split), n) if n else None
+
+
+def forward_rows(model, seqs: torch.Tensor, cands: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    return model(seqs, cands) if ctx is None else model(seqs, cands, context=ctx)
+
+
 @torch.no_grad()
-def score_split(model, seqs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+def score_split(model, seqs: np.ndarray, cands: np.ndarray, ctx: np.ndarray | None = None) -> np.ndarray:
     """Scores [n, C] of every candidate row, in eval mode, fixed batch size."""
     model.eval()
     out = []
     for i in range(0, len(seqs), EVAL_BATCH):
         s = torch.tensor(seqs[i:i + EVAL_BATCH])
         c = torch.tensor(cands[i:i + EVAL_BATCH])
-        out.append(model(s, c).float().numpy())
+        x = None if ctx is None else torch.tensor(ctx[i:i + EVAL_BATCH])
+        out.append(forward_rows(model, s, c, x).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, cands.shape[1]), np.float32)
 
 
 def evaluate(model, ds: Dataset, split: str) -> dict:
     seqs, cands = ds.split(split)
-    return ranking_metrics(score_split(model, seqs, cands), pos_index=0)
+    return ranking_metrics(score_split(model, seqs, cands, context_rows(model, ds, split)), pos_index=0)
 
 
 def check_vocab(ds: Dataset, n_items: int) -> None:
@@ -101,6 +114,8 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
 
     seqs = torch.tensor(ds.train_seqs)
     cands = torch.tensor(ds.train_cands)
+    ctx = context_rows(model, ds, "train")
+    ctx = None if ctx is None else torch.from_numpy(ctx)
     labels = torch.zeros(cands.shape, dtype=torch.float32)
     labels[:, 0] = 1.0
     n = len(seqs)
@@ -111,6 +126,10 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     for epoch in range(start_epoch, settings.epochs):
+        if settings.patience is not None and epoch - best_epoch > settings.patience:
+            console.print(f"{name}: no better validation {SELECT_METRIC} for {settings.patience} epochs; "
+                          f"stopped early (best epoch {best_epoch + 1})")
+            break
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
@@ -121,7 +140,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
             task = bar.add_task(f"{name} epoch {epoch + 1}/{settings.epochs}", total=steps, loss=0.0, rate=0.0)
             for i in range(steps):
                 idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
-                logits = model(seqs[idx], cands[idx])
+                logits = forward_rows(model, seqs[idx], cands[idx], None if ctx is None else ctx[idx])
                 loss = loss_fn(logits, labels[idx])
                 if not torch.isfinite(loss):
                     raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; the last "
@@ -152,11 +171,12 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         raise ToolkitError("no epoch was trained (check --epochs)")
     model.load_state_dict(best_state)
     metrics = {"valid": evaluate(model, ds, "valid"), "test": evaluate(model, ds, "test"),
-               "best_epoch": best_epoch + 1, "train_seconds": round(spent, 3), "selected_on": f"valid {SELECT_METRIC}",
+               "best_epoch": best_epoch + 1, "epochs_run": len(history), "train_seconds": round(spent, 3),
+               "selected_on": f"valid {SELECT_METRIC}",
                "history": history}
     wsha = save_weights(run / WEIGHTS, model)
     desc = model_descriptor(name, model, ds.meta, wsha, {
-        "train": {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+        "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size, "lr": settings.lr,
                   "weight_decay": settings.weight_decay, "seed": settings.seed, "threads": torch.get_num_threads()},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)
