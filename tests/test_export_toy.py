@@ -259,6 +259,7 @@ def test_verify_reruns_parity_not_only_hashes(toy_dir, toy_manifest, tmp_path):
     """A manifest whose expected outputs were re-hashed but are wrong still fails: parity runs again."""
     import json
 
+    from toolkit.exporters.manifest import write_manifest
     from toolkit.io import sha256_path
 
     broken = tmp_path / "wrongvec"
@@ -274,7 +275,7 @@ def test_verify_reruns_parity_not_only_hashes(toy_dir, toy_manifest, tmp_path):
         for f in r["extra_files"]:
             if f["file"] == tv.name:
                 f["sha256"] = sha256_path(tv)
-    (broken / "manifest.json").write_text(json.dumps(m))
+    write_manifest(broken, m)  # re-signed too (manifest.sha256): only the parity re-run can catch it
     report = verify_dir(broken)
     bad = next(r for r in report["artifacts"] if r["file"] == rec["file"])
     assert not report["pass"] and bad["checks"]["parity"] == "fail" and "step 2" in bad["problems"][0]

@@ -92,16 +92,16 @@ def export(
         raise ToolkitError("give either a RUN dir or --model NAME (exactly one)")
     if out.exists() and not force:
         raise ToolkitError(f"output exists: {out} (use --force to replace it)")
+    if config and model is None:
+        raise ToolkitError("--config applies to --model only (a RUN dir's config is the one it was trained with)")
     if run is not None:
         m, name, info = sources.from_run(run)
     else:
-        if config and model is None:
-            raise ToolkitError("--config applies to --model only")
         m, name, info = sources.fresh(model, positive_int(n_items, "--n-items"), parse_config(config))
     entries, kw = sources.entries_for(m, L, C, with_corrections)
     info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
 
-    from toolkit.exporters.pipeline import export_artifacts
+    from toolkit.exporters.export import export_artifacts
 
     console = Console()
     with Progress(TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -118,4 +118,7 @@ def export(
         if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
             console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
             break
-    console.print(f"wrote {out}/manifest.json")
+    from toolkit.exporters.manifest import manifest_digest
+
+    console.print(f"wrote {out}/manifest.json (sha256 {manifest_digest(out)}; pin it with "
+                  f"`toolkit verify {out} --expect SHA`)", highlight=False, soft_wrap=True)

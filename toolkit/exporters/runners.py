@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.common import STATE_IN, first_line, np_dtype, quiet_native_stderr
+from toolkit.exporters.common import first_line, quiet_native_stderr
+from toolkit.exporters.manifest import STATE_IN, load_initial_state, np_dtype
 
 
 class Runner:
@@ -39,19 +40,7 @@ class Runner:
 
     # -- state ------------------------------------------------------------------------------------------------
     def _read_initial_state(self) -> dict[str, np.ndarray]:
-        out = {}
-        for s in self.states:
-            f = s.get("initial_file")
-            if not f:
-                continue
-            p = self.dir / f
-            if not p.is_file():
-                raise ToolkitError(f"initial state file missing: {p}")
-            with np.load(p) as z:
-                if s["name"] not in z:
-                    raise ToolkitError(f"{p.name} lacks state '{s['name']}'")
-                out[s["name"]] = z[s["name"]].astype(np_dtype(s["dtype"]))
-        return out
+        return load_initial_state(self.dir, self.states)
 
     def state(self) -> dict[str, np.ndarray]:
         """The state after the last call (the initial state after reset)."""
