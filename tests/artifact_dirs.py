@@ -63,7 +63,7 @@ def make_artifact_dir(root: Path, seq_lens=(10,), steps: int = 3, model: str = "
     root.mkdir(parents=True, exist_ok=True)
     records = []
     for L in seq_lens:
-        stem = f"{model}.window.onnx-ort-fp32-L{L}"
+        stem = f"{model}_window_L{L}"
         f = root / f"{stem}.onnx"
         tiny_stateful_onnx(f, L)
         w0 = np.eye(D, dtype=np.float32)

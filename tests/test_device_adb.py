@@ -22,7 +22,9 @@ from toolkit.device.orchestrator import parse_gflags_help
 from toolkit.device.targets import list_targets
 from toolkit.errors import ToolkitError
 
-from test_device_plan import make_export  # noqa: E402 - same tests folder
+from artifact_dirs import rewrite_manifest  # noqa: E402 - same tests folder
+from test_device_plan import make_export  # noqa: E402
+from toolkit.io import sha256_path  # noqa: E402
 
 FAKE_ADB = r'''#!{python}
 import json, os, re, sys
@@ -146,10 +148,10 @@ def test_perf_test_run_pins_big_core_and_parses_times(tmp_path, fake_adb):
 def test_executor_runner_uses_the_flags_its_help_lists(tmp_path, fake_adb):
     set_rules, read_log = fake_adb
     export = make_export(tmp_path / "exp", (10,))
-    man = json.loads((export / "manifest.json").read_text())
     (export / "scn.pte").write_bytes(b"PTE-bytes")
-    man["artifacts"].append({**man["artifacts"][0], "file": "scn.pte", "runtime": "executorch", "states": []})
-    (export / "manifest.json").write_text(json.dumps(man))
+    rewrite_manifest(export, lambda man: man["artifacts"].append(
+        {**man["artifacts"][0], "file": "scn.pte", "runtime": "executorch", "states": [],
+         "sha256": sha256_path(export / "scn.pte")}))
     runner = fake_elf(tmp_path / "executor_runner")
     set_rules(base_rules() + [
         {"match": r"--help", "stdout": ET_HELP},
@@ -224,7 +226,7 @@ def test_runner_file_checks(tmp_path, fake_adb):
         run_on_device(export, runner=tmp_path / "nope")
     with pytest.raises(ToolkitError, match="--runner-kind"):
         run_on_device(export, runner=fake_elf(tmp_path / "my_runner"))
-    with pytest.raises(ToolkitError, match="artifact listed in the manifest is missing"):
+    with pytest.raises(ToolkitError, match="scn_window_L10.onnx: missing"):
         (export / "scn_window_L10.onnx").unlink()
         run_on_device(export, runner=fake_elf(tmp_path / "onnxruntime_perf_test"))
 
