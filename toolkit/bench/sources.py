@@ -21,12 +21,12 @@ FRESH_SEED = 0
 
 @dataclass
 class ModelSource:
-    kind: str  # "fresh" | "run" | "factory"
+    kind: str  # "fresh" | "run" | "factory" | "artifacts" (a verified artifact dir: measured as is, never built)
     name: str  # model name as reported in rows (scn, gate, gru4rec, ...)
     n_items: int | None = None  # fresh
     config: dict = field(default_factory=dict)  # fresh: config overrides
     seed: int = FRESH_SEED  # fresh
-    run: str | None = None  # run: path to the run dir
+    run: str | None = None  # run: path to the run dir; artifacts: path to the artifact dir
     factory: str | None = None  # factory: "module:function" returning a model
     factory_path: str | None = None  # factory: folder to put on sys.path first (tests)
 
@@ -42,6 +42,8 @@ class ModelSource:
             return f"trained run {self.run}"
         if self.kind == "factory":
             return f"factory {self.factory}"
+        if self.kind == "artifacts":
+            return f"artifact dir {self.run}"
         return f"fresh init (seed {self.seed}, n_items {self.n_items})"
 
 

@@ -63,8 +63,10 @@ def parse_positive(text: str | None, flag: str, kind=float, minimum=None):
 
 
 def bench(
-    run_dirs: Optional[List[str]] = typer.Argument(None, metavar="RUN",
-                                                   help="Trained run dirs to bench (default: fresh models)."),
+    run_dirs: Optional[List[str]] = typer.Argument(
+        None, metavar="[ARTIFACT_DIR|RUN]...",
+        help="Artifact dirs from `toolkit export` (benched as shipped, after their hashes check out) or trained run "
+             "dirs (exported first, then benched); default: fresh models."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma list: scn,gate,gru4rec,sasrec,din."),
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="One length (25) or a sweep (10,15,20,25)."),
     runtimes: Optional[str] = typer.Option(None, "--runtimes", help="Comma list: executorch,onnxruntime,torch."),
@@ -128,8 +130,13 @@ def bench(
         default = budgets_mod.default_budget_file()
         budgets = budgets_mod.load(default) if default.is_file() else budgets_mod.no_budgets()
 
-    sources = [from_run(r) for r in (run_dirs or [])]
-    if model_names is not None or not sources:
+    from toolkit.exporters.manifest import MANIFEST, verified
+
+    artifact_dirs = [Path(r) for r in run_dirs or [] if (Path(r) / MANIFEST).is_file()]
+    for d in artifact_dirs:
+        verified(d)  # a dir whose files differ from its manifest is refused before any work, naming the file
+    sources = [from_run(r) for r in (run_dirs or []) if Path(r) not in artifact_dirs]
+    if model_names is not None or not (sources or artifact_dirs):
         sources += [fresh(m, vocab) for m in (model_names if model_names is not None else s.models)]
     for m in s.models if model_names is None and not run_dirs else []:
         if m not in bench_model_names():
@@ -138,7 +145,8 @@ def bench(
     req = BenchRequest(
         sources=sources, seq_lens=seq_lens, runtimes=runtime_names, target=tgt, budgets=budgets, runs=n_runs,
         warmup=n_warm, entries=entry_names, histories=histories if histories is not None else s.histories,
-        candidates=n_cand, cache_dir=cache, suite=s.name,
+        candidates=n_cand, cache_dir=cache, suite=s.name, artifact_dirs=artifact_dirs,
+        artifact_seq_lens=parse_int_list(seq_len, "--seq-len"),
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None,
     )
 
