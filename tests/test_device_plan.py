@@ -17,8 +17,6 @@ from toolkit.device.emulated import LocalPythonTransport, run_cases_emulated
 from toolkit.device.plan import (
     build_cases,
     host_reference,
-    instruction_summary,
-    latency_summary,
     load_manifest,
     make_row,
     Measurement,
@@ -26,6 +24,7 @@ from toolkit.device.plan import (
 )
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters.manifest import load_test_vectors
+from toolkit.rows import instruction_summary, latency_summary
 
 
 def make_export(root: Path, seq_lens=(10,)) -> Path:
@@ -109,13 +108,6 @@ def test_runner_failure_becomes_a_failed_row(tmp_path):
     rows, _ = run_cases_emulated(manifest.raw, cases, transport=LocalPythonTransport(), warmup=0, runs=1,
                                  parity_steps=1, parity_atol=1e-6)
     assert rows[0]["status"] == "failed" and "items" in rows[0]["error"]
-
-
-def test_summaries():
-    lat = latency_summary([5.0, 1.0, 2.0, 3.0, 4.0])
-    assert lat == {"p50": 3.0, "p90": 5.0, "p99": 5.0, "mean": 3.0, "runs": 5}
-    ins = instruction_summary([1050, 1000, 1000], overhead=50)
-    assert ins["per_inference"] == 950 and ins["min"] == 1000 and ins["max"] == 1050
 
 
 def _row(**kw):

@@ -36,8 +36,8 @@ from toolkit.bench.sources import ModelSource, build, model_config, weights_dige
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
+from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory
 
-SCHEMA = "toolkit.bench/1"
 N_INPUT_SETS = 4
 EMULATED_LABEL = "emulated ARM64 (neoverse-n1), instructions not time"
 
@@ -248,22 +248,11 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
-def _empty_memory() -> dict:
-    return {"weights_bytes": None, "activations_bytes": None, "state_bytes": None, "arena_peak_bytes": None,
-            "rss_peak_delta_bytes": None}
-
-
 def _bare_row(req: BenchRequest, model: str, entry: str, runtime: str, seq_len: int, history, error: str | None):
-    return {
-        "model": model, "entry": entry, "runtime": runtime, "seq_len": seq_len, "history": history,
-        "target": req.target.name, "status": "failed" if error else "ok", "error": error,
-        "measured_on": EMULATED_LABEL if req.target.emulated else environment.host_label(),
-        "flops": None, "flops_analytic": None, "params": None, "params_excluding_item_table": None,
-        "artifact_bytes": None, "memory": _empty_memory(), "latency_ms": None,
-        "instructions_per_inference": None, "parity_max_abs_err": None,
-        "budget": {"latency_ms": None, "memory_bytes": None, "pass": None},
-        "threads": req.target.threads, "candidates": req.candidates,
-    }
+    return base_row(model=model, entry=entry, runtime=runtime, seq_len=seq_len, history=history,
+                    target=req.target.name, error=error,
+                    measured_on=EMULATED_LABEL if req.target.emulated else environment.host_label(),
+                    threads=req.target.threads, candidates=req.candidates)
 
 
 def parity_error(record: dict) -> float | None:
@@ -287,7 +276,7 @@ def parity_error(record: dict) -> float | None:
 
 
 def _static_memory(job: Job) -> dict:
-    mem = _empty_memory()
+    mem = empty_memory()
     if job.runtime == "torch":
         mem["state_bytes"] = memory.state_bytes(job.entry.states)
         mem["weights_bytes"] = memory.module_weights_bytes(job.entry.module, {s.name for s in job.entry.states})
@@ -305,12 +294,6 @@ def _static_memory(job: Job) -> dict:
         mem["activations_bytes"] = planned
         mem["arena_peak_bytes"] = planned  # ExecuTorch allocates exactly its planned buffers up front
     return mem
-
-
-def artifact_fields(manifest: Manifest, rec: ArtifactRecord) -> dict:
-    """What every row says about the file it measured (bench and device rows alike)."""
-    return {"file": rec.file, "sha256": rec.sha256, "manifest": str(manifest.path.resolve()),
-            "manifest_sha256": manifest.digest}
 
 
 def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, error: str | None):

@@ -6,7 +6,6 @@ feed the qemu path and the adb path, and both end in `make_row`, so the two targ
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from toolkit.exporters.manifest import (
     np_dtype,
     verified,
 )
+from toolkit.rows import base_row, instruction_summary, latency_summary
 
 
 @dataclass
@@ -263,39 +263,6 @@ def max_abs_err(got: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray
 # --------------------------------------------------------------------------------------------------- rows
 
 
-def latency_summary(times_ms: list[float]) -> dict:
-    xs = sorted(times_ms)
-    n = len(xs)
-
-    def pct(q: float) -> float:
-        return float(xs[min(n - 1, int(round(q * (n - 1))))])
-
-    return {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": float(statistics.fmean(xs)), "runs": n}
-
-
-def instruction_summary(counts: list[int], overhead: int | None, by_code: dict[str, list[int]] | None = None) -> dict:
-    """Median of the measured calls, minus the markers' own cost; the spread shows whether calls repeat exactly.
-
-    `by_code` splits the median call by the library the instructions ran in (the inference library's own code is
-    the steadiest part: the C library's share moves with allocator state and buffer alignment).
-    """
-    med = int(statistics.median_low(counts))
-    net = med - (overhead or 0)
-    out = {
-        "per_inference": net,
-        "raw_median": med,
-        "min": min(counts),
-        "max": max(counts),
-        "runs": list(counts),
-        "marker_overhead": overhead,
-    }
-    if by_code:
-        split = {lib: int(statistics.median_low(v)) for lib, v in by_code.items() if v}
-        split["other (python, binding, markers)"] = med - sum(split.values())
-        out["by_code"] = split
-    return out
-
-
 def make_row(
     case: Case,
     meas: Measurement,
@@ -308,7 +275,7 @@ def make_row(
     parity_note: str,
     extra: dict | None = None,
 ) -> dict:
-    """One bench JSON row (schema shared with `toolkit bench`)."""
+    """One bench JSON row: toolkit.rows.base_row, the shape `toolkit bench` rows have too."""
     art = case.artifact
 
     def pick(key: str) -> Any:
@@ -317,32 +284,25 @@ def make_row(
                 return src[key]
         return None
 
-    status, error = "ok", meas.error
+    error = meas.error
     if error is None and parity_err is not None and parity_tol is not None and not parity_err <= parity_tol:
         error = f"parity: max abs err {parity_err:.3g} > tolerance {parity_tol:g} vs {parity_note}"
-    if error is not None:
-        status = "failed"
     state_bytes = int(sum(v.nbytes for k, v in case.feeds.items() if k.startswith(STATE_IN)))
     input_bytes = int(sum(v.nbytes for k, v in case.feeds.items() if not k.startswith(STATE_IN)))
-    row: dict[str, Any] = {
-        "model": case.model,
-        "entry": case.entry,
-        "runtime": case.runtime,
-        "seq_len": case.seq_len,
-        "target": target,
-        "status": status,
-        "error": error,
-        "measured_on": measured_on,
+    row: dict[str, Any] = base_row(model=case.model, entry=case.entry, runtime=case.runtime, seq_len=case.seq_len,
+                                   target=target, measured_on=measured_on, error=error)
+    row.update({
         "flops": pick("flops"),
+        "flops_analytic": pick("flops_analytic"),
         "params": pick("params"),
         "params_excluding_item_table": pick("params_excluding_item_table"),
-        "artifact_bytes": case.path.stat().st_size if case.path.is_file() else None,
-        "memory": {"state_bytes": state_bytes, "input_bytes": input_bytes},
+        "artifact_bytes": case.artifact.get("bytes"),
         "parity_max_abs_err": None if parity_err is None or parity_err == float("inf") else parity_err,
         "parity": {"reference": parity_note, "tolerance": parity_tol, "inputs": case.inputs_source},
         "artifact": {"file": case.artifact.get("file"), "sha256": case.sha256, "manifest": case.manifest_path,
                      "manifest_sha256": case.manifest_sha256},
-    }
+    })
+    row["memory"].update({"state_bytes": state_bytes, "input_bytes": input_bytes})
     if meas.instructions:
         row["instructions"] = instruction_summary(meas.instructions, meas.marker_overhead, meas.by_code)
         row["instructions_per_inference"] = row["instructions"]["per_inference"]
@@ -351,7 +311,8 @@ def make_row(
     if meas.latency_ms:
         row["latency_ms"] = latency_summary(meas.latency_ms)
     elif meas.latency_mean_only is not None:
-        row["latency_ms"] = {"p50": None, "p90": None, "p99": None, "mean": meas.latency_mean_only, "runs": None}
+        row["latency_ms"] = {"p50": None, "p90": None, "p99": None, "mean": meas.latency_mean_only, "min": None,
+                             "runs": None}
     if meas.extra:
         row.update(meas.extra)
     if extra:
