@@ -14,7 +14,8 @@ import pytest
 
 from toolkit.device import arm64
 from toolkit.device.emulated import bench_onnx, run_artifacts
-from toolkit.device.qemu import parse_icount
+from toolkit.device.arm64 import target as arm64_target
+from toolkit.device.arm64.qemu import parse_icount
 from toolkit.errors import ToolkitError
 
 from test_device_plan import make_export  # noqa: E402 - same tests folder
@@ -34,12 +35,12 @@ def test_plugin_source_builds_warning_free(tmp_path):
 
 
 def test_missing_host_tools_and_root_are_explained(tmp_path, monkeypatch):
-    monkeypatch.setattr(arm64.shutil, "which", lambda tool: None if tool in ("qemu-aarch64", "debootstrap") else "/x")
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool in ("qemu-aarch64", "debootstrap") else "/x")
     with pytest.raises(ToolkitError, match=r"host tools missing: debootstrap, qemu-user \(--no-apt given\).*"
                                            r"sudo apt-get install -y qemu-user debootstrap"):
         arm64.ensure_host_tools(apt=False)
-    monkeypatch.setattr(arm64.shutil, "which", lambda tool: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(arm64, "_is_root", lambda: False)
+    monkeypatch.setattr(shutil, "which", lambda tool: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(arm64_target, "_is_root", lambda: False)
     with pytest.raises(ToolkitError, match="needs root.*sudo toolkit device setup arm64"):
         arm64.build_sysroot(arm64.layout(tmp_path / "c"), arm64.DEFAULT_MIRROR)
 

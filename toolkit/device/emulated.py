@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -25,21 +24,21 @@ from toolkit.device.plan import (
     max_abs_err,
     select_artifacts,
 )
-from toolkit.device.qemu import guest_env, parse_icount, qemu_argv
+from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest
-from toolkit.io import resource_dir
 
 TARGET = "arm64-a76"
 MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
 
 
 def target_profile(name: str = TARGET) -> dict:
-    """benches/targets/<name>.toml as a dict (the emulated target's defaults: cpu, warmup, runs, tolerance)."""
-    path = resource_dir("benches") / "targets" / f"{name}.toml"
-    if not path.is_file():
-        raise ToolkitError(f"target profile not found: {path}")
-    return tomllib.loads(path.read_text())
+    """benches/targets/<name>.toml through the one target loader (toolkit.bench.targets), flattened: the common keys
+    plus the emulated target's own (cpu, warmup, max_runs, parity tolerance)."""
+    from toolkit.bench.targets import load_target
+
+    t = load_target(name)
+    return {**{k: v for k, v in t.to_dict().items() if k != "extra"}, **t.extra}
 
 
 class QemuTransport(Transport):
@@ -281,8 +280,7 @@ def bench_onnx(
     "row"}. `steps_before` = calls made before the measured one (the stateful `step` entry at a history point):
     the state after that many host calls is fed in. Runs are capped by the profile's max_runs (counts repeat).
     """
-    name = (target or {}).get("name", TARGET)
-    profile = dict(target_profile(name) if (resource_dir("benches") / "targets" / f"{name}.toml").is_file() else {})
+    profile = target_profile((target or {}).get("name", TARGET))
     profile.update({k: v for k, v in (target or {}).items() if k != "extra"})
     profile.update((target or {}).get("extra") or {})
     runs = max(1, min(int(runs), int(profile.get("max_runs", 5))))
