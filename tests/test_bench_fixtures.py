@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.bench.sources import ModelSource
+from toolkit.exporters.sources import ModelSource
 from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, Recommender, last_real
 

@@ -14,7 +14,6 @@ status "failed" and its error; the other cells still report.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from toolkit.bench import environment, flops, memory
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
 from toolkit.bench.latency import thread_env
-from toolkit.bench.sources import ModelSource, build, model_config, weights_digest
+from toolkit.exporters.sources import ModelSource, build, contract_kwargs, model_config, weights_digest
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
@@ -96,15 +95,6 @@ class Job:
 
 
 # ---- planning ---------------------------------------------------------------------------------------------------
-
-def contract_kwargs(model, seq_len: int, candidates: int) -> dict:
-    """Arguments for model.contract: the gate's contract takes none (its inputs do not depend on L)."""
-    params = inspect.signature(model.contract).parameters
-    kw = {"seq_len": seq_len} if "seq_len" in params else {}
-    if "candidates" in params:
-        kw["candidates"] = candidates
-    return kw
-
 
 def fit_fresh_source(source: ModelSource, longest: int) -> ModelSource:
     """A fresh model whose config caps the window length (SASRec's learned positions, `max_len`) is built long

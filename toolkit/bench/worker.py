@@ -74,7 +74,7 @@ def _preload(runtime: str) -> None:
     if runtime == "torch":
         import torch  # noqa: F401
 
-        from toolkit.bench import sources  # noqa: F401
+        from toolkit.exporters import sources  # noqa: F401
         return
     from toolkit.exporters import open_runner  # noqa: F401
 
@@ -96,7 +96,7 @@ def _make_runner(spec: dict):
     if runtime == "torch":
         import torch
 
-        from toolkit.bench.sources import ModelSource, build
+        from toolkit.exporters.sources import ModelSource, build
 
         torch.set_num_threads(threads)
         model = build(ModelSource.from_dict(spec["source"]))

@@ -89,14 +89,15 @@ def bench(
     """FLOPs, memory and latency per (model, entry, runtime, seq-len, target); exit 1 if a budget breaks."""
     from toolkit.bench import budgets as budgets_mod
     from toolkit.bench import report
-    from toolkit.bench.sources import bench_model_names, fresh, from_run
+    from toolkit.exporters.sources import fresh_source, run_source
+    from toolkit.exporters.sources import model_names as known_models
     from toolkit.bench.suites import load_suite
     from toolkit.bench.sweep import BenchRequest, run_bench
     from toolkit.bench.targets import load_target
 
     # ---- validate everything before any work ----
     s = load_suite(suite or "default")
-    model_names = parse_names(models, "--models", bench_model_names())
+    model_names = parse_names(models, "--models", known_models())
     seq_lens = parse_int_list(seq_len, "--seq-len") or s.seq_lens
     runtime_names = parse_names(runtimes, "--runtimes", RUNTIMES)
     entry_names = parse_names(entries, "--entries", ENTRIES) or s.entries
@@ -135,12 +136,12 @@ def bench(
     artifact_dirs = [Path(r) for r in run_dirs or [] if (Path(r) / MANIFEST).is_file()]
     for d in artifact_dirs:
         verified(d)  # a dir whose files differ from its manifest is refused before any work, naming the file
-    sources = [from_run(r) for r in (run_dirs or []) if Path(r) not in artifact_dirs]
-    if model_names is not None or not (sources or artifact_dirs):
-        sources += [fresh(m, vocab) for m in (model_names if model_names is not None else s.models)]
+    sources = [run_source(r) for r in (run_dirs or []) if Path(r) not in artifact_dirs]
     for m in s.models if model_names is None and not run_dirs else []:
-        if m not in bench_model_names():
-            raise ToolkitError(f"suite {s.name}: unknown model '{m}' (valid: {', '.join(bench_model_names())})")
+        if m not in known_models():
+            raise ToolkitError(f"suite {s.name}: unknown model '{m}' (valid: {', '.join(known_models())})")
+    if model_names is not None or not (sources or artifact_dirs):
+        sources += [fresh_source(m, vocab) for m in (model_names if model_names is not None else s.models)]
 
     req = BenchRequest(
         sources=sources, seq_lens=seq_lens, runtimes=runtime_names, target=tgt, budgets=budgets, runs=n_runs,

@@ -9,7 +9,6 @@ import typer
 
 from toolkit.errors import ToolkitError
 
-DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core: the vocabulary a real deployment ships (same as the bench)
 
 
 def positive_int(text: str, flag: str) -> int:
@@ -66,7 +65,7 @@ def export(
                                            help="Fail when matmul-family ops fall back off XNNPACK."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out dir."),
     out: Path = typer.Option(..., "--out", help="Artifact dir to create (atomically)."),
-    n_items: str = typer.Option(str(DEFAULT_N_ITEMS), "--n-items", help="Vocabulary of a --model export."),
+    n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
     """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
