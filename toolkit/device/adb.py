@@ -25,7 +25,7 @@ from toolkit.device.orchestrator import (
     ExecutorRunner,
     Invocation,
     OrtPerfTestRunner,
-    Runner,
+    DeviceRunner,
     Transport,
     parse_gflags_help,
     run_cases,
@@ -177,7 +177,7 @@ class AdbTransport(Transport):
         return self.shell(f"getprop {name}").strip()
 
     # -- Transport
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         self.adb = self.adb_arg or find_adb()
         dev = pick_device(list_devices(self.adb), self.serial_arg)
         self.serial = dev.serial
@@ -269,7 +269,7 @@ class AdbTransport(Transport):
 RUNNER_KINDS = ("onnxruntime_perf_test", "executor_runner")
 
 
-def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None) -> Runner:
+def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None) -> DeviceRunner:
     p = Path(path)
     if not p.is_file():
         raise ToolkitError(f"runner binary not found: {p} (build or download one: see android_harness/README.md)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.device import arm64
-from toolkit.device.orchestrator import ExecResult, Invocation, Runner, ToolkitPythonRunner, Transport, run_cases
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, ToolkitPythonRunner, Transport, run_cases
 from toolkit.device.plan import (
     Case,
     build_cases,
@@ -54,7 +54,7 @@ class QemuTransport(Transport):
         self.lay: arm64.Layout | None = None
         self._lock = None
 
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         self.lay = arm64.require_executorch(self.cache) if self.executorch else arm64.require_ready(self.cache)
         st = arm64.status(self.cache)
         return {"device": f"qemu-aarch64 -cpu {self.cpu}", "status": st.reason, "cache": str(self.lay.root)}
@@ -121,7 +121,7 @@ class LocalPythonTransport(Transport):
     target = "host-python"
     measured_on = "host python runner (wall time, not device latency)"
 
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         return {"device": "host python"}
 
     def push(self, stage: Path) -> str:

@@ -3,7 +3,7 @@
 Public API:
 - export_artifacts(entries, model_name, targets, out_dir, dtype, parity_steps, model_info, progress,
   require_delegated) -> manifest dict (out_dir written atomically)
-- open_runner(artifact_dir, record, threads) -> Runner (reset / __call__ / state) in the artifact's real runtime
+- open_runner(artifact_dir, record, threads) -> RuntimeSession (reset / __call__ / state) in the artifact's real runtime
 - verify_dir(artifact_dir, expect=None, allow_extra=False) -> report dict
 - read_manifest / verified (toolkit.exporters.manifest): the one reader of an artifact dir
 """
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports (torch.onnx, executorch) stay lazy for `toolkit --help`
     from toolkit.exporters.export import export_artifacts
-    from toolkit.exporters.runners import Runner, open_runner
+    from toolkit.exporters.runners import RuntimeSession, open_runner
     from toolkit.exporters.manifest import read_manifest, verified
     from toolkit.exporters.verify import verify_dir
 
-__all__ = ["export_artifacts", "open_runner", "Runner", "verify_dir", "read_manifest", "verified"]
+__all__ = ["export_artifacts", "open_runner", "RuntimeSession", "verify_dir", "read_manifest", "verified"]
 
 
 def __getattr__(name: str):
@@ -26,7 +26,7 @@ def __getattr__(name: str):
         from toolkit.exporters.export import export_artifacts
 
         return export_artifacts
-    if name in ("open_runner", "Runner"):
+    if name in ("open_runner", "RuntimeSession"):
         from toolkit.exporters import runners
 
         return getattr(runners, name)

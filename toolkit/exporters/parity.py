@@ -54,7 +54,7 @@ def eager_trajectory(entry: EntryPoint, inputs: list[tuple], state_dtype: torch.
 
 
 def runtime_trajectory(runner, inputs: list) -> list[Step]:
-    """The same calls through a Runner (which carries the state itself)."""
+    """The same calls through a RuntimeSession (which carries the state itself)."""
     runner.reset()
     names = [s["name"] for s in runner.states]
     steps = []
