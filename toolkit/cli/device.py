@@ -155,9 +155,9 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ) -> None:
     """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency)."""
-    from toolkit.device.budgets import apply_budgets, failed_budgets
-    from toolkit.io import atomic_write_json, versions
-    from toolkit.rows import SCHEMA
+    from toolkit.device.budgets import failed_budgets
+    from toolkit.device.plan import run_document
+    from toolkit.io import atomic_write_json
 
     android = serial is not None or runner is not None
     if android and target is not None:
@@ -188,12 +188,8 @@ def run(
                                    entries=entry or None, files=file or None, warmup=warmup, runs=runs,
                                    with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
                                    keep=keep)
-    rows, info = result["rows"], result["info"]
-    budget_source = apply_budgets(rows, budget)
-    tgt = info["target"]
-    doc = {"schema": SCHEMA, "kind": "device-run", "target": tgt, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "artifact_dir": str(Path(artifact_dir).resolve()), "versions": versions(),
-           "device": {k: v for k, v in info.items() if k not in ("profile",)}, "budgets": budget_source, "rows": rows}
+    doc = run_document(result, artifact_dir, budget)
+    rows, info, tgt = doc["rows"], result["info"], doc["target"]
     out = out or Path(f"device-{tgt.replace(':', '-')}.json")
     atomic_write_json(out, doc)
     if json_out:

@@ -318,3 +318,19 @@ def make_row(
     if extra:
         row.update(extra)
     return row
+
+
+def run_document(result: dict, artifact_dir: str | Path, budget: str | Path | None) -> dict:
+    """The device JSON `toolkit device run` writes: the rows (budgets applied) plus where and what they ran."""
+    import time
+
+    from toolkit.device.budgets import apply_budgets
+    from toolkit.io import versions
+    from toolkit.rows import SCHEMA
+
+    rows, info = result["rows"], result["info"]
+    budget_source = apply_budgets(rows, budget)
+    return {"schema": SCHEMA, "kind": "device-run", "target": info["target"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "artifact_dir": str(Path(artifact_dir).resolve()),
+            "versions": versions(), "device": {k: v for k, v in info.items() if k != "profile"},
+            "budgets": budget_source, "rows": rows}
