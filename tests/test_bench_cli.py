@@ -4,23 +4,15 @@ Timing values are never asserted (the machines are noisy); only that they exist 
 """
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 
 
 def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["toolkit", "bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_inprocess("bench", *args)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -118,7 +110,6 @@ def assert_row_schema(row):
 def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
     """`toolkit bench ARTIFACT_DIR`: no export; every row names the file it timed by sha256 and manifest."""
     from artifact_dirs import make_artifact_dir
-    from cli_helpers import run_inprocess
     from toolkit.exporters.manifest import read_manifest
 
     art = make_artifact_dir(tmp_path / "art", seq_lens=(10, 12))
@@ -145,7 +136,6 @@ def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
 
 def test_bench_refuses_an_artifact_dir_that_fails_verify(tmp_path):
     from artifact_dirs import make_artifact_dir
-    from cli_helpers import run_inprocess
 
     art = make_artifact_dir(tmp_path / "art")
     victim = art / "scn_window_L10.onnx"

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 from toolkit.device.adb import choose_cpu, list_devices, run_on_device
 from toolkit.device.elf import elf_abi
 from toolkit.device.orchestrator import parse_gflags_help
@@ -63,14 +63,7 @@ ET_LOG = "".join(f"I 00:00:00.{i:06d} executorch:executor_runner.cpp:523] Iterat
 
 def run_cli(args, capsys, monkeypatch):
     """`toolkit device ...` through the real entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["toolkit", "device", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_inprocess("device", *args)
 
 
 def fake_elf(path: Path, machine: int = 183, elf_class: int = 2) -> Path:

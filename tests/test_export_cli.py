@@ -4,20 +4,14 @@ export -> verify, and verify failing (exit 1) on a flipped byte, naming the file
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["toolkit", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    code = e.value.code if isinstance(e.value.code, int) else (0 if e.value.code is None else 1)
-    return code, out, err
+    return run_inprocess(*args)
 
 
 def _one_line_error(err: str) -> str:
