@@ -98,3 +98,11 @@ def test_one_implementation_each():
             assert '"manifest.json"' not in text, m
         if m.startswith(("toolkit.bench", "toolkit.device")):
             assert "percentile" not in text.replace("percentiles", "").replace("percentile definition", ""), m
+
+
+def test_models_sit_below_the_exporters():
+    """The contract is the models' vocabulary (toolkit.models.contract): models import no later stage."""
+    edges, _ = _imports(_modules())
+    later = ("toolkit.exporters", "toolkit.bench", "toolkit.device", "toolkit.cli")
+    bad = {m: sorted(t for t in ts if t.startswith(later)) for m, ts in edges.items() if m.startswith("toolkit.models")}
+    assert {m: ts for m, ts in bad.items() if ts} == {}

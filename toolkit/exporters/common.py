@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 
 # the state names and the dtype table belong to the artifact dir's format: toolkit.exporters.manifest
 from toolkit.exporters.manifest import STATE_IN, STATE_OUT, np_dtype, state_output_name  # noqa: F401

@@ -23,7 +23,7 @@ from toolkit.exporters.common import (
     tensor_record,
     to_numpy,
 )
-from toolkit.exporters.contract import EntryPoint, buffer_name
+from toolkit.models.contract import EntryPoint, buffer_name
 from toolkit.exporters.parity import (
     compare,
     eager_trajectory,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from toolkit.exporters.common import to_numpy
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 
 # a trajectory step: {"inputs": [np...], "outputs": [np...], "states": [np...] (state AFTER the step)}
 Step = dict
