@@ -1,5 +1,6 @@
-"""`toolkit export` / `toolkit verify` as a user runs them: one-line errors with the right exit code, an end-to-end
-export -> verify, and verify failing (exit 1) on a flipped byte, naming the file."""
+"""`toolkit export` / `toolkit verify` / `toolkit bench DIR` as a user runs them: one-line errors with the right exit
+code, an end-to-end export -> verify -> bench of exactly those files, and verify and bench refusing (exit 1) a
+flipped byte, naming the file."""
 
 from __future__ import annotations
 
@@ -86,6 +87,14 @@ def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
     code, stdout, err = run_cli(monkeypatch, capsys, "verify", out, "--json", report_path)
     assert code == 0, err
     assert json.loads(report_path.read_text())["pass"] and "artifacts verified" in stdout
+    # bench what verify proved: every row names the manifest's sha256 for the file it timed
+    bench_json = tmp_path / "b.json"
+    code, stdout, err = run_cli(monkeypatch, capsys, "bench", out, "--json", bench_json, "--runs", "3", "--warmup",
+                                "1", "--budget", "none", "--entries", "window")
+    assert code == 0, err
+    want = {r["file"]: r["sha256"] for r in m["artifacts"]}
+    rows = json.loads(bench_json.read_text())["rows"]
+    assert rows and all(r["status"] == "ok" and r["artifact"]["sha256"] == want[r["artifact"]["file"]] for r in rows)
     victim = next(r["file"] for r in m["artifacts"] if r["entry"] == "window")
     data = bytearray((out / victim).read_bytes())
     data[len(data) // 3] ^= 0x01
@@ -93,3 +102,6 @@ def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "verify", out)
     line = _one_line_error(err)
     assert code == 1 and victim in line and "sha256 differs" in line
+    code, _, err = run_cli(monkeypatch, capsys, "bench", out, "--json", tmp_path / "b2.json")
+    line = _one_line_error(err)
+    assert code == 1 and victim in line and "sha256 differs" in line and not (tmp_path / "b2.json").exists()
