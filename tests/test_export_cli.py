@@ -66,6 +66,14 @@ def test_export_refuses_a_run_whose_weights_fail_their_checksum(monkeypatch, cap
     assert not (tmp_path / "o").exists()
 
 
+def test_export_refuses_config_with_a_run_dir(monkeypatch, capsys, tmp_path):
+    """--config used to be ignored silently for a RUN (a branch that could never be true)."""
+    code, _, err = run_cli(monkeypatch, capsys, "export", tmp_path / "run", "--config", "dim=3", "--target", "onnx",
+                           "--out", tmp_path / "o")
+    assert code == 2 and "--config applies to --model only" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
 def test_verify_rejects_a_missing_dir(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "verify", tmp_path / "nothing")
     assert code == 2 and "artifact dir not found" in _one_line_error(err)
