@@ -75,13 +75,13 @@ def test_no_import_cycle_and_no_private_imports_across_packages():
     assert private == []
 
 
-def _defs(name: str) -> list[str]:
-    found = []
-    for m, p in _modules().items():
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
-                found.append(m)
-    return found
+def _defs(name: str, _cache: dict = {}) -> list[str]:
+    if not _cache:
+        for m, p in _modules().items():
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    _cache.setdefault(node.name, []).append(m)
+    return _cache.get(name, [])
 
 
 def test_one_implementation_each():
