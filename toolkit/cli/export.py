@@ -55,7 +55,9 @@ def summary_table(manifest: dict):
 def export(
     run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Trained run dir (or use --model)."),
     model: Optional[str] = typer.Option(None, "--model", help="Export a freshly initialised model by name."),
-    target: str = typer.Option("executorch,onnx,coreml", "--target", help="Comma list: executorch,onnx,coreml."),
+    target: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
+                               help="Export formats, comma list: executorch,onnx,coreml (--target: older spelling; "
+                                    "a bench/device --target is a device profile)."),
     seq_len: str = typer.Option("25", "--seq-len", help="Window length L of the exported `window` entry."),
     candidates: str = typer.Option("100", "--candidates", help="Candidates scored per call."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | int8 (a recipe per target in export/)."),

@@ -56,11 +56,11 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
                                               "--budget", "0.1"]),
         Stage("gate curve", ["gate", "curve", str(gate), "--data", str(data_dir), "--out", str(out / "gate_curve"),
                              "--force"]),
-        Stage("export SCN (cocorrrec device part)", ["export", str(runs_dir / "cocorrrec"), "--target", targets,
+        Stage("export SCN (cocorrrec device part)", ["export", str(runs_dir / "cocorrrec"), "--format", targets,
                                                      "--seq-len", str(seq_len), "--out", str(art / "scn"), "--force"]),
-        Stage("export gate", ["export", str(gate), "--target", targets, "--out", str(art / "gate"), "--force"]),
+        Stage("export gate", ["export", str(gate), "--format", targets, "--out", str(art / "gate"), "--force"]),
     ]
-    stages += [Stage(f"export {b}", ["export", str(runs_dir / b), "--target", targets, "--seq-len", str(seq_len),
+    stages += [Stage(f"export {b}", ["export", str(runs_dir / b), "--format", targets, "--seq-len", str(seq_len),
                                      "--out", str(art / b), "--force"]) for b in baselines]
     shipped = ["scn", "gate", *baselines]
     stages += [Stage(f"verify {a}", ["verify", str(art / a)]) for a in shipped]
@@ -78,7 +78,8 @@ def pipeline(
     data: Optional[Path] = typer.Option(None, "--data", help="a prepared dataset dir (default: synthetic data)"),
     epochs: int = typer.Option(3, help="training epochs per model (and per gate stage)"),
     seq_len: int = typer.Option(25, "--seq-len", help="static window length of the exported artifacts and bench"),
-    targets: str = typer.Option("executorch,onnx,coreml", "--target", help="export targets"),
+    targets: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
+                                help="export formats (--target: older spelling)"),
     runs: int = typer.Option(50, help="timed runs per bench cell"),
     users: int = typer.Option(2000, help="synthetic users when no --data is given"),
     baselines: str = typer.Option(",".join(BASELINES), help="baselines trained and benched beside CoCorrRec"),

@@ -114,7 +114,7 @@ def select_artifacts(
         have = sorted({a.runtime for a in arts})
         raise ToolkitError(
             f"no {' or '.join(runtimes)} artifact to run in {manifest.path} (runtimes there: {', '.join(have)}); "
-            f"export one with `toolkit export --target onnx`"
+            f"export one with `toolkit export --format onnx`"
         )
     return chosen
 
