@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import MANIFEST, verified
-from toolkit.io import atomic_write_json, versions
+from toolkit.io import atomic_write_json, cache_dir, versions
 
-# bench runtime name -> exporter target name
-EXPORT_TARGET = {"executorch": "executorch", "onnxruntime": "onnx"}
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("TOOLKIT_BENCH_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "toolkit" / "bench"
+    """toolkit.io.cache_dir("bench"): $TOOLKIT_CACHE/bench, else ~/.cache/toolkit/bench (XDG_CACHE_HOME honoured)."""
+    return cache_dir("bench")
 
 
 def key_material(model_name: str, config: dict, weights_sha: str, entry, runtime: str, dtype: str,
@@ -75,8 +69,9 @@ def key_file(directory: Path) -> Path:
 def export_cached(root: Path, material: dict, entry, model_name: str, runtime: str, dtype: str,
                   parity_steps: int, model_info: dict | None) -> tuple[Path, dict, bool]:
     """(artifact dir, manifest record, cache hit?) for one entry on one runtime; exports on a miss."""
-    if runtime not in EXPORT_TARGET:
-        raise ToolkitError(f"runtime '{runtime}' has no exported artifact")
+    from toolkit.exporters.recipes import format_of_runtime
+
+    export_format = format_of_runtime(runtime)
     key = cache_key(material)
     directory = root / model_name / f"{entry.name}-{shape_tag(entry)}-{runtime}-{key[:16]}"
     rec = lookup(directory, entry.name, runtime)
@@ -85,7 +80,7 @@ def export_cached(root: Path, material: dict, entry, model_name: str, runtime: s
     from toolkit.exporters import export_artifacts
 
     # export_artifacts builds the folder atomically itself (temp dir + rename), replacing a stale entry
-    manifest = export_artifacts([entry], model_name, [EXPORT_TARGET[runtime]], directory, dtype=dtype,
+    manifest = export_artifacts([entry], model_name, [export_format], directory, dtype=dtype,
                                 parity_steps=parity_steps, model_info=model_info, force=True)
     if not any(r.get("entry") == entry.name and r.get("runtime") == runtime for r in manifest["artifacts"]):
         raise ToolkitError(f"exporter wrote no '{runtime}' artifact for entry '{entry.name}'")

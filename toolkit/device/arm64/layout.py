@@ -6,7 +6,6 @@ this module; it imports neither.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.io import cache_dir
 
 SUITE = "bookworm"
 GUEST_PYTHON = "python3.11"
@@ -49,9 +49,8 @@ FAKE_EPOCH = 1704067200  # 2024-01-01 00:00:00 UTC: where the guest's virtual cl
 
 
 def default_cache_dir() -> Path:
-    """$TOOLKIT_CACHE/arm64 when set, else ~/.cache/toolkit/arm64."""
-    env = os.environ.get("TOOLKIT_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "toolkit") / "arm64"
+    """toolkit.io.cache_dir("arm64"): $TOOLKIT_CACHE/arm64, else ~/.cache/toolkit/arm64 (XDG_CACHE_HOME honoured)."""
+    return cache_dir("arm64")
 
 
 @dataclass
