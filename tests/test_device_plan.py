@@ -24,7 +24,6 @@ from toolkit.device.plan import (
 )
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters.manifest import load_test_vectors
-from toolkit.rows import instruction_summary, latency_summary
 
 
 def make_export(root: Path, seq_lens=(10,)) -> Path:

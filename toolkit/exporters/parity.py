@@ -6,8 +6,6 @@ Tolerance per output/state and step: max|artifact - eager| <= atol + rtol * max|
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 

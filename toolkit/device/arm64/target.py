@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 from toolkit.device.arm64.layout import (
     APT_PACKAGES,
+    CPU_MODEL,
     CPUINFO,
     DEFAULT_MIRROR,
     EXECUTORCH_NOTE,
