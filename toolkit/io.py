@@ -160,3 +160,13 @@ def resource_dir(name: str) -> Path:
     if packaged.is_dir():
         return packaged
     raise ToolkitError(f"shipped folder '{name}' not found (looked in {repo} and {packaged})")
+
+
+def cache_dir(name: str) -> Path:
+    """The toolkit's cache folder for `name` (bench exports, the arm64 target): $TOOLKIT_CACHE/<name> when set, else
+    $XDG_CACHE_HOME/toolkit/<name>, else ~/.cache/toolkit/<name>. One convention for every cache."""
+    env = os.environ.get("TOOLKIT_CACHE")
+    if env:
+        return Path(env).expanduser() / name
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "toolkit" / name

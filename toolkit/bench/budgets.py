@@ -94,7 +94,7 @@ def load(path: str | Path) -> Budgets:
     entries = data.get("budget", [])
     if not isinstance(entries, list):
         raise ToolkitError(f"budget file {path}: 'budget' must be an array of tables ([[budget]])")
-    return Budgets([_rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
+    return Budgets([rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
 
 
 def device_model(model: str) -> str:
@@ -103,7 +103,7 @@ def device_model(model: str) -> str:
     return "scn" if model == "cocorrrec" else model
 
 
-def _rule(e: dict, where: str) -> Rule:
+def rule(e: dict, where: str) -> Rule:
     if not isinstance(e, dict):
         raise ToolkitError(f"{where} must be a table")
     for k in e:

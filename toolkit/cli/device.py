@@ -105,9 +105,8 @@ def list_targets(
     console.print(table)
 
 
-def _print_rows(rows: list[dict], title: str, caption: str) -> None:
+def _print_rows(rows: list[dict], title: str, caption: str, emulated: bool) -> None:
     table = Table(title=title, caption=caption)
-    emulated = any("instructions_per_inference" in r for r in rows)
     cols = ["model", "entry", "L", "status"]
     cols += ["instructions / inference", "spread", "parity err"] if emulated else ["p50 ms", "p90 ms", "p99 ms", "runs"]
     cols += ["budget"]
@@ -156,8 +155,9 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ) -> None:
     """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency)."""
-    from toolkit.device.budgets import apply_budgets, failed_budgets
-    from toolkit.io import atomic_write_json, versions
+    from toolkit.device.budgets import failed_budgets
+    from toolkit.device.plan import run_document
+    from toolkit.io import atomic_write_json
 
     android = serial is not None or runner is not None
     if android and target is not None:
@@ -188,19 +188,15 @@ def run(
                                    entries=entry or None, files=file or None, warmup=warmup, runs=runs,
                                    with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
                                    keep=keep)
-    rows, info = result["rows"], result["info"]
-    budget_source = apply_budgets(rows, budget)
-    tgt = info["target"]
-    doc = {"schema": "toolkit.bench/1", "kind": "device-run", "target": tgt, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "artifact_dir": str(Path(artifact_dir).resolve()), "versions": versions(),
-           "device": {k: v for k, v in info.items() if k not in ("profile",)}, "budgets": budget_source, "rows": rows}
+    doc = run_document(result, artifact_dir, budget)
+    rows, info, tgt = doc["rows"], result["info"], doc["target"]
     out = out or Path(f"device-{tgt.replace(':', '-')}.json")
     atomic_write_json(out, doc)
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
     else:
         measured = rows[0]["measured_on"] if rows else tgt
-        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured)
+        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured, emulated=not android)
         console.print(f"wrote {out}", highlight=False)
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:

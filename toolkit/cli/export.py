@@ -9,7 +9,6 @@ import typer
 
 from toolkit.errors import ToolkitError
 
-DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core: the vocabulary a real deployment ships (same as the bench)
 
 
 def positive_int(text: str, flag: str) -> int:
@@ -56,7 +55,9 @@ def summary_table(manifest: dict):
 def export(
     run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Trained run dir (or use --model)."),
     model: Optional[str] = typer.Option(None, "--model", help="Export a freshly initialised model by name."),
-    target: str = typer.Option("executorch,onnx,coreml", "--target", help="Comma list: executorch,onnx,coreml."),
+    target: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
+                               help="Export formats, comma list: executorch,onnx,coreml (--target: older spelling; "
+                                    "a bench/device --target is a device profile)."),
     seq_len: str = typer.Option("25", "--seq-len", help="Window length L of the exported `window` entry."),
     candidates: str = typer.Option("100", "--candidates", help="Candidates scored per call."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | int8 (a recipe per target in export/)."),
@@ -66,7 +67,7 @@ def export(
                                            help="Fail when matmul-family ops fall back off XNNPACK."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out dir."),
     out: Path = typer.Option(..., "--out", help="Artifact dir to create (atomically)."),
-    n_items: str = typer.Option(str(DEFAULT_N_ITEMS), "--n-items", help="Vocabulary of a --model export."),
+    n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
     """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
@@ -92,16 +93,16 @@ def export(
         raise ToolkitError("give either a RUN dir or --model NAME (exactly one)")
     if out.exists() and not force:
         raise ToolkitError(f"output exists: {out} (use --force to replace it)")
+    if config and model is None:
+        raise ToolkitError("--config applies to --model only (a RUN dir's config is the one it was trained with)")
     if run is not None:
         m, name, info = sources.from_run(run)
     else:
-        if config and model is None:
-            raise ToolkitError("--config applies to --model only")
         m, name, info = sources.fresh(model, positive_int(n_items, "--n-items"), parse_config(config))
     entries, kw = sources.entries_for(m, L, C, with_corrections)
     info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
 
-    from toolkit.exporters.pipeline import export_artifacts
+    from toolkit.exporters.export import export_artifacts
 
     console = Console()
     with Progress(TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -118,4 +119,7 @@ def export(
         if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
             console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
             break
-    console.print(f"wrote {out}/manifest.json")
+    from toolkit.exporters.manifest import manifest_digest
+
+    console.print(f"wrote {out}/manifest.json (sha256 {manifest_digest(out)}; pin it with "
+                  f"`toolkit verify {out} --expect SHA`)", highlight=False, soft_wrap=True)

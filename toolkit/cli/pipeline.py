@@ -1,5 +1,8 @@
 """`toolkit pipeline`: the main job. prepare -> train -> gate -> export -> verify -> bench.
 
+The bench stage times the artifact dirs the verify stages proved (out/artifacts/*), as shipped: no second export,
+and every row of out/bench/bench.json names the sha256 listed in out/artifacts/*/manifest.json.
+
 Each stage is the real `toolkit` command run as its own process, chained only through the files the stage before it
 wrote (architecture.md: data flows one way through files on disk). So every stage can be re-run alone, and the
 pipeline proves the commands compose exactly as a user would chain them.
@@ -53,13 +56,15 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
                                               "--budget", "0.1"]),
         Stage("gate curve", ["gate", "curve", str(gate), "--data", str(data_dir), "--out", str(out / "gate_curve"),
                              "--force"]),
-        Stage("export SCN (cocorrrec device part)", ["export", str(runs_dir / "cocorrrec"), "--target", targets,
+        Stage("export SCN (cocorrrec device part)", ["export", str(runs_dir / "cocorrrec"), "--format", targets,
                                                      "--seq-len", str(seq_len), "--out", str(art / "scn"), "--force"]),
-        Stage("export gate", ["export", str(gate), "--target", targets, "--out", str(art / "gate"), "--force"]),
-        Stage("verify SCN", ["verify", str(art / "scn")]),
-        Stage("verify gate", ["verify", str(art / "gate")]),
+        Stage("export gate", ["export", str(gate), "--format", targets, "--out", str(art / "gate"), "--force"]),
     ]
-    bench_cmd = ["bench", str(runs_dir / "cocorrrec"), str(gate), *(str(runs_dir / b) for b in baselines),
+    stages += [Stage(f"export {b}", ["export", str(runs_dir / b), "--format", targets, "--seq-len", str(seq_len),
+                                     "--out", str(art / b), "--force"]) for b in baselines]
+    shipped = ["scn", "gate", *baselines]
+    stages += [Stage(f"verify {a}", ["verify", str(art / a)]) for a in shipped]
+    bench_cmd = ["bench", *(str(art / a) for a in shipped),
                  "--seq-len", str(seq_len), "--runs", str(runs), "--json", str(bench / "bench.json"),
                  "--junit", str(bench / "junit.xml"), "--plot", str(bench / "bench.png")]
     if budget is not None:
@@ -73,7 +78,8 @@ def pipeline(
     data: Optional[Path] = typer.Option(None, "--data", help="a prepared dataset dir (default: synthetic data)"),
     epochs: int = typer.Option(3, help="training epochs per model (and per gate stage)"),
     seq_len: int = typer.Option(25, "--seq-len", help="static window length of the exported artifacts and bench"),
-    targets: str = typer.Option("executorch,onnx,coreml", "--target", help="export targets"),
+    targets: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
+                                help="export formats (--target: older spelling)"),
     runs: int = typer.Option(50, help="timed runs per bench cell"),
     users: int = typer.Option(2000, help="synthetic users when no --data is given"),
     baselines: str = typer.Option(",".join(BASELINES), help="baselines trained and benched beside CoCorrRec"),

@@ -11,7 +11,15 @@ from toolkit.io import resource_dir
 
 TARGETS = ("executorch", "onnx", "coreml")
 DTYPES = ("fp32", "fp16", "int8")
-RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}
+RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}  # format -> runtime
+
+
+def format_of_runtime(runtime: str) -> str:
+    """The export format whose artifacts run in `runtime` (the inverse of RUNTIME_OF_TARGET, the one such map)."""
+    for fmt, rt in RUNTIME_OF_TARGET.items():
+        if rt == runtime:
+            return fmt
+    raise ToolkitError(f"runtime '{runtime}' has no exported artifact (valid: {', '.join(RUNTIME_OF_TARGET.values())})")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.contract import EntryPoint, TensorSpec
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 4.0
 U_EPS = 1e-8  # log(u + eps): u is exactly 0 when every noise draw is equal

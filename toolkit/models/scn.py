@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real
 from toolkit.models.gcn import GCN
 from toolkit.models.ttt import TTTLinear, state_floats
