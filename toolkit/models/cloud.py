@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.contract import EntryPoint, TensorSpec
 
 
 class HistoryEncoder(nn.Module):
