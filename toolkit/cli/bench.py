@@ -59,6 +59,8 @@ def parse_positive(text: str | None, flag: str, kind=float, minimum=None):
     lo = minimum if minimum is not None else 0
     if (minimum is None and not v > 0) or (minimum is not None and v < minimum) or v != v:
         raise ToolkitError(f"{flag} must be {'>= ' + str(lo) if minimum is not None else 'positive'}, got {text}")
+    if v in (float("inf"), float("-inf")) or abs(v) > 2**31 - 1:
+        raise ToolkitError(f"{flag} is out of range, got {text}")
     return v
 
 
@@ -86,14 +88,21 @@ def bench(
 ) -> None:
     """FLOPs, memory and latency per (model, entry, runtime, seq-len, target); exit 1 if a budget breaks."""
     from toolkit.bench import budgets as budgets_mod
-    from toolkit.bench import report
-    from toolkit.bench.sources import bench_model_names, fresh, from_run
     from toolkit.bench.suites import load_suite
-    from toolkit.bench.sweep import BenchRequest, run_bench
     from toolkit.bench.targets import load_target
 
-    # ---- validate everything before any work ----
+    # ---- validate everything before any work (flags first: torch is imported only after them) ----
+    for text, flag in ((seq_len, "--seq-len"), (history, "--history")):
+        parse_int_list(text, flag)
+    for text, flag, kind, lo in ((runs, "--runs", int, 1), (warmup, "--warmup", int, 0),
+                                 (candidates, "--candidates", int, 1), (n_items, "--n-items", int, 1),
+                                 (budget_ms, "--budget-ms", float, None), (budget_mb, "--budget-mb", float, None)):
+        parse_positive(text, flag, kind, minimum=lo)
     s = load_suite(suite or "default")
+    from toolkit.bench.sources import bench_model_names, fresh, from_run
+    from toolkit.bench import report
+    from toolkit.bench.sweep import BenchRequest, run_bench
+
     model_names = parse_names(models, "--models", bench_model_names())
     seq_lens = parse_int_list(seq_len, "--seq-len") or s.seq_lens
     runtime_names = parse_names(runtimes, "--runtimes", RUNTIMES)

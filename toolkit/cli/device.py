@@ -165,8 +165,12 @@ def run(
     if android and runner is None:
         raise ToolkitError("an Android run needs --runner PATH (onnxruntime_perf_test or executor_runner built for the "
                            "phone; see android_harness/README.md)")
-    if repeat < 1:
-        raise ToolkitError(f"--repeat must be >= 1, got {repeat}")
+    from toolkit.cli.common import check_number
+
+    check_number(repeat, "--repeat", lo=1, hi=1000)
+    check_number(warmup, "--warmup", lo=0, hi=1_000_000)
+    check_number(runs, "--runs", lo=1, hi=1_000_000)
+    check_number(cpu, "--cpu", lo=0, hi=4095)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_out) as prog:
         task = prog.add_task("starting", total=None)

@@ -81,8 +81,13 @@ def pipeline(
     force: bool = typer.Option(False, "--force", help="replace an existing synthetic dataset in OUT"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the stage commands and stop"),
 ) -> None:
-    if epochs < 1 or seq_len < 1 or runs < 1 or users < 10:
-        raise ToolkitError("--epochs, --seq-len and --runs must be >= 1 and --users >= 10")
+    from toolkit.cli.common import check_number, check_out
+
+    check_number(epochs, "--epochs", lo=1, hi=1_000_000)
+    check_number(seq_len, "--seq-len", lo=1, hi=4096)
+    check_number(runs, "--runs", lo=1, hi=1_000_000)
+    check_number(users, "--users", lo=10, hi=10_000_000)
+    check_out(out)
     if data is not None and not (data / "dataset.json").is_file():
         raise ToolkitError(f"--data {data} is not a prepared dataset dir (no dataset.json); "
                            "run `toolkit data prepare` first")

@@ -45,13 +45,14 @@ def verify(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolkit.cli.export import positive_int
+
+    n_threads = positive_int(threads, "--threads", hi=4096)  # before torch/executorch load: answers at once
     from toolkit.exporters.verify import read_manifest, verify_dir
     from toolkit.io import atomic_write_json
 
     from toolkit.exporters.common import quiet_libraries
 
     quiet_libraries()
-    n_threads = positive_int(threads, "--threads")
     read_manifest(artifact_dir)  # one-line error for a missing dir / manifest before any progress bar
     to_stdout = json_out is not None and str(json_out) == "-"
     console = Console(stderr=to_stdout)
