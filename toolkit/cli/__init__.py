@@ -66,8 +66,20 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = None
+    try:  # only the main thread may set handlers (an in-process test runner may call main from elsewhere)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
+    try:
+        _run(debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(debug: bool) -> None:
     try:
         rv = app(standalone_mode=False)
     except ToolkitError as e:

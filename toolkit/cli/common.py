@@ -60,11 +60,19 @@ def check_out(out: Path, flag: str = "--out") -> Path:
     """An output path that can be created: not '.', not a parent of the current dir, no file in its folder's way."""
     from toolkit.io import check_output_path
 
+    import tempfile
+
     check_output_path(out, flag)
     for parent in Path(out).absolute().parents:
         if parent.exists():
             if not parent.is_dir():
                 raise ToolkitError(f"{flag} {out}: {parent} is a file, not a folder")
+            try:  # an unnamed probe file: nothing is left behind, and root's os.access would say yes to /sys
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as e:
+                raise ToolkitError(f"{flag} {out}: cannot write in {parent} ({e.strerror or type(e).__name__})"
+                                   ) from None
             break
     return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +28,7 @@ from toolkit.device.plan import (
 from toolkit.device.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 TARGET = "arm64-a76"
 MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
@@ -39,7 +39,7 @@ def target_profile(name: str = TARGET) -> dict:
     path = resource_dir("benches") / "targets" / f"{name}.toml"
     if not path.is_file():
         raise ToolkitError(f"target profile not found: {path}")
-    return tomllib.loads(path.read_text())
+    return read_toml(path, "target profile")
 
 
 class QemuTransport(Transport):
