@@ -98,6 +98,9 @@ def parse_config(pairs: list[str] | None) -> dict:
             raise ToolkitError(f"--config {k}: expected a number, true/false or a word, got '{v}'")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             check_number(value, f"--config {k}", lo=0, hi=CONFIG_INT_MAX)
+        if k == "n_items":
+            raise ToolkitError("--config n_items: the vocabulary is not a config override (it comes from the dataset, "
+                               "or --n-items for `export --model`)")
         out[k] = value
     return out
 
