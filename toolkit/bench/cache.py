@@ -16,6 +16,7 @@ from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write_json, sha256_path, versions
+from toolkit.io import read_json
 
 # bench runtime name -> exporter target name
 EXPORT_TARGET = {"executorch": "executorch", "onnxruntime": "onnx"}
@@ -72,8 +73,8 @@ def lookup(directory: Path, entry: str, runtime: str) -> dict | None:
     if not mpath.is_file():
         return None
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = read_json(mpath, "cached manifest")  # toolkit.io: binary / non-object / malformed -> ToolkitError
+    except ToolkitError:
         return None
     rec = find_record(manifest, entry, runtime)
     if rec is None:

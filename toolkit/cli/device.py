@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.io import read_json
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -66,7 +67,7 @@ def setup(
                                   report=report)
     total = time.monotonic() - t0
     lay = arm64.layout(cache)
-    disk = json.loads(lay.descriptor.read_text()).get("disk_bytes") if lay.descriptor.is_file() else None
+    disk = read_json(lay.descriptor, "target descriptor").get("disk_bytes") if lay.descriptor.is_file() else None
     if json_out:
         print(json.dumps({"status": st.to_dict(), "seconds": round(total, 1), "disk_bytes": disk,
                           "pieces": [r.__dict__ for r in results]}, indent=2))

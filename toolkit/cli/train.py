@@ -49,6 +49,8 @@ def train(
 
         if base_run is None:
             raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec run)")
+        if resume:
+            raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with --force)")
         train_gate(ds, base_run, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                    config=parse_config(config), console=console)
         return

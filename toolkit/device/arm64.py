@@ -29,6 +29,7 @@ from typing import Callable
 
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write_json, atomic_write_text, sha256_file, size_path
+from toolkit.io import read_json
 
 SUITE = "bookworm"
 GUEST_PYTHON = "python3.11"
@@ -134,8 +135,8 @@ def qemu_version(qemu: str) -> str:
 def _read_stamp(lay: Layout, piece: str) -> dict | None:
     p = lay.stamp(piece)
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(p, "setup stamp")  # toolkit.io: binary / non-object / malformed -> ToolkitError
+    except ToolkitError:
         return None
 
 

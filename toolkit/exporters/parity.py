@@ -13,6 +13,7 @@ import torch
 
 from toolkit.exporters.common import to_numpy
 from toolkit.exporters.contract import EntryPoint
+from toolkit.io import read_npz
 
 # a trajectory step: {"inputs": [np...], "outputs": [np...], "states": [np...] (state AFTER the step)}
 Step = dict
@@ -120,13 +121,13 @@ def save_test_vectors(path: Path, steps: list[Step], input_names: list[str], out
 
 def load_test_vectors(path: Path, input_names: list[str], output_names: list[str],
                       state_names: list[str]) -> list[Step]:
-    with np.load(path) as z:
-        n = 0
-        while f"step{n}/in/{input_names[0]}" in z:
-            n += 1
-        steps = []
-        for i in range(n):
-            steps.append({"inputs": [z[f"step{i}/in/{k}"] for k in input_names],
-                          "outputs": [z[f"step{i}/out/{k}"] for k in output_names],
-                          "states": [z[f"step{i}/state/{k}"] for k in state_names]})
+    z = read_npz(path, "test vectors")  # toolkit.io: allow_pickle=False, corrupt -> one line naming the file
+    n = 0
+    while f"step{n}/in/{input_names[0]}" in z:
+        n += 1
+    steps = []
+    for i in range(n):
+        steps.append({"inputs": [z[f"step{i}/in/{k}"] for k in input_names],
+                      "outputs": [z[f"step{i}/out/{k}"] for k in output_names],
+                      "states": [z[f"step{i}/state/{k}"] for k in state_names]})
     return steps

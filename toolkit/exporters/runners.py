@@ -15,6 +15,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import STATE_IN, first_line, np_dtype, quiet_native_stderr
+from toolkit.io import read_npz
 
 
 class Runner:
@@ -47,10 +48,10 @@ class Runner:
             p = self.dir / f
             if not p.is_file():
                 raise ToolkitError(f"initial state file missing: {p}")
-            with np.load(p) as z:
-                if s["name"] not in z:
-                    raise ToolkitError(f"{p.name} lacks state '{s['name']}'")
-                out[s["name"]] = z[s["name"]].astype(np_dtype(s["dtype"]))
+            z = read_npz(p, "initial state")  # toolkit.io: allow_pickle=False, corrupt -> one line naming the file
+            if s["name"] not in z:
+                raise ToolkitError(f"{p.name} lacks state '{s['name']}'")
+            out[s["name"]] = z[s["name"]].astype(np_dtype(s["dtype"]))
         return out
 
     def state(self) -> dict[str, np.ndarray]:
