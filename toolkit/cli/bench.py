@@ -98,6 +98,11 @@ def bench(
                                  (candidates, "--candidates", int, 1), (n_items, "--n-items", int, 1),
                                  (budget_ms, "--budget-ms", float, None), (budget_mb, "--budget-mb", float, None)):
         parse_positive(text, flag, kind, minimum=lo)
+    from toolkit.cli.common import check_out
+
+    for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
+        if path is not None:
+            check_out(path, flag)
     s = load_suite(suite or "default")
     from toolkit.bench.sources import bench_model_names, fresh, from_run
     from toolkit.bench import report
