@@ -427,3 +427,20 @@ def test_train_ctrl_c_is_one_line_with_the_resume_command(pristine, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "--resume" in lines[0], err
     assert "Traceback" not in out + err
     assert not [p for p in os.listdir(tmp_path / "r") if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("args, wait_s", [
+    (["data", "synth", "--out", "ds", "--users", "400000"], 3),
+    (["bench", "--models", "gru4rec", "--runtimes", "torch", "--seq-len", "10", "--runs", "1000000", "--cache", "c"], 8),
+], ids=["data synth", "bench"])
+def test_ctrl_c_is_one_line_and_130(args, wait_s, tmp_path):
+    """Typer turns KeyboardInterrupt into a silent exit 130; the CLI says so in one line, in every command."""
+    proc = subprocess.Popen([*TOOLKIT, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(wait_s)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "━" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in out + err, err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp leftovers
