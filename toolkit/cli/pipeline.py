@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from toolkit.cli.common import console, parse_csv
-from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.errors import CheckFailed, Interrupted, ToolkitError
 from toolkit.io import atomic_write_json, versions
 
 BASELINES = ("gru4rec", "sasrec", "din")
@@ -104,7 +104,11 @@ def pipeline(
         console.rule(f"[bold cyan]{i}/{len(stages)} {s.name}")
         console.print(f"[dim]$ toolkit {shlex.join(s.argv)}[/]")
         t0 = time.perf_counter()
-        rc = subprocess.call([*exe, *s.argv])
+        try:
+            rc = subprocess.call([*exe, *s.argv])  # Ctrl-C reaches the stage too; it cleans up and says so itself
+        except KeyboardInterrupt:
+            raise Interrupted(f"pipeline stopped during stage '{s.name}'; re-run it alone with "
+                              f"`toolkit {shlex.join(s.argv)}`") from None
         secs = time.perf_counter() - t0
         results.append({"stage": s.name, "command": ["toolkit", *s.argv], "rc": rc, "seconds": round(secs, 2)})
         if rc not in s.allowed_rc:
