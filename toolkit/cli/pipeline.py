@@ -32,6 +32,24 @@ class Stage:
     allowed_rc: tuple[int, ...] = (0,)
 
 
+def _run_stage(argv: list[str], s: Stage) -> int:
+    """Run one stage; on Ctrl-C (which reaches the stage too) or SIGTERM (forwarded), let it clean up first."""
+    proc = subprocess.Popen(argv)
+    try:
+        return proc.wait()
+    except BaseException as e:  # KeyboardInterrupt, Terminated
+        if not isinstance(e, KeyboardInterrupt):
+            proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except BaseException:
+            proc.kill()
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(f"pipeline stopped during stage '{s.name}'; re-run it alone with "
+                              f"`toolkit {shlex.join(s.argv)}`") from None
+        raise
+
+
 def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: str, runs: int, users: int,
          baselines: list[str], budget: Optional[Path], force: bool) -> list[Stage]:
     """The stage list, as argv of real `toolkit` commands."""
@@ -104,11 +122,7 @@ def pipeline(
         console.rule(f"[bold cyan]{i}/{len(stages)} {s.name}")
         console.print(f"[dim]$ toolkit {shlex.join(s.argv)}[/]")
         t0 = time.perf_counter()
-        try:
-            rc = subprocess.call([*exe, *s.argv])  # Ctrl-C reaches the stage too; it cleans up and says so itself
-        except KeyboardInterrupt:
-            raise Interrupted(f"pipeline stopped during stage '{s.name}'; re-run it alone with "
-                              f"`toolkit {shlex.join(s.argv)}`") from None
+        rc = _run_stage([*exe, *s.argv], s)
         secs = time.perf_counter() - t0
         results.append({"stage": s.name, "command": ["toolkit", *s.argv], "rc": rc, "seconds": round(secs, 2)})
         if rc not in s.allowed_rc:
