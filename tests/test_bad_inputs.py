@@ -273,6 +273,8 @@ ROWS = [
         "--budget must be > 0"),
     Row("gate-curve-fit-cap", ["gate", "curve", "run", "--data", "data", "--out", "c", "--fit-cap", "3"], 2,
         "--fit-cap must be >= 25", absent=["c"]),
+    Row("gate-curve-lags-huge", ["gate", "curve", "run", "--data", "data", "--out", "c", "--lags", f"1-{2**70}"], 2,
+        "--lags expects N or MIN-MAX with 1 <= MIN <= MAX <= 1000000", absent=["c"]),
     Row("bench-runs-zero", ["bench", "--runs", "0"], 2, "--runs must be >= 1"),
     Row("bench-budget-ms-inf", ["bench", "--budget-ms", "inf"], 2, "--budget-ms is out of range"),
     Row("verify-threads-zero", ["verify", "nowhere", "--threads", "0"], 2, "--threads must be a positive integer"),

@@ -27,8 +27,8 @@ def _parse_lags(text: Optional[str]) -> Optional[tuple[int, int]]:
     except ValueError:
         raise ToolkitError(f"--lags expects N or MIN-MAX (clicks), got '{text}'") from None
     lo, hi = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[-1])
-    if len(parts) > 2 or not 1 <= lo <= hi:
-        raise ToolkitError(f"--lags expects N or MIN-MAX with 1 <= MIN <= MAX, got '{text}'")
+    if len(parts) > 2 or not 1 <= lo <= hi <= 1_000_000:
+        raise ToolkitError(f"--lags expects N or MIN-MAX with 1 <= MIN <= MAX <= 1000000, got '{text}'")
     return lo, hi
 
 
