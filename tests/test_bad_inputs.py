@@ -446,3 +446,68 @@ def test_ctrl_c_is_one_line_and_130(args, wait_s, tmp_path):
     lines = [ln for ln in err.splitlines() if ln.strip() and "━" not in ln]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in out + err, err
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp leftovers
+
+
+# ---------------------------------------------------------------- the gate's run dir (its own, costlier workspace)
+
+
+@pytest.fixture(scope="module")
+def pristine_gate(synth_dataset_dir, tmp_path_factory) -> Path:
+    """gws/data, gws/base (cocorrrec, 1 epoch, dim 16), gws/gate (1 epoch)."""
+    import io
+
+    from rich.console import Console
+
+    from toolkit.data import load_dataset
+    from toolkit.gate.train import train_gate
+    from toolkit.train import TrainSettings, train
+
+    ws = tmp_path_factory.mktemp("bad_gate") / "gws"
+    shutil.copytree(synth_dataset_dir, ws / "data")
+    ds = load_dataset(ws / "data")
+    quiet = Console(file=io.StringIO())
+    train("cocorrrec", ds, ws / "base", TrainSettings(epochs=1, batch_size=512, threads=1, config={"dim": 16}),
+          console=quiet)
+    train_gate(ds, ws / "base", ws / "gate", epochs=1, batch_size=512, lr=3e-3, seed=0, threads=1, config={},
+               console=quiet)
+    return ws
+
+
+CALIBRATE = ["gate", "calibrate", "gate", "--data", "data", "--budget", "0.1", "--threads", "1"]
+GATE_ROWS = [
+    Row("gate-model-json-binary", CALIBRATE, 2, "run descriptor is not UTF-8 text", write("gate/model.json", BINARY)),
+    Row("gate-model-json-edited", CALIBRATE, 2, "does not match its descriptor_sha256",
+        lambda w: edit_json(w / "gate/model.json", lambda d: d["config"].update(z_dim=3))),
+    Row("gate-weights-outside", CALIBRATE, 2, "points outside",
+        lambda w: reseal(w / "gate/model.json", lambda d: d.update(weights="../base/weights.safetensors"))),
+    Row("gate-weights-pickle", CALIBRATE, 2, "checksum mismatch",
+        lambda w: (w / "gate/weights.safetensors").write_bytes(pickle_bytes(w / "MARKER")), marker=True),
+    Row("gate-base-model-json-edited", CALIBRATE, 2, "does not match its descriptor_sha256",
+        lambda w: edit_json(w / "base/model.json", lambda d: d["config"].update(dim=32))),
+    Row("gate-config-negative", ["train", "gate", "--data", "data", "--model", "base", "--out", "g2", "--config",
+                                 "z_dim=-1"], 2, "--config z_dim must be >= 0", absent=["g2"]),
+]
+
+
+@pytest.mark.parametrize("row", GATE_ROWS, ids=[r.id for r in GATE_ROWS])
+def test_bad_gate_input_is_one_line(row: Row, pristine_gate, tmp_path, monkeypatch, capsys):
+    w = tmp_path / "gws"
+    shutil.copytree(pristine_gate, w)
+    monkeypatch.chdir(w)
+    # the gate's model.json records its base run by absolute path: point it at this copy, as a user moving both would
+    reseal(w / "gate/model.json", lambda d: d.update(base_run=str(w / "base")))
+    test_bad_input_is_one_line(row, w, monkeypatch, capsys)
+
+
+def test_untouched_workspaces_work(ws, pristine_gate, tmp_path, monkeypatch, capsys):
+    """Positive controls: without a planted problem, the same commands succeed (so each row fails for its plant)."""
+    code, out, err = run_main(monkeypatch, capsys, EVAL)
+    assert code == 0, err
+    code, out, err = run_main(monkeypatch, capsys, [*RESUME, "--epochs", "2"])  # nothing left to train: rewrites
+    assert code == 0, err
+    w = tmp_path / "gws"
+    shutil.copytree(pristine_gate, w)
+    monkeypatch.chdir(w)
+    reseal(w / "gate/model.json", lambda d: d.update(base_run=str(w / "base")))
+    code, out, err = run_main(monkeypatch, capsys, CALIBRATE)
+    assert code == 0 and (w / "gate" / "threshold.json").is_file(), err
