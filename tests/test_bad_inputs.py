@@ -511,3 +511,20 @@ def test_untouched_workspaces_work(ws, pristine_gate, tmp_path, monkeypatch, cap
     reseal(w / "gate/model.json", lambda d: d.update(base_run=str(w / "base")))
     code, out, err = run_main(monkeypatch, capsys, CALIBRATE)
     assert code == 0 and (w / "gate" / "threshold.json").is_file(), err
+
+
+def test_sweep_leaves_live_writers_and_other_targets_alone(tmp_path):
+    from toolkit.io import LEGACY_TMP_AGE_S, sweep_stale_temps
+
+    dead = 2**22 + 5
+    names = [f".run.{dead}.abc.tmp", f".run.5.{dead}.abc.tmp", f".run.{os.getpid()}.live.tmp", ".run.legacy1.tmp",
+             f".run.old-{dead}", ".checkpoint.pt.zz.tmp", ".run.fresh.tmp"]
+    old = time.time() - LEGACY_TMP_AGE_S - 60
+    for n in names:
+        (tmp_path / n).write_text("x")
+        if n != ".run.fresh.tmp":
+            os.utime(tmp_path / n, (old, old))
+    swept = sorted(p.name for p in sweep_stale_temps(tmp_path / "run"))
+    assert swept == sorted([f".run.{dead}.abc.tmp", ".run.legacy1.tmp", f".run.old-{dead}"])
+    assert sorted(os.listdir(tmp_path)) == sorted([f".run.5.{dead}.abc.tmp", f".run.{os.getpid()}.live.tmp",
+                                                   ".checkpoint.pt.zz.tmp", ".run.fresh.tmp"])

@@ -133,9 +133,11 @@ def sweep_stale_temps(final: str | os.PathLike) -> list[Path]:
         if not p.name.startswith(prefix):
             continue
         m = _PID_TMP.match(p.name) or _OLD_DIR.match(p.name)
-        if m and m.group("name") == name:
+        if m:
+            if m.group("name") != name:  # another target whose name starts like ours (`run` vs `run.5`)
+                continue
             stale = not _pid_alive(int(m.group("pid")))
-        elif p.name.endswith(".tmp"):  # legacy `.NAME.<random>.tmp` without a pid
+        elif p.name.endswith(".tmp") and re.fullmatch(r"[A-Za-z0-9_]+", p.name[len(prefix):-4]):  # legacy, no pid
             try:
                 stale = time.time() - p.lstat().st_mtime > LEGACY_TMP_AGE_S
             except OSError:
