@@ -102,7 +102,7 @@ def bench(
 
     for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
         if path is not None:
-            check_out(path, flag)
+            check_out(path, flag, folder=False)
     s = load_suite(suite or "default")
     from toolkit.bench.sources import bench_model_names, fresh, from_run
     from toolkit.bench import report

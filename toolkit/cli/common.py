@@ -56,13 +56,18 @@ def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
     return check_number(threads, flag, lo=1, hi=4096, integer=True)
 
 
-def check_out(out: Path, flag: str = "--out") -> Path:
-    """An output path that can be created: not '.', not a parent of the current dir, no file in its folder's way."""
-    from toolkit.io import check_output_path
-
+def check_out(out: Path, flag: str = "--out", folder: bool = True) -> Path:
+    """An output path that can be created: not '.', not a parent of the current dir, no file in its folder's way,
+    writable; with folder=True (an output dir) an existing `out` must be a folder, with folder=False not a folder."""
     import tempfile
 
+    from toolkit.io import check_output_path
+
     check_output_path(out, flag)
+    if folder and Path(out).exists() and not Path(out).is_dir():
+        raise ToolkitError(f"{flag} {out} is a file, not a folder")
+    if not folder and Path(out).is_dir():
+        raise ToolkitError(f"{flag} {out} is a folder, expected a file name")
     for parent in Path(out).absolute().parents:
         if parent.exists():
             if not parent.is_dir():
