@@ -382,6 +382,7 @@ def seal_descriptor(desc: dict) -> dict:
     """desc with `descriptor_sha256` set (always the last key)."""
     body = {k: v for k, v in desc.items() if k != DESCRIPTOR_KEY}
     body = json.loads(dumps_json(body))  # canonicalise numpy scalars / paths as they will be read back
+    _check_numbers(body, "being written", "descriptor")  # NaN/inf would make it unreadable by read_json
     return {**body, DESCRIPTOR_KEY: descriptor_digest(body)}
 
 
