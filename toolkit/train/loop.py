@@ -149,8 +149,10 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                 logits = model(seqs[idx], cands[idx])
                 loss = loss_fn(logits, labels[idx])
                 if not torch.isfinite(loss):
-                    raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; the last "
-                                      f"good checkpoint is {run / CHECKPOINT} (try a lower --lr)")
+                    kept = (f"the last good checkpoint is {run / CHECKPOINT}" if (run / CHECKPOINT).is_file()
+                            else "no epoch had finished, nothing was checkpointed")
+                    raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; {kept} "
+                                      "(try a lower --lr)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
