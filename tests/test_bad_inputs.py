@@ -197,6 +197,12 @@ ROWS = [
         absent=["newrun"]),
     Row("budget-toml-pickle", ["bench", "--budget", "b.toml", "--models", "gru4rec", "--runtimes", "torch"], 2,
         "budget file is not UTF-8 text", write("b.toml", PICKLE)),
+    Row("suite-toml-pickle", ["bench", "--suite", "s.toml"], 2, "suite file is not UTF-8 text",
+        lambda w: (w / "s.toml").write_bytes(pickle_bytes(w / "MARKER")), marker=True),
+    Row("target-toml-pickle", ["bench", "--target", "t.toml"], 2, "target file is not UTF-8 text",
+        lambda w: (w / "t.toml").write_bytes(pickle_bytes(w / "MARKER")), marker=True),
+    Row("seqfile-pickle", ["data", "prepare", "p.txt", "--out", "ds"], 2, "not a UTF-8 text file",
+        lambda w: (w / "p.txt").write_bytes(pickle_bytes(w / "MARKER")), marker=True, absent=["ds"]),
     # ---- integrity cannot be switched off (found 4)
     Row("dataset-n_items-edited", TRAIN, 2, "does not match its descriptor_sha256",
         lambda w: edit_json(w / "data/dataset.json", lambda d: d.update(n_items=5000)), absent=["newrun"]),
@@ -323,6 +329,17 @@ def test_bad_input_is_one_line(row: Row, ws: Path, monkeypatch, capsys):
         assert not (ws / rel).exists(), rel
     if row.marker:
         assert not (ws / "MARKER").exists(), "the planted pickle payload ran"
+
+
+def test_pickled_test_vectors_and_state_files_are_refused(tmp_path):
+    """The .npz files an artifact dir ships (test vectors, initial states) are read without unpickling."""
+    from toolkit.errors import ToolkitError
+    from toolkit.exporters.parity import load_test_vectors
+
+    np.savez(tmp_path / "tv.npz", **{"step0/in/x": np.array([Payload(tmp_path / "MARKER")], dtype=object)})
+    with pytest.raises(ToolkitError, match="test vectors is corrupt: .*holds pickled objects, refused"):
+        load_test_vectors(tmp_path / "tv.npz", ["x"], [], [])
+    assert not (tmp_path / "MARKER").exists()
 
 
 def test_the_planted_payloads_are_live(tmp_path):
