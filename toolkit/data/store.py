@@ -180,6 +180,11 @@ def _check_ids(ds: Dataset) -> None:
     if hi > ds.n_items or lo < 1:
         raise ToolkitError(f"dataset {ds.path}: item ids {lo}..{hi} do not fit n_items {ds.n_items} of "
                            f"{DESCRIPTOR}")
+    # `data prepare` re-indexes the items it keeps to 1..N, so every id up to n_items occurs in the histories
+    if ds.meta.get("format") in ("seqfile", "interactions") and ds.user_items.size and \
+            int(ds.user_items.max()) != ds.n_items:
+        raise ToolkitError(f"dataset {ds.path}: n_items {ds.n_items} of {DESCRIPTOR} is not the histories' "
+                           f"vocabulary ({int(ds.user_items.max())} items)")
 
 
 def _check_shapes(ds: Dataset) -> None:
