@@ -51,13 +51,13 @@ def test_export_rejects_unknown_target_and_bad_sources(monkeypatch, capsys, tmp_
 
 def test_export_refuses_a_run_whose_weights_fail_their_checksum(monkeypatch, capsys, tmp_path):
     from toolkit.exporters.sources import fresh
-    from toolkit.io import atomic_write_json
+    from toolkit.io import write_descriptor_json
     from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
 
     model, _, _ = fresh("scn", 30, {"dim": 16, "heads": 2})
     run = tmp_path / "run"
     sha = save_weights(run / WEIGHTS, model)
-    atomic_write_json(run / "model.json", model_descriptor("scn", model, {}, sha))
+    write_descriptor_json(run / "model.json", model_descriptor("scn", model, {}, sha))
     data = bytearray((run / WEIGHTS).read_bytes())
     data[-10] ^= 0x55
     (run / WEIGHTS).write_bytes(bytes(data))

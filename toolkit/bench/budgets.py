@@ -18,12 +18,12 @@ Every matching rule applies (the tightest limit wins). A failed cell under a bud
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 _MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")
@@ -84,10 +84,7 @@ def load(path: str | Path) -> Budgets:
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"--budget: file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ToolkitError(f"budget file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "budget file")  # toolkit.io: binary, malformed, inf/nan -> one line naming the file
     unknown_top = sorted(set(data) - {"budget", "description"})
     if unknown_top:
         raise ToolkitError(f"budget file {path}: unknown top-level key '{unknown_top[0]}' (expected [[budget]] tables)")

@@ -38,6 +38,11 @@ def bench(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Export cache dir (default ~/.cache/toolkit/bench)."),
 ) -> None:
     """FLOPs, memory and latency per (model, entry, runtime, seq-len, target); exit 1 if a budget breaks."""
+    from toolkit.cli.common import check_out
+
+    for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
+        if path is not None:
+            check_out(path, flag, folder=False)
     from toolkit.bench import report
     from toolkit.bench.request import request_from_flags
     from toolkit.bench.sweep import run_bench

@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.io import read_json
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -66,7 +67,7 @@ def setup(
                                   report=report)
     total = time.monotonic() - t0
     lay = arm64.layout(cache)
-    disk = json.loads(lay.descriptor.read_text()).get("disk_bytes") if lay.descriptor.is_file() else None
+    disk = read_json(lay.descriptor, "target descriptor").get("disk_bytes") if lay.descriptor.is_file() else None
     if json_out:
         print(json.dumps({"status": st.to_dict(), "seconds": round(total, 1), "disk_bytes": disk,
                           "pieces": [r.__dict__ for r in results]}, indent=2))
@@ -165,8 +166,12 @@ def run(
     if android and runner is None:
         raise ToolkitError("an Android run needs --runner PATH (onnxruntime_perf_test or executor_runner built for the "
                            "phone; see android_harness/README.md)")
-    if repeat < 1:
-        raise ToolkitError(f"--repeat must be >= 1, got {repeat}")
+    from toolkit.cli.common import check_number
+
+    check_number(repeat, "--repeat", lo=1, hi=1000)
+    check_number(warmup, "--warmup", lo=0, hi=1_000_000)
+    check_number(runs, "--runs", lo=1, hi=1_000_000)
+    check_number(cpu, "--cpu", lo=0, hi=4095)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_out) as prog:
         task = prog.add_task("starting", total=None)

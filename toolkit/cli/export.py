@@ -11,14 +11,21 @@ from toolkit.errors import ToolkitError
 
 
 
-def positive_int(text: str, flag: str) -> int:
-    """One-line errors for 0, negatives and non-integers (Typer's own would print a box)."""
+MAX_SEQ_LEN = 4096  # beyond any on-device window; keeps a typo from allocating terabytes
+MAX_CANDIDATES = 1_000_000
+MAX_STEPS = 10_000
+
+
+def positive_int(text: str, flag: str, hi: int = 2**31 - 1) -> int:
+    """One-line errors for 0, negatives, non-integers and values above `hi` (Typer's own would print a box)."""
     try:
         v = int(str(text).strip())
     except ValueError:
         raise ToolkitError(f"{flag}: '{text}' is not an integer") from None
     if v <= 0:
         raise ToolkitError(f"{flag} must be a positive integer, got {v}")
+    if v > hi:
+        raise ToolkitError(f"{flag} must be <= {hi}, got {v}")
     return v
 
 
@@ -74,16 +81,13 @@ def export(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from toolkit.cli.common import parse_config
-    from toolkit.exporters import sources
-    from toolkit.exporters.common import quiet_libraries
-    from toolkit.exporters.recipes import DTYPES, find, parse_targets
+    from toolkit.cli.common import check_out, parse_config
+    from toolkit.exporters.recipes import DTYPES, find, parse_targets  # light: TOML recipes only
 
-    quiet_libraries()
-    # ---- validate everything before any work ----
-    L = positive_int(seq_len, "--seq-len")
-    C = positive_int(candidates, "--candidates")
-    n_steps = positive_int(steps, "--steps")
+    # ---- validate everything before any work (and before torch/executorch/coremltools are imported) ----
+    L = positive_int(seq_len, "--seq-len", hi=MAX_SEQ_LEN)
+    C = positive_int(candidates, "--candidates", hi=MAX_CANDIDATES)
+    n_steps = positive_int(steps, "--steps", hi=MAX_STEPS)
     targets = parse_targets(target)
     if dtype not in DTYPES:
         raise ToolkitError(f"--dtype: unknown '{dtype}' (valid: {', '.join(DTYPES)})")
@@ -91,14 +95,24 @@ def export(
         find(t, dtype)
     if (run is None) == (model is None):
         raise ToolkitError("give either a RUN dir or --model NAME (exactly one)")
+    if config and model is None:
+        raise ToolkitError("--config applies to --model only")
+    vocab = positive_int(n_items, "--n-items", hi=2**31 - 1) if model is not None else None
+    overrides = parse_config(config)
+    check_out(out)
     if out.exists() and not force:
         raise ToolkitError(f"output exists: {out} (use --force to replace it)")
-    if config and model is None:
-        raise ToolkitError("--config applies to --model only (a RUN dir's config is the one it was trained with)")
+    if run is not None and not run.is_dir():
+        raise ToolkitError(f"run dir not found: {run}")
+
+    from toolkit.exporters import sources
+    from toolkit.exporters.common import quiet_libraries
+
+    quiet_libraries()
     if run is not None:
         m, name, info = sources.from_run(run)
     else:
-        m, name, info = sources.fresh(model, positive_int(n_items, "--n-items"), parse_config(config))
+        m, name, info = sources.fresh(model, vocab, overrides)
     entries, kw = sources.entries_for(m, L, C, with_corrections)
     info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
 

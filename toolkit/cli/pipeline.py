@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 from toolkit.cli.common import console, parse_csv
-from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.errors import CheckFailed, Interrupted, ToolkitError
 from toolkit.io import atomic_write_json, versions
 
 BASELINES = ("gru4rec", "sasrec", "din")
@@ -33,6 +33,24 @@ class Stage:
     name: str
     argv: list[str]
     allowed_rc: tuple[int, ...] = (0,)
+
+
+def _run_stage(argv: list[str], s: Stage) -> int:
+    """Run one stage; on Ctrl-C (which reaches the stage too) or SIGTERM (forwarded), let it clean up first."""
+    proc = subprocess.Popen(argv)
+    try:
+        return proc.wait()
+    except BaseException as e:  # KeyboardInterrupt, Terminated
+        if not isinstance(e, KeyboardInterrupt):
+            proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except BaseException:
+            proc.kill()
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(f"pipeline stopped during stage '{s.name}'; re-run it alone with "
+                              f"`toolkit {shlex.join(s.argv)}`") from None
+        raise
 
 
 def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: str, runs: int, users: int,
@@ -87,8 +105,13 @@ def pipeline(
     force: bool = typer.Option(False, "--force", help="replace an existing synthetic dataset in OUT"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the stage commands and stop"),
 ) -> None:
-    if epochs < 1 or seq_len < 1 or runs < 1 or users < 10:
-        raise ToolkitError("--epochs, --seq-len and --runs must be >= 1 and --users >= 10")
+    from toolkit.cli.common import check_number, check_out
+
+    check_number(epochs, "--epochs", lo=1, hi=1_000_000)
+    check_number(seq_len, "--seq-len", lo=1, hi=4096)
+    check_number(runs, "--runs", lo=1, hi=1_000_000)
+    check_number(users, "--users", lo=10, hi=10_000_000)
+    check_out(out)
     if data is not None and not (data / "dataset.json").is_file():
         raise ToolkitError(f"--data {data} is not a prepared dataset dir (no dataset.json); "
                            "run `toolkit data prepare` first")
@@ -105,7 +128,7 @@ def pipeline(
         console.rule(f"[bold cyan]{i}/{len(stages)} {s.name}")
         console.print(f"[dim]$ toolkit {shlex.join(s.argv)}[/]")
         t0 = time.perf_counter()
-        rc = subprocess.call([*exe, *s.argv])
+        rc = _run_stage([*exe, *s.argv], s)
         secs = time.perf_counter() - t0
         results.append({"stage": s.name, "command": ["toolkit", *s.argv], "rc": rc, "seconds": round(secs, 2)})
         if rc not in s.allowed_rc:

@@ -48,15 +48,16 @@ def verify(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolkit.cli.export import positive_int
+
+    n_threads = positive_int(threads, "--threads", hi=4096)  # before torch/executorch load: answers at once
+    if expect is not None and (len(expect.strip()) != 64 or any(c not in "0123456789abcdef" for c in expect.strip().lower())):
+        raise ToolkitError(f"--expect: '{expect}' is not a sha256 (64 hex digits)")
     from toolkit.exporters.common import quiet_libraries
     from toolkit.exporters.manifest import read_manifest
     from toolkit.exporters.verify import verify_dir
     from toolkit.io import atomic_write_json
 
     quiet_libraries()
-    n_threads = positive_int(threads, "--threads")
-    if expect is not None and (len(expect.strip()) != 64 or any(c not in "0123456789abcdef" for c in expect.strip().lower())):
-        raise ToolkitError(f"--expect: '{expect}' is not a sha256 (64 hex digits)")
     read_manifest(artifact_dir, expect)  # one line for a missing dir / untrustworthy manifest before any progress bar
     to_stdout = json_out is not None and str(json_out) == "-"
     console = Console(stderr=to_stdout)

@@ -23,6 +23,20 @@ N_CANDIDATES = 100  # 1 positive + 99 negatives for validation and test
 _MAX_REJECTION_ROUNDS = 64
 
 
+class UserDataError(ToolkitError):
+    """A problem with one user's history. `user` is the internal index; the dataset store re-raises it naming the
+    user's own id from the source file (`named`)."""
+
+    def __init__(self, user: int, detail: str):
+        self.user, self.detail = int(user), detail
+        super().__init__(f"user {self.user} (index) {detail}")
+
+    def named(self, user_ids) -> ToolkitError:
+        if user_ids is None or not 0 <= self.user < len(user_ids):
+            return ToolkitError(str(self))
+        return ToolkitError(f"user '{user_ids[self.user]}' {self.detail}")
+
+
 @contextlib.contextmanager
 def track_step(progress, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
     """A rich progress task for one long step (no-op when progress is None); yields advance(n)."""
@@ -143,8 +157,8 @@ def sample_negatives(
     free = n_items - n_touched[users]
     if free.min() < k:
         u = int(users[np.argmin(free)])
-        raise ToolkitError(
-            f"user {u} touched {int(n_touched[u])} of {n_items} items: fewer than {k} untouched items left to "
+        raise UserDataError(
+            u, f"touched {int(n_touched[u])} of {n_items} items: fewer than {k} untouched items left to "
             f"sample negatives from (use a dataset with more items)"
         )
     out = rng.integers(1, n_items + 1, size=(users.size, k), dtype=np.int64)
@@ -180,7 +194,7 @@ def build_protocol(
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     if lengths.min() < MIN_HISTORY:
         u = int(np.argmin(lengths))
-        raise ToolkitError(f"user {u} has {int(lengths[u])} items; every user needs at least {MIN_HISTORY}")
+        raise UserDataError(u, f"has {int(lengths[u])} items; every user needs at least {MIN_HISTORY}")
     user_ptr = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=user_ptr[1:])
     user_items = np.concatenate(histories).astype(np.int64, copy=False)

@@ -9,6 +9,8 @@ arrays.npz (U users, R training rows, L = seq_len, items 1..n_items, 0 = padding
   test_seqs [U, L], test_cands [U, 100], test_user [U]      target = history[n-1]
 Optional DIR/extras.npz: generator-side labels (the synthetic data's item/interaction domains).
 arrays_sha256 hashes the arrays' names, dtypes, shapes and bytes (zip bytes carry timestamps, so not the file).
+descriptor_sha256 hashes dataset.json's own content (toolkit.io.seal_descriptor): an edited number (n_items, seq_len)
+or a removed checksum key is refused on load, and the counts are cross-checked against the arrays.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.protocol import N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol, track_step
+from toolkit.data.protocol import N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol, track_step
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_dir, atomic_write_json, dumps_json, read_json, versions
+from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_descriptor,
+                        versions, write_descriptor_json)
 
 SCHEMA = "toolkit.dataset/1"
 DESCRIPTOR = "dataset.json"
@@ -121,13 +124,7 @@ class Dataset:
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}
-    except FileNotFoundError:
-        raise ToolkitError(f"{what} not found: {path}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise ToolkitError(f"{what} is corrupt: {path} ({type(e).__name__}: {e})") from None
+    return read_npz(path, what)  # allow_pickle=False; every failure a one-line error naming the path
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -157,13 +154,16 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     if not path.is_dir():
         raise ToolkitError(f"dataset path is not a directory: {path}")
     meta = read_json(path / DESCRIPTOR, "dataset descriptor")
-    if not isinstance(meta, dict):
-        raise ToolkitError(f"dataset descriptor is not a JSON object: {path / DESCRIPTOR}")
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR} lacks {', '.join(missing)}")
     if meta["schema"] != SCHEMA:
         raise ToolkitError(f"dataset {path} has schema '{meta['schema']}', this toolkit reads '{SCHEMA}'")
+    check_descriptor(meta, path / DESCRIPTOR, "dataset descriptor")
+    bad = [k for k in ("n_users", "n_items", "n_interactions", "seq_len") if type(meta[k]) is not int or meta[k] < 1]
+    if bad or not isinstance(meta["arrays_sha256"], str):
+        raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR}: {', '.join(bad) or 'arrays_sha256'} must be "
+                           f"{'positive integers' if bad else 'a string'}")
     arrays = _read_npz(path / ARRAYS, "dataset arrays")
     absent = [n for n in ARRAY_NAMES if n not in arrays]
     if absent:
@@ -184,7 +184,23 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         raise ToolkitError(f"dataset extras {path / EXTRAS} do not match their descriptor; re-prepare with --force")
     ds = Dataset(path=path, meta=meta, extras=extras, **arrays)
     _check_shapes(ds)
+    _check_ids(ds)
     return ds
+
+
+def _check_ids(ds: Dataset) -> None:
+    """The descriptor's n_items must be the arrays' vocabulary: every stored item id lies in 1..n_items."""
+    hi = max((int(getattr(ds, n).max()) for n in ("user_items", "train_cands", "valid_cands", "test_cands")
+              if getattr(ds, n).size), default=0)
+    lo = int(ds.user_items.min()) if ds.user_items.size else 1
+    if hi > ds.n_items or lo < 1:
+        raise ToolkitError(f"dataset {ds.path}: item ids {lo}..{hi} do not fit n_items {ds.n_items} of "
+                           f"{DESCRIPTOR}")
+    # `data prepare` re-indexes the items it keeps to 1..N, so every id up to n_items occurs in the histories
+    if ds.meta.get("format") in ("seqfile", "interactions") and ds.user_items.size and \
+            int(ds.user_items.max()) != ds.n_items:
+        raise ToolkitError(f"dataset {ds.path}: n_items {ds.n_items} of {DESCRIPTOR} is not the histories' "
+                           f"vocabulary ({int(ds.user_items.max())} items)")
 
 
 def _check_shapes(ds: Dataset) -> None:
@@ -212,6 +228,7 @@ def _existing_dataset_sha(out_dir: Path) -> str | None:
         return None
     try:
         meta = read_json(out_dir / DESCRIPTOR, "dataset descriptor")
+        check_descriptor(meta, out_dir / DESCRIPTOR, "dataset descriptor")
         return str(meta["arrays_sha256"])
     except (ToolkitError, KeyError, TypeError):
         return ""  # something else lives there
@@ -235,6 +252,7 @@ def save_dataset(
     n_items: int | None = None,
     extras: dict[str, np.ndarray] | None = None,
     progress=None,
+    user_ids: list[str] | None = None,
 ) -> Dataset:
     """Run the protocol on cleaned histories (items 1..n_items) and write the dataset atomically.
 
@@ -245,7 +263,10 @@ def save_dataset(
     check_output(out_dir, force)
     if n_items is None:
         n_items = int(max(int(h.max()) for h in histories if len(h))) if histories else 0
-    arrays = build_protocol(histories, n_items, seq_len, seed, progress=progress)
+    try:
+        arrays = build_protocol(histories, n_items, seq_len, seed, progress=progress)
+    except UserDataError as e:
+        raise e.named(user_ids) from None  # the user's own id from the source, not our internal index
     sha = arrays_sha256(arrays)
     lengths = np.diff(arrays["user_ptr"])
     meta = {
@@ -273,7 +294,7 @@ def save_dataset(
     if extras:
         meta["extras_sha256"] = arrays_sha256(extras)
     meta["versions"] = versions()
-    dumps_json(meta)  # fail on a non-serialisable meta_extra before touching the disk
+    meta = seal_descriptor(meta)  # also fails on a non-serialisable meta_extra before touching the disk
 
     existing = _existing_dataset_sha(out_dir)
     if existing == sha and not force:
@@ -289,7 +310,7 @@ def save_dataset(
         _write_npz(tmp / ARRAYS, arrays)
         if extras:
             _write_npz(tmp / EXTRAS, extras)
-        atomic_write_json(tmp / DESCRIPTOR, meta)
+        write_descriptor_json(tmp / DESCRIPTOR, meta)
         _make_readable(tmp)
     return Dataset(path=out_dir, meta=meta, extras=dict(extras or {}), **arrays)
 
@@ -318,7 +339,7 @@ def prepare(
         raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
     check_output(out, force)
     raw = load_source(source, fmt, progress)
-    histories, n_items, dropped, _ = clean_histories(raw.histories, min_user_count)
+    histories, n_items, dropped, kept = clean_histories(raw.histories, min_user_count)
     with track_step(progress, "hashing source", total=1):
         source_sha = sha256_file(source)
     meta_extra = {
@@ -330,5 +351,7 @@ def prepare(
         "min_user_count": int(min_user_count),
         "dropped_users": int(sum(dropped.values())),
         "dropped_users_detail": dropped,
+        "duplicate_rows_dropped": int(raw.duplicate_rows),
     }
-    return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress)
+    return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress,
+                        user_ids=[raw.user_ids[i] for i in kept])

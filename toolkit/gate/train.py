@@ -33,7 +33,7 @@ from rich.table import Table
 from toolkit.data import Dataset
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.gate.dataset import PairSet, encode_plain, expand_lags, label_balance, score_pairs, subsample
-from toolkit.io import atomic_write_json
+from toolkit.io import atomic_write_json, write_descriptor_json
 from toolkit.metrics import roc_auc
 from toolkit.models.gate import Gate, GateConfig, gaussian_kl
 from toolkit.models.runs import WEIGHTS, load_run, model_descriptor, save_weights
@@ -360,7 +360,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
                   "threads": torch.get_num_threads(), **tcfg.to_dict()},
         "dataset_path": str(ds.path)})
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "model.json", desc)  # last: its presence marks a complete run
+    write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed
     console.print(_summary_table(gate, metrics))
     console.print(f"gate written to {out} (model.json, {out / WEIGHTS}, metrics.json); next: "
                   f"toolkit gate calibrate {out} --data {ds.path} --budget 0.1")

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
+from toolkit.models.registry import DUET_BACKBONES as BACKBONES
+from toolkit.models.registry import check_duet_config as check_config
 from toolkit.models.cloud import HistoryEncoder, drop_updates, update_window_entry
 from toolkit.models.common import BaseConfig
 
-BACKBONES = ("sasrec", "gru4rec", "din", "scn")
 
 
 @dataclass
@@ -35,21 +36,6 @@ class DuetConfig(BaseConfig):
     gen_layers: int = 2  # generated residual layers on the device
     rank: int = 0  # 0: full DUET weights; r > 0: APG low-rank U diag(s) V with U, V on the device
     update_dropout: float = 0.0  # training only: share of rows trained with no update (toolkit.models.cloud)
-
-
-def check_config(cfg: dict) -> None:
-    """Refuse a bad duet config before any work (one line)."""
-    bb = cfg.get("backbone", "sasrec")
-    if bb not in BACKBONES:
-        raise ToolkitError(f"unknown duet backbone '{bb}' (valid: {', '.join(BACKBONES)})")
-    for key in ("context_len", "code_dim", "gen_hidden", "gen_layers"):
-        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1):
-            raise ToolkitError(f"duet config {key} must be an integer >= 1, got {cfg[key]!r}")
-    if "update_dropout" in cfg and not (isinstance(cfg["update_dropout"], (int, float))
-                                        and 0.0 <= cfg["update_dropout"] < 1.0):
-        raise ToolkitError(f"duet config update_dropout must lie in [0, 1), got {cfg['update_dropout']!r}")
-    if "rank" in cfg and (not isinstance(cfg["rank"], int) or isinstance(cfg["rank"], bool) or cfg["rank"] < 0):
-        raise ToolkitError(f"duet config rank must be an integer >= 0 (0 = full weights), got {cfg['rank']!r}")
 
 
 class Duet(nn.Module):

@@ -51,12 +51,13 @@ from toolkit.device.arm64.layout import (
 from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write_json, atomic_write_text, sha256_file, size_path
+from toolkit.io import read_json
 
 def _read_stamp(lay: Layout, piece: str) -> dict | None:
     p = lay.stamp(piece)
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(p, "setup stamp")  # toolkit.io: binary / non-object / malformed -> ToolkitError
+    except ToolkitError:
         return None
 
 
