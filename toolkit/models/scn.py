@@ -72,10 +72,12 @@ class SCN(Recommender):
         return W.clone(), b.clone()
 
     def step(self, items, state, corr_attn=None, corr_bias=None):
-        """Streaming: the next K item ids [B, K] from state (W [B, H, d, d], b [B, H, d]) -> (u [B, D], state)."""
+        """Streaming: the next K item ids [B, K] from state (W [B, H, d, d], b [B, H, d]) -> (u [B, D], state).
+
+        Id 0 is padding (right-padded): it never updates the state, and u is taken at the last real click."""
         x = self.embed(items)
-        o, new_state = self.ttt.step(x, state, corr_attn, corr_bias)
-        return self._head(x, o)[:, -1], new_state
+        o, new_state = self.ttt.step(x, state, corr_attn, corr_bias, mask=items != 0)
+        return last_real(self._head(x, o), items), new_state
 
     def analytic_macs(self, seq_len: int) -> int:
         """Per window, excluding the item lookup and the candidate tower: TTT layer + output projection."""

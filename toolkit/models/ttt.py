@@ -123,10 +123,21 @@ class TTTLinear(nn.Module):
         return q, k, v, eta
 
     # ---- dual form: one mini-batch ---------------------------------------------------------------------------
-    def minibatch_dual(self, q, k, v, eta, W, b, corr_attn=None, corr_bias=None, need_state: bool = True):
+    def last_tau(self, mask: torch.Tensor) -> torch.Tensor:
+        """tau of the last REAL token of each row of a right-padded mini-batch mask [B, n] -> [B] (0 if none).
+
+        The state carried out of a mini-batch of r real tokens is W0 - tau_r * sum_t eta_t k_t^T g_t (models.md 1.1):
+        padding must not stretch r to the padded length."""
+        m = mask.to(self.tau_offset.dtype)
+        nxt = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], dim=1)
+        return (m * (1 - nxt)) @ self.tau()[: m.shape[1]]
+
+    def minibatch_dual(self, q, k, v, eta, W, b, corr_attn=None, corr_bias=None, need_state: bool = True,
+                       mask=None):
         """One mini-batch of n <= K tokens in dual form.
 
-        q, k, v [B, H, n, d]; eta [B, H, n]; W [B, H, d, d]; b [B, H, d]; corr_* [B, H, K, K] / [B, H, K, d].
+        q, k, v [B, H, n, d]; eta [B, H, n]; W [B, H, d, d]; b [B, H, d]; corr_* [B, H, K, K] / [B, H, K, d];
+        mask [B, n] right-padded real-token mask (None = all real; it sets which tau the carried state uses).
         Returns out [B, H, n, d] and the state (W, b) carried to the next mini-batch.
         """
         n = q.shape[-2]
@@ -144,8 +155,12 @@ class TTTLinear(nn.Module):
         out = q + layer_norm(Z, self.ln_weight, self.ln_bias)
         if not need_state:  # the last mini-batch of a scoring-only window: its state is never read
             return out, W, b
-        # carried state uses the uncorrected gradients and the last row of E
-        e_last = E[..., -1, :, None]  # [B, H, n, 1]
+        # carried state uses the uncorrected gradients and tau of the last real token (the last row of E when all
+        # n tokens are real)
+        if mask is None:
+            e_last = E[..., -1, :, None]  # [B, H, n, 1]
+        else:
+            e_last = (self.last_tau(mask)[:, None, None] * eta)[..., None]
         W_next = W - (k * e_last).transpose(-1, -2) @ G
         b_next = b - (e_last * G).sum(-2)
         return out, W_next, b_next
@@ -165,16 +180,19 @@ class TTTLinear(nn.Module):
             cb = corr_bias[:, m] if corr_bias is not None else None
             last = m == len(starts) - 1
             o, W, b = self.minibatch_dual(q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl], W, b, ca, cb,
-                                          need_state=need_state or not last)
+                                          need_state=need_state or not last, mask=mask[:, sl])
             outs.append(o)
         out = torch.cat(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
         return out, (W, b)
 
     # ---- streaming form ----------------------------------------------------------------------------------------
-    def step(self, x, state, corr_attn=None, corr_bias=None):
-        """The next K tokens x [B, K, D] from a carried state (W, b): O(1) work per batch of clicks."""
+    def step(self, x, state, corr_attn=None, corr_bias=None, mask=None):
+        """The next K tokens x [B, K, D] from a carried state (W, b): O(1) work per batch of clicks.
+
+        mask [B, K] (right-padded, None = all real): padding tokens never update the state."""
         assert x.shape[1] == self.K, f"step takes exactly K={self.K} tokens"
-        mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         return self.forward(x, mask, corr_attn, corr_bias, state)
 
     # ---- primal form (token by token; the reference the dual form must match) ---------------------------------
@@ -199,7 +217,8 @@ class TTTLinear(nn.Module):
                 b_s = b - tau[s] * gb
                 z = (qm[..., s, None, :] @ W_s).squeeze(-2) + b_s
                 outs.append(qm[..., s, :] + layer_norm(z[:, :, None, :], self.ln_weight, self.ln_bias)[:, :, 0])
-            W, b = W - tau[n - 1] * gW, b - tau[n - 1] * gb
+            t_last = self.last_tau(mask[:, sl])[:, None, None]  # tau of the last real token   [B, 1, 1]
+            W, b = W - t_last[..., None] * gW, b - t_last * gb
         out = torch.stack(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
         return out, (W, b)
 
