@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
-from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real
+from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real, last_real_onehot
 from toolkit.models.gcn import GCN
 from toolkit.models.ttt import TTTLinear, state_floats
 
@@ -26,6 +26,9 @@ class SCNConfig(BaseConfig):
     base_lr: float = 1.0
     rope_theta: float = 1e4
     residual: bool = False  # the authors' block has none; a switch for experiments
+    # training only: run the uncorrected encode through torch.compile (same maths; ~2x faster per step on CPU,
+    # at the price of a one-off compile of about a minute, and another when the batch size changes)
+    compile_train: bool = False
 
 
 class SCN(Recommender):
@@ -39,6 +42,7 @@ class SCN(Recommender):
         self.post_ln = nn.LayerNorm(D)
         self.proj = nn.Linear(D, D, bias=False)
         self.out_norm = RMSNorm(D)
+        self._compiled_encode = None  # built on first use when cfg.compile_train
 
     @property
     def K(self) -> int:
@@ -61,8 +65,23 @@ class SCN(Recommender):
         return self._head(x, o), new_state
 
     def encode(self, items, corr_attn=None, corr_bias=None):
-        h, _ = self.hidden(items, corr_attn, corr_bias, need_state=False)
-        return last_real(h, items)
+        if corr_attn is not None:
+            h, _ = self.hidden(items, corr_attn, corr_bias, need_state=False)
+            return last_real(h, items)
+        if self.cfg.compile_train and self.training and torch.is_grad_enabled():
+            if self._compiled_encode is None:
+                self._compiled_encode = torch.compile(self._encode_last)
+            return self._compiled_encode(items)
+        return self._encode_last(items)
+
+    def _encode_last(self, items):
+        # the head is per token, so taking the last real position first gives the same u for 1/L of the work
+        x = self.embed(items)
+        mask = items != 0
+        sel = last_real_onehot(items).to(x.dtype)  # [B, L]
+        o, _ = self.ttt.forward_selected(x, mask, sel)
+        x_last = (sel[:, None, :] @ x).squeeze(1)
+        return self._head(x_last, o) * sel.sum(-1, keepdim=True)  # all-padding row -> zeros, as last_real
 
     def forward(self, items, candidates, corr_attn=None, corr_bias=None):
         return self.score(self.encode(items, corr_attn, corr_bias), candidates)
