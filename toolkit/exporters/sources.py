@@ -14,7 +14,8 @@ from toolkit.errors import ToolkitError
 from toolkit.io import sha256_file
 
 
-def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool) -> dict:
+def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool = False,
+                    tower_table: bool = False) -> dict:
     """Only the arguments this model's contract() accepts (the gate's takes none)."""
     params = inspect.signature(model.contract).parameters
     kw = {}
@@ -26,6 +27,11 @@ def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool
         kw["with_corrections"] = with_corrections
     elif with_corrections:
         raise ToolkitError(f"{type(model).__name__} has no correction inputs (--with-corrections is for scn/cocorrrec)")
+    if "tower_table" in params:
+        kw["tower_table"] = tower_table
+    elif tower_table:
+        raise ToolkitError(f"{type(model).__name__} has no separable candidate tower to precompute "
+                           "(a precomputed tower table is for scn/cocorrrec)")
     return kw
 
 
@@ -68,6 +74,6 @@ def fresh(name: str, n_items: int, config: dict | None = None, seed: int = 0):
     return model.eval(), name, info
 
 
-def entries_for(model, seq_len: int, candidates: int, with_corrections: bool):
-    kw = contract_kwargs(model, seq_len, candidates, with_corrections)
+def entries_for(model, seq_len: int, candidates: int, with_corrections: bool, tower_table: bool = False):
+    kw = contract_kwargs(model, seq_len, candidates, with_corrections, tower_table)
     return model.contract(**kw), kw

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real, last_real_onehot
 from toolkit.models.gcn import GCN
-from toolkit.models.ttt import TTTLinear, state_floats
+from toolkit.models.ttt import LN_EPS, TTTLinear, state_floats
 
 
 @dataclass
@@ -105,8 +106,13 @@ class SCN(Recommender):
     def state_floats(self) -> int:
         return state_floats(self.cfg.heads, self.cfg.dim // self.cfg.heads)
 
-    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = False) -> list[EntryPoint]:
-        """The exported entry points (export.md contract): `window` and `step`, static shapes."""
+    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = False,
+                 tower_table: bool = False) -> list[EntryPoint]:
+        """The exported entry points (export.md contract): `window` and `step`, static shapes.
+
+        Without corrections both are `_DeviceGraph`s (one XNNPACK partition). tower_table=True ships the candidate
+        tower's output for every item ([n_items + 1, D], a pure function of the item) and gathers candidate rows
+        instead of running Linear-tanh-Linear on every candidate."""
         n, H, K, d = self.cfg.n_items, self.cfg.heads, self.K, self.cfg.dim // self.cfg.heads
         M = -(-seq_len // K)
 
@@ -119,7 +125,8 @@ class SCN(Recommender):
         W0, b0 = self.initial_state(1)
         window = EntryPoint(
             name="window",
-            module=_WindowEntry(self, with_corrections).eval(),
+            module=(_WindowEntry(self, with_corrections, tower_table) if with_corrections
+                    else _DeviceGraph(self, seq_len, step=False, tower_table=tower_table)).eval(),
             inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(M)],
             outputs=["scores"],
@@ -128,7 +135,8 @@ class SCN(Recommender):
         )
         step = EntryPoint(
             name="step",
-            module=_StepEntry(self, with_corrections).eval(),
+            module=(_StepEntry(self, with_corrections, tower_table) if with_corrections
+                    else _DeviceGraph(self, K, step=True, tower_table=tower_table)).eval(),
             inputs=[TensorSpec("items", (1, K), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(1)],
             outputs=["scores"],
@@ -138,28 +146,194 @@ class SCN(Recommender):
         return [window, step]
 
 
-class _WindowEntry(nn.Module):
-    def __init__(self, scn: SCN, with_corrections: bool):
+class _DeviceGraph(nn.Module):
+    """SCN as exported without corrections (window and step): the same maths as `SCN.encode` / `SCN.step`, written
+    for a static batch of 1 so XNNPACK can take the whole graph (export.md, issue 11).
+
+    * Every shape-only quantity is a constant built here once: RoPE cos/sin rows at t mod K for each position, tau
+      folded into the E row maps and into the "tau of the last real token" vector, the last-real-token selector,
+      the LayerNorm centring/averaging maps; RoPE's rotate-half is folded into a second copy of the q/k weights.
+    * Reductions over the last axis are matmuls with constant maps (XNNPACK delegates `mean.dim` only on 4-D
+      inputs over the two innermost axes, and has no `sum`): mean(z) = z @ J/d, z - mean(z) = z @ (I - J/d).
+    * No expand/unsqueeze/arange/remainder/cast: the real-token mask comes from a gather of a 0/1 table (like the
+      item table), matmuls between runtime tensors are `bmm` with matching batch, broadcasts are element-wise.
+    * Outputs are computed only at the last real token (as `SCN.encode`).
+    Constants are a snapshot of the weights when the entry is built (the contract is built right before export).
+    """
+
+    def __init__(self, scn: "SCN", seq_len: int, step: bool, tower_table: bool = False):
+        super().__init__()
+        ttt, cfg = scn.ttt, scn.cfg
+        D, H, d, K = cfg.dim, cfg.heads, cfg.dim // cfg.heads, scn.K
+        self.D, self.H, self.d, self.L, self.step, self.residual = D, H, d, seq_len, step, cfg.residual
+        self.item_emb = scn.item_emb
+        self.tower = None if tower_table else scn.tower
+        c = lambda t: t.detach().clone().float()  # noqa: E731
+        reg = self.register_buffer
+        with torch.no_grad():
+            if tower_table:
+                reg("tower_table", c(scn.tower(scn.item_emb.weight)))
+            mask = torch.ones(cfg.n_items + 1, 1)
+            mask[0] = 0
+            reg("mask_table", mask)
+            eye = lambda n: torch.eye(n)  # noqa: E731
+            reg("J_D", torch.full((D, D), 1.0 / D))
+            reg("C_D", eye(D) - 1.0 / D)
+            reg("J_d", torch.full((d, d), 1.0 / d))
+            reg("C_d", eye(d) - 1.0 / d)
+            reg("in_w", c(scn.in_norm.weight))
+            self.in_eps, self.out_eps, self.post_eps = scn.in_norm.eps, scn.out_norm.eps, scn.post_ln.eps
+            reg("out_w", c(scn.out_norm.weight))
+            reg("post_w", c(scn.post_ln.weight))
+            reg("post_b", c(scn.post_ln.bias))
+            reg("proj_w", c(scn.proj.weight))
+            Rt = torch.block_diag(*([ttt.rope_rot.T] * H))
+            wq, wk = c(ttt.wq.weight), c(ttt.wk.weight)
+            reg("wq", wq)
+            reg("wq_rot", Rt @ wq)  # x @ (Rt wq)^T == (x wq^T) R: exact (signed permutation)
+            reg("wk", wk)
+            reg("wk_rot", Rt @ wk)
+            reg("wv", c(ttt.wv.weight))
+            reg("lr_w", c(ttt.lr_weight))
+            reg("lr_b", c(ttt.lr_bias))
+            self.lr_scale = ttt.base_lr / d
+            pos = torch.arange(seq_len) % K
+            reg("cos", ttt.rope_cos[pos].float().repeat(1, H))  # [L, D]
+            reg("sin", ttt.rope_sin[pos].float().repeat(1, H))
+            reg("gamma", c(ttt.ln_weight).view(H, 1, d))
+            reg("beta", c(ttt.ln_bias).view(H, 1, d))
+            reg("W0", c(ttt.W0))  # [H, d, d]
+            reg("b0", c(ttt.b0).view(H, 1, d))
+            tau = c(ttt.tau())
+            # last-real selector over the window: sel = m - m_next = m @ (I - S), S[s+1, s] = 1
+            S = torch.zeros(seq_len, seq_len)
+            idx = torch.arange(seq_len - 1)
+            S[idx + 1, idx] = 1
+            reg("sel_map", (eye(seq_len) - S).T.contiguous())  # F.linear(m_row, sel_map) = m_row @ (I - S)
+            reg("ones_L", torch.ones(1, seq_len))
+            self.blocks = []
+            for start in range(0, seq_len, K):
+                n = min(K, seq_len - start)
+                tril = torch.tril(torch.ones(n, n))
+                prev = torch.cat([torch.zeros(1), tau[:n - 1]])
+                i = len(self.blocks)
+                # selected row of E: es[t] = sum_s sel_s tau_s [t <= s] (times eta_t) = sel @ (diag(tau) tril)
+                reg(f"e_map{i}", (torch.diag(tau[:n]) @ tril).T.contiguous())
+                # tau of the last real token of a right-padded mask m: sum_s (m_s - m_{s+1}) tau_s
+                #   = sum_s m_s (tau_s - tau_{s-1}), tau_0 = 0
+                reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
+                reg(f"ones{i}", torch.ones(1, n))
+                self.blocks.append((start, n))
+
+    # ---- pieces -------------------------------------------------------------------------------------------------
+    def _rms(self, x, w, eps):
+        return x * torch.rsqrt(F.linear(x * x, self.J_D) + eps) * w
+
+    def _ln_h(self, z):
+        """Per-head LayerNorm over d of z [H, r, d] (inner model's, eps 1e-6)."""
+        zc = F.linear(z, self.C_d)
+        return zc * torch.rsqrt(F.linear(zc * zc, self.J_d) + LN_EPS) * self.gamma + self.beta
+
+    def _inner_grad(self, z, target):
+        """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, models.md 1.1), z/target [H, n, d]."""
+        zc = F.linear(z, self.C_d)
+        r = torch.rsqrt(F.linear(zc * zc, self.J_d) + LN_EPS)
+        xh = zc * r
+        a = self.gamma * (self.gamma * xh + self.beta - target)
+        return (F.linear(a, self.C_d) - xh * F.linear(a * xh, self.J_d)) * r
+
+    def _heads(self, t, rows):  # [rows, D] -> [H, rows, d]
+        return t.view(rows, self.H, self.d).permute(1, 0, 2)
+
+    def forward(self, items, candidates, W=None, b=None):
+        L, D, H, d = self.L, self.D, self.H, self.d
+        e = self.item_emb(items).view(L, D)
+        m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
+        x = self._rms(e, self.in_w, self.in_eps)
+        yq, yk = F.linear(x, self.wq), F.linear(x, self.wk)
+        q = yq * self.cos + F.linear(x, self.wq_rot) * self.sin  # [L, D], RoPE at t mod K
+        k = yk * self.cos + F.linear(x, self.wk_rot) * self.sin
+        v = F.linear(x, self.wv)
+        eta = torch.sigmoid(F.linear(x, self.lr_w, self.lr_b)) * self.lr_scale * m  # [L, H]
+        qh, kh, vh = self._heads(q, L), self._heads(k, L), self._heads(v, L)
+        etah = eta.permute(1, 0).view(H, 1, L)
+        m_row = m.view(1, L)
+        sel = F.linear(m_row, self.sel_map)  # [1, L] one-hot at the last real token (zeros if none)
+        if W is None:
+            W, b = self.W0, self.b0
+        else:
+            W, b = W.view(H, d, d), b.view(H, 1, d)
+        o = None
+        last = len(self.blocks) - 1
+        for i, (st, n) in enumerate(self.blocks):
+            qm, km, vm = qh[:, st:st + n], kh[:, st:st + n], vh[:, st:st + n]
+            em = etah[:, :, st:st + n]  # [H, 1, n]
+            sel_m = sel[:, st:st + n]  # [1, n]
+            kT = km.permute(0, 2, 1)  # [H, d, n]
+            G = self._inner_grad(torch.bmm(km, W) + b, vm - km)  # [H, n, d]
+            qs = torch.bmm(sel_m.view(1, 1, n), q[st:st + n].view(1, n, D))  # selected query [1, 1, D]
+            qs = qs.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
+            es = F.linear(sel_m, getattr(self, f"e_map{i}")).view(1, 1, n) * em  # selected row of E [H, 1, n]
+            As = torch.bmm(qs, kT)  # selected row of Q K^T [H, 1, n]
+            Zs = torch.bmm(qs, W) + b - torch.bmm(es + es * As, G)
+            cnt = F.linear(sel_m, getattr(self, f"ones{i}")).view(1, 1, 1)  # 1 if the last real token is here
+            o_m = qs + cnt * self._ln_h(Zs)
+            o = o_m if o is None else o + o_m
+            if self.step or i < last:
+                tl = F.linear(m_row[:, st:st + n], getattr(self, f"tlast{i}")).view(1, 1, 1)
+                e_last = em * tl  # [H, 1, n]
+                W = W - torch.bmm(kT * e_last, G)
+                b = b - torch.bmm(e_last, G)
+        h = o.permute(1, 0, 2).reshape(1, D)
+        h = F.linear(h, self.C_D)
+        h = h * torch.rsqrt(F.linear(h * h, self.J_D) + self.post_eps) * self.post_w + self.post_b
+        h = F.linear(h, self.proj_w)
+        if self.residual:
+            h = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) + h
+        u = self._rms(h, self.out_w, self.out_eps) * F.linear(sel, self.ones_L)  # all padding -> zeros
+        C = candidates.shape[1]
+        if self.tower is None:
+            cand = F.embedding(candidates, self.tower_table).view(1, C, D)
+        else:
+            cand = self.tower(self.item_emb(candidates)).view(1, C, D)
+        scores = torch.bmm(cand, u.view(1, D, 1)).view(1, C)
+        if not self.step:
+            return scores
+        return scores, W.view(1, H, d, d), b.view(1, H, d)
+
+
+class _CorrectedEntry(nn.Module):
+    """The eager SCN with correction inputs (the CoCorrRec device part), optionally scoring from a tower table."""
+
+    def __init__(self, scn: SCN, with_corrections: bool, tower_table: bool = False):
         super().__init__()
         self.scn, self.with_corrections = scn, with_corrections
+        if tower_table:
+            with torch.no_grad():
+                self.register_buffer("tower_table", scn.tower(scn.item_emb.weight).detach().clone())
+        else:
+            self.tower_table = None
 
+    def _score(self, u, candidates):
+        if self.tower_table is None:
+            return self.scn.score(u, candidates)
+        return torch.einsum("bd,bcd->bc", u, F.embedding(candidates, self.tower_table))
+
+
+class _WindowEntry(_CorrectedEntry):
     def forward(self, items, candidates, *corr):
         ca, cb = (corr[0], corr[1]) if self.with_corrections else (None, None)
-        return self.scn(items, candidates, ca, cb)
+        return self._score(self.scn.encode(items, ca, cb), candidates)
 
 
-class _StepEntry(nn.Module):
-    def __init__(self, scn: SCN, with_corrections: bool):
-        super().__init__()
-        self.scn, self.with_corrections = scn, with_corrections
-
+class _StepEntry(_CorrectedEntry):
     def forward(self, items, candidates, *rest):
         if self.with_corrections:
             ca, cb, W, b = rest
         else:
             (W, b), ca, cb = rest, None, None
         u, (W2, b2) = self.scn.step(items, (W, b), ca, cb)
-        return self.scn.score(u, candidates), W2, b2
+        return self._score(u, candidates), W2, b2
 
 
 @dataclass
@@ -204,5 +378,6 @@ class CoCorrRec(nn.Module):
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
 
-    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True) -> list[EntryPoint]:
-        return self.scn.contract(seq_len, candidates, with_corrections)
+    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
+                 tower_table: bool = False) -> list[EntryPoint]:
+        return self.scn.contract(seq_len, candidates, with_corrections, tower_table)
