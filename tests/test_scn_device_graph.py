@@ -90,3 +90,35 @@ def test_tower_table_on_a_model_without_a_tower_is_one_clear_error():
     gate = Gate(GateConfig())
     with pytest.raises(ToolkitError, match="no separable candidate tower"):
         contract_kwargs(gate, 25, 100, tower_table=True)
+
+
+@pytest.mark.parametrize("L", [10, 25])
+def test_corrected_graphs_equal_eager(L):
+    """With correction inputs (CoCorrRec's device part): window and step equal the eager SCN given the same
+    corrections, including all-zero corrections (= none) and a correction with zero rows."""
+    torch.manual_seed(5)
+    cc = CoCorrRec(CoCorrRecConfig(n_items=N)).eval()
+    with torch.no_grad():
+        cc.scn.ttt.corr_p.fill_(0.7)
+        cc.scn.ttt.tau_offset.normal_(0, 0.1)
+        cc.scn.ttt.lr_bias.fill_(2.0)
+    M = -(-L // 10)
+    ents = _entries(cc, L)
+    items = torch.randint(1, N + 1, (1, L))
+    items[:, L - 4:] = 0
+    cands = torch.randint(1, N + 1, (1, 20))
+    W, b = cc.scn.initial_state(1)
+    W = W + 0.1 * torch.randn_like(W)
+    ca, cb = torch.randn(1, M, 4, 10, 10), torch.randn(1, M, 4, 10, 16)
+    ca[:, :, :, 3] = 0  # zero rows stay "no correction"
+    cb[:, :, 1, 5] = 0
+    for a_, b_ in ((ca, cb), (torch.zeros_like(ca), torch.zeros_like(cb))):
+        with torch.no_grad():
+            torch.testing.assert_close(ents["window"].module(items, cands, a_, b_), cc(items, cands, a_, b_),
+                                       rtol=1e-5, atol=1e-5)
+            st = items[:, :10]
+            s, W2, b2 = ents["step"].module(st, cands, a_[:, :1], b_[:, :1], W, b)
+            u, (W3, b3) = cc.scn.step(st, (W, b), a_[:, :1], b_[:, :1])
+            torch.testing.assert_close(s, cc.scn.score(u, cands), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(W2, W3, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(b2, b3, rtol=1e-5, atol=1e-6)

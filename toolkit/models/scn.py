@@ -110,7 +110,7 @@ class SCN(Recommender):
                  tower_table: bool = False) -> list[EntryPoint]:
         """The exported entry points (export.md contract): `window` and `step`, static shapes.
 
-        Without corrections both are `_DeviceGraph`s (one XNNPACK partition). tower_table=True ships the candidate
+        Both are `_DeviceGraph`s (built for XNNPACK: one partition for the window). tower_table=True ships the candidate
         tower's output for every item ([n_items + 1, D], a pure function of the item) and gathers candidate rows
         instead of running Linear-tanh-Linear on every candidate."""
         n, H, K, d = self.cfg.n_items, self.cfg.heads, self.K, self.cfg.dim // self.cfg.heads
@@ -125,8 +125,7 @@ class SCN(Recommender):
         W0, b0 = self.initial_state(1)
         window = EntryPoint(
             name="window",
-            module=(_WindowEntry(self, with_corrections, tower_table) if with_corrections
-                    else _DeviceGraph(self, seq_len, step=False, tower_table=tower_table)).eval(),
+            module=_DeviceGraph(self, seq_len, False, tower_table, with_corrections).eval(),
             inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(M)],
             outputs=["scores"],
@@ -135,8 +134,7 @@ class SCN(Recommender):
         )
         step = EntryPoint(
             name="step",
-            module=(_StepEntry(self, with_corrections, tower_table) if with_corrections
-                    else _DeviceGraph(self, K, step=True, tower_table=tower_table)).eval(),
+            module=_DeviceGraph(self, K, True, tower_table, with_corrections).eval(),
             inputs=[TensorSpec("items", (1, K), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(1)],
             outputs=["scores"],
@@ -147,7 +145,7 @@ class SCN(Recommender):
 
 
 class _DeviceGraph(nn.Module):
-    """SCN as exported without corrections (window and step): the same maths as `SCN.encode` / `SCN.step`, written
+    """SCN as exported (window and step, with or without correction inputs): the same maths as `SCN.encode` / `SCN.step`, written
     for a static batch of 1 so XNNPACK can take the whole graph (export.md, issue 11).
 
     * Every shape-only quantity is a constant built here once: RoPE cos/sin rows at t mod K for each position, tau
@@ -161,11 +159,14 @@ class _DeviceGraph(nn.Module):
     Constants are a snapshot of the weights when the entry is built (the contract is built right before export).
     """
 
-    def __init__(self, scn: "SCN", seq_len: int, step: bool, tower_table: bool = False):
+    def __init__(self, scn: "SCN", seq_len: int, step: bool, tower_table: bool = False,
+                 with_corrections: bool = False):
         super().__init__()
         ttt, cfg = scn.ttt, scn.cfg
         D, H, d, K = cfg.dim, cfg.heads, cfg.dim // cfg.heads, scn.K
         self.D, self.H, self.d, self.L, self.step, self.residual = D, H, d, seq_len, step, cfg.residual
+        self.K, self.with_corrections = K, with_corrections
+        self.corr_p, self.corr_q = float(ttt.corr_p.detach()), float(ttt.corr_q.detach())
         self.item_emb = scn.item_emb
         self.tower = None if tower_table else scn.tower
         c = lambda t: t.detach().clone().float()  # noqa: E731
@@ -223,7 +224,11 @@ class _DeviceGraph(nn.Module):
                 #   = sum_s m_s (tau_s - tau_{s-1}), tau_0 = 0
                 reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
                 reg(f"ones{i}", torch.ones(1, n))
+                reg(f"tril{i}", tril.T.contiguous())  # F.linear(sel, .) = sel @ tril: the selected row's mask
+                reg(f"J_n{i}", torch.full((n, n), 1.0 / n))
+                reg(f"O_n{i}", torch.ones(n, n))
                 self.blocks.append((start, n))
+            reg("O_d", torch.ones(d, d))
 
     # ---- pieces -------------------------------------------------------------------------------------------------
     def _rms(self, x, w, eps):
@@ -242,11 +247,36 @@ class _DeviceGraph(nn.Module):
         a = self.gamma * (self.gamma * xh + self.beta - target)
         return (F.linear(a, self.C_d) - xh * F.linear(a * xh, self.J_d)) * r
 
+    @staticmethod
+    def _fuse(corr, target, J, O):
+        """`fuse_correction` row-wise over the last axis (J: averaging map, O: all-ones map of that axis).
+
+        present = ceil(clamp(sum |corr|, 0, 1)) is 1 exactly when a row has a non-zero entry (as its amax > 0)."""
+        cc = F.linear(corr, J)
+        cd = corr - cc
+        cs = torch.sqrt(F.linear(cd * cd, J) + 1e-6)
+        tc = F.linear(target, J)
+        td = target - tc
+        ts = torch.sqrt(F.linear(td * td, J) + 1e-6)
+        present = torch.ceil(torch.clamp(F.linear(torch.abs(corr), O), 0.0, 1.0))
+        return (cd / cs * ts + tc) * present
+
+    def _select_rows(self, sel_m, corr, n, width):
+        """Row s* (one-hot sel_m [1, n]) of corr [H, n, width] for every head -> [H, 1, width]."""
+        flat = corr.permute(1, 0, 2).reshape(1, n, self.H * width)
+        return torch.bmm(sel_m.view(1, 1, n), flat).view(self.H, 1, width)
+
     def _heads(self, t, rows):  # [rows, D] -> [H, rows, d]
         return t.view(rows, self.H, self.d).permute(1, 0, 2)
 
-    def forward(self, items, candidates, W=None, b=None):
-        L, D, H, d = self.L, self.D, self.H, self.d
+    def forward(self, items, candidates, *rest):
+        if self.with_corrections:
+            corr_attn, corr_bias, *state = rest
+        else:
+            corr_attn = corr_bias = None
+            state = list(rest)
+        W, b = state if state else (None, None)
+        L, D, H, d, K = self.L, self.D, self.H, self.d, self.K
         e = self.item_emb(items).view(L, D)
         m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
         x = self._rms(e, self.in_w, self.in_eps)
@@ -275,7 +305,19 @@ class _DeviceGraph(nn.Module):
             qs = qs.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
             es = F.linear(sel_m, getattr(self, f"e_map{i}")).view(1, 1, n) * em  # selected row of E [H, 1, n]
             As = torch.bmm(qs, kT)  # selected row of Q K^T [H, 1, n]
-            Zs = torch.bmm(qs, W) + b - torch.bmm(es + es * As, G)
+            if corr_attn is None:
+                Zs = torch.bmm(qs, W) + b - torch.bmm(es + es * As, G)
+            else:  # the selected row of models.md 2's fusion (row-wise, so the row alone is exact)
+                ca = corr_attn.view(-1, H, K, K)[i:i + 1, :, :n, :n].view(H, n, n)
+                cb = corr_bias.view(-1, H, K, d)[i:i + 1, :, :n, :].view(H, n, d)
+                trow = F.linear(sel_m, getattr(self, f"tril{i}")).view(1, 1, n)  # [t <= s*]
+                A_sel = As * trow
+                Jn, On = getattr(self, f"J_n{i}"), getattr(self, f"O_n{i}")
+                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, Jn, On) * trow
+                b_bar = b - torch.bmm(es, G)
+                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.J_d,
+                                                          self.O_d)
+                Zs = torch.bmm(qs, W) - torch.bmm(es * A_used, G) + b_used
             cnt = F.linear(sel_m, getattr(self, f"ones{i}")).view(1, 1, 1)  # 1 if the last real token is here
             o_m = qs + cnt * self._ln_h(Zs)
             o = o_m if o is None else o + o_m
@@ -300,40 +342,6 @@ class _DeviceGraph(nn.Module):
         if not self.step:
             return scores
         return scores, W.view(1, H, d, d), b.view(1, H, d)
-
-
-class _CorrectedEntry(nn.Module):
-    """The eager SCN with correction inputs (the CoCorrRec device part), optionally scoring from a tower table."""
-
-    def __init__(self, scn: SCN, with_corrections: bool, tower_table: bool = False):
-        super().__init__()
-        self.scn, self.with_corrections = scn, with_corrections
-        if tower_table:
-            with torch.no_grad():
-                self.register_buffer("tower_table", scn.tower(scn.item_emb.weight).detach().clone())
-        else:
-            self.tower_table = None
-
-    def _score(self, u, candidates):
-        if self.tower_table is None:
-            return self.scn.score(u, candidates)
-        return torch.einsum("bd,bcd->bc", u, F.embedding(candidates, self.tower_table))
-
-
-class _WindowEntry(_CorrectedEntry):
-    def forward(self, items, candidates, *corr):
-        ca, cb = (corr[0], corr[1]) if self.with_corrections else (None, None)
-        return self._score(self.scn.encode(items, ca, cb), candidates)
-
-
-class _StepEntry(_CorrectedEntry):
-    def forward(self, items, candidates, *rest):
-        if self.with_corrections:
-            ca, cb, W, b = rest
-        else:
-            (W, b), ca, cb = rest, None, None
-        u, (W2, b2) = self.scn.step(items, (W, b), ca, cb)
-        return self._score(u, candidates), W2, b2
 
 
 @dataclass
