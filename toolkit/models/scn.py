@@ -103,6 +103,31 @@ class SCN(Recommender):
         """Per window, excluding the item lookup and the candidate tower: TTT layer + output projection."""
         return self.ttt.analytic_macs(seq_len) + seq_len * self.cfg.dim * self.cfg.dim
 
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
+                            tower_table: bool = False) -> int | None:
+        """Hand count of what an exported entry (`_DeviceGraph`) computes, including the candidate scoring.
+
+        `analytic_macs` is the models.md figure (outputs at every token); the exported graph needs the output at
+        the last real token only: per mini-batch of n every token's k W and (except the window's last mini-batch)
+        the state update, and one row of q W, Q K^T, (E + E A) G; the head once. Averages over the last axis are
+        matmuls with a [1, width] row and are counted too."""
+        if entry_name not in ("window", "step"):
+            return None
+        D, H, K = self.cfg.dim, self.cfg.heads, self.K
+        d = D // H
+        L = K if entry_name == "step" else seq_len
+        macs = L * (3 * D * D + H * D) + L * D  # projections + lr gate; in-RMSNorm average
+        starts = list(range(0, L, K))
+        for i, start in enumerate(starts):
+            n = min(K, L - start)
+            macs += H * n * d * d + 4 * H * n * d  # k W; inner-gradient averages
+            macs += n * D + n * n + 2 * H * n * d + H * d * d + 2 * H * d + n  # selected row: q, E, Q K^T, G, q W, LN
+            if entry_name == "step" or i < len(starts) - 1:
+                macs += H * n * d * d + H * n * d + n  # state update (W, b) and tau of the last real token
+        macs += L + L + 2 * D + D * D + D  # selector, count, post-LN averages, projection, out-RMSNorm average
+        macs += candidates * D + (0 if tower_table else candidates * 2 * D * D)  # scores (+ the tower)
+        return macs
+
     def state_floats(self) -> int:
         return state_floats(self.cfg.heads, self.cfg.dim // self.cfg.heads)
 
@@ -150,9 +175,9 @@ class _DeviceGraph(nn.Module):
 
     * Every shape-only quantity is a constant built here once: RoPE cos/sin rows at t mod K for each position, tau
       folded into the E row maps and into the "tau of the last real token" vector, the last-real-token selector,
-      the LayerNorm centring/averaging maps; RoPE's rotate-half is folded into a second copy of the q/k weights.
-    * Reductions over the last axis are matmuls with constant maps (XNNPACK delegates `mean.dim` only on 4-D
-      inputs over the two innermost axes, and has no `sum`): mean(z) = z @ J/d, z - mean(z) = z @ (I - J/d).
+      the averaging maps; RoPE's rotate-half is slices + a concat.
+    * Reductions over the last axis are matmuls with a constant [1, d] averaging row (XNNPACK delegates `mean.dim`
+      only on 4-D inputs over the two innermost axes, and has no `sum`), broadcast back element-wise.
     * No expand/unsqueeze/arange/remainder/cast: the real-token mask comes from a gather of a 0/1 table (like the
       item table), matmuls between runtime tensors are `bmm` with matching batch, broadcasts are element-wise.
     * Outputs are computed only at the last real token (as `SCN.encode`).
@@ -178,22 +203,16 @@ class _DeviceGraph(nn.Module):
             mask[0] = 0
             reg("mask_table", mask)
             eye = lambda n: torch.eye(n)  # noqa: E731
-            reg("J_D", torch.full((D, D), 1.0 / D))
-            reg("C_D", eye(D) - 1.0 / D)
-            reg("J_d", torch.full((d, d), 1.0 / d))
-            reg("C_d", eye(d) - 1.0 / d)
+            reg("mean_D", torch.full((1, D), 1.0 / D))  # F.linear(z, mean_D) = mean over the last axis [.., 1]
+            reg("mean_d", torch.full((1, d), 1.0 / d))
             reg("in_w", c(scn.in_norm.weight))
             self.in_eps, self.out_eps, self.post_eps = scn.in_norm.eps, scn.out_norm.eps, scn.post_ln.eps
             reg("out_w", c(scn.out_norm.weight))
             reg("post_w", c(scn.post_ln.weight))
             reg("post_b", c(scn.post_ln.bias))
             reg("proj_w", c(scn.proj.weight))
-            Rt = torch.block_diag(*([ttt.rope_rot.T] * H))
-            wq, wk = c(ttt.wq.weight), c(ttt.wk.weight)
-            reg("wq", wq)
-            reg("wq_rot", Rt @ wq)  # x @ (Rt wq)^T == (x wq^T) R: exact (signed permutation)
-            reg("wk", wk)
-            reg("wk_rot", Rt @ wk)
+            reg("wq", c(ttt.wq.weight))
+            reg("wk", c(ttt.wk.weight))
             reg("wv", c(ttt.wv.weight))
             reg("lr_w", c(ttt.lr_weight))
             reg("lr_b", c(ttt.lr_bias))
@@ -225,40 +244,44 @@ class _DeviceGraph(nn.Module):
                 reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
                 reg(f"ones{i}", torch.ones(1, n))
                 reg(f"tril{i}", tril.T.contiguous())  # F.linear(sel, .) = sel @ tril: the selected row's mask
-                reg(f"J_n{i}", torch.full((n, n), 1.0 / n))
-                reg(f"O_n{i}", torch.ones(n, n))
+                reg(f"mean_n{i}", torch.full((1, n), 1.0 / n))
                 self.blocks.append((start, n))
-            reg("O_d", torch.ones(d, d))
+            reg("ones_d", torch.ones(1, d))
 
     # ---- pieces -------------------------------------------------------------------------------------------------
     def _rms(self, x, w, eps):
-        return x * torch.rsqrt(F.linear(x * x, self.J_D) + eps) * w
+        return x * torch.rsqrt(F.linear(x * x, self.mean_D) + eps) * w
 
     def _ln_h(self, z):
         """Per-head LayerNorm over d of z [H, r, d] (inner model's, eps 1e-6)."""
-        zc = F.linear(z, self.C_d)
-        return zc * torch.rsqrt(F.linear(zc * zc, self.J_d) + LN_EPS) * self.gamma + self.beta
+        zc = z - F.linear(z, self.mean_d)
+        return zc * torch.rsqrt(F.linear(zc * zc, self.mean_d) + LN_EPS) * self.gamma + self.beta
 
     def _inner_grad(self, z, target):
         """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, models.md 1.1), z/target [H, n, d]."""
-        zc = F.linear(z, self.C_d)
-        r = torch.rsqrt(F.linear(zc * zc, self.J_d) + LN_EPS)
+        zc = z - F.linear(z, self.mean_d)
+        r = torch.rsqrt(F.linear(zc * zc, self.mean_d) + LN_EPS)
         xh = zc * r
         a = self.gamma * (self.gamma * xh + self.beta - target)
-        return (F.linear(a, self.C_d) - xh * F.linear(a * xh, self.J_d)) * r
+        return (a - F.linear(a, self.mean_d) - xh * F.linear(a * xh, self.mean_d)) * r
+
+    def _rotate_half(self, y, rows):
+        """Per head cat(-x2, x1) of y [rows, D]: slices and a concat, no arithmetic."""
+        h = y.view(rows, self.H, 2, self.d // 2)
+        return torch.cat([-h[:, :, 1:2, :], h[:, :, 0:1, :]], dim=2).view(rows, self.D)
 
     @staticmethod
-    def _fuse(corr, target, J, O):
-        """`fuse_correction` row-wise over the last axis (J: averaging map, O: all-ones map of that axis).
+    def _fuse(corr, target, mean):
+        """`fuse_correction` row-wise over the last axis (mean: the [1, width] averaging map of that axis).
 
-        present = ceil(clamp(sum |corr|, 0, 1)) is 1 exactly when a row has a non-zero entry (as its amax > 0)."""
-        cc = F.linear(corr, J)
+        present = ceil(clamp(mean |corr|, 0, 1)) is 1 exactly when a row has a non-zero entry (as its amax > 0)."""
+        cc = F.linear(corr, mean)
         cd = corr - cc
-        cs = torch.sqrt(F.linear(cd * cd, J) + 1e-6)
-        tc = F.linear(target, J)
+        cs = torch.sqrt(F.linear(cd * cd, mean) + 1e-6)
+        tc = F.linear(target, mean)
         td = target - tc
-        ts = torch.sqrt(F.linear(td * td, J) + 1e-6)
-        present = torch.ceil(torch.clamp(F.linear(torch.abs(corr), O), 0.0, 1.0))
+        ts = torch.sqrt(F.linear(td * td, mean) + 1e-6)
+        present = torch.ceil(torch.clamp(F.linear(torch.abs(corr), mean), 0.0, 1.0))
         return (cd / cs * ts + tc) * present
 
     def _select_rows(self, sel_m, corr, n, width):
@@ -281,8 +304,8 @@ class _DeviceGraph(nn.Module):
         m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
         x = self._rms(e, self.in_w, self.in_eps)
         yq, yk = F.linear(x, self.wq), F.linear(x, self.wk)
-        q = yq * self.cos + F.linear(x, self.wq_rot) * self.sin  # [L, D], RoPE at t mod K
-        k = yk * self.cos + F.linear(x, self.wk_rot) * self.sin
+        q = yq * self.cos + self._rotate_half(yq, L) * self.sin  # [L, D], RoPE at t mod K
+        k = yk * self.cos + self._rotate_half(yk, L) * self.sin
         v = F.linear(x, self.wv)
         eta = torch.sigmoid(F.linear(x, self.lr_w, self.lr_b)) * self.lr_scale * m  # [L, H]
         qh, kh, vh = self._heads(q, L), self._heads(k, L), self._heads(v, L)
@@ -312,11 +335,10 @@ class _DeviceGraph(nn.Module):
                 cb = corr_bias.view(-1, H, K, d)[i:i + 1, :, :n, :].view(H, n, d)
                 trow = F.linear(sel_m, getattr(self, f"tril{i}")).view(1, 1, n)  # [t <= s*]
                 A_sel = As * trow
-                Jn, On = getattr(self, f"J_n{i}"), getattr(self, f"O_n{i}")
-                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, Jn, On) * trow
+                mean_n = getattr(self, f"mean_n{i}")
+                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, mean_n) * trow
                 b_bar = b - torch.bmm(es, G)
-                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.J_d,
-                                                          self.O_d)
+                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.mean_d)
                 Zs = torch.bmm(qs, W) - torch.bmm(es * A_used, G) + b_used
             cnt = F.linear(sel_m, getattr(self, f"ones{i}")).view(1, 1, 1)  # 1 if the last real token is here
             o_m = qs + cnt * self._ln_h(Zs)
@@ -327,8 +349,8 @@ class _DeviceGraph(nn.Module):
                 W = W - torch.bmm(kT * e_last, G)
                 b = b - torch.bmm(e_last, G)
         h = o.permute(1, 0, 2).reshape(1, D)
-        h = F.linear(h, self.C_D)
-        h = h * torch.rsqrt(F.linear(h * h, self.J_D) + self.post_eps) * self.post_w + self.post_b
+        h = h - F.linear(h, self.mean_D)
+        h = h * torch.rsqrt(F.linear(h * h, self.mean_D) + self.post_eps) * self.post_w + self.post_b
         h = F.linear(h, self.proj_w)
         if self.residual:
             h = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) + h
@@ -385,6 +407,9 @@ class CoCorrRec(nn.Module):
 
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
+
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100) -> int | None:
+        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates)
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
                  tower_table: bool = False) -> list[EntryPoint]:
