@@ -205,8 +205,14 @@ class _DeviceGraph(nn.Module):
             eye = lambda n: torch.eye(n)  # noqa: E731
             reg("mean_D", torch.full((1, D), 1.0 / D))  # F.linear(z, mean_D) = mean over the last axis [.., 1]
             reg("mean_d", torch.full((1, d), 1.0 / d))
+            # epsilons as the averaging linears' bias: Core ML's fuse_linear_bias pass fails on `linear(.) + eps`
+            # when the linear has one output
+            reg("eps_in", torch.full((1,), scn.in_norm.eps))
+            reg("eps_out", torch.full((1,), scn.out_norm.eps))
+            reg("eps_post", torch.full((1,), scn.post_ln.eps))
+            reg("eps_ln", torch.full((1,), LN_EPS))
+            reg("eps_fuse", torch.full((1,), 1e-6))
             reg("in_w", c(scn.in_norm.weight))
-            self.in_eps, self.out_eps, self.post_eps = scn.in_norm.eps, scn.out_norm.eps, scn.post_ln.eps
             reg("out_w", c(scn.out_norm.weight))
             reg("post_w", c(scn.post_ln.weight))
             reg("post_b", c(scn.post_ln.bias))
@@ -250,17 +256,17 @@ class _DeviceGraph(nn.Module):
 
     # ---- pieces -------------------------------------------------------------------------------------------------
     def _rms(self, x, w, eps):
-        return x * torch.rsqrt(F.linear(x * x, self.mean_D) + eps) * w
+        return x * torch.rsqrt(F.linear(x * x, self.mean_D, eps)) * w
 
     def _ln_h(self, z):
         """Per-head LayerNorm over d of z [H, r, d] (inner model's, eps 1e-6)."""
         zc = z - F.linear(z, self.mean_d)
-        return zc * torch.rsqrt(F.linear(zc * zc, self.mean_d) + LN_EPS) * self.gamma + self.beta
+        return zc * torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln)) * self.gamma + self.beta
 
     def _inner_grad(self, z, target):
         """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, models.md 1.1), z/target [H, n, d]."""
         zc = z - F.linear(z, self.mean_d)
-        r = torch.rsqrt(F.linear(zc * zc, self.mean_d) + LN_EPS)
+        r = torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln))
         xh = zc * r
         a = self.gamma * (self.gamma * xh + self.beta - target)
         return (a - F.linear(a, self.mean_d) - xh * F.linear(a * xh, self.mean_d)) * r
@@ -271,16 +277,16 @@ class _DeviceGraph(nn.Module):
         return torch.cat([-h[:, :, 1:2, :], h[:, :, 0:1, :]], dim=2).view(rows, self.D)
 
     @staticmethod
-    def _fuse(corr, target, mean):
+    def _fuse(corr, target, mean, eps):
         """`fuse_correction` row-wise over the last axis (mean: the [1, width] averaging map of that axis).
 
         present = ceil(clamp(mean |corr|, 0, 1)) is 1 exactly when a row has a non-zero entry (as its amax > 0)."""
         cc = F.linear(corr, mean)
         cd = corr - cc
-        cs = torch.sqrt(F.linear(cd * cd, mean) + 1e-6)
+        cs = torch.sqrt(F.linear(cd * cd, mean, eps))
         tc = F.linear(target, mean)
         td = target - tc
-        ts = torch.sqrt(F.linear(td * td, mean) + 1e-6)
+        ts = torch.sqrt(F.linear(td * td, mean, eps))
         present = torch.ceil(torch.clamp(F.linear(torch.abs(corr), mean), 0.0, 1.0))
         return (cd / cs * ts + tc) * present
 
@@ -302,7 +308,7 @@ class _DeviceGraph(nn.Module):
         L, D, H, d, K = self.L, self.D, self.H, self.d, self.K
         e = self.item_emb(items).view(L, D)
         m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
-        x = self._rms(e, self.in_w, self.in_eps)
+        x = self._rms(e, self.in_w, self.eps_in)
         yq, yk = F.linear(x, self.wq), F.linear(x, self.wk)
         q = yq * self.cos + self._rotate_half(yq, L) * self.sin  # [L, D], RoPE at t mod K
         k = yk * self.cos + self._rotate_half(yk, L) * self.sin
@@ -336,9 +342,10 @@ class _DeviceGraph(nn.Module):
                 trow = F.linear(sel_m, getattr(self, f"tril{i}")).view(1, 1, n)  # [t <= s*]
                 A_sel = As * trow
                 mean_n = getattr(self, f"mean_n{i}")
-                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, mean_n) * trow
+                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, mean_n, self.eps_fuse) * trow
                 b_bar = b - torch.bmm(es, G)
-                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.mean_d)
+                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.mean_d,
+                                                          self.eps_fuse)
                 Zs = torch.bmm(qs, W) - torch.bmm(es * A_used, G) + b_used
             cnt = F.linear(sel_m, getattr(self, f"ones{i}")).view(1, 1, 1)  # 1 if the last real token is here
             o_m = qs + cnt * self._ln_h(Zs)
@@ -350,11 +357,11 @@ class _DeviceGraph(nn.Module):
                 b = b - torch.bmm(e_last, G)
         h = o.permute(1, 0, 2).reshape(1, D)
         h = h - F.linear(h, self.mean_D)
-        h = h * torch.rsqrt(F.linear(h * h, self.mean_D) + self.post_eps) * self.post_w + self.post_b
+        h = h * torch.rsqrt(F.linear(h * h, self.mean_D, self.eps_post)) * self.post_w + self.post_b
         h = F.linear(h, self.proj_w)
         if self.residual:
             h = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) + h
-        u = self._rms(h, self.out_w, self.out_eps) * F.linear(sel, self.ones_L)  # all padding -> zeros
+        u = self._rms(h, self.out_w, self.eps_out) * F.linear(sel, self.ones_L)  # all padding -> zeros
         C = candidates.shape[1]
         if self.tower is None:
             cand = F.embedding(candidates, self.tower_table).view(1, C, D)
