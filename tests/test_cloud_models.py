@@ -49,7 +49,9 @@ def test_zero_update_is_the_device_model_and_updates_are_per_user(name, cfg):
         upd = m.cloud_update(ctx)
         assert upd.shape == (4, m.update_floats())
         plain = m.device(items, cands)
-        torch.testing.assert_close(m.score_update(items, cands, torch.zeros_like(upd)), plain, rtol=0, atol=0)
+        # exact, except the paper's corrected path, which is another (unfused) computation of the same maths
+        tol = 1e-6 if cfg.get("cloud") == "paper" else 0.0
+        torch.testing.assert_close(m.score_update(items, cands, torch.zeros_like(upd)), plain, rtol=0, atol=tol)
         fresh = m.score_update(items, cands, upd)
         assert (fresh - plain).abs().max() > 1e-4  # an update changes the scores ...
         other = m.score_update(items, cands, upd.roll(1, dims=0))

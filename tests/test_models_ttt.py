@@ -131,3 +131,56 @@ def test_gradients_reach_ttt_parameters():
         g = getattr(ttt, name).grad
         assert g is not None and g.abs().sum() > 0, name
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.gcn.parameters())
+
+
+def test_inner_grad_backward_matches_autograd_through_closed_form():
+    from toolkit.models.ttt import inner_grad
+
+    z = torch.randn(2, 4, 5, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 4, 5, 16, dtype=torch.float64, requires_grad=True)
+    gamma = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    beta = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 4, 5, 16, dtype=torch.float64)
+    fast = torch.autograd.grad((inner_grad(z, target, gamma[:, None], beta[:, None]) * up).sum(), (z, target, gamma, beta))
+    ref = torch.autograd.grad((ln_l2_grad(z, target, gamma, beta) * up).sum(), (z, target, gamma, beta))
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: inner_grad(t[0], t[1], t[2][:, None], t[3][:, None]),
+                                    (z, target, gamma, beta))
+
+
+@pytest.mark.parametrize("L", [7, 10, 13, 25])
+def test_selected_path_equals_full_window_then_last_real(L):
+    """SCN.encode (outputs only at the last real token) == hidden() then last_real, values and gradients, fp64,
+    with right-padded rows and an all-padding row."""
+    from toolkit.models.common import last_real
+
+    torch.manual_seed(3)
+    scn = SCN(SCNConfig(n_items=60)).double()
+    with torch.no_grad():
+        scn.ttt.tau_offset.normal_(0, 0.1)
+        scn.ttt.lr_bias.fill_(2.0)
+        scn.ttt.W0.normal_(0, 0.3)
+    items = torch.randint(1, 61, (5, L))
+    items[1, L // 2:] = 0
+    items[2, 1:] = 0
+    items[3] = 0
+    u_fast = scn.encode(items)
+    h, _ = scn.hidden(items)
+    u_ref = last_real(h, items)
+    torch.testing.assert_close(u_fast, u_ref, rtol=1e-9, atol=1e-9)
+    w = torch.randn_like(u_ref)
+    params = [p for p in scn.parameters()]
+    g_fast = torch.autograd.grad((u_fast * w).sum(), params, allow_unused=True)
+    g_ref = torch.autograd.grad((u_ref * w).sum(), params, allow_unused=True)
+    for p, a, b in zip(params, g_fast, g_ref):
+        if b is None:
+            assert a is None or a.abs().max() == 0
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    # the state it can also carry is forward's state
+    x = scn.embed(items)
+    _, (Ws, bs) = scn.ttt.forward_selected(x, items != 0, torch.zeros(5, L, dtype=torch.float64), need_state=True)
+    _, (Wf, bf) = scn.ttt(x, items != 0)
+    torch.testing.assert_close(Ws, Wf, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(bs, bf, rtol=1e-9, atol=1e-12)

@@ -59,7 +59,11 @@ def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
     `entry_analytic_macs(entry_name, seq_len)` use that instead (e.g. the gate's `mrs`).
     """
     if hasattr(model, "entry_analytic_macs"):
-        macs = model.entry_analytic_macs(entry.name, seq_len)
+        names = [s.name for s in entry.inputs]
+        extra = {}
+        if "candidates" in names and "candidates" in inspect.signature(model.entry_analytic_macs).parameters:
+            extra["candidates"] = entry.inputs[names.index("candidates")].shape[-1]
+        macs = model.entry_analytic_macs(entry.name, seq_len, **extra)
         return None if macs is None else 2 * int(macs)
     if not hasattr(model, "analytic_macs"):
         return None

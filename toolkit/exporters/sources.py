@@ -162,7 +162,8 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool = False) -> dict:
+def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool = False,
+                    tower_table: bool = False) -> dict:
     """Only the arguments this model's contract() accepts (the gate's takes none): the exporter stays generic over
     `model.contract(...)`, whatever entry points, inputs, outputs and states a model declares."""
     params = inspect.signature(model.contract).parameters
@@ -175,9 +176,14 @@ def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool
         kw["with_corrections"] = with_corrections
     elif with_corrections:
         raise ToolkitError(f"{type(model).__name__} has no correction inputs (--with-corrections is for scn/cocorrrec)")
+    if "tower_table" in params:
+        kw["tower_table"] = tower_table
+    elif tower_table:
+        raise ToolkitError(f"{type(model).__name__} has no separable candidate tower to precompute "
+                           "(a precomputed tower table is for scn/cocorrrec)")
     return kw
 
 
-def entries_for(model, seq_len: int, candidates: int, with_corrections: bool = False):
-    kw = contract_kwargs(model, seq_len, candidates, with_corrections)
+def entries_for(model, seq_len: int, candidates: int, with_corrections: bool = False, tower_table: bool = False):
+    kw = contract_kwargs(model, seq_len, candidates, with_corrections, tower_table)
     return model.contract(**kw), kw

@@ -42,9 +42,15 @@ def last_real(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 
     Written as a masked sum rather than a gather: Core ML's converter receives a gather index as fp32 and rejects it.
     """
-    real = (items != 0).to(h.dtype)
+    return (h * last_real_onehot(items).to(h.dtype)[..., None]).sum(1)
+
+
+def last_real_onehot(items: torch.Tensor) -> torch.Tensor:
+    """[B, L] float: 1 at the last non-padding position of each right-padded row, 0 elsewhere (a zero row if all
+    padding)."""
+    real = (items != 0).float()
     nxt = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
-    return (h * (real * (1 - nxt))[..., None]).sum(1)
+    return real * (1 - nxt)
 
 
 @dataclass

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
-from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real
+from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real, last_real_onehot
 from toolkit.models.gcn import GCN
-from toolkit.models.ttt import TTTLinear, state_floats
+from toolkit.models.ttt import LN_EPS, TTTLinear, state_floats
 
 
 @dataclass
@@ -26,6 +27,9 @@ class SCNConfig(BaseConfig):
     base_lr: float = 1.0
     rope_theta: float = 1e4
     residual: bool = False  # the authors' block has none; a switch for experiments
+    # training only: run the uncorrected forward (encode + scores) through torch.compile (same maths; ~2x faster per step on CPU,
+    # at the price of a one-off compile of about a minute, and another when the batch size changes)
+    compile_train: bool = False
 
 
 class SCN(Recommender):
@@ -39,6 +43,7 @@ class SCN(Recommender):
         self.post_ln = nn.LayerNorm(D)
         self.proj = nn.Linear(D, D, bias=False)
         self.out_norm = RMSNorm(D)
+        self._compiled_forward = None  # built on first use when cfg.compile_train
 
     @property
     def K(self) -> int:
@@ -61,31 +66,81 @@ class SCN(Recommender):
         return self._head(x, o), new_state
 
     def encode(self, items, corr_attn=None, corr_bias=None):
-        h, _ = self.hidden(items, corr_attn, corr_bias, need_state=False)
-        return last_real(h, items)
+        if corr_attn is not None:
+            h, _ = self.hidden(items, corr_attn, corr_bias, need_state=False)
+            return last_real(h, items)
+        return self._encode_last(items)
+
+    def _encode_last(self, items, state=None):
+        # the head is per token, so taking the last real position first gives the same u for 1/L of the work
+        x = self.embed(items)
+        mask = items != 0
+        sel = last_real_onehot(items).to(x.dtype)  # [B, L]
+        o, _ = self.ttt.forward_selected(x, mask, sel, state)
+        x_last = (sel[:, None, :] @ x).squeeze(1)
+        return self._head(x_last, o) * sel.sum(-1, keepdim=True)  # all-padding row -> zeros, as last_real
 
     def forward(self, items, candidates, corr_attn=None, corr_bias=None):
+        if corr_attn is None and self.cfg.compile_train and self.training and torch.is_grad_enabled():
+            if self._compiled_forward is None:  # encode + scoring in one compiled graph
+                self._compiled_forward = torch.compile(self._forward_plain)
+            return self._compiled_forward(items, candidates)
         return self.score(self.encode(items, corr_attn, corr_bias), candidates)
+
+    def _forward_plain(self, items, candidates):
+        return self.score(self._encode_last(items), candidates)
 
     def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         W, b = self.ttt.initial_state(batch)
         return W.clone(), b.clone()
 
     def step(self, items, state, corr_attn=None, corr_bias=None):
-        """Streaming: the next K item ids [B, K] from state (W [B, H, d, d], b [B, H, d]) -> (u [B, D], state)."""
+        """Streaming: the next K item ids [B, K] from state (W [B, H, d, d], b [B, H, d]) -> (u [B, D], state).
+
+        Id 0 is padding (right-padded): it never updates the state, and u is taken at the last real click."""
         x = self.embed(items)
-        o, new_state = self.ttt.step(x, state, corr_attn, corr_bias)
-        return self._head(x, o)[:, -1], new_state
+        o, new_state = self.ttt.step(x, state, corr_attn, corr_bias, mask=items != 0)
+        return last_real(self._head(x, o), items), new_state
 
     def analytic_macs(self, seq_len: int) -> int:
         """Per window, excluding the item lookup and the candidate tower: TTT layer + output projection."""
         return self.ttt.analytic_macs(seq_len) + seq_len * self.cfg.dim * self.cfg.dim
 
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
+                            tower_table: bool = False) -> int | None:
+        """Hand count of what an exported entry (`_DeviceGraph`) computes, including the candidate scoring.
+
+        `analytic_macs` is the models.md figure (outputs at every token); the exported graph needs the output at
+        the last real token only: per mini-batch of n every token's k W and (except the window's last mini-batch)
+        the state update, and one row of q W, Q K^T, (E + E A) G; the head once. Averages over the last axis are
+        matmuls with a [1, width] row and are counted too."""
+        if entry_name not in ("window", "step"):
+            return None
+        D, H, K = self.cfg.dim, self.cfg.heads, self.K
+        d = D // H
+        L = K if entry_name == "step" else seq_len
+        macs = L * (3 * D * D + H * D) + L * D  # projections + lr gate; in-RMSNorm average
+        starts = list(range(0, L, K))
+        for i, start in enumerate(starts):
+            n = min(K, L - start)
+            macs += H * n * d * d + 4 * H * n * d  # k W; inner-gradient averages
+            macs += n * D + n * n + 2 * H * n * d + H * d * d + 2 * H * d + n  # selected row: q, E, Q K^T, G, q W, LN
+            if entry_name == "step" or i < len(starts) - 1:
+                macs += H * n * d * d + H * n * d + n  # state update (W, b) and tau of the last real token
+        macs += L + L + 2 * D + D * D + D  # selector, count, post-LN averages, projection, out-RMSNorm average
+        macs += candidates * D + (0 if tower_table else candidates * 2 * D * D)  # scores (+ the tower)
+        return macs
+
     def state_floats(self) -> int:
         return state_floats(self.cfg.heads, self.cfg.dim // self.cfg.heads)
 
-    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = False) -> list[EntryPoint]:
-        """The exported entry points (export.md contract): `window` and `step`, static shapes."""
+    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = False,
+                 tower_table: bool = False) -> list[EntryPoint]:
+        """The exported entry points (export.md contract): `window` and `step`, static shapes.
+
+        Both are `_DeviceGraph`s (built for XNNPACK: one partition for the window). tower_table=True ships the candidate
+        tower's output for every item ([n_items + 1, D], a pure function of the item) and gathers candidate rows
+        instead of running Linear-tanh-Linear on every candidate."""
         n, H, K, d = self.cfg.n_items, self.cfg.heads, self.K, self.cfg.dim // self.cfg.heads
         M = -(-seq_len // K)
 
@@ -98,7 +153,7 @@ class SCN(Recommender):
         W0, b0 = self.initial_state(1)
         window = EntryPoint(
             name="window",
-            module=_WindowEntry(self, with_corrections).eval(),
+            module=_DeviceGraph(self, seq_len, False, tower_table, with_corrections).eval(),
             inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(M)],
             outputs=["scores"],
@@ -107,7 +162,7 @@ class SCN(Recommender):
         )
         step = EntryPoint(
             name="step",
-            module=_StepEntry(self, with_corrections).eval(),
+            module=_DeviceGraph(self, K, True, tower_table, with_corrections).eval(),
             inputs=[TensorSpec("items", (1, K), torch.int64, high=n),
                     TensorSpec("candidates", (1, candidates), torch.int64, high=n), *corr_specs(1)],
             outputs=["scores"],
@@ -117,28 +172,208 @@ class SCN(Recommender):
         return [window, step]
 
 
-class _WindowEntry(nn.Module):
-    def __init__(self, scn: SCN, with_corrections: bool):
+class _DeviceGraph(nn.Module):
+    """SCN as exported (window and step, with or without correction inputs): the same maths as `SCN.encode` / `SCN.step`, written
+    for a static batch of 1 so XNNPACK can take the whole graph (export.md, issue 11).
+
+    * Every shape-only quantity is a constant built here once: RoPE cos/sin rows at t mod K for each position, tau
+      folded into the E row maps and into the "tau of the last real token" vector, the last-real-token selector,
+      the averaging maps; RoPE's rotate-half is slices + a concat.
+    * Reductions over the last axis are matmuls with a constant [1, d] averaging row (XNNPACK delegates `mean.dim`
+      only on 4-D inputs over the two innermost axes, and has no `sum`), broadcast back element-wise.
+    * No expand/unsqueeze/arange/remainder/cast: the real-token mask comes from a gather of a 0/1 table (like the
+      item table), matmuls between runtime tensors are `bmm` with matching batch, broadcasts are element-wise.
+    * Outputs are computed only at the last real token (as `SCN.encode`).
+    Constants are a snapshot of the weights when the entry is built (the contract is built right before export).
+    """
+
+    def __init__(self, scn: "SCN", seq_len: int, step: bool, tower_table: bool = False,
+                 with_corrections: bool = False):
         super().__init__()
-        self.scn, self.with_corrections = scn, with_corrections
+        ttt, cfg = scn.ttt, scn.cfg
+        D, H, d, K = cfg.dim, cfg.heads, cfg.dim // cfg.heads, scn.K
+        self.D, self.H, self.d, self.L, self.step, self.residual = D, H, d, seq_len, step, cfg.residual
+        self.K, self.with_corrections = K, with_corrections
+        self.corr_p, self.corr_q = float(ttt.corr_p.detach()), float(ttt.corr_q.detach())
+        self.item_emb = scn.item_emb
+        self.tower = None if tower_table else scn.tower
+        c = lambda t: t.detach().clone().float()  # noqa: E731
+        reg = self.register_buffer
+        with torch.no_grad():
+            if tower_table:
+                reg("tower_table", c(scn.tower(scn.item_emb.weight)))
+            mask = torch.ones(cfg.n_items + 1, 1)
+            mask[0] = 0
+            reg("mask_table", mask)
+            eye = lambda n: torch.eye(n)  # noqa: E731
+            reg("mean_D", torch.full((1, D), 1.0 / D))  # F.linear(z, mean_D) = mean over the last axis [.., 1]
+            reg("mean_d", torch.full((1, d), 1.0 / d))
+            # epsilons as the averaging linears' bias: Core ML's fuse_linear_bias pass fails on `linear(.) + eps`
+            # when the linear has one output
+            reg("eps_in", torch.full((1,), scn.in_norm.eps))
+            reg("eps_out", torch.full((1,), scn.out_norm.eps))
+            reg("eps_post", torch.full((1,), scn.post_ln.eps))
+            reg("eps_ln", torch.full((1,), LN_EPS))
+            reg("eps_fuse", torch.full((1,), 1e-6))
+            reg("in_w", c(scn.in_norm.weight))
+            reg("out_w", c(scn.out_norm.weight))
+            reg("post_w", c(scn.post_ln.weight))
+            reg("post_b", c(scn.post_ln.bias))
+            reg("proj_w", c(scn.proj.weight))
+            reg("wq", c(ttt.wq.weight))
+            reg("wk", c(ttt.wk.weight))
+            reg("wv", c(ttt.wv.weight))
+            reg("lr_w", c(ttt.lr_weight))
+            reg("lr_b", c(ttt.lr_bias))
+            self.lr_scale = ttt.base_lr / d
+            pos = torch.arange(seq_len) % K
+            reg("cos", ttt.rope_cos[pos].float().repeat(1, H))  # [L, D]
+            reg("sin", ttt.rope_sin[pos].float().repeat(1, H))
+            reg("gamma", c(ttt.ln_weight).view(H, 1, d))
+            reg("beta", c(ttt.ln_bias).view(H, 1, d))
+            reg("W0", c(ttt.W0))  # [H, d, d]
+            reg("b0", c(ttt.b0).view(H, 1, d))
+            tau = c(ttt.tau())
+            # last-real selector over the window: sel = m - m_next = m @ (I - S), S[s+1, s] = 1
+            S = torch.zeros(seq_len, seq_len)
+            idx = torch.arange(seq_len - 1)
+            S[idx + 1, idx] = 1
+            reg("sel_map", (eye(seq_len) - S).T.contiguous())  # F.linear(m_row, sel_map) = m_row @ (I - S)
+            reg("ones_L", torch.ones(1, seq_len))
+            self.blocks = []
+            for start in range(0, seq_len, K):
+                n = min(K, seq_len - start)
+                tril = torch.tril(torch.ones(n, n))
+                prev = torch.cat([torch.zeros(1), tau[:n - 1]])
+                i = len(self.blocks)
+                # selected row of E: es[t] = sum_s sel_s tau_s [t <= s] (times eta_t) = sel @ (diag(tau) tril)
+                reg(f"e_map{i}", (torch.diag(tau[:n]) @ tril).T.contiguous())
+                # tau of the last real token of a right-padded mask m: sum_s (m_s - m_{s+1}) tau_s
+                #   = sum_s m_s (tau_s - tau_{s-1}), tau_0 = 0
+                reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
+                reg(f"ones{i}", torch.ones(1, n))
+                reg(f"tril{i}", tril.T.contiguous())  # F.linear(sel, .) = sel @ tril: the selected row's mask
+                reg(f"mean_n{i}", torch.full((1, n), 1.0 / n))
+                self.blocks.append((start, n))
+            reg("ones_d", torch.ones(1, d))
 
-    def forward(self, items, candidates, *corr):
-        ca, cb = (corr[0], corr[1]) if self.with_corrections else (None, None)
-        return self.scn(items, candidates, ca, cb)
+    # ---- pieces -------------------------------------------------------------------------------------------------
+    def _rms(self, x, w, eps):
+        return x * torch.rsqrt(F.linear(x * x, self.mean_D, eps)) * w
 
+    def _ln_h(self, z):
+        """Per-head LayerNorm over d of z [H, r, d] (inner model's, eps 1e-6)."""
+        zc = z - F.linear(z, self.mean_d)
+        return zc * torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln)) * self.gamma + self.beta
 
-class _StepEntry(nn.Module):
-    def __init__(self, scn: SCN, with_corrections: bool):
-        super().__init__()
-        self.scn, self.with_corrections = scn, with_corrections
+    def _inner_grad(self, z, target):
+        """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, models.md 1.1), z/target [H, n, d]."""
+        zc = z - F.linear(z, self.mean_d)
+        r = torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln))
+        xh = zc * r
+        a = self.gamma * (self.gamma * xh + self.beta - target)
+        return (a - F.linear(a, self.mean_d) - xh * F.linear(a * xh, self.mean_d)) * r
+
+    def _rotate_half(self, y, rows):
+        """Per head cat(-x2, x1) of y [rows, D]: slices and a concat, no arithmetic."""
+        h = y.view(rows, self.H, 2, self.d // 2)
+        return torch.cat([-h[:, :, 1:2, :], h[:, :, 0:1, :]], dim=2).view(rows, self.D)
+
+    @staticmethod
+    def _fuse(corr, target, mean, eps):
+        """`fuse_correction` row-wise over the last axis (mean: the [1, width] averaging map of that axis).
+
+        present = ceil(clamp(mean |corr|, 0, 1)) is 1 exactly when a row has a non-zero entry (as its amax > 0)."""
+        cc = F.linear(corr, mean)
+        cd = corr - cc
+        cs = torch.sqrt(F.linear(cd * cd, mean, eps))
+        tc = F.linear(target, mean)
+        td = target - tc
+        ts = torch.sqrt(F.linear(td * td, mean, eps))
+        present = torch.ceil(torch.clamp(F.linear(torch.abs(corr), mean), 0.0, 1.0))
+        return (cd / cs * ts + tc) * present
+
+    def _select_rows(self, sel_m, corr, n, width):
+        """Row s* (one-hot sel_m [1, n]) of corr [H, n, width] for every head -> [H, 1, width]."""
+        flat = corr.permute(1, 0, 2).reshape(1, n, self.H * width)
+        return torch.bmm(sel_m.view(1, 1, n), flat).view(self.H, 1, width)
+
+    def _heads(self, t, rows):  # [rows, D] -> [H, rows, d]
+        return t.view(rows, self.H, self.d).permute(1, 0, 2)
 
     def forward(self, items, candidates, *rest):
         if self.with_corrections:
-            ca, cb, W, b = rest
+            corr_attn, corr_bias, *state = rest
         else:
-            (W, b), ca, cb = rest, None, None
-        u, (W2, b2) = self.scn.step(items, (W, b), ca, cb)
-        return self.scn.score(u, candidates), W2, b2
+            corr_attn = corr_bias = None
+            state = list(rest)
+        W, b = state if state else (None, None)
+        L, D, H, d, K = self.L, self.D, self.H, self.d, self.K
+        e = self.item_emb(items).view(L, D)
+        m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
+        x = self._rms(e, self.in_w, self.eps_in)
+        yq, yk = F.linear(x, self.wq), F.linear(x, self.wk)
+        q = yq * self.cos + self._rotate_half(yq, L) * self.sin  # [L, D], RoPE at t mod K
+        k = yk * self.cos + self._rotate_half(yk, L) * self.sin
+        v = F.linear(x, self.wv)
+        eta = torch.sigmoid(F.linear(x, self.lr_w, self.lr_b)) * self.lr_scale * m  # [L, H]
+        qh, kh, vh = self._heads(q, L), self._heads(k, L), self._heads(v, L)
+        etah = eta.permute(1, 0).view(H, 1, L)
+        m_row = m.view(1, L)
+        sel = F.linear(m_row, self.sel_map)  # [1, L] one-hot at the last real token (zeros if none)
+        if W is None:
+            W, b = self.W0, self.b0
+        else:
+            W, b = W.view(H, d, d), b.view(H, 1, d)
+        o = None
+        last = len(self.blocks) - 1
+        for i, (st, n) in enumerate(self.blocks):
+            qm, km, vm = qh[:, st:st + n], kh[:, st:st + n], vh[:, st:st + n]
+            em = etah[:, :, st:st + n]  # [H, 1, n]
+            sel_m = sel[:, st:st + n]  # [1, n]
+            kT = km.permute(0, 2, 1)  # [H, d, n]
+            G = self._inner_grad(torch.bmm(km, W) + b, vm - km)  # [H, n, d]
+            qs = torch.bmm(sel_m.view(1, 1, n), q[st:st + n].view(1, n, D))  # selected query [1, 1, D]
+            qs = qs.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
+            es = F.linear(sel_m, getattr(self, f"e_map{i}")).view(1, 1, n) * em  # selected row of E [H, 1, n]
+            As = torch.bmm(qs, kT)  # selected row of Q K^T [H, 1, n]
+            if corr_attn is None:
+                Zs = torch.bmm(qs, W) + b - torch.bmm(es + es * As, G)
+            else:  # the selected row of models.md 2's fusion (row-wise, so the row alone is exact)
+                ca = corr_attn.view(-1, H, K, K)[i:i + 1, :, :n, :n].view(H, n, n)
+                cb = corr_bias.view(-1, H, K, d)[i:i + 1, :, :n, :].view(H, n, d)
+                trow = F.linear(sel_m, getattr(self, f"tril{i}")).view(1, 1, n)  # [t <= s*]
+                A_sel = As * trow
+                mean_n = getattr(self, f"mean_n{i}")
+                A_used = A_sel + self.corr_p * self._fuse(self._select_rows(sel_m, ca, n, n), A_sel, mean_n, self.eps_fuse) * trow
+                b_bar = b - torch.bmm(es, G)
+                b_used = b_bar + self.corr_q * self._fuse(self._select_rows(sel_m, cb, n, d), b_bar, self.mean_d,
+                                                          self.eps_fuse)
+                Zs = torch.bmm(qs, W) - torch.bmm(es * A_used, G) + b_used
+            cnt = F.linear(sel_m, getattr(self, f"ones{i}")).view(1, 1, 1)  # 1 if the last real token is here
+            o_m = qs + cnt * self._ln_h(Zs)
+            o = o_m if o is None else o + o_m
+            if self.step or i < last:
+                tl = F.linear(m_row[:, st:st + n], getattr(self, f"tlast{i}")).view(1, 1, 1)
+                e_last = em * tl  # [H, 1, n]
+                W = W - torch.bmm(kT * e_last, G)
+                b = b - torch.bmm(e_last, G)
+        h = o.permute(1, 0, 2).reshape(1, D)
+        h = h - F.linear(h, self.mean_D)
+        h = h * torch.rsqrt(F.linear(h * h, self.mean_D, self.eps_post)) * self.post_w + self.post_b
+        h = F.linear(h, self.proj_w)
+        if self.residual:
+            h = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) + h
+        u = self._rms(h, self.out_w, self.eps_out) * F.linear(sel, self.ones_L)  # all padding -> zeros
+        C = candidates.shape[1]
+        if self.tower is None:
+            cand = F.embedding(candidates, self.tower_table).view(1, C, D)
+        else:
+            cand = self.tower(self.item_emb(candidates)).view(1, C, D)
+        scores = torch.bmm(cand, u.view(1, D, 1)).view(1, C)
+        if not self.step:
+            return scores
+        return scores, W.view(1, H, d, d), b.view(1, H, d)
 
 
 @dataclass
@@ -233,9 +468,8 @@ class CoCorrRec(nn.Module):
             ca, cb = self._split(items, update)
             return self.scn(items, candidates, ca, cb)
         dW, db = self._split(items, update)
-        W0, b0 = self.scn.ttt.initial_state(items.shape[0])
-        h, _ = self.scn.hidden(items, state=(W0 + dW, b0 + db), need_state=False)
-        return self.scn.score(last_real(h, items), candidates)
+        ttt = self.scn.ttt
+        return self.scn.score(self.scn._encode_last(items, (ttt.W0 + dW, ttt.b0 + db)), candidates)
 
     def encode(self, items, corr_attn=None, corr_bias=None):
         if self.cfg.cloud != "paper":
@@ -279,9 +513,17 @@ class CoCorrRec(nn.Module):
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
 
-    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True) -> list[EntryPoint]:
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100) -> int | None:
+        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates)
+
+    def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
+                 tower_table: bool = False) -> list[EntryPoint]:
         if self.cfg.cloud == "paper":
-            return self.scn.contract(seq_len, candidates, with_corrections)
+            return self.scn.contract(seq_len, candidates, with_corrections, tower_table)
+        if tower_table:
+            from toolkit.errors import ToolkitError
+
+            raise ToolkitError("a precomputed tower table is not offered for cocorrrec(cloud=history) yet")
         from toolkit.models.cloud import update_window_entry
 
         step = [e for e in self.scn.contract(seq_len, candidates, False) if e.name == "step"]

@@ -56,6 +56,58 @@ def ln_l2_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta:
     ) / (d * std)
 
 
+class _InnerGrad(torch.autograd.Function):
+    """g = d/dz 1/2 ||gamma * LN(z) + beta - target||^2 with a closed-form backward (training speed).
+
+    Forward, per row of d: xh = (z - mu) / s, a = gamma * (gamma * xh + beta - target), g = P(a) / s with
+    P(a) = a - mean(a) - xh * mean(a * xh) (symmetric). Backward for upstream u, c = u / s, p = P(c):
+    dL/da = p; dL/dxh = gamma^2 p - mean(a xh) c - a mean(c xh); dL/ds = -sum(u g) / s;
+    dL/dz = P(dL/dxh) / s + dL/ds * xh / d; dL/dtarget = -gamma p; dL/dbeta = gamma p; dL/dgamma = p (r + gamma xh)
+    with r = gamma * xh + beta - target. gamma, beta broadcast against z; their gradients are summed back.
+    Checked against autograd through `ln_l2_grad` (tests/test_models_ttt.py)."""
+
+    @staticmethod
+    def forward(ctx, z, target, gamma, beta):
+        d = z.shape[-1]
+        mu = z.mean(-1, keepdim=True)
+        zc = z - mu
+        s = torch.sqrt(zc.pow(2).mean(-1, keepdim=True) + LN_EPS)
+        xh = zc / s
+        r = gamma * xh + beta - target
+        a = gamma * r
+        m = (a * xh).mean(-1, keepdim=True)
+        g = (a - a.mean(-1, keepdim=True) - xh * m) / s
+        ctx.save_for_backward(xh, s, r, a, m, g, gamma, beta)
+        ctx.d = d
+        return g
+
+    @staticmethod
+    def backward(ctx, u):
+        xh, s, r, a, m, g, gamma, beta = ctx.saved_tensors
+        d = ctx.d
+        P = lambda t: t - t.mean(-1, keepdim=True) - xh * (t * xh).mean(-1, keepdim=True)  # noqa: E731
+        c = u / s
+        p = P(c)
+        gxh = gamma * gamma * p - m * c - a * (c * xh).mean(-1, keepdim=True)
+        gs = -(u * g).sum(-1, keepdim=True) / s
+        gz = P(gxh) / s + gs * xh / d
+        gp = gamma * p
+        g_gamma = (p * (r + gamma * xh)).sum_to_size(gamma.shape) if ctx.needs_input_grad[2] else None
+        g_beta = gp.sum_to_size(beta.shape) if ctx.needs_input_grad[3] else None
+        return gz, -gp, g_gamma, g_beta
+
+
+def inner_grad(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Same value as `ln_l2_grad` (gamma, beta already broadcastable against z); closed-form backward."""
+    return _InnerGrad.apply(z, target, gamma, beta)
+
+
+def _state_mm(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """x [B, H, n, d] @ W: per-row state [B, H, d, d], or the shared initial state [H, d, d] (one matmul per head,
+    no copy of W per row)."""
+    return x @ W  # broadcasting; an einsum over the shared state measured slower in backward
+
+
 def fuse_correction(corr: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Standardise `corr` along its last axis, rescale it to `target`'s own per-row mean/std (models.md 2).
 
@@ -110,42 +162,81 @@ class TTTLinear(nn.Module):
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.W0.unsqueeze(0).expand(batch, -1, -1, -1), self.b0.unsqueeze(0).expand(batch, -1, -1)
 
+    def fused_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight [3D + H, D] and bias of ONE matmul giving q, k, v (before RoPE) and the lr-gate logits."""
+        w = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight, self.lr_weight], 0)
+        bias = torch.cat([torch.zeros(3 * self.dim, dtype=w.dtype, device=w.device), self.lr_bias])
+        return w, bias
+
+    def rope_rows(self, L: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [L, D] at position t mod K, tiled over the heads."""
+        pos = torch.arange(L, device=device) % self.K
+        cos = self.rope_cos[pos].to(dtype).repeat(1, self.heads)
+        sin = self.rope_sin[pos].to(dtype).repeat(1, self.heads)
+        return cos, sin
+
+    def _rotate_half(self, y: torch.Tensor) -> torch.Tensor:
+        """Per head, cat(-x2, x1) of y [..., D] (the `x @ R` of `apply_rope`, as copies instead of a matmul)."""
+        h = y.unflatten(-1, (self.heads, 2, self.d // 2))
+        return torch.cat([-h[..., 1:, :], h[..., :1, :]], dim=-2).flatten(-3)
+
     def project(self, x: torch.Tensor, mask: torch.Tensor):
         """x [B, L, D], mask [B, L] -> q, k, v [B, H, L, d] (RoPE at t mod K applied) and eta [B, H, L]."""
-        B, L, _ = x.shape
-        heads = lambda t: t.view(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
-        q, k, v = heads(self.wq(x)), heads(self.wk(x)), heads(self.wv(x))
-        pos = torch.arange(L, device=x.device) % self.K
-        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [L, d]
-        q, k = apply_rope(q, cos, sin, self.rope_rot), apply_rope(k, cos, sin, self.rope_rot)
-        eta = torch.sigmoid(F.linear(x, self.lr_weight, self.lr_bias)) * (self.base_lr / self.d)  # [B, L, H]
+        B, L, D = x.shape
+        weight, bias = self.fused_projection()
+        y = F.linear(x, weight, bias)  # [B, L, 3D + H]
+        cos, sin = self.rope_rows(L, x.dtype, x.device)
+        # split, not slicing: a slice's backward zero-fills the whole fused output once per slice
+        yq, yk, v, lr = y.split([D, D, D, self.heads], dim=-1)
+        q = yq * cos + self._rotate_half(yq) * sin
+        k = yk * cos + self._rotate_half(yk) * sin
+        heads = lambda t: t.reshape(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
+        eta = torch.sigmoid(lr) * (self.base_lr / self.d)  # [B, L, H]
         eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
-        return q, k, v, eta
+        return heads(q), heads(k), heads(v), eta
 
     # ---- dual form: one mini-batch ---------------------------------------------------------------------------
-    def minibatch_dual(self, q, k, v, eta, W, b, corr_attn=None, corr_bias=None, need_state: bool = True):
+    def last_tau(self, mask: torch.Tensor) -> torch.Tensor:
+        """tau of the last REAL token of each row of a right-padded mini-batch mask [B, n] -> [B] (0 if none).
+
+        The state carried out of a mini-batch of r real tokens is W0 - tau_r * sum_t eta_t k_t^T g_t (models.md 1.1):
+        padding must not stretch r to the padded length."""
+        m = mask.to(self.tau_offset.dtype)
+        nxt = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], dim=1)
+        return (m * (1 - nxt)) @ self.tau()[: m.shape[1]]
+
+    def minibatch_dual(self, q, k, v, eta, W, b, corr_attn=None, corr_bias=None, need_state: bool = True,
+                       mask=None):
         """One mini-batch of n <= K tokens in dual form.
 
-        q, k, v [B, H, n, d]; eta [B, H, n]; W [B, H, d, d]; b [B, H, d]; corr_* [B, H, K, K] / [B, H, K, d].
+        q, k, v [B, H, n, d]; eta [B, H, n]; W [B, H, d, d]; b [B, H, d]; corr_* [B, H, K, K] / [B, H, K, d];
+        mask [B, n] right-padded real-token mask (None = all real; it sets which tau the carried state uses).
         Returns out [B, H, n, d] and the state (W, b) carried to the next mini-batch.
         """
         n = q.shape[-2]
         tril = self.tril[:n, :n]
+        gamma, beta = self.ln_weight[:, None, :], self.ln_bias[:, None, :]
         E = self.tau()[:n, None] * eta[..., None, :] * tril  # E[s, t] = tau_s * eta_t, t <= s   [B, H, n, n]
-        Z1 = k @ W + b[:, :, None, :]  # pre-norm reconstruction of every token at (W0, b0)     [B, H, n, d]
-        G = ln_l2_grad(Z1, v - k, self.ln_weight, self.ln_bias)  # g_t                             [B, H, n, d]
+        Z1 = _state_mm(k, W) + b.unsqueeze(-2)  # pre-norm reconstruction at (W0, b0)                [B, H, n, d]
+        G = inner_grad(Z1, v - k, gamma, beta)  # g_t                                              [B, H, n, d]
         A = (q @ k.transpose(-1, -2)) * tril  # tril(Q K^T)                                        [B, H, n, n]
-        b_bar = b[:, :, None, :] - E @ G  # bias trajectory b_s                                   [B, H, n, d]
-        A_used, b_used = A, b_bar
-        if corr_attn is not None:
+        if corr_attn is None:
+            # b_bar = b0 - E G and Z = q W0 - (E * A) G + b_bar merge into one matmul: (E + E * A) G
+            Z = _state_mm(q, W) + b.unsqueeze(-2) - (E + E * A) @ G  # z_s = q_s W_s + b_s       [B, H, n, d]
+        else:
+            b_bar = b.unsqueeze(-2) - E @ G  # bias trajectory b_s                                [B, H, n, d]
             A_used = A + self.corr_p * fuse_correction(corr_attn[..., :n, :n], A) * tril
             b_used = b_bar + self.corr_q * fuse_correction(corr_bias[..., :n, :], b_bar)
-        Z = q @ W - (E * A_used) @ G + b_used  # z_s = q_s W_s + b_s                                [B, H, n, d]
-        out = q + layer_norm(Z, self.ln_weight, self.ln_bias)
+            Z = _state_mm(q, W) - (E * A_used) @ G + b_used
+        out = q + F.layer_norm(Z, (self.d,), eps=LN_EPS) * gamma + beta
         if not need_state:  # the last mini-batch of a scoring-only window: its state is never read
             return out, W, b
-        # carried state uses the uncorrected gradients and the last row of E
-        e_last = E[..., -1, :, None]  # [B, H, n, 1]
+        # carried state uses the uncorrected gradients and tau of the last real token (the last row of E when all
+        # n tokens are real)
+        if mask is None:
+            e_last = E[..., -1, :, None]  # [B, H, n, 1]
+        else:
+            e_last = (self.last_tau(mask)[:, None, None] * eta)[..., None]
         W_next = W - (k * e_last).transpose(-1, -2) @ G
         b_next = b - (e_last * G).sum(-2)
         return out, W_next, b_next
@@ -156,7 +247,7 @@ class TTTLinear(nn.Module):
         With need_state=False the returned state is not the one after the window (saves the last update)."""
         B, L, _ = x.shape
         q, k, v, eta = self.project(x, mask)
-        W, b = state if state is not None else self.initial_state(B)
+        W, b = state if state is not None else (self.W0, self.b0)  # shared [H, d, d] until the first update
         outs = []
         starts = list(range(0, L, self.K))
         for m, start in enumerate(starts):  # static unroll over ceil(L / K) mini-batches
@@ -165,16 +256,56 @@ class TTTLinear(nn.Module):
             cb = corr_bias[:, m] if corr_bias is not None else None
             last = m == len(starts) - 1
             o, W, b = self.minibatch_dual(q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl], W, b, ca, cb,
-                                          need_state=need_state or not last)
+                                          need_state=need_state or not last, mask=mask[:, sl])
             outs.append(o)
         out = torch.cat(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
+        if W.dim() == 3:  # never updated (need_state=False on a single mini-batch): the per-row view of the shared state
+            W, b = W.expand(B, -1, -1, -1), b.expand(B, -1, -1)
         return out, (W, b)
 
+    def forward_selected(self, x, mask, select, state=None, need_state: bool = False):
+        """Dual form over a window, with outputs only where `select` [B, L] (one-hot rows: the last real token; a zero
+        row gives zeros) points -> out [B, D], state. The same maths as `forward` followed by the selection, without
+        computing outputs nobody reads: every token still takes its inner gradient step (the state needs them all),
+        but q W, tril(Q K^T), (E + E A) G and the output LayerNorm are evaluated for one row per mini-batch.
+        No corrections here (the corrected path is `forward`)."""
+        B, L, _ = x.shape
+        q, k, v, eta = self.project(x, mask)
+        W, b = state if state is not None else (self.W0, self.b0)
+        gamma, beta = self.ln_weight[:, None, :], self.ln_bias[:, None, :]
+        tau = self.tau()
+        sel_all = select.to(x.dtype)
+        out = None
+        starts = list(range(0, L, self.K))
+        for m, start in enumerate(starts):
+            n = min(self.K, L - start)
+            sl = slice(start, start + n)
+            qm, km, vm, em = q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl]
+            sel = sel_all[:, sl]  # [B, n]
+            G = inner_grad(_state_mm(km, W) + b.unsqueeze(-2), vm - km, gamma, beta)  # [B, H, n, d]
+            qs = sel[:, None, None, :] @ qm  # the selected query                     [B, H, 1, d]
+            # selected row of E: e[t] = sum_s sel_s tau_s [t <= s] eta_t
+            es = ((sel * tau[:n]) @ self.tril[:n, :n])[:, None, None, :] * em[:, :, None, :]  # [B, H, 1, n]
+            As = qs @ km.transpose(-1, -2)  # selected row of Q K^T                   [B, H, 1, n]
+            Zs = _state_mm(qs, W) + b.unsqueeze(-2) - (es + es * As) @ G  # [B, H, 1, d]
+            o = qs + sel.sum(-1)[:, None, None, None] * (F.layer_norm(Zs, (self.d,), eps=LN_EPS) * gamma + beta)
+            out = o if out is None else out + o
+            if need_state or m < len(starts) - 1:
+                e_last = (self.last_tau(mask[:, sl])[:, None, None] * em)[..., None]  # [B, H, n, 1]
+                W = W - (km * e_last).transpose(-1, -2) @ G
+                b = b - (e_last * G).sum(-2)
+        if W.dim() == 3:
+            W, b = W.expand(B, -1, -1, -1), b.expand(B, -1, -1)
+        return out.reshape(B, self.dim), (W, b)
+
     # ---- streaming form ----------------------------------------------------------------------------------------
-    def step(self, x, state, corr_attn=None, corr_bias=None):
-        """The next K tokens x [B, K, D] from a carried state (W, b): O(1) work per batch of clicks."""
+    def step(self, x, state, corr_attn=None, corr_bias=None, mask=None):
+        """The next K tokens x [B, K, D] from a carried state (W, b): O(1) work per batch of clicks.
+
+        mask [B, K] (right-padded, None = all real): padding tokens never update the state."""
         assert x.shape[1] == self.K, f"step takes exactly K={self.K} tokens"
-        mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         return self.forward(x, mask, corr_attn, corr_bias, state)
 
     # ---- primal form (token by token; the reference the dual form must match) ---------------------------------
@@ -199,7 +330,8 @@ class TTTLinear(nn.Module):
                 b_s = b - tau[s] * gb
                 z = (qm[..., s, None, :] @ W_s).squeeze(-2) + b_s
                 outs.append(qm[..., s, :] + layer_norm(z[:, :, None, :], self.ln_weight, self.ln_bias)[:, :, 0])
-            W, b = W - tau[n - 1] * gW, b - tau[n - 1] * gb
+            t_last = self.last_tau(mask[:, sl])[:, None, None]  # tau of the last real token   [B, 1, 1]
+            W, b = W - t_last[..., None] * gW, b - t_last * gb
         out = torch.stack(outs, dim=2).transpose(1, 2).reshape(B, L, self.dim)
         return out, (W, b)
 
