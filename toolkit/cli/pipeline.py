@@ -63,9 +63,13 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
     if data is None:
         stages.append(Stage("data: synthetic default", ["data", "synth", "--out", str(data_dir), "--users", str(users),
                                                         *f]))
+    # CoCorrRec with the cloud correction that carries per-user signal (the TTT state correction from the cloud's
+    # longer history): the gate then decides about an update worth asking for, and the device artifact is the SCN
+    cloud = ["--config", "cloud=history"]
     for model in ["cocorrrec", *baselines]:
-        stages.append(Stage(f"train {model}", ["train", model, "--data", str(data_dir), "--out", str(runs_dir / model),
-                                                "--epochs", str(epochs), "--force"]))
+        stages.append(Stage(f"train {model}", ["train", model, *(cloud if model == "cocorrrec" else []), "--data",
+                                                str(data_dir), "--out", str(runs_dir / model), "--epochs",
+                                                str(epochs), "--force"]))
     gate = runs_dir / "gate"
     stages += [
         Stage("train gate", ["train", "gate", "--data", str(data_dir), "--model", str(runs_dir / "cocorrrec"),
@@ -74,7 +78,7 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
                                               "--budget", "0.1"]),
         Stage("gate curve", ["gate", "curve", str(gate), "--data", str(data_dir), "--out", str(out / "gate_curve"),
                              "--force"]),
-        Stage("export SCN (cocorrrec device part)", ["export", str(runs_dir / "cocorrrec"), "--format", targets,
+        Stage("export SCN (cocorrrec device part, cloud update as input)", ["export", str(runs_dir / "cocorrrec"), "--format", targets,
                                                      "--seq-len", str(seq_len), "--out", str(art / "scn"), "--force"]),
         Stage("export gate", ["export", str(gate), "--format", targets, "--out", str(art / "gate"), "--force"]),
     ]

@@ -468,6 +468,8 @@ class CoCorrRec(nn.Module):
             ca, cb = self._split(items, update)
             return self.scn(items, candidates, ca, cb)
         dW, db = self._split(items, update)
+        if items.shape[0] == 1:  # the exported [1, L] entry: one user's state [H, d, d] (Core ML rejects 4-D here)
+            dW, db = dW[0], db[0]
         ttt = self.scn.ttt
         return self.scn.score(self.scn._encode_last(items, (ttt.W0 + dW, ttt.b0 + db)), candidates)
 
