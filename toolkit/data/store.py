@@ -8,25 +8,33 @@ arrays.npz (U users, R training rows, L = seq_len, items 1..n_items, 0 = padding
   valid_seqs [U, L], valid_cands [U, 100], valid_user [U]   target = history[n-2]
   test_seqs [U, L], test_cands [U, 100], test_user [U]      target = history[n-1]
 Optional DIR/extras.npz: generator-side labels (the synthetic data's item/interaction domains).
+Large datasets (more users than one protocol chunk, `layout: "npy"` in dataset.json) keep the same arrays as
+uncompressed DIR/arrays/NAME.npy instead, written chunk by chunk (bounded memory) and opened memory-mapped, so a
+training worker pages in only the rows it reads and workers on one machine share one copy in the page cache.
 arrays_sha256 hashes the arrays' names, dtypes, shapes and bytes (zip bytes carry timestamps, so not the file).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.protocol import N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol, track_step
+from toolkit.data.protocol import (
+    CHUNK_ARRAYS, CHUNK_USERS, N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol_csr, check_csr, chunk_bounds,
+    protocol_chunk, protocol_chunks, to_csr, track_step,
+)
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_dir, atomic_write_json, dumps_json, read_json, versions
 
 SCHEMA = "toolkit.dataset/1"
 DESCRIPTOR = "dataset.json"
 ARRAYS = "arrays.npz"
+ARRAYS_DIR = "arrays"  # layout "npy"
 EXTRAS = "extras.npz"
 ARRAY_NAMES = (
     "user_ptr", "user_items",
@@ -114,6 +122,64 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise ToolkitError(f"{what} is corrupt: {path} ({type(e).__name__}: {e})") from None
 
 
+def _read_npy_dir(folder: Path) -> dict[str, np.ndarray]:
+    """The layout-"npy" arrays, memory-mapped read-only (no pickles: allow_pickle=False)."""
+    out = {}
+    for name in ARRAY_NAMES:
+        f = folder / f"{name}.npy"
+        if not f.is_file():
+            continue
+        try:
+            out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ToolkitError(f"dataset arrays are corrupt: {f} ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _npy_dir_sha256(folder: Path, block: int = 1 << 24) -> str:
+    """arrays_sha256 of a layout-"npy" folder, read in blocks (resident memory stays one block, not the file)."""
+    h = hashlib.sha256()
+    for name in sorted(ARRAY_NAMES):
+        f = folder / f"{name}.npy"
+        with open(f, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                shape, fortran, dtype = read[version](fh)
+            except (ValueError, KeyError, EOFError) as e:
+                raise ToolkitError(f"dataset arrays are corrupt: {f} ({type(e).__name__}: {e})") from None
+            if fortran:
+                raise ToolkitError(f"dataset arrays are corrupt: {f} (Fortran order)")
+            h.update(f"{name}|{dtype.str}|{tuple(shape)};".encode())
+            while chunk := fh.read(block):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class _NpyAppender:
+    """One .npy file written front to back: the header with the final shape, then row blocks appended."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape, self.rows = path, shape, 0
+        self.f = open(path, "wb")
+        header = {"descr": np.dtype(np.int64).str, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.f, header)
+
+    def append(self, a: np.ndarray) -> None:
+        a = np.ascontiguousarray(a, dtype=np.int64)
+        if a.shape[1:] != self.shape[1:]:
+            raise AssertionError(f"{self.path.name}: block {a.shape} does not fit {self.shape}")
+        self.f.write(memoryview(a).cast("B"))
+        self.rows += a.shape[0] if a.ndim else 1
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        if self.rows != self.shape[0]:
+            raise AssertionError(f"{self.path.name}: wrote {self.rows} rows, declared {self.shape[0]}")
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """A standard .npz (np.load reads it) deflated at level 1: 4x faster than savez_compressed, ~same size."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -126,7 +192,10 @@ def _make_readable(folder: Path) -> None:
     """Temp files/dirs are created private (0600/0700); a dataset is meant to be shared: rwxr-xr-x / rw-r--r--."""
     folder.chmod(0o755)
     for f in folder.iterdir():
-        f.chmod(0o644)
+        if f.is_dir():
+            _make_readable(f)
+        else:
+            f.chmod(0o644)
 
 
 def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
@@ -148,19 +217,21 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR} lacks {', '.join(missing)}")
     if meta["schema"] != SCHEMA:
         raise ToolkitError(f"dataset {path} has schema '{meta['schema']}', this toolkit reads '{SCHEMA}'")
-    arrays = _read_npz(path / ARRAYS, "dataset arrays")
+    large = meta.get("layout", "npz") == "npy"
+    where = path / (ARRAYS_DIR if large else ARRAYS)
+    arrays = _read_npy_dir(where) if large else _read_npz(where, "dataset arrays")
     absent = [n for n in ARRAY_NAMES if n not in arrays]
     if absent:
-        raise ToolkitError(f"dataset arrays {path / ARRAYS} lack {', '.join(absent)}")
+        raise ToolkitError(f"dataset arrays {where} lack {', '.join(absent)}")
     arrays = {n: arrays[n] for n in ARRAY_NAMES}
     wrong = [f"{n} ({a.dtype})" for n, a in arrays.items() if a.dtype != np.int64]
     if wrong:
-        raise ToolkitError(f"dataset arrays {path / ARRAYS} are not int64: {', '.join(wrong)}")
+        raise ToolkitError(f"dataset arrays {where} are not int64: {', '.join(wrong)}")
     if verify:
-        got = arrays_sha256(arrays)
+        got = _npy_dir_sha256(where) if large else arrays_sha256(arrays)
         if got != meta["arrays_sha256"]:
             raise ToolkitError(
-                f"dataset arrays {path / ARRAYS} do not match their descriptor (sha256 {got[:12]} != "
+                f"dataset arrays {where} do not match their descriptor (sha256 {got[:12]} != "
                 f"{str(meta['arrays_sha256'])[:12]}); re-prepare with --force"
             )
     extras = _read_npz(path / EXTRAS, "dataset extras") if (path / EXTRAS).is_file() else {}
@@ -225,21 +296,29 @@ def save_dataset(
     An out_dir that already holds the identical dataset (same arrays_sha256) is left untouched (idempotent);
     a different dataset or anything else there is refused unless force.
     """
-    out_dir = Path(out_dir)
-    check_output(out_dir, force)
     if n_items is None:
         n_items = int(max(int(h.max()) for h in histories if len(h))) if histories else 0
-    arrays = build_protocol(histories, n_items, seq_len, seed, progress=progress)
-    sha = arrays_sha256(arrays)
-    lengths = np.diff(arrays["user_ptr"])
+    if not histories:
+        check_output(out_dir, force)
+        build_protocol_csr(*to_csr([]), n_items, seq_len, seed)  # raises the protocol's own message
+    user_ptr, user_items = to_csr(histories)
+    return save_dataset_csr(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
+                            extras=extras, progress=progress)
+
+
+class _Unchanged(Exception):
+    """The identical dataset is already at the output: abandon the new copy."""
+
+
+def _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_train, extras, layout=None) -> dict:
     meta = {
         "schema": SCHEMA,
         "n_users": int(lengths.size),
         "n_items": int(n_items),
         "n_interactions": int(lengths.sum()),
-        "n_train_rows": int(arrays["train_user"].size),
-        "n_valid_users": int(arrays["valid_user"].size),
-        "n_test_users": int(arrays["test_user"].size),
+        "n_train_rows": int(n_train),
+        "n_valid_users": int(lengths.size),
+        "n_test_users": int(lengths.size),
         "n_candidates": N_CANDIDATES,
         "n_train_negatives": N_TRAIN_NEGATIVES,
         "seq_len": int(seq_len),
@@ -251,13 +330,46 @@ def save_dataset(
             "max": int(lengths.max()),
         },
         **meta_extra,
-        "arrays": {n: list(arrays[n].shape) for n in ARRAY_NAMES},
+        "arrays": {n: list(shapes[n]) for n in ARRAY_NAMES},
+        **({"layout": layout, "chunk_users": CHUNK_USERS} if layout else {}),
         "arrays_sha256": sha,
     }
     if extras:
         meta["extras_sha256"] = arrays_sha256(extras)
     meta["versions"] = versions()
     dumps_json(meta)  # fail on a non-serialisable meta_extra before touching the disk
+    return meta
+
+
+def save_dataset_csr(
+    out_dir: str | Path,
+    user_ptr: np.ndarray,
+    user_items: np.ndarray,
+    meta_extra: dict,
+    seq_len: int,
+    seed: int,
+    force: bool = False,
+    *,
+    n_items: int,
+    extras: dict[str, np.ndarray] | None = None,
+    progress=None,
+    layout: str | None = None,
+    workers: int = 1,
+) -> Dataset:
+    """save_dataset on a CSR history. layout: "npz" (one arrays.npz, built in memory) up to CHUNK_USERS users,
+    "npy" (memory-mappable arrays/, written one protocol chunk at a time) above; the arrays are the same."""
+    out_dir = Path(out_dir)
+    check_output(out_dir, force)
+    check_csr(user_ptr, user_items, n_items, seq_len)
+    layout = layout or ("npz" if user_ptr.size - 1 <= CHUNK_USERS else "npy")
+    if layout == "npy":
+        return _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
+                         workers)
+    arrays = build_protocol_csr(user_ptr, user_items, n_items, seq_len, seed, progress=progress)
+    sha = arrays_sha256(arrays)
+    lengths = np.diff(arrays["user_ptr"])
+    meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, {n: a.shape for n, a in arrays.items()}, sha,
+                       arrays["train_user"].size, extras)
 
     existing = _existing_dataset_sha(out_dir)
     if existing == sha and not force:
@@ -265,10 +377,7 @@ def save_dataset(
         ds.unchanged = True
         return ds
     if existing and existing != sha and not force:
-        raise ToolkitError(
-            f"output dir {out_dir} already holds a different dataset (arrays sha256 {existing[:12]}, "
-            f"new {sha[:12]}); use --force to replace it"
-        )
+        raise _different(out_dir, existing, sha)
     with track_step(progress, f"writing {out_dir.name}/", total=1), atomic_dir(out_dir, force=True) as tmp:
         _write_npz(tmp / ARRAYS, arrays)
         if extras:
@@ -277,6 +386,105 @@ def save_dataset(
         _make_readable(tmp)
     return Dataset(path=out_dir, meta=meta, extras=dict(extras or {}), **arrays)
 
+
+def _different(out_dir: Path, existing: str, sha: str) -> ToolkitError:
+    return ToolkitError(
+        f"output dir {out_dir} already holds a different dataset (arrays sha256 {existing[:12]}, "
+        f"new {sha[:12]}); use --force to replace it"
+    )
+
+
+_FORKED: dict = {}  # the CSR a forked chunk worker reads (inherited, never pickled)
+
+
+def _chunk_worker(c: int, lo: int, hi: int, folder: str) -> None:
+    """In a forked process: compute chunk c and leave its arrays as .npy files in folder."""
+    a = _FORKED
+    out = protocol_chunk(a["user_ptr"], a["user_items"], a["n_items"], a["seq_len"], a["seed"], c, lo, hi)
+    Path(folder).mkdir()
+    for name, arr in out.items():
+        np.save(Path(folder) / f"{name}.npy", arr, allow_pickle=False)
+
+
+def _chunks(user_ptr, user_items, n_items, seq_len, seed, progress, workers: int, tmp: Path):
+    """The protocol chunks in order; with workers > 1 computed in forked processes, two ahead per worker."""
+    if workers <= 1 or user_ptr.size - 1 <= CHUNK_USERS:
+        yield from protocol_chunks(user_ptr, user_items, n_items, seq_len, seed, progress)
+        return
+    import multiprocessing
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = chunk_bounds(user_ptr.size - 1)
+    _FORKED.update(user_ptr=user_ptr, user_items=user_items, n_items=n_items, seq_len=seq_len, seed=seed)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, track_step(
+            progress, f"training windows + negatives, valid/test splits ({workers} processes)", total=len(bounds)
+        ) as advance:
+            folders = [tmp / f".chunk{c:05d}" for c in range(len(bounds))]
+            futures = {}
+            for c in range(len(bounds)):
+                for k in range(c, min(c + 2 * workers, len(bounds))):
+                    if k not in futures:
+                        futures[k] = pool.submit(_chunk_worker, k, *bounds[k], str(folders[k]))
+                futures.pop(c).result()
+                yield {n: np.load(folders[c] / f"{n}.npy", allow_pickle=False) for n in CHUNK_ARRAYS}
+                shutil.rmtree(folders[c])
+                advance(1)
+    finally:
+        _FORKED.clear()
+
+
+def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
+              workers: int = 1) -> Dataset:
+    """Layout "npy": the protocol chunk by chunk straight into arrays/NAME.npy; memory ~ one chunk + the CSR."""
+    lengths = np.diff(user_ptr)
+    n_users, n_train = lengths.size, int(np.maximum(lengths - 3, 0).sum())
+    L, C = int(seq_len), N_CANDIDATES
+    shapes = {
+        "user_ptr": (n_users + 1,), "user_items": (user_items.size,),
+        "train_seqs": (n_train, L), "train_cands": (n_train, 1 + N_TRAIN_NEGATIVES),
+        "train_user": (n_train,), "train_time": (n_train,),
+        "valid_seqs": (n_users, L), "valid_cands": (n_users, C), "valid_user": (n_users,),
+        "test_seqs": (n_users, L), "test_cands": (n_users, C), "test_user": (n_users,),
+    }  # fmt: skip
+    existing = _existing_dataset_sha(out_dir)
+    try:
+        with atomic_dir(out_dir, force=True) as tmp:
+            folder = tmp / ARRAYS_DIR
+            folder.mkdir()
+            writers = {n: _NpyAppender(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
+            try:
+                writers["user_ptr"].append(user_ptr)
+                writers["user_items"].append(user_items)
+                for chunk in _chunks(user_ptr, user_items, n_items, seq_len, seed, progress, workers, tmp):
+                    for name in CHUNK_ARRAYS:
+                        writers[name].append(chunk[name])
+                    del chunk
+            finally:
+                for w in writers.values():
+                    if not w.f.closed:
+                        w.f.close() if w.rows != w.shape[0] else w.close()
+            with track_step(progress, "hashing arrays", total=1):
+                sha = _npy_dir_sha256(folder)
+            if existing == sha and not force:
+                raise _Unchanged
+            if existing and existing != sha and not force:
+                raise _different(out_dir, existing, sha)
+            meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_train, extras, "npy")
+            if extras:
+                _write_npz(tmp / EXTRAS, extras)
+            atomic_write_json(tmp / DESCRIPTOR, meta)
+            _make_readable(tmp)
+    except _Unchanged:
+        ds = load_dataset(out_dir)
+        ds.unchanged = True
+        return ds
+    return load_dataset(out_dir, verify=False)
+
+
+ENGINES = ("auto", "memory", "columnar")
+COLUMNAR_FROM_BYTES = 32 << 20  # engine auto: sources this large take the columnar path
 
 
 def prepare(
@@ -288,8 +496,15 @@ def prepare(
     seed: int = 0,
     force: bool = False,
     progress=None,
+    engine: str = "auto",
+    workers: int = 1,
 ) -> Dataset:
-    """Source file -> dataset dir: load, drop short users, re-index items to 1..N, run the protocol, write."""
+    """Source file -> dataset dir: load, drop short users, re-index items to 1..N, run the protocol, write.
+
+    engine "memory" reads the log row by row into per-user arrays; "columnar" parses interactions files with
+    pyarrow into a CSR history and writes large datasets chunk by chunk (bounded memory). Both give the same
+    arrays (same arrays_sha256) on the same input; "auto" picks columnar for sources of 32 MB and more.
+    """
     from toolkit.data.loaders import FORMATS, detect_format, load_source
     from toolkit.data.protocol import clean_histories
     from toolkit.io import sha256_file
@@ -298,21 +513,48 @@ def prepare(
     fmt = format or detect_format(source)
     if fmt not in FORMATS:
         raise ToolkitError(f"unknown source format '{fmt}' (expected one of {', '.join(FORMATS)})")
+    if engine not in ENGINES:
+        raise ToolkitError(f"unknown --engine '{engine}' (expected one of {', '.join(ENGINES)})")
     if seq_len < 1:
         raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
+    if workers < 1:
+        raise ToolkitError(f"--workers must be >= 1, got {workers}")
+    if min_user_count < 1:
+        raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
     check_output(out, force)
-    raw = load_source(source, fmt, progress)
-    histories, n_items, dropped, _ = clean_histories(raw.histories, min_user_count)
+    if engine == "auto":
+        big = source.is_file() and source.stat().st_size >= COLUMNAR_FROM_BYTES
+        engine = "columnar" if big else "memory"
+    if engine == "columnar":
+        from toolkit.data.columnar import clean_csr, from_histories, load_interactions_csr
+
+        if fmt == "interactions":
+            raw = load_interactions_csr(source, progress)
+        else:
+            loaded = load_source(source, fmt, progress)
+            raw = from_histories(loaded.histories, loaded.n_rows)
+            del loaded
+        user_ptr, user_items, n_items, dropped = clean_csr(raw, min_user_count)
+        n_rows, n_source_users = raw.n_rows, raw.n_users
+        del raw
+    else:
+        loaded = load_source(source, fmt, progress)
+        histories, n_items, dropped, _ = clean_histories(loaded.histories, min_user_count)
+        n_rows, n_source_users = loaded.n_rows, len(loaded.histories)
+        del loaded
     with track_step(progress, "hashing source", total=1):
         source_sha = sha256_file(source)
     meta_extra = {
         "format": fmt,
         "source": str(source.resolve()),
         "source_sha256": source_sha,
-        "source_rows": raw.n_rows,
-        "source_users": len(raw.histories),
+        "source_rows": n_rows,
+        "source_users": n_source_users,
         "min_user_count": int(min_user_count),
         "dropped_users": int(sum(dropped.values())),
         "dropped_users_detail": dropped,
     }
+    if engine == "columnar":
+        return save_dataset_csr(out, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
+                                progress=progress, workers=workers)
     return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress)
