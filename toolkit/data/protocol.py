@@ -242,7 +242,7 @@ def check_csr(user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_le
 
 def build_protocol_csr(
     user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, seed: int, progress=None,
-    chunk_users: int = CHUNK_USERS,
+    chunk_users: int | None = None,
 ) -> dict[str, np.ndarray]:
     """build_protocol on a CSR history: the chunks of `protocol_chunks`, concatenated."""
     check_csr(user_ptr, user_items, n_items, seq_len)
@@ -260,13 +260,14 @@ CHUNK_ARRAYS = (
 )  # fmt: skip
 
 
-def chunk_bounds(n_users: int, chunk_users: int = CHUNK_USERS) -> list[tuple[int, int]]:
+def chunk_bounds(n_users: int, chunk_users: int | None = None) -> list[tuple[int, int]]:
+    chunk_users = chunk_users or CHUNK_USERS
     return [(lo, min(lo + chunk_users, n_users)) for lo in range(0, n_users, chunk_users)]
 
 
 def protocol_chunks(
     user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, seed: int, progress=None,
-    chunk_users: int = CHUNK_USERS,
+    chunk_users: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The protocol's per-user arrays for users [lo, hi) of each chunk, in user order (memory: one chunk).
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.data import protocol
 from toolkit.data.protocol import (
-    CHUNK_ARRAYS, CHUNK_USERS, N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol_csr, check_csr, chunk_bounds,
+    CHUNK_ARRAYS, N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol_csr, check_csr, chunk_bounds,
     protocol_chunk, protocol_chunks, to_csr, track_step,
 )
 from toolkit.errors import ToolkitError
@@ -331,7 +332,7 @@ def _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_trai
         },
         **meta_extra,
         "arrays": {n: list(shapes[n]) for n in ARRAY_NAMES},
-        **({"layout": layout, "chunk_users": CHUNK_USERS} if layout else {}),
+        **({"layout": layout, "chunk_users": protocol.CHUNK_USERS} if layout else {}),
         "arrays_sha256": sha,
     }
     if extras:
@@ -356,12 +357,12 @@ def save_dataset_csr(
     layout: str | None = None,
     workers: int = 1,
 ) -> Dataset:
-    """save_dataset on a CSR history. layout: "npz" (one arrays.npz, built in memory) up to CHUNK_USERS users,
+    """save_dataset on a CSR history. layout: "npz" (one arrays.npz, built in memory) up to protocol.CHUNK_USERS users,
     "npy" (memory-mappable arrays/, written one protocol chunk at a time) above; the arrays are the same."""
     out_dir = Path(out_dir)
     check_output(out_dir, force)
     check_csr(user_ptr, user_items, n_items, seq_len)
-    layout = layout or ("npz" if user_ptr.size - 1 <= CHUNK_USERS else "npy")
+    layout = layout or ("npz" if user_ptr.size - 1 <= protocol.CHUNK_USERS else "npy")
     if layout == "npy":
         return _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
                          workers)
@@ -408,7 +409,7 @@ def _chunk_worker(c: int, lo: int, hi: int, folder: str) -> None:
 
 def _chunks(user_ptr, user_items, n_items, seq_len, seed, progress, workers: int, tmp: Path):
     """The protocol chunks in order; with workers > 1 computed in forked processes, two ahead per worker."""
-    if workers <= 1 or user_ptr.size - 1 <= CHUNK_USERS:
+    if workers <= 1 or user_ptr.size - 1 <= protocol.CHUNK_USERS:
         yield from protocol_chunks(user_ptr, user_items, n_items, seq_len, seed, progress)
         return
     import multiprocessing
