@@ -166,13 +166,13 @@ def launch(req: LaunchRequest, spec: dict, run: Path) -> None:
         try:
             elastic_launch(config, sys.executable)("-m", "toolkit.train.worker", json.dumps(spec))
         except ChildFailedError as e:
-            rank, failure = e.get_first_failure()
-            message = _worker_message(Path(errors), rank)
+            rank, failure, message = _root_cause(e.failures, Path(errors))
             _drop_if_empty(run, existed)
-            if message is not None:
-                raise ToolkitError(f"worker rank {rank}: {message}") from None
-            raise ToolkitError(f"worker rank {rank} (pid {failure.pid}) {_how(failure.exitcode)}: the run stopped; "
-                               f"the last finished epoch is checkpointed, continue with --resume") from None
+            if message is not None and message["kind"] == "toolkit":
+                raise ToolkitError(f"worker rank {rank}: {message['message']}") from None
+            what = f" ({message['message']}; --nproc 1 shows its traceback)" if message is not None else ""
+            raise ToolkitError(f"worker rank {rank} (pid {failure.pid}) {_how(failure.exitcode)}{what}: the run "
+                               f"stopped; the last finished epoch is checkpointed, continue with --resume") from None
         except Exception as e:  # the launcher itself: rendezvous timeout, store errors
             _drop_if_empty(run, existed)
             raise ToolkitError(f"distributed launch failed at {req.master_addr}:{req.master_port}: "
@@ -190,9 +190,29 @@ def _how(exitcode: int) -> str:
     return f"exited with code {exitcode}"
 
 
-def _worker_message(folder: Path, rank: int) -> str | None:
-    f = folder / f"rank{rank}.txt"
-    return f.read_text().strip() if f.is_file() else None
+def _worker_message(folder: Path, rank: int) -> dict | None:
+    f = folder / f"rank{rank}.json"
+    try:
+        return json.loads(f.read_text()) if f.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _root_cause(failures: dict, folder: Path):
+    """(rank, failure, message) of the worker that broke the run, not of those that failed because of it: a
+    worker killed by a signal before it noticed anything (no message of its own) first, then one that raised a
+    ToolkitError, then the lowest rank (peers of a dead worker fail in a collective, then get SIGTERM)."""
+    def order(item):
+        rank, failure = item
+        message = _worker_message(folder, rank)
+        if failure.exitcode < 0 and message is None:
+            return (0, rank)
+        if message is not None and message["kind"] == "toolkit":
+            return (1, rank)
+        return (2, rank)
+
+    rank, failure = min(failures.items(), key=order)
+    return rank, failure, _worker_message(folder, rank)
 
 
 def _drop_if_empty(run: Path, existed: bool) -> None:
@@ -205,10 +225,16 @@ def _drop_if_empty(run: Path, existed: bool) -> None:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def write_worker_error(rank: int, message: str) -> None:
+def write_worker_error(rank: int, message: str, kind: str = "toolkit") -> None:
+    """kind "toolkit": a user-facing ToolkitError; "unexpected": anything else (its traceback goes to the file
+    beside it, rank{R}.traceback, and is printed only with --debug)."""
     folder = os.environ.get(ERRORS_ENV)
     if folder:
-        Path(folder, f"rank{rank}.txt").write_text(message + "\n")
+        Path(folder, f"rank{rank}.json").write_text(json.dumps({"kind": kind, "message": message}))
+        if kind != "toolkit":
+            import traceback
+
+            Path(folder, f"rank{rank}.traceback").write_text(traceback.format_exc())
 
 
 # ---------------------------------------------------------------------------------------------------------------

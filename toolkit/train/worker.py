@@ -34,6 +34,12 @@ def main(argv: list[str]) -> int:
     except ToolkitError as e:
         write_worker_error(rank, str(e))
         return e.exit_code
+    except Exception as e:  # noqa: BLE001 - often a consequence (a peer died mid-collective): one line upstream
+        if spec.get("debug"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        write_worker_error(rank, f"{type(e).__name__}: {first[:200]}", kind="unexpected")
+        return 1
     finally:
         close_worker()
     return 0
