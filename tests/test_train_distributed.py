@@ -192,3 +192,24 @@ def test_sparse_embeddings_train_and_refuse_weight_decay(synth_dataset_dir, tmp_
     assert desc["train"]["sparse_embeddings"] is True
     _one_line_error(_train(synth_dataset_dir, tmp_path / "wd", "--sparse-embeddings", "--weight-decay", "0.1",
                            check_rc=2), "--weight-decay")
+
+
+def test_training_reads_the_memory_mapped_layout_like_the_npz_one(tmp_path):
+    """The same dataset in both layouts trains to the same weights (rows are gathered per step from a memmap)."""
+    from toolkit.data import load_dataset
+    from toolkit.data.protocol import to_csr
+    from toolkit.data.store import save_dataset_csr
+    from toolkit.train import TrainSettings, train
+
+    rng = np.random.default_rng(5)
+    ptr, items = to_csr([rng.choice(200, int(rng.integers(4, 14)), replace=False) + 1 for _ in range(80)])
+    for layout in ("npz", "npy"):
+        save_dataset_csr(tmp_path / layout, ptr, items, {"format": "test"}, 5, 0, n_items=200, layout=layout)
+    npy = load_dataset(tmp_path / "npy")
+    assert isinstance(npy.train_seqs, np.memmap)
+    settings = TrainSettings(epochs=1, batch_size=64, threads=1)
+    a = train("gru4rec", load_dataset(tmp_path / "npz"), tmp_path / "ra", settings)
+    b = train("gru4rec", npy, tmp_path / "rb", settings)
+    assert a["test"] == b["test"] and a["history"][0]["loss"] == b["history"][0]["loss"]
+    e = cli("eval", tmp_path / "rb", "--data", tmp_path / "npy", "--device", "auto", "--json")
+    assert json.loads(e.stdout)["metrics"] == b["test"]

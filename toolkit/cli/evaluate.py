@@ -16,12 +16,15 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="the dataset dir the run was trained on"),
     split: str = typer.Option("test", help="valid or test"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
 ) -> None:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
-    from toolkit.train.loop import check_vocab, evaluate as evaluate_split
+    from toolkit.train.loop import check_vocab, evaluate as evaluate_split, resolve_device
+
+    device = resolve_device(device)
 
     desc = read_descriptor(run)
     ds = load_dataset(data)
@@ -32,7 +35,7 @@ def evaluate(
     if desc["model"] == "gate":
         raise ToolkitError("`toolkit eval` scores recommenders; for a gate use `toolkit gate curve`")
     check_vocab(ds, model.cfg.n_items)
-    metrics = evaluate_split(model, ds, split)
+    metrics = evaluate_split(model.to(device), ds, split)
     if as_json:
         typer.echo(dumps_json({"run": str(run), "split": split, "metrics": metrics}), nl=False)
     else:
