@@ -166,8 +166,8 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                 bar.update(task, advance=1, loss=total / seen, rate=seen / (time.perf_counter() - t0 + 1e-9))
         epoch_seconds = time.perf_counter() - t0
         if dist is not None:  # loss over all workers' rows; wall time of the slowest worker
-            total, seen, epoch_seconds = dist.all_sum([total, seen, 0.0])[:2] + [
-                dist.all_max(epoch_seconds)]
+            total, seen = dist.all_sum([total, seen])
+            epoch_seconds = dist.all_max(epoch_seconds)
         spent += epoch_seconds
         if not main:  # validation, selection and checkpoints are rank 0's
             dist.barrier()
