@@ -15,11 +15,16 @@ def evaluate(
     run: Path = typer.Argument(..., help="run dir from `toolkit train`"),
     data: Path = typer.Option(..., "--data", help="the dataset dir the run was trained on"),
     split: str = typer.Option("test", help="valid or test"),
+    regime: str = typer.Option("window", help="window (the last L clicks from the initial state, as trained), "
+                               "stream (the TTT state carried through the whole history, as `step` runs on a "
+                               "phone; scn/cocorrrec) or both"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
 ) -> None:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
+    if regime not in ("window", "stream", "both"):
+        raise ToolkitError(f"unknown regime '{regime}' (valid: window, stream, both)")
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
     from toolkit.train.loop import check_vocab, evaluate as evaluate_split, resolve_device
@@ -35,8 +40,18 @@ def evaluate(
     if desc["model"] == "gate":
         raise ToolkitError("`toolkit eval` scores recommenders; for a gate use `toolkit gate curve`")
     check_vocab(ds, model.cfg.n_items)
-    metrics = evaluate_split(model.to(device), ds, split)
+    rows = {}
+    if regime in ("window", "both"):
+        rows["window"] = evaluate_split(model.to(device), ds, split)
+    if regime in ("stream", "both"):
+        from toolkit.train.streaming import evaluate_streaming
+
+        rows["stream"] = evaluate_streaming(model.cpu(), ds, split)  # the phone's regime: step by step, on CPU
     if as_json:
-        typer.echo(dumps_json({"run": str(run), "split": split, "metrics": metrics}), nl=False)
+        payload = {"run": str(run), "split": split, "metrics": rows.get("window", rows.get("stream"))}
+        if regime != "window":
+            payload["regimes"] = rows
+        typer.echo(dumps_json(payload), nl=False)
     else:
-        console.print(metrics_table(f"{desc['model']} on {split}", {split: metrics}))
+        console.print(metrics_table(f"{desc['model']} on {split}", rows if regime == "both" else {split: next(
+            iter(rows.values()))}))

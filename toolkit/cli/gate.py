@@ -47,7 +47,7 @@ def calibrate(
     data: Path = typer.Option(..., "--data", help="dataset dir holding the recent decisions"),
     budget: float = typer.Option(0.1, "--budget", help="request budget: share of decisions that may ask the cloud, (0, 1]"),
     split: str = typer.Option("valid", "--split", help="which decisions are 'recent': valid (default), test or train"),
-    base: Optional[Path] = typer.Option(None, "--model", help="the gate's cocorrrec run, if it moved"),
+    base: Optional[Path] = typer.Option(None, "--model", help="the gate's base run (cocorrrec or duet), if it moved"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
 ) -> None:
     """Threshold = the budget-quantile of MRS on recent decisions (request when MRS <= threshold)."""
@@ -72,7 +72,7 @@ def curve(
     policies: str = typer.Option("gate,mrd,random,lof,ocsvm,oracle", "--policies",
                                  help="any of gate, mrd, dm, random, lof, ocsvm, oracle"),
     lags: Optional[str] = typer.Option(None, "--lags", help="stale lag in clicks, N or MIN-MAX (default: the gate's)"),
-    base: Optional[Path] = typer.Option(None, "--model", help="the gate's cocorrrec run, if it moved"),
+    base: Optional[Path] = typer.Option(None, "--model", help="the gate's base run (cocorrrec or duet), if it moved"),
     seed: int = typer.Option(0, help="seed of the lags drawn and of the random policy"),
     fit_cap: int = typer.Option(5000, help="recent decisions LOF / OC-SVM are fitted on (subsampled)"),
     no_timing: bool = typer.Option(False, "--no-timing", help="skip the per-decision latency measurement"),

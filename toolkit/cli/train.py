@@ -11,15 +11,21 @@ import typer
 from toolkit.cli.common import console, metrics_table, parse_config
 from toolkit.errors import ToolkitError
 
-TRAINABLE = ("scn", "cocorrrec", "gru4rec", "sasrec", "din", "gate")
+TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate")
 
 
 def train(
-    model: str = typer.Argument(..., help="scn, cocorrrec, gru4rec, sasrec, din, or gate"),
+    model: str = typer.Argument(..., help="scn, cocorrrec, duet, gru4rec, sasrec, din, or gate"),
     data: Path = typer.Option(..., "--data", help="dataset dir from `toolkit data prepare|synth`"),
     out: Path = typer.Option(..., "--out", help="run dir to write"),
-    base_run: Optional[Path] = typer.Option(None, "--model", help="gate only: the trained cocorrrec run to gate"),
-    epochs: int = typer.Option(10, help="training epochs (best one chosen on validation)"),
+    base_run: Optional[Path] = typer.Option(None, "--model", help="gate only: the trained cocorrrec or duet run"),
+    epochs: int = typer.Option(100, help="epoch ceiling (best one chosen on validation; see --patience)"),
+    patience: Optional[int] = typer.Option(
+        5, help="stop after N epochs without a better validation NDCG@10 (0 is refused; --no-patience: run "
+                "every epoch)"),
+    no_patience: bool = typer.Option(False, "--no-patience", help="train exactly --epochs epochs"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per "
+                                        "seed in OUT/seed-S plus OUT/seeds.json with mean and std"),
     batch_size: int = typer.Option(1024, help="rows per optimisation step"),
     lr: float = typer.Option(1e-3, help="Adam learning rate"),
     weight_decay: float = typer.Option(0.0, help="Adam weight decay"),
@@ -47,14 +53,24 @@ def train(
         raise ToolkitError(f"unknown model '{model}' (valid: {', '.join(TRAINABLE)})")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ToolkitError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if patience is not None and patience < 1:
+        raise ToolkitError(f"--patience must be >= 1 epoch, got {patience} (use --no-patience to run every epoch)")
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if seed_list is not None and (model == "gate" or resume):
+        raise ToolkitError("--seeds trains recommenders from scratch; it does not combine with gate or --resume")
+    cfg = parse_config(config)
+    if model == "duet":
+        from toolkit.models.registry import check_duet_config
+
+        check_duet_config(cfg)
     from toolkit.train.distributed import LaunchRequest, check_request
     from toolkit.train.loop import resolve_device
 
     device = resolve_device(device)
     req = LaunchRequest(nproc, nnodes, node_rank, master_addr, master_port, oversubscribe, connect_timeout)
     if req.distributed or nproc < 1 or nnodes < 1:
-        if model == "gate":
-            raise ToolkitError("`toolkit train gate` runs in one process (--nproc/--nnodes are for the recommenders)")
+        if model == "gate" or seed_list is not None:
+            raise ToolkitError("--nproc/--nnodes train one recommender run; the gate and --seeds run in one process")
         req = check_request(req, device)  # before the run dir is touched: bad input leaves nothing behind
         if batch_size < req.nproc * req.nnodes:
             raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
@@ -66,16 +82,23 @@ def train(
         from toolkit.gate.train import train_gate
 
         if base_run is None:
-            raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec run)")
+            raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
         train_gate(ds, base_run, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                   config=parse_config(config), console=console)
+                   config=cfg, console=console)
         return
     from toolkit.train import TrainSettings
     from toolkit.train import train as run_training
 
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                             threads=threads, config=parse_config(config), device=device,
-                             sparse_embeddings=sparse_embeddings)
+    settings = TrainSettings(epochs=epochs, patience=None if no_patience else patience, batch_size=batch_size,
+                             lr=lr, weight_decay=weight_decay, seed=seed, threads=threads, config=cfg,
+                             device=device, sparse_embeddings=sparse_embeddings)
+    if seed_list is not None:
+        from toolkit.train.seeds import train_seeds
+
+        summary = train_seeds(model, ds, out, settings, seed_list, console=console)
+        console.print(seeds_table(model, summary))
+        console.print(f"runs written to {out}/seed-*; mean and std in {out / 'seeds.json'}")
+        return
     if req.distributed:
         metrics = _train_distributed(req, model, ds, out, settings, resume)
         if metrics is None:
@@ -89,7 +112,7 @@ def train(
         console.print(f"[yellow]interrupted: the last finished epoch is checkpointed; continue with[/] "
                       f"toolkit train {model} --data {data} --out {out} --resume")
         raise typer.Exit(130)
-    console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} "
+    console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
                                 f"({metrics['train_seconds']:.1f}s training)",
                                 {"valid": metrics["valid"], "test": metrics["test"]}))
     console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
@@ -110,6 +133,28 @@ def _train_distributed(req, model: str, ds, out: Path, settings, resume: bool) -
     if req.node_rank != 0:
         return None
     return read_json(out / "metrics.json", "metrics")
+
+
+def parse_seeds(value: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]: distinct non-negative integers, at least one."""
+    parts = [p.strip() for p in value.split(",")]
+    if not parts or any(not p.isdigit() for p in parts):
+        raise ToolkitError(f"--seeds expects comma-separated non-negative integers like 0,1,2, got '{value}'")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ToolkitError(f"--seeds lists a seed twice: '{value}'")
+    return seeds
+
+
+def seeds_table(model: str, summary: dict):
+    from rich.table import Table
+
+    keys = ["uauc", "ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20"]
+    t = Table(title=f"{model}: test, mean ± std over seeds {summary['seeds']}")
+    for k in keys:
+        t.add_column(k, justify="right")
+    t.add_row(*(f"{summary['test_mean'][k]:.4f}±{summary['test_std'][k]:.4f}" for k in keys))
+    return t
 
 
 def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:

@@ -65,7 +65,7 @@ def clean_histories(
     return list(np.split(dense, bounds)), int(used.size), dropped, kept
 
 
-def _gather_windows(items: np.ndarray, base: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarray:
+def gather_windows(items: np.ndarray, base: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarray:
     """Rows of the L items before position `times` of the history starting at `base` in `items`.
 
     Left-aligned, right-padded with 0: a target at position t < L gets its t items then zeros.
@@ -93,7 +93,7 @@ def windows_at(history: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarr
         raise ToolkitError(f"seq_len must be >= 1, got {seq_len}")
     if times.size and (times.min() < 0 or times.max() > history.size):
         raise ToolkitError(f"times must lie in 0..{history.size}, got {times.min()}..{times.max()}")
-    return _gather_windows(history, np.zeros_like(times), times, seq_len)
+    return gather_windows(history, np.zeros_like(times), times, seq_len)
 
 
 class KeySet(np.ndarray):
@@ -310,7 +310,7 @@ def _protocol_users(
     row_start = np.repeat(np.cumsum(counts) - counts, counts)
     train_time = np.arange(train_user.size, dtype=np.int64) - row_start + 1  # [R]
     base = user_ptr[train_user]
-    train_seqs = _gather_windows(user_items, base, train_time, seq_len)  # [R, L]
+    train_seqs = gather_windows(user_items, base, train_time, seq_len)  # [R, L]
     negatives = sample_negatives(train_rng, train_user, N_TRAIN_NEGATIVES, n_items, user_ptr, user_items, keys)
     train_cands = np.concatenate([user_items[base + train_time][:, None], negatives], axis=1)  # [R, 5]
     del negatives, base, row_start
@@ -319,7 +319,7 @@ def _protocol_users(
     all_users = np.arange(n_users, dtype=np.int64)
     for name, rng, offset in (("valid", valid_rng, 2), ("test", test_rng, 1)):
         times = lengths - offset  # [U]
-        seqs = _gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
+        seqs = gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
         negs = sample_negatives(rng, all_users, N_CANDIDATES - 1, n_items, user_ptr, user_items, keys)
         arrays[f"{name}_seqs"] = seqs
         arrays[f"{name}_cands"] = np.concatenate([user_items[user_ptr[:-1] + times][:, None], negs], axis=1)

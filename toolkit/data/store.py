@@ -106,6 +106,22 @@ class Dataset:
             raise ToolkitError(f"user index {u} out of range 0..{self.n_users - 1}")
         return self.user_items[self.user_ptr[u] : self.user_ptr[u + 1]]
 
+    def targets(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(user [N], time [N]) of every target of a split: its window is the history before position `time`."""
+        if split == "train":
+            return self.train_user.astype(np.int64), self.train_time.astype(np.int64)
+        if split not in ("valid", "test"):
+            raise ToolkitError(f"unknown split '{split}' (expected train, valid or test)")
+        user = getattr(self, f"{split}_user").astype(np.int64)
+        return user, np.diff(self.user_ptr)[user] - (2 if split == "valid" else 1)
+
+    def windows(self, users: np.ndarray, times: np.ndarray, length: int | None = None) -> np.ndarray:
+        """[N, length] the `length` (default seq_len) items before position `times` of each user's history,
+        right-padded: the protocol's windows, or the longer history the cloud keeps for the same moment."""
+        from toolkit.data.protocol import gather_windows
+
+        return gather_windows(self.user_items, self.user_ptr[users], times, length or self.seq_len)
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(seqs [U, L], cands [U, 100]) of the 'valid' or 'test' split; the positive is column 0."""
         if name not in ("valid", "test"):

@@ -31,10 +31,20 @@ DEFAULT_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 SHOWN = ("uauc", "ndcg@10", "hr@10")
 
 
+def mixed_scores(pairs: PairSet, requests: np.ndarray) -> np.ndarray:
+    """Scores when `requests` [N] bool users use the fresh update and the rest keep the stale one."""
+    return np.where(requests[:, None], pairs.scores["fresh"], pairs.scores["stale"])
+
+
 def mixed_metrics(pairs: PairSet, requests: np.ndarray) -> dict:
-    """Ranking metrics when `requests` [N] bool users use the fresh correction and the rest keep the stale one."""
-    scores = np.where(requests[:, None], pairs.scores["fresh"], pairs.scores["stale"])
-    return ranking_metrics(scores, pos_index=0)
+    """Ranking metrics when `requests` [N] bool users use the fresh update and the rest keep the stale one."""
+    return ranking_metrics(mixed_scores(pairs, requests), pos_index=0)
+
+
+def band_se(pairs: PairSet, requests: np.ndarray) -> dict:
+    """Paired standard error (over users) of a policy's gain over `never`, per metric: the curve's band."""
+    return {f"se_vs_never_{k}": round(v, 6)
+            for k, v in paired_se(mixed_scores(pairs, requests), pairs.scores["stale"]).items()}
 
 
 def per_user(scores: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,11 +62,20 @@ def paired_se(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {k: float(np.std(pa[k] - pb[k], ddof=1) / np.sqrt(len(a))) for k in SHOWN}
 
 
+def update_kind(model) -> str:
+    """What the cloud sends, in words, for titles and JSON."""
+    cfg = model.cfg
+    if model.name == "duet":
+        form = "full DUET weights" if not cfg.rank else f"APG rank-{cfg.rank} parameters"
+        return f"duet ({cfg.backbone} backbone): generated {form}"
+    return ("cocorrrec (paper GCN): attention + bias corrections" if cfg.cloud == "paper"
+            else "cocorrrec (history): TTT state correction")
+
+
 def payload_bytes(model, seq_len: int) -> tuple[int, int]:
-    """(upload, download) bytes of one request for a window of seq_len items: one GCN round per mini-batch."""
-    p = model.gcn.payload_floats()
-    m = -(-seq_len // model.cfg.mini_batch)
-    return p["upload_bytes"] * m, p["download_bytes"] * m
+    """(upload, download) bytes of one request for a window of seq_len items (the cloud model's own account)."""
+    p = model.payload(seq_len)
+    return int(p.get("upload_bytes", p.get("upload_bytes_ids", 0))), int(p["download_bytes"])
 
 
 def _point(metrics: dict, rate: float, up: int, down: int, **extra) -> dict:
@@ -117,7 +136,8 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
                 else:
                     thr, _ = quantile_threshold(prio_recent, b, weights)
                 req = prio_test <= thr
-                points.append(_point(mixed_metrics(test, req), req.mean(), up, down, budget=b, threshold=float(thr)))
+                points.append(_point(mixed_metrics(test, req), req.mean(), up, down, budget=b, threshold=float(thr),
+                                     **band_se(test, req)))
                 progress.advance(task)
             entry = {"deployable": pol.deployable, "fit_seconds": round(fit_seconds, 3), "points": points}
             if isinstance(pol, NoveltyPolicy):
@@ -128,7 +148,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
 
     latency = {}
     if timing:
-        latency["feature_scn_encode"] = time_feature(model, ds.test_seqs[0])
+        latency["feature_device_encode"] = time_feature(model, ds.test_seqs[0])
         for name, (pol, points) in fitted.items():
             if pol.deployable:
                 latency[name] = time_decisions(pol, test, points[0]["threshold"], seed=seed)
@@ -149,7 +169,8 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
         "decisions": len(test), "lags": list(lags), "lag_counts": {int(k): int(v) for k, v in
                                                                     zip(*np.unique(test.lag, return_counts=True))},
         "calibrated_on": {"split": "valid", "samples": len(recent), "users": int(np.unique(recent.user).size)},
-        "request_bytes": {"sent": up, "received": down},
+        "update_kind": update_kind(model), "request_bytes": {"sent": up, "received": down},
+        "update_payload": model.payload(ds.seq_len),
         "endpoints": endpoints, "policies": results, "per_lag": per_lag,
         "latency_ms_single_thread": latency, "gate_params": gate.param_counts(),
         "summary": summarise(endpoints, results, gain_se, none_se), "seconds": round(time.perf_counter() - t_start, 3),
@@ -253,7 +274,8 @@ def summary_lines(result: dict) -> str:
 
 
 def plot(result: dict) -> bytes:
-    """Metric vs request frequency, one panel per metric (PNG bytes)."""
+    """Gain over `never` vs request frequency, one panel per metric, with +-1 paired standard-error bands over
+    users (PNG bytes). The always line is the whole gain a fresh update buys; never is 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,23 +284,31 @@ def plot(result: dict) -> bytes:
     fig, axes = plt.subplots(1, len(SHOWN), figsize=(5 * len(SHOWN), 4))
     styles = {"gate": ("C3", "o", "-"), "mrd": ("C1", "s", "--"), "dm": ("C5", "v", "--"), "random": ("C0", "^", "-"),
               "lof": ("C2", "D", "-"), "ocsvm": ("C4", "P", "-"), "oracle": ("0.5", "x", ":")}
+    ends = result["endpoints"]
     for ax, k in zip(axes, SHOWN):
+        never = ends["never"][k]
         for name, entry in result["policies"].items():
             color, marker, ls = styles.get(name, ("k", ".", "-"))
-            xs = [0.0] + [p["request_rate"] for p in entry["points"]]
-            ys = [result["endpoints"]["never"][k]] + [p[k] for p in entry["points"]]
+            pts = entry["points"]
+            xs = np.array([0.0] + [p["request_rate"] for p in pts])
+            ys = np.array([0.0] + [p[k] - never for p in pts])
+            se = np.array([0.0] + [p.get(f"se_vs_never_{k}", 0.0) for p in pts])
             ax.plot(xs, ys, marker=marker, ls=ls, color=color, label=name, ms=4)
+            ax.fill_between(xs, ys - se, ys + se, color=color, alpha=0.12, lw=0)
             if "native" in entry:
-                ax.plot([entry["native"]["request_rate"]], [entry["native"][k]], marker=marker, color=color,
-                        ms=9, mfc="none", ls="none")
+                ax.plot([entry["native"]["request_rate"]], [entry["native"][k] - never], marker=marker,
+                        color=color, ms=9, mfc="none", ls="none")
         for name, ls in (("always", "-"), ("never", "--"), ("none", ":")):
-            ax.axhline(result["endpoints"][name][k], color="k", ls=ls, lw=0.8, label=name)
-        ax.set_xlabel("request frequency")
-        ax.set_ylabel(k.upper())
+            y = ends[name][k] - never
+            ax.axhline(y, color="k", ls=ls, lw=0.8)
+            ax.annotate(name, (1.0, y), xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7)
+        ax.set_xlabel("request frequency (share of decisions that ask the cloud)")
+        ax.set_ylabel(f"{k.upper()} gain over never")
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"stale correction (lag {result['lags'][0]}..{result['lags'][1]} clicks) vs requesting a fresh one")
+    axes[-1].legend(fontsize=7, ncol=2, loc="lower right")
+    fig.suptitle(f"{result.get('update_kind', 'cloud update')}: stale (lag {result['lags'][0]}..{result['lags'][1]} "
+                 "clicks) vs requesting a fresh one, test split; bands: ±1 paired s.e. over users", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -22,7 +22,7 @@ import torch
 from toolkit.data import Dataset
 from toolkit.errors import ToolkitError
 
-CHUNK = 2048  # decision samples scored per batch (bounded memory: corrections are 1,040 floats per window)
+CHUNK = 2048  # decision samples scored per batch (bounded memory: an update is 1-9k floats per window)
 
 
 @dataclass
@@ -112,30 +112,17 @@ def history_lengths(ds: Dataset) -> np.ndarray:
 
 
 def window_rows(ds: Dataset, users: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """[N, L] windows: the L items before position `times` of each user's history, left-aligned, right-padded."""
-    L = ds.seq_len
-    start = np.maximum(times - L, 0)
-    length = times - start
-    j = np.arange(L)
-    idx = (ds.user_ptr[users] + start)[:, None] + j  # [N, L]
-    mask = j < length[:, None]
-    return np.where(mask, ds.user_items[np.minimum(idx, ds.user_items.size - 1)], 0).astype(np.int64)
+    """[N, L] the device windows at `times` (the protocol's own windows; see Dataset.windows)."""
+    return ds.windows(users, times)
 
 
 def split_targets(ds: Dataset, split: str, n_cands: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user [N], T [N], cands [N, C]) of a split's targets; n_cands keeps the first C columns (positive first)."""
-    if split == "train":
-        user, time, cands = ds.train_user, ds.train_time, ds.train_cands
-    elif split in ("valid", "test"):
-        lengths = history_lengths(ds)
-        user = getattr(ds, f"{split}_user")
-        time = lengths[user] - (2 if split == "valid" else 1)
-        cands = getattr(ds, f"{split}_cands")
-    else:
-        raise ToolkitError(f"unknown split '{split}' (expected train, valid or test)")
+    user, time = ds.targets(split)
+    cands = ds.train_cands if split == "train" else getattr(ds, f"{split}_cands")
     if n_cands is not None:
         cands = cands[:, :n_cands]
-    return user.astype(np.int64), time.astype(np.int64), cands
+    return user, time, cands
 
 
 def expand_lags(ds: Dataset, split: str, lag_min: int, lag_max: int, mode: str = "all", seed: int = 0,
@@ -172,17 +159,24 @@ def subsample(targets: Targets, cap: int | None, seed: int) -> Targets:
 
 @torch.no_grad()
 def encode_plain(model, seqs: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """The SCN's user state without corrections [N, D] (the gate's r)."""
+    """The device's own user state, no cloud update [N, D] (the gate's r)."""
     model.eval()
-    out = [model.scn.encode(torch.from_numpy(seqs[i:i + batch])).float().numpy() for i in range(0, len(seqs), batch)]
+    out = [model.device_encode(torch.from_numpy(seqs[i:i + batch])).float().numpy()
+           for i in range(0, len(seqs), batch)]
     return np.concatenate(out) if out else np.zeros((0, model.cfg.dim), np.float32)
+
+
+def context_len(model, ds: Dataset) -> int:
+    """Clicks of history the cloud reads for an update (0 in a model means: the device window itself)."""
+    return int(getattr(model, "context_len", 0) or ds.seq_len)
 
 
 @torch.no_grad()
 def score_pairs(model, ds: Dataset, targets: Targets, which=("stale", "fresh", "none"), progress=None,
                 description: str = "scoring decisions") -> PairSet:
-    """Score every decision sample with the stale (t'), fresh (T) and no correction; windows are deduplicated
-    per chunk, so each distinct window is encoded and sent through the GCN once."""
+    """Score every decision sample with the stale update (computed from the history up to t'), the fresh one (up
+    to T) and none, through the cloud-model interface (toolkit.models.cloud). Distinct moments are deduplicated per
+    chunk, so each window is encoded, and each update computed, once."""
     model.eval()
     N, D = len(targets), model.cfg.dim
     r_now = np.zeros((N, D), np.float32)
@@ -190,6 +184,7 @@ def score_pairs(model, ds: Dataset, targets: Targets, which=("stale", "fresh", "
     scores = {w: np.zeros(targets.cands.shape, np.float32) for w in which}
     task = progress.add_task(description, total=N) if progress is not None else None
     stride = int(history_lengths(ds).max()) + 1
+    n_ctx = context_len(model, ds)
     for a in range(0, N, CHUNK):
         b = min(a + CHUNK, N)
         u, T, lag = targets.user[a:b], targets.time[a:b], targets.lag[a:b]
@@ -197,26 +192,28 @@ def score_pairs(model, ds: Dataset, targets: Targets, which=("stale", "fresh", "
         keys = np.concatenate([u * stride + T, u * stride + (T - lag)])
         uniq, inv = np.unique(keys, return_inverse=True)
         inv_now, inv_stale = inv[: b - a], inv[b - a:]
-        wins = torch.from_numpy(window_rows(ds, uniq // stride, uniq % stride))  # [W, L]
-        r = model.scn.encode(wins)  # [W, D] uncorrected
+        users, times = uniq // stride, uniq % stride
+        wins = torch.from_numpy(ds.windows(users, times))  # [W, L]
+        r = model.device_encode(wins)  # [W, D] no update
         r_now[a:b] = r[inv_now].numpy()
         r_stale[a:b] = r[inv_stale].numpy()
-        items_now = wins[inv_now]
+        # one pass per distinct target for what does not depend on the lag (fresh, none)
+        _, first, back = np.unique(inv_now, return_index=True, return_inverse=True)
+        w_idx = inv_now[first]
+        if which:
+            ctx = wins if n_ctx == ds.seq_len else torch.from_numpy(ds.windows(users, times, n_ctx))
+            upd = model.cloud_update(ctx)  # [W, P]
         if "none" in which:
-            scores["none"][a:b] = model.scn.score(r[inv_now], cands).numpy()
-        if "stale" in which or "fresh" in which:
-            ca, cb = model.corrections(wins)  # [W, M, H, K, K], [W, M, H, K, d]
-            if "stale" in which:  # one SCN pass per decision: every (T, t') pair has its own correction
-                scores["stale"][a:b] = model.scn(items_now, cands, ca[inv_stale], cb[inv_stale]).numpy()
-            if "fresh" in which:  # one pass per distinct target (the lags of a target share it)
-                _, first, back = np.unique(inv_now, return_index=True, return_inverse=True)
-                w_idx = inv_now[first]
-                fresh = model.scn(wins[w_idx], cands[first], ca[w_idx], cb[w_idx])
-                scores["fresh"][a:b] = fresh[back].numpy()
+            scores["none"][a:b] = model.score_update(wins[w_idx], cands[first],
+                                                     torch.zeros_like(upd[w_idx]))[back].numpy()
+        if "stale" in which:  # one device pass per decision: every (T, t') pair has its own update
+            scores["stale"][a:b] = model.score_update(wins[inv_now], cands, upd[inv_stale]).numpy()
+        if "fresh" in which:
+            scores["fresh"][a:b] = model.score_update(wins[w_idx], cands[first], upd[w_idx])[back].numpy()
         if task is not None:
             progress.update(task, advance=b - a)
     return PairSet(targets.user, targets.time, targets.lag, r_now, r_stale, scores)
 
 
 __all__ = ["Targets", "PairSet", "label_balance", "window_rows", "split_targets", "expand_lags", "subsample",
-           "encode_plain", "score_pairs"]
+           "encode_plain", "score_pairs", "context_len"]

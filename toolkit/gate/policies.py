@@ -180,7 +180,7 @@ def time_decisions(policy: Policy, pairs: PairSet, threshold: float, n: int = 30
 
 @torch.no_grad()
 def time_feature(model, window: np.ndarray, n: int = 200, warmup: int = 20) -> dict:
-    """The shared input of every learned policy: the SCN's uncorrected state of one window (one thread)."""
+    """The shared input of every learned policy: the device's own state of one window, no update (one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     x = torch.from_numpy(window[None])
@@ -188,7 +188,7 @@ def time_feature(model, window: np.ndarray, n: int = 200, warmup: int = 20) -> d
     try:
         for k in range(n + warmup):
             t0 = time.perf_counter()
-            model.scn.encode(x)
+            model.device_encode(x)
             if k >= warmup:
                 times.append(time.perf_counter() - t0)
     finally:

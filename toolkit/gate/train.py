@@ -1,12 +1,18 @@
-"""`toolkit train gate`: the three training stages of IntellectReq's gate over a frozen CoCorrRec run (paper A.3).
+"""`toolkit train gate`: the three training stages of IntellectReq's gate over a frozen cloud model (paper A.3).
+
+The base run is any cloud model (toolkit.models.cloud): a cocorrrec run (the GCN's correction) or a duet run (the
+cloud generates device parameters). "Update" below is whichever of the two the base model sends.
 
 1. DM: conditional VAE on the training windows' uncorrected SCN states r; loss = BCE of the next-item prediction
    f(r, z ~ Q) scored by the frozen candidate tower on the row's 5 candidates + beta * KL(Q || P).
-2. MRD: (r_T, r_t') -> soft MRD label (fraction of the target's rows the stale correction gets right; see
-   toolkit.gate.dataset), cross-entropy.
+2. MRD: (r_T, r_t') -> the MRD label, cross-entropy. `label=margin` (default): 1 when the stale update separates
+   the positive from the negatives at least as well as a fresh one would — what the request curve evaluates;
+   `label=paper`: the fraction of the target's rows the stale update gets right (IntellectReq eq. 8).
 3. Joint: MRD + joint head on (MRD logit, uncertainty u of the frozen DM) -> the same label.
-Each stage keeps its epoch with the lowest validation loss; validation samples come from the validation split
-(time n-2, its positive + first 4 negatives), which neither the base model nor the gate trains on.
+MRD samples come from rows the base model was never fitted on (`mrd_rows=valid`, default): the validation targets
+(time n-2, all 100 candidates) of 80% of the users train the MRD, the other 20% select each stage's epoch. The base
+model only *selected* its epoch on those rows; on its own training rows (`mrd_rows=train`, the earlier behaviour)
+stale and fresh updates both look right, because the model has fitted those very targets.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ VALID_CANDS = 5  # validation targets keep 1 positive + 4 negatives, like traini
 
 @dataclass
 class GateTrainConfig:
-    lag_min: int = 1  # clicks between the stale window t' and now T
-    lag_max: int = 5
+    lag_min: int = 1  # clicks between the stale moment t' and now T
+    lag_max: int = 50  # every earlier moment t' = T-50..T-1 with a non-empty window (models.md 7: the paper's range)
+    mrd_rows: str = "valid"  # "valid": rows the base model never fitted (80/20 users); "train": its training rows
+    mrd_valid_share: float = 0.2  # share of users whose decisions select the epochs when mrd_rows=valid
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
     max_valid_samples: int = 50_000  # cap on validation decision samples (selection only)
     beta: float = 0.01  # weight of KL(Q || P); >= 0.1 collapses the posterior onto the prior on Beauty (KL ~0.01)
-    label: str = "paper"  # MRD target: "paper" (soft share of rows the stale correction gets right) or "margin"
+    label: str = "margin"  # MRD target: "margin" (stale ranks as well as fresh) or "paper" (share of rows right)
     dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
     mrd_epochs: int | None = None
     joint_epochs: int | None = None
@@ -63,6 +71,10 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
     tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
     if tcfg.label not in ("paper", "margin"):
         raise ToolkitError(f"unknown MRD label '{tcfg.label}' (expected paper or margin)")
+    if tcfg.mrd_rows not in ("valid", "train"):
+        raise ToolkitError(f"unknown mrd_rows '{tcfg.mrd_rows}' (expected valid or train)")
+    if not 0.0 < tcfg.mrd_valid_share < 1.0:
+        raise ToolkitError(f"mrd_valid_share must lie in (0, 1), got {tcfg.mrd_valid_share}")
     if not 1 <= tcfg.lag_min <= tcfg.lag_max:
         raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
     if tcfg.beta < 0 or min(tcfg.max_samples, tcfg.max_valid_samples) < 1:
@@ -72,12 +84,18 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
     return arch, tcfg
 
 
+GATEABLE = ("cocorrrec", "duet")  # models with a cloud update to decide about (toolkit.models.cloud)
+
+
 def load_base(base_run: Path):
-    """The frozen CoCorrRec the gate sits on: (model, model.json)."""
+    """The frozen cloud model the gate sits on: (model, model.json)."""
+    from toolkit.models.runs import read_descriptor
+
+    kind = read_descriptor(base_run).get("model")
+    if kind not in GATEABLE:
+        raise ToolkitError(f"the gate decides when to ask the cloud for an update; {base_run} is a '{kind}' run, "
+                           f"which has none (usable: {', '.join(GATEABLE)})")
     model, desc = load_run(base_run)
-    if desc["model"] != "cocorrrec":
-        raise ToolkitError(f"the gate needs a cocorrrec run (it gates the GCN's corrections); {base_run} is a "
-                           f"'{desc['model']}' run")
     for p in model.parameters():
         p.requires_grad_(False)
     return model, desc
@@ -142,8 +160,8 @@ class _Frozen:
 
     @torch.no_grad()
     def cand_vecs(self, cands: torch.Tensor) -> torch.Tensor:
-        scn = self.model.scn
-        return scn.tower(scn.item_emb(cands))  # [B, C, D]
+        dev = self.model.device
+        return dev.tower(dev.item_emb(cands))  # [B, C, D]
 
 
 def _dm_loss(gate: Gate, r, cand_vecs, beta: float, eps=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -190,6 +208,18 @@ def gate_outputs(gate: Gate, pairs: PairSet, batch: int = 8192) -> dict[str, np.
     return {k: np.concatenate(v) for k, v in out.items()} if out else {}
 
 
+def mrd_targets(ds: Dataset, tcfg: GateTrainConfig, seed: int):
+    """(train, valid) decision targets for the MRD; see the module docstring (mrd_rows)."""
+    if tcfg.mrd_rows == "train":
+        return (expand_lags(ds, "train", tcfg.lag_min, tcfg.lag_max, "all"),
+                expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all", n_cands=VALID_CANDS))
+    allv = expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all")
+    users = np.unique(allv.user)
+    held = np.random.default_rng(seed + 7).permutation(users)[: max(1, int(round(tcfg.mrd_valid_share * users.size)))]
+    is_held = np.isin(allv.user, held)
+    return allv.subset(np.flatnonzero(~is_held)), allv.subset(np.flatnonzero(is_held))
+
+
 def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
                threads: int | None, config: dict, console: Console | None = None) -> dict:
     """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content."""
@@ -212,15 +242,14 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     # ---- data: windows' states, MRD decision samples ----------------------------------------------------------
     t0 = time.perf_counter()
     with progress_bar(console) as progress:
-        task = progress.add_task("encoding windows (uncorrected SCN state)", total=2)
+        task = progress.add_task("encoding windows (device state, no update)", total=2)
         r_train = torch.from_numpy(encode_plain(model, ds.train_seqs))
         progress.advance(task)
         r_valid = torch.from_numpy(encode_plain(model, ds.valid_seqs))
         progress.advance(task)
-        all_train = expand_lags(ds, "train", tcfg.lag_min, tcfg.lag_max, "all")
+        all_train, valid_t = mrd_targets(ds, tcfg, seed)
         train_t = subsample(all_train, tcfg.max_samples, seed)
-        valid_t = subsample(expand_lags(ds, "valid", tcfg.lag_min, tcfg.lag_max, "all", n_cands=VALID_CANDS),
-                            tcfg.max_valid_samples, seed + 1)
+        valid_t = subsample(valid_t, tcfg.max_valid_samples, seed + 1)
         if len(train_t) == 0 or len(valid_t) == 0:
             raise ToolkitError(f"no decision samples with lags {tcfg.lag_min}..{tcfg.lag_max}: histories are too short")
         train_p = score_pairs(model, ds, train_t, ("stale", "fresh"), progress, "MRD samples (train)")
@@ -229,7 +258,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     balance = {"train": label_balance(train_p), "valid": label_balance(valid_p)}
     balance["train"]["available_before_cap"] = len(all_train)
     console.print(f"MRD dataset: {len(train_p):,} train samples (of {len(all_train):,}; cap {tcfg.max_samples:,}), "
-                  f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale correction "
+                  f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale update "
                   f"right on {balance['train']['soft_label_mean']:.1%} of rows, all 5 rows right on "
                   f"{balance['train']['all_rows_right']:.1%} of samples")
 
@@ -336,4 +365,4 @@ def _summary_table(gate: Gate, metrics: dict) -> Table:
     return t
 
 
-__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "gate_outputs", "progress_bar"]
+__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "GATEABLE", "mrd_targets", "gate_outputs", "progress_bar"]

@@ -11,6 +11,7 @@ from toolkit.errors import ToolkitError
 _MODELS = {
     "scn": ("toolkit.models.scn", "SCNConfig", "SCN"),
     "cocorrrec": ("toolkit.models.scn", "CoCorrRecConfig", "CoCorrRec"),
+    "duet": ("toolkit.models.duet", "DuetConfig", "Duet"),
     "gru4rec": ("toolkit.models.baselines.gru4rec", "GRU4RecConfig", "GRU4Rec"),
     "sasrec": ("toolkit.models.baselines.sasrec", "SASRecConfig", "SASRec"),
     "din": ("toolkit.models.baselines.din", "DINConfig", "DIN"),
@@ -38,6 +39,13 @@ def build(name: str, n_items: int, **overrides):
     if unknown:
         raise ToolkitError(f"unknown config key(s) for {name}: {', '.join(unknown)} (valid: {', '.join(sorted(fields))})")
     return model_cls(cfg_cls(n_items=n_items, **overrides))
+
+
+def check_duet_config(config: dict) -> None:
+    """Cheap validation of `--config` for duet (backbone name, sizes) before the data is loaded."""
+    from toolkit.models.duet import check_config
+
+    check_config(config)
 
 
 def from_config(name: str, config: dict):

@@ -143,45 +143,142 @@ class _StepEntry(nn.Module):
 
 @dataclass
 class CoCorrRecConfig(SCNConfig):
-    pass
+    # "paper": the GCN reads the device's window and corrects A and b_bar with re-standardised fusion (models.md 2,
+    #          CoCorrRec as published; kept for comparison).
+    # "history": the cloud reads the user's longer history (context_len clicks) and sends a per-user correction of
+    #          the TTT initial state (delta W, b: H (d^2 + d) floats) that persists through the window; its head
+    #          starts at zero, so training starts exactly at SCN and learns each user's own correction size.
+    cloud: str = "paper"
+    context_len: int = 20  # "history" only: clicks of history the cloud reads (GRU cost grows with it)
+    cloud_hidden: int = 64  # "history" only: width of the cloud's GRU + MLP
+
+
+CLOUD_KINDS = ("paper", "history")
 
 
 class CoCorrRec(nn.Module):
-    """SCN on the device + GCN in the cloud, trained jointly; the device artifact is the SCN with correction inputs."""
+    """SCN on the device + a cloud correction trained jointly (models.md 2 and 7); see CoCorrRecConfig.cloud.
+
+    Implements the cloud-model interface of toolkit.models.cloud. With cloud="paper" the update is the GCN's
+    (corr_attn, corr_bias) of every mini-batch flattened, and the device artifact is the SCN with correction inputs.
+    """
 
     name = "cocorrrec"
 
     def __init__(self, cfg: CoCorrRecConfig):
         super().__init__()
+        if cfg.cloud not in CLOUD_KINDS:
+            from toolkit.errors import ToolkitError
+
+            raise ToolkitError(f"unknown cocorrrec cloud '{cfg.cloud}' (valid: {', '.join(CLOUD_KINDS)})")
         self.cfg = cfg
         self.scn = SCN(cfg)
-        self.gcn = GCN(cfg.dim, cfg.heads, cfg.mini_batch)
+        H, d = cfg.heads, cfg.dim // cfg.heads
+        if cfg.cloud == "paper":
+            self.gcn = GCN(cfg.dim, cfg.heads, cfg.mini_batch)
+            self.context_len = 0  # the cloud sees the device's own window
+        else:
+            from toolkit.models.cloud import HistoryEncoder
+
+            self.cloud = HistoryEncoder(cfg.dim, cfg.cloud_hidden, cfg.cloud_hidden)
+            self.state_head = nn.Linear(cfg.cloud_hidden, H * (d * d + d))
+            nn.init.zeros_(self.state_head.weight)
+            nn.init.zeros_(self.state_head.bias)
+            self.context_len = cfg.context_len
 
     @property
     def item_emb(self) -> nn.Embedding:
         return self.scn.item_emb
 
+    @property
+    def device(self) -> nn.Module:
+        """The on-device SCN (its item table and candidate tower score every candidate)."""
+        return self.scn
+
     def corrections(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the cloud sends back for a window: GCN over the uploaded X of every mini-batch."""
+        """What the paper's GCN sends back for a window: GCN over the uploaded X of every mini-batch."""
         return self.gcn(self.scn.embed(items), items != 0)
 
+    # ---- the cloud-model interface (toolkit.models.cloud) ----------------------------------------------------------
+    def update_floats(self, seq_len: int | None = None) -> int:
+        H, K, d = self.cfg.heads, self.cfg.mini_batch, self.cfg.dim // self.cfg.heads
+        if self.cfg.cloud == "history":
+            return H * (d * d + d)
+        M = -(-(seq_len or K) // K)
+        return M * H * K * (K + d)
+
+    def device_encode(self, items: torch.Tensor) -> torch.Tensor:
+        return self.scn.encode(items)
+
+    def cloud_update(self, context: torch.Tensor) -> torch.Tensor:
+        """context [B, N] (paper: the device window itself) -> flat update [B, P]."""
+        if self.cfg.cloud == "paper":
+            ca, cb = self.corrections(context)
+            return torch.cat([ca.flatten(1), cb.flatten(1)], dim=1)
+        return self.state_head(self.cloud(self.scn.embed(context), context != 0))
+
+    def _split(self, items: torch.Tensor, update: torch.Tensor):
+        B, L = items.shape
+        H, K, d = self.cfg.heads, self.cfg.mini_batch, self.cfg.dim // self.cfg.heads
+        if self.cfg.cloud == "paper":
+            M = -(-L // K)
+            ca, cb = torch.split(update, [M * H * K * K, M * H * K * d], dim=1)
+            return ca.reshape(B, M, H, K, K), cb.reshape(B, M, H, K, d)
+        dW, db = torch.split(update, [H * d * d, H * d], dim=1)
+        return dW.reshape(B, H, d, d), db.reshape(B, H, d)
+
+    def score_update(self, items, candidates, update):
+        if self.cfg.cloud == "paper":
+            ca, cb = self._split(items, update)
+            return self.scn(items, candidates, ca, cb)
+        dW, db = self._split(items, update)
+        W0, b0 = self.scn.ttt.initial_state(items.shape[0])
+        h, _ = self.scn.hidden(items, state=(W0 + dW, b0 + db), need_state=False)
+        return self.scn.score(last_real(h, items), candidates)
+
     def encode(self, items, corr_attn=None, corr_bias=None):
+        if self.cfg.cloud != "paper":
+            raise NotImplementedError("cocorrrec(cloud=history) scores through score_update")
         if corr_attn is None:
             corr_attn, corr_bias = self.corrections(items)
         return self.scn.encode(items, corr_attn, corr_bias)
 
-    def forward(self, items, candidates, corr_attn=None, corr_bias=None):
-        return self.scn.score(self.encode(items, corr_attn, corr_bias), candidates)
+    def forward(self, items, candidates, corr_attn=None, corr_bias=None, context=None):
+        if self.cfg.cloud == "paper":
+            return self.scn.score(self.encode(items, corr_attn, corr_bias), candidates)
+        return self.score_update(items, candidates, self.cloud_update(items if context is None else context))
+
+    def payload(self, seq_len: int = 10) -> dict:
+        """Bytes on the wire per update, beside the paper's 2.56 KB up / 4.16 KB down."""
+        if self.cfg.cloud == "paper":
+            up, down = 4 * -(-seq_len // self.cfg.mini_batch) * self.cfg.mini_batch * self.cfg.dim, \
+                4 * self.update_floats(seq_len)
+        else:  # the cloud keeps the click log: the device sends only its window's ids (int64)
+            up, down = 8 * seq_len, 4 * self.update_floats()
+        return {"upload_bytes": up, "download_bytes": down, "download_floats": down // 4,
+                "paper_upload_bytes": 2_560, "paper_download_bytes": 4_160, "cloud_macs_per_update": self.cloud_macs()}
+
+    def cloud_macs(self, seq_len: int = 10) -> int:
+        if self.cfg.cloud == "paper":
+            D, K = self.cfg.dim, self.cfg.mini_batch
+            M = -(-seq_len // K)
+            return M * (K * 3 * 2 * D * D + 2 * D * D + D * self.update_floats(K))
+        return self.cloud.macs(self.cfg.context_len, self.cfg.dim) + self.cfg.cloud_hidden * self.update_floats()
 
     def param_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         table = self.scn.item_emb.weight.numel()
-        gcn = sum(p.numel() for p in self.gcn.parameters())
+        cloud = total - sum(p.numel() for p in self.scn.parameters())
         return {"params": total, "params_excluding_item_table": total - table,
-                "device_params_excluding_item_table": total - table - gcn, "cloud_params": gcn}
+                "device_params_excluding_item_table": total - table - cloud, "cloud_params": cloud}
 
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True) -> list[EntryPoint]:
-        return self.scn.contract(seq_len, candidates, with_corrections)
+        if self.cfg.cloud == "paper":
+            return self.scn.contract(seq_len, candidates, with_corrections)
+        from toolkit.models.cloud import update_window_entry
+
+        step = [e for e in self.scn.contract(seq_len, candidates, False) if e.name == "step"]
+        return [update_window_entry(self, seq_len, candidates, "TTT state correction"), *step]

@@ -32,7 +32,8 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainSettings:
-    epochs: int = 10
+    epochs: int = 10  # ceiling; with `patience` training stops earlier
+    patience: int | None = None  # stop after this many epochs without a better validation NDCG@10
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -54,8 +55,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def context_rows(model, ds: Dataset, split: str) -> np.ndarray | None:
+    """The history the cloud reads for each row of a split ([N, context_len]), for models with a cloud side
+    (`model.context_len`); None for device-only models."""
+    n = getattr(model, "context_len", 0)
+    return ds.windows(*ds.targets(split), n) if n else None
+
+
+def forward_rows(model, seqs: torch.Tensor, cands: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    return model(seqs, cands) if ctx is None else model(seqs, cands, context=ctx)
+
+
 @torch.no_grad()
-def score_split(model, seqs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+def score_split(model, seqs: np.ndarray, cands: np.ndarray, ctx: np.ndarray | None = None) -> np.ndarray:
     """Scores [n, C] of every candidate row, in eval mode, fixed batch size (on the model's device)."""
     model.eval()
     device = next(model.parameters()).device
@@ -63,13 +75,14 @@ def score_split(model, seqs: np.ndarray, cands: np.ndarray) -> np.ndarray:
     for i in range(0, len(seqs), EVAL_BATCH):
         s = torch.tensor(seqs[i:i + EVAL_BATCH], device=device)
         c = torch.tensor(cands[i:i + EVAL_BATCH], device=device)
-        out.append(model(s, c).float().cpu().numpy())
+        x = None if ctx is None else torch.tensor(ctx[i:i + EVAL_BATCH], device=device)
+        out.append(forward_rows(model, s, c, x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, cands.shape[1]), np.float32)
 
 
 def evaluate(model, ds: Dataset, split: str) -> dict:
     seqs, cands = ds.split(split)
-    return ranking_metrics(score_split(model, seqs, cands), pos_index=0)
+    return ranking_metrics(score_split(model, seqs, cands, context_rows(model, ds, split)), pos_index=0)
 
 
 def check_vocab(ds: Dataset, n_items: int) -> None:
@@ -122,6 +135,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
 
     net = dist.wrap(model) if dist is not None else model  # DDP averages the workers' gradients
+    ctx_len = getattr(model, "context_len", 0)  # the cloud's history rows, gathered per step like the rest
     n = len(ds.train_seqs)
     steps = math.ceil(n / settings.batch_size)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -130,6 +144,13 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     for epoch in range(start_epoch, settings.epochs):
+        stop = settings.patience is not None and epoch - best_epoch > settings.patience
+        if dist is not None:
+            stop = dist.broadcast_flag(stop)  # rank 0 selects, so rank 0 decides
+        if stop:
+            console.print(f"{name}: no better validation {SELECT_METRIC} for {settings.patience} epochs; "
+                          f"stopped early (best epoch {best_epoch + 1})")
+            break
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen).numpy()
@@ -147,9 +168,12 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                 # only the rows this process trains on
                 s_rows = torch.from_numpy(np.ascontiguousarray(ds.train_seqs[idx])).to(device)
                 c_rows = torch.from_numpy(np.ascontiguousarray(ds.train_cands[idx])).to(device)
+                x_rows = None if not ctx_len else torch.from_numpy(
+                    ds.windows(ds.train_user[idx].astype(np.int64), ds.train_time[idx].astype(np.int64), ctx_len)
+                ).to(device)
                 labels = torch.zeros(c_rows.shape, dtype=torch.float32, device=device)
                 labels[:, 0] = 1.0
-                logits = net(s_rows, c_rows)
+                logits = forward_rows(net, s_rows, c_rows, x_rows)
                 if dist is None:
                     loss = loss_fn(logits, labels)
                 else:  # sum / global count x N: DDP's average of the N gradients = the global batch mean
@@ -194,14 +218,15 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         raise ToolkitError("no epoch was trained (check --epochs)")
     model.load_state_dict(best_state)
     metrics = {"valid": evaluate(model, ds, "valid"), "test": evaluate(model, ds, "test"),
-               "best_epoch": best_epoch + 1, "train_seconds": round(spent, 3), "selected_on": f"valid {SELECT_METRIC}",
+               "best_epoch": best_epoch + 1, "epochs_run": len(history), "train_seconds": round(spent, 3),
+               "selected_on": f"valid {SELECT_METRIC}",
                "history": history}
     wsha = save_weights(run / WEIGHTS, model)
     desc = model_descriptor(name, model, ds.meta, wsha, {
-        "train": {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-                  "weight_decay": settings.weight_decay, "seed": settings.seed, "threads": torch.get_num_threads(),
-                  "device": device, "workers": dist.world if dist is not None else 1,
-                  "sparse_embeddings": settings.sparse_embeddings},
+        "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size,
+                  "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
+                  "threads": torch.get_num_threads(), "device": device,
+                  "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)
     atomic_write_json(run / "model.json", desc)

@@ -1,0 +1,213 @@
+"""The cloud-model interface (models.md 7): DUET parameter generation and CoCorrRec's history correction.
+
+Pinned here: "no update" is exactly the device model, an update computed from an earlier history is what the gate's
+stale scores use (checked against a hand-built history, not Dataset.windows), the bytes on the wire, and the CLI's
+refusals for models, backbones, patience and seeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.errors import ToolkitError
+from toolkit.gate.dataset import expand_lags, score_pairs, subsample
+from toolkit.models.registry import build
+
+from cli_helpers import cli
+
+CLOUD_MODELS = [("duet", {"backbone": b, "context_len": 20}) for b in ("sasrec", "gru4rec", "din", "scn")] + [
+    ("duet", {"backbone": "gru4rec", "rank": 4, "context_len": 20}),
+    ("cocorrrec", {"cloud": "history", "context_len": 20}),
+    ("cocorrrec", {"cloud": "paper"}),
+]
+
+
+def _randomise_update_heads(model):
+    """Training starts with zero update heads; give them weights so updates differ between users."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("head.", "state_head.")):
+                p.normal_(0, 0.05)
+        if hasattr(model, "scn"):
+            model.scn.ttt.corr_p.fill_(0.7)
+
+
+@pytest.mark.parametrize("name,cfg", CLOUD_MODELS, ids=lambda v: str(v))
+def test_zero_update_is_the_device_model_and_updates_are_per_user(name, cfg):
+    torch.manual_seed(0)
+    m = build(name, 50, **cfg).eval()
+    _randomise_update_heads(m)
+    items = torch.randint(1, 51, (4, 10))
+    items[1, 6:] = 0
+    cands = torch.randint(1, 51, (4, 7))
+    ctx = items if cfg.get("cloud") == "paper" else torch.randint(0, 51, (4, 20))
+    with torch.no_grad():
+        upd = m.cloud_update(ctx)
+        assert upd.shape == (4, m.update_floats())
+        plain = m.device(items, cands)
+        torch.testing.assert_close(m.score_update(items, cands, torch.zeros_like(upd)), plain, rtol=0, atol=0)
+        fresh = m.score_update(items, cands, upd)
+        assert (fresh - plain).abs().max() > 1e-4  # an update changes the scores ...
+        other = m.score_update(items, cands, upd.roll(1, dims=0))
+        assert (fresh - other).abs().max() > 1e-4  # ... and another user's update changes them differently
+        kwargs = {} if cfg.get("cloud") == "paper" else {"context": ctx}
+        torch.testing.assert_close(m(items, cands, **kwargs), fresh)
+
+
+def test_update_starts_at_zero_so_training_starts_at_the_device_model():
+    torch.manual_seed(0)
+    for name, cfg in CLOUD_MODELS[:-1]:
+        m = build(name, 50, **cfg).eval()
+        ctx = torch.randint(1, 51, (3, cfg["context_len"]))
+        assert torch.count_nonzero(m.cloud_update(ctx)) == 0, (name, cfg)
+
+
+def test_bytes_on_the_wire():
+    assert build("duet", 50).payload(10)["download_bytes"] == 4 * 2 * (64 * 64 + 64)  # 33,280 B: full DUET
+    assert build("duet", 50, rank=8).payload(10)["download_bytes"] == 4 * 2 * (8 + 64)  # APG low rank
+    hist = build("cocorrrec", 50, cloud="history").payload(10)
+    assert hist["download_bytes"] == 4 * 4 * (16 * 16 + 16) and hist["upload_bytes"] == 80
+    paper = build("cocorrrec", 50).payload(10)
+    assert (paper["upload_bytes"], paper["download_bytes"]) == (2560, 4160)  # the paper's 2.56 KB / 4.16 KB
+    assert paper["cloud_macs_per_update"] > 0 and hist["cloud_macs_per_update"] > 0
+
+
+def test_unknown_backbone_or_cloud_kind_is_one_line():
+    with pytest.raises(ToolkitError, match="unknown duet backbone 'bert4rec'.*sasrec, gru4rec, din, scn"):
+        build("duet", 50, backbone="bert4rec")
+    with pytest.raises(ToolkitError, match="unknown cocorrrec cloud 'edge'"):
+        build("cocorrrec", 50, cloud="edge")
+
+
+@pytest.mark.parametrize("name,cfg", [CLOUD_MODELS[0], CLOUD_MODELS[5]], ids=["duet", "cocorrrec-history"])
+def test_stale_scores_use_the_update_from_the_earlier_history(synth_dataset, name, cfg):
+    ds = synth_dataset
+    torch.manual_seed(0)
+    m = build(name, ds.n_items, **cfg).eval()
+    _randomise_update_heads(m)
+    n_ctx = cfg["context_len"]
+    targets = subsample(expand_lags(ds, "valid", 1, 50, "all"), 30, seed=2)
+    pairs = score_pairs(m, ds, targets)
+
+    def padded(seq, n):
+        return torch.nn.functional.pad(torch.tensor(seq, dtype=torch.int64).view(1, -1), (0, n - len(seq)))
+
+    with torch.no_grad():
+        for i in range(0, 30, 5):
+            u, T, lag = int(targets.user[i]), int(targets.time[i]), int(targets.lag[i])
+            h = ds.history(u)
+            now = padded(h[max(0, T - 10):T], 10)
+            old_ctx = padded(h[max(0, T - lag - n_ctx):T - lag], n_ctx)
+            new_ctx = padded(h[max(0, T - n_ctx):T], n_ctx)
+            cands = torch.tensor(targets.cands[i:i + 1])
+            np.testing.assert_allclose(pairs.scores["stale"][i],
+                                       m.score_update(now, cands, m.cloud_update(old_ctx))[0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(pairs.scores["fresh"][i],
+                                       m.score_update(now, cands, m.cloud_update(new_ctx))[0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(pairs.scores["none"][i], m.device(now, cands)[0].numpy(), atol=1e-5)
+    assert not np.allclose(pairs.scores["stale"], pairs.scores["fresh"])
+
+
+def test_train_refusals_are_one_line_and_write_nothing(synth_dataset_dir, tmp_path):
+    cases = [
+        (["train", "duet", "--config", "backbone=bert4rec"], "unknown duet backbone 'bert4rec'"),
+        (["train", "scn", "--patience", "0"], "--patience must be >= 1"),
+        (["train", "scn", "--patience", "-2"], "--patience must be >= 1"),
+        (["train", "scn", "--seeds", "0,x"], "--seeds expects comma-separated"),
+        (["train", "scn", "--seeds", "1,1"], "lists a seed twice"),
+    ]
+    for args, msg in cases:
+        out = tmp_path / "run"
+        proc = cli(*args, "--data", synth_dataset_dir, "--out", out, check_rc=2)
+        err = (proc.stdout + proc.stderr).strip()
+        assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_gate_refuses_a_model_without_cloud_updates(synth_dataset, synth_dataset_dir, tmp_path):
+    from toolkit.train import TrainSettings, train
+
+    run = tmp_path / "scn"
+    train("scn", synth_dataset, run, TrainSettings(epochs=1, batch_size=512, threads=1))
+    proc = cli("train", "gate", "--model", run, "--data", synth_dataset_dir, "--out", tmp_path / "g", check_rc=2)
+    err = (proc.stdout + proc.stderr).strip()
+    assert "'scn' run, which has none (usable: cocorrrec, duet)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+
+
+def test_seeds_and_patience_end_to_end(synth_dataset_dir, tmp_path):
+    out = tmp_path / "seeds"
+    cli("train", "duet", "--config", "backbone=gru4rec", "--config", "context_len=20", "--data", synth_dataset_dir,
+        "--out", out, "--seeds", "0,1", "--epochs", 3, "--patience", 1, "--batch-size", 512, "--threads", 1)
+    summary = json.loads((out / "seeds.json").read_text())
+    per = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    for k in ("ndcg@10", "uauc"):
+        vals = np.array([p["test"][k] for p in per])
+        assert summary["test_mean"][k] == pytest.approx(vals.mean(), abs=1e-6)
+        assert summary["test_std"][k] == pytest.approx(vals.std(ddof=1), abs=1e-6)
+    for p in per:  # patience 1: at most one epoch past the best
+        assert p["epochs_run"] <= p["best_epoch"] + 1 and len(p["history"]) == p["epochs_run"]
+    desc = json.loads((out / "seed-1" / "model.json").read_text())
+    assert desc["train"]["seed"] == 1 and desc["config"]["backbone"] == "gru4rec"
+
+
+def test_streaming_equals_one_long_window_and_short_histories_equal_the_window(synth_dataset):
+    """Streaming carries (W, b) across mini-batches: for T <= 2K it is the dual form over the whole history (one
+    window of 2K clicks from click 0); for T <= K it is the protocol's own window."""
+    from toolkit.train.loop import score_split
+    from toolkit.train.streaming import stream_scores
+
+    ds = synth_dataset
+    torch.manual_seed(0)
+    scn = build("scn", ds.n_items).eval()
+    got = stream_scores(scn, ds, "valid")
+    users, times = ds.targets("valid")
+    seqs, cands = ds.split("valid")
+    window = score_split(scn, seqs, cands)
+    short = times <= 10
+    assert short.any() and (~short).any()
+    np.testing.assert_allclose(got[short], window[short], atol=1e-5)
+    mid = (times > 10) & (times <= 20)
+    assert mid.any()
+    hist = np.zeros((int(mid.sum()), 20), np.int64)
+    for row, (u, T) in enumerate(zip(users[mid], times[mid])):
+        hist[row, :T] = ds.history(int(u))[:T]
+    np.testing.assert_allclose(got[mid], score_split(scn, hist, cands[mid]), atol=1e-5)
+    long = times > 20
+    if long.any():  # past the training window the regimes differ
+        assert not np.allclose(got[long], window[long], atol=1e-4)
+
+
+def test_eval_cli_reports_both_regimes(synth_dataset, synth_dataset_dir, tmp_path):
+    from toolkit.train import TrainSettings, train
+
+    run = tmp_path / "scn"
+    metrics = train("scn", synth_dataset, run, TrainSettings(epochs=1, batch_size=512, threads=1))
+    out = json.loads(cli("eval", run, "--data", synth_dataset_dir, "--regime", "both", "--json").stdout)
+    assert out["regimes"]["window"] == metrics["test"]
+    assert set(out["regimes"]["stream"]) == set(metrics["test"]) and out["regimes"]["stream"] != metrics["test"]
+    proc = cli("eval", tmp_path / "scn", "--data", synth_dataset_dir, "--regime", "streaming", check_rc=2)
+    assert "unknown regime 'streaming'" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,cfg", [("duet", ["backbone=gru4rec", "context_len=20"]),
+                                      ("cocorrrec", ["cloud=history", "context_len=20"])])
+def test_cloud_model_device_artifact_takes_the_update_as_input(synth_dataset_dir, tmp_path, name, cfg):
+    """export -> onnxruntime: the device part with the update as an explicit static input, parity over 5 calls."""
+    run, art = tmp_path / "run", tmp_path / "art"
+    config = [a for c in cfg for a in ("--config", c)]
+    cli("train", name, *config, "--data", synth_dataset_dir, "--out", run, "--epochs", 1, "--batch-size", 512,
+        "--threads", 1)
+    cli("export", run, "--target", "onnx", "--seq-len", 10, "--out", art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    window = next(a for a in manifest["artifacts"] if a["entry"] == "window")
+    update = next(i for i in window["inputs"] if i["name"] == "update")
+    expected = 2 * (64 * 64 + 64) if name == "duet" else 4 * (16 * 16 + 16)
+    assert update["shape"] == [1, expected] and window["parity"]["pass"]
+    assert max(max(v) for v in window["parity"]["max_abs_error"].values()) < 1e-4
+    cli("verify", art)

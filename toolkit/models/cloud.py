@@ -1,0 +1,83 @@
+"""Cloud updates (models.md 7): what the device can ask the cloud for, behind one interface.
+
+A cloud model has a device part (the exported artifact) and a cloud part that reads the click history the cloud
+keeps for the user (`context_len` items, at least the device's window) and returns an *update*: one flat float
+vector per user that the device applies until it asks again. The gate decides when asking again is worth it, so
+every cloud model answers the same four questions:
+
+  device_encode(items) -> r [B, D]               the device's own user state, no update (the gate's input r)
+  cloud_update(context) -> update [B, P]          computed in the cloud from the history up to t'
+  score_update(items, candidates, update)         the device's scores with an update (all zeros = no update)
+  forward(items, candidates, context)             training: the fresh update for each row
+
+`update_floats()` is P (bytes down = 4 P in fp32) and `cloud_macs()` the cloud's work per update. A stale update
+is simply `cloud_update` of an earlier context applied to today's window, so staleness has a real cost.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from toolkit.exporters.contract import EntryPoint, TensorSpec
+
+
+class HistoryEncoder(nn.Module):
+    """GRU over the embedded history, its state at the last real click, then a 2-layer MLP -> code [B, out].
+
+    DUET's generator trunk (GRU over the window, last hidden state, MLP -> code z); an all-padding history gives
+    a zero code.
+    """
+
+    def __init__(self, dim: int, hidden: int, out: int):
+        super().__init__()
+        self.gru = nn.GRU(dim, hidden, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, out))
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, N, D] embedded history (right-padded), mask [B, N] bool -> code [B, out]."""
+        out, _ = self.gru(x)  # [B, N, hidden]
+        count = mask.sum(-1)
+        idx = (count - 1).clamp(min=0).long()
+        last = out.gather(1, idx.view(-1, 1, 1).expand(-1, 1, self.hidden)).squeeze(1)
+        return self.mlp(last) * (count > 0).to(x.dtype)[:, None]
+
+    def macs(self, steps: int, dim: int) -> int:
+        """Multiply-adds for a history of `steps` clicks: GRU (3 gates, input + hidden) + MLP."""
+        h = self.hidden
+        out = self.mlp[2].out_features
+        return steps * 3 * (dim * h + h * h) + h * h + h * out
+
+
+class UpdateWindowEntry(nn.Module):
+    """Exported `window` of a cloud model: forward(items [1, L], candidates [1, C], update [1, P]) -> scores."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor, candidates: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return self.model.score_update(items, candidates, update)
+
+
+def update_window_entry(model, seq_len: int, candidates: int, what: str) -> EntryPoint:
+    """The device artifact of a cloud model: static shapes, the update as an explicit input (zeros = none)."""
+    n = model.cfg.n_items
+    return EntryPoint(
+        name="window",
+        module=UpdateWindowEntry(model).eval(),
+        inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
+                TensorSpec("candidates", (1, candidates), torch.int64, high=n),
+                TensorSpec("update", (1, model.update_floats()), torch.float32)],
+        outputs=["scores"],
+        description=f"scores of {candidates} candidates for a right-padded window of {seq_len} items with the "
+                    f"last {what} the cloud sent ({model.update_floats()} floats; zeros = none)",
+    )
+
+
+def is_cloud_model(model) -> bool:
+    return all(hasattr(model, a) for a in ("context_len", "cloud_update", "score_update", "device_encode"))
+
+
+__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model"]
