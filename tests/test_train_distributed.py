@@ -213,3 +213,27 @@ def test_training_reads_the_memory_mapped_layout_like_the_npz_one(tmp_path):
     assert a["test"] == b["test"] and a["history"][0]["loss"] == b["history"][0]["loss"]
     e = cli("eval", tmp_path / "rb", "--data", tmp_path / "npy", "--device", "auto", "--json")
     assert json.loads(e.stdout)["metrics"] == b["test"]
+
+
+def test_two_nodes_on_one_machine_match_one_worker(synth_dataset_dir, tmp_path):
+    """The multi-node command of the README, with both 'nodes' on this machine (static rendezvous over TCP)."""
+    port = _free_port()
+    common = ["train", "scn", "--data", str(synth_dataset_dir), "--out", str(tmp_path / "two"), "--epochs", "2",
+              "--batch-size", "96", "--seed", "3", "--threads", "1", "--nproc", "1", "--nnodes", "2",
+              "--master-addr", "127.0.0.1", "--master-port", port]
+    node0 = subprocess.Popen([*TOOLKIT, *common, "--node-rank", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        node1 = cli(*common, "--node-rank", "1", "--connect-timeout", "60")
+        out0, err0 = node0.communicate(timeout=300)
+    finally:
+        if node0.poll() is None:
+            node0.kill()
+    assert node0.returncode == 0, err0
+    assert "node 1: workers finished" in node1.stdout
+    _train(synth_dataset_dir, tmp_path / "one")
+    one, two = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    for split in ("valid", "test"):
+        for k, v in one[split].items():
+            assert abs(two[split][k] - v) <= METRIC_ATOL, (split, k)
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["train"]["workers"] == 2

@@ -74,7 +74,8 @@ def train(
         req = check_request(req, device)  # before the run dir is touched: bad input leaves nothing behind
         if batch_size < req.nproc * req.nnodes:
             raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
-    _prepare_run_dir(out, resume, force)
+    if req.node_rank == 0:  # node rank 0 owns the run dir (the others may share its filesystem)
+        _prepare_run_dir(out, resume, force)
     from toolkit.data import load_dataset
 
     ds = load_dataset(data)
