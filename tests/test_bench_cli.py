@@ -4,23 +4,15 @@ Timing values are never asserted (the machines are noisy); only that they exist 
 """
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 
 
 def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["toolkit", "bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_inprocess("bench", *args)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -113,3 +105,45 @@ def assert_row_schema(row):
         lat = row["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         assert isinstance(row["memory"]["rss_peak_delta_bytes"], int)
+
+
+def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
+    """`toolkit bench ARTIFACT_DIR`: no export; every row names the file it timed by sha256 and manifest."""
+    from artifact_dirs import make_artifact_dir
+    from toolkit.exporters.manifest import read_manifest
+
+    art = make_artifact_dir(tmp_path / "art", seq_lens=(10, 12))
+    m = read_manifest(art)
+    out_json = tmp_path / "b.json"
+    code, out, err = run_inprocess("bench", art, "--runs", "3", "--warmup", "1", "--budget", "none",
+                                   "--history", "20", "--json", out_json, "--cache", tmp_path / "cache")
+    assert code == 0, (out, err)
+    assert not (tmp_path / "cache").exists()  # nothing exported
+    result = json.loads(out_json.read_text())
+    by_file = {a.file: a.sha256 for a in m.artifacts}
+    assert {r["artifact"]["file"] for r in result["rows"]} == set(by_file)
+    for row in result["rows"]:
+        assert_row_schema(row)
+        assert row["status"] == "ok" and row["runtime"] == "onnxruntime" and row["export_cache"] == "artifact dir"
+        assert row["artifact"]["sha256"] == by_file[row["artifact"]["file"]]
+        assert row["artifact"]["manifest"] == str((art / "manifest.json").resolve())
+        assert row["artifact"]["manifest_sha256"] == m.digest
+    assert sorted((r["artifact"]["file"], r["history"]) for r in result["rows"]) == [
+        ("scn_window_L10.onnx", 10), ("scn_window_L10.onnx", 20), ("scn_window_L12.onnx", 12),
+        ("scn_window_L12.onnx", 12)]  # K = 12: history 20 rounds down to one step of 12 clicks
+    assert result["environment"]["artifact_dirs"] == [{"dir": str(art), "manifest_sha256": m.digest}]
+
+
+def test_bench_refuses_an_artifact_dir_that_fails_verify(tmp_path):
+    from artifact_dirs import make_artifact_dir
+
+    art = make_artifact_dir(tmp_path / "art")
+    victim = art / "scn_window_L10.onnx"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    code, out, err = run_inprocess("bench", art, "--json", tmp_path / "b.json")
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(" ".join(lines).split("error:")) == 2 and "Traceback" not in err
+    assert "scn_window_L10.onnx: sha256 differs from the manifest" in " ".join(lines)
+    assert not (tmp_path / "b.json").exists()

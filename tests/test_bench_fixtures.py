@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.bench.sources import ModelSource
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.exporters.sources import ModelSource
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, Recommender, last_real
 
 HERE = str(Path(__file__).resolve().parent)

@@ -211,3 +211,17 @@ def test_cloud_model_device_artifact_takes_the_update_as_input(synth_dataset_dir
     assert update["shape"] == [1, expected] and window["parity"]["pass"]
     assert max(max(v) for v in window["parity"]["max_abs_error"].values()) < 1e-4
     cli("verify", art)
+
+
+def test_update_dropout_trains_some_rows_without_an_update():
+    torch.manual_seed(0)
+    for name, cfg in [("duet", {"backbone": "gru4rec"}), ("cocorrrec", {"cloud": "history"})]:
+        m = build(name, 50, context_len=12, update_dropout=0.999999, **cfg)
+        _randomise_update_heads(m)
+        items, cands, ctx = torch.randint(1, 51, (4, 10)), torch.randint(1, 51, (4, 5)), torch.randint(1, 51, (4, 12))
+        m.train()
+        torch.testing.assert_close(m(items, cands, context=ctx), m.device(items, cands))  # every row dropped
+        m.eval()  # never at inference
+        assert (m(items, cands, context=ctx) - m.device(items, cands)).abs().max() > 1e-4
+    with pytest.raises(ToolkitError, match="update_dropout must lie in"):
+        build("duet", 50, update_dropout=1.5)

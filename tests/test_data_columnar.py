@@ -60,6 +60,16 @@ def _rows(n_users=40, seed=0, ids=lambda u: str(u), items=lambda i: str(i), sep=
     return "\n".join(([lines[0]] if header else []) + [lines[i] for i in order]) + "\n"
 
 
+def _with_duplicates(text: str) -> str:
+    """Repeat some rows verbatim (logging artefacts the loaders drop) and add same-time, other-item rows."""
+    head, *body = text.strip().split("\n")
+    rng = np.random.default_rng(9)
+    extra = [body[i] for i in rng.integers(0, len(body), 25)]
+    ties = [",".join([r.split(",")[0], str(int(r.split(",")[1]) + 1), r.split(",")[2]]) for r in body[:10]]
+    rows = body + extra + ties
+    return "\n".join([head] + [rows[i] for i in rng.permutation(len(rows))]) + "\n"
+
+
 CASES = {
     "numeric": lambda: _rows(),
     "text_ids": lambda: _rows(ids=lambda u: f"A{u * 7919 % 1000:03d}X", items=lambda i: f"B{i:05d}"),
@@ -68,6 +78,7 @@ CASES = {
     "amazon_no_header": lambda: "\n".join(
         f"{line.split(',')[0]},{line.split(',')[1]},5.0,{line.split(',')[2]}" for line in _rows(header="").split()
     ) + "\n",
+    "exact_duplicates_and_time_ties": lambda: _with_duplicates(_rows(seed=4)),
     "bom_and_quotes": lambda: "\ufeff" + _rows(ids=lambda u: f'"u {u}"', header='"user_id","item_id","timestamp"'),
 }
 
@@ -82,8 +93,11 @@ def test_columnar_and_memory_paths_agree_exactly(tmp_path, case, monkeypatch):
     assert col.sha256 == mem.sha256
     for name in ARRAY_NAMES:
         assert np.array_equal(getattr(col, name), getattr(mem, name)), name
-    for key in ("n_users", "n_items", "source_rows", "source_users", "dropped_users_detail", "n_train_rows"):
+    for key in ("n_users", "n_items", "source_rows", "source_users", "dropped_users_detail", "n_train_rows",
+                "duplicate_rows_dropped"):
         assert col.meta[key] == mem.meta[key], key
+    if case == "exact_duplicates_and_time_ties":
+        assert mem.meta["duplicate_rows_dropped"] > 0
     check_protocol(load_dataset(tmp_path / "mem"))
     check_protocol(load_dataset(tmp_path / "col"))
 

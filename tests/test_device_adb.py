@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 from toolkit.device.adb import choose_cpu, list_devices, run_on_device
 from toolkit.device.elf import elf_abi
 from toolkit.device.orchestrator import parse_gflags_help
 from toolkit.device.targets import list_targets
 from toolkit.errors import ToolkitError
 
-from test_device_plan import make_export  # noqa: E402 - same tests folder
+from artifact_dirs import rewrite_manifest  # noqa: E402 - same tests folder
+from test_device_plan import make_export  # noqa: E402
+from toolkit.io import sha256_path  # noqa: E402
 
 FAKE_ADB = r'''#!{python}
 import json, os, re, sys
@@ -61,14 +63,7 @@ ET_LOG = "".join(f"I 00:00:00.{i:06d} executorch:executor_runner.cpp:523] Iterat
 
 def run_cli(args, capsys, monkeypatch):
     """`toolkit device ...` through the real entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["toolkit", "device", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_inprocess("device", *args)
 
 
 def fake_elf(path: Path, machine: int = 183, elf_class: int = 2) -> Path:
@@ -132,7 +127,7 @@ def test_perf_test_run_pins_big_core_and_parses_times(tmp_path, fake_adb):
     lat = row["latency_ms"]
     assert lat["runs"] == 5 and lat["p50"] == pytest.approx(1.10) and lat["mean"] == pytest.approx(1.13)
     assert row["memory_peak_working_set_bytes"] == 18432000
-    assert "instructions_per_inference" not in row and row["parity_max_abs_err"] is None
+    assert row["instructions_per_inference"] is None and row["parity_max_abs_err"] is None
     cmds = [" ".join(e["args"]) for e in read_log()]
     assert all(e["serial"] == "R58M40ABCDE" for e in read_log() if e["args"][:1] != ["devices"])
     pushed = [c.split()[-1] for c in cmds if c.startswith("push ")]
@@ -146,10 +141,10 @@ def test_perf_test_run_pins_big_core_and_parses_times(tmp_path, fake_adb):
 def test_executor_runner_uses_the_flags_its_help_lists(tmp_path, fake_adb):
     set_rules, read_log = fake_adb
     export = make_export(tmp_path / "exp", (10,))
-    man = json.loads((export / "manifest.json").read_text())
     (export / "scn.pte").write_bytes(b"PTE-bytes")
-    man["artifacts"].append({**man["artifacts"][0], "file": "scn.pte", "runtime": "executorch", "states": []})
-    (export / "manifest.json").write_text(json.dumps(man))
+    rewrite_manifest(export, lambda man: man["artifacts"].append(
+        {**man["artifacts"][0], "file": "scn.pte", "runtime": "executorch", "states": [],
+         "sha256": sha256_path(export / "scn.pte")}))
     runner = fake_elf(tmp_path / "executor_runner")
     set_rules(base_rules() + [
         {"match": r"--help", "stdout": ET_HELP},
@@ -224,7 +219,7 @@ def test_runner_file_checks(tmp_path, fake_adb):
         run_on_device(export, runner=tmp_path / "nope")
     with pytest.raises(ToolkitError, match="--runner-kind"):
         run_on_device(export, runner=fake_elf(tmp_path / "my_runner"))
-    with pytest.raises(ToolkitError, match="artifact listed in the manifest is missing"):
+    with pytest.raises(ToolkitError, match="scn_window_L10.onnx: missing"):
         (export / "scn_window_L10.onnx").unlink()
         run_on_device(export, runner=fake_elf(tmp_path / "onnxruntime_perf_test"))
 

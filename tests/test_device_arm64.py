@@ -14,7 +14,8 @@ import pytest
 
 from toolkit.device import arm64
 from toolkit.device.emulated import bench_onnx, run_artifacts
-from toolkit.device.qemu import parse_icount
+from toolkit.device.arm64 import target as arm64_target
+from toolkit.device.arm64.qemu import parse_icount
 from toolkit.errors import ToolkitError
 
 from test_device_plan import make_export  # noqa: E402 - same tests folder
@@ -34,12 +35,12 @@ def test_plugin_source_builds_warning_free(tmp_path):
 
 
 def test_missing_host_tools_and_root_are_explained(tmp_path, monkeypatch):
-    monkeypatch.setattr(arm64.shutil, "which", lambda tool: None if tool in ("qemu-aarch64", "debootstrap") else "/x")
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool in ("qemu-aarch64", "debootstrap") else "/x")
     with pytest.raises(ToolkitError, match=r"host tools missing: debootstrap, qemu-user \(--no-apt given\).*"
                                            r"sudo apt-get install -y qemu-user debootstrap"):
         arm64.ensure_host_tools(apt=False)
-    monkeypatch.setattr(arm64.shutil, "which", lambda tool: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(arm64, "_is_root", lambda: False)
+    monkeypatch.setattr(shutil, "which", lambda tool: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(arm64_target, "_is_root", lambda: False)
     with pytest.raises(ToolkitError, match="needs root.*sudo toolkit device setup arm64"):
         arm64.build_sysroot(arm64.layout(tmp_path / "c"), arm64.DEFAULT_MIRROR)
 
@@ -101,17 +102,15 @@ def test_instruction_counts_repeat_exactly_and_outputs_match_host(tmp_path):
 @needs_target
 def test_bench_api_one_artifact_with_history(tmp_path):
     """The call `toolkit bench --target arm64-a76` makes per cell (toolkit.bench.sweep._measure_emulated)."""
-    import json
+    from toolkit.exporters.manifest import verified
 
-    export = make_export(tmp_path / "exp", (10,))
-    rec = json.loads((export / "manifest.json").read_text())["artifacts"][0]
-    res = bench_onnx(export / rec["file"], rec, target={"name": "arm64-a76", "kind": "emulated"}, runs=200,
+    m = verified(make_export(tmp_path / "exp", (10,)))
+    res = bench_onnx(m, m.artifacts[0], target={"name": "arm64-a76", "kind": "emulated"}, runs=200,
                      steps_before=3)
     assert res["ok"], res["error"]
     assert res["latency_ms"] is None and res["instructions_per_inference"] > 0
     assert len(res["instructions"]["runs"]) == 5  # capped by the profile's max_runs
     # a longer window gathers and averages more rows: more instructions
-    longer = make_export(tmp_path / "exp40", (40,))
-    rec40 = json.loads((longer / "manifest.json").read_text())["artifacts"][0]
-    res40 = bench_onnx(longer / rec40["file"], rec40, runs=3)
+    m40 = verified(make_export(tmp_path / "exp40", (40,)))
+    res40 = bench_onnx(m40, m40.artifacts[0], runs=3)
     assert res40["instructions_per_inference"] > res["instructions_per_inference"]

@@ -1,23 +1,18 @@
-"""`toolkit export` / `toolkit verify` as a user runs them: one-line errors with the right exit code, an end-to-end
-export -> verify, and verify failing (exit 1) on a flipped byte, naming the file."""
+"""`toolkit export` / `toolkit verify` / `toolkit bench DIR` as a user runs them: one-line errors with the right exit
+code, an end-to-end export -> verify -> bench of exactly those files, and verify and bench refusing (exit 1) a
+flipped byte, naming the file."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from toolkit.cli import main
+from cli_helpers import run_inprocess
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["toolkit", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    code = e.value.code if isinstance(e.value.code, int) else (0 if e.value.code is None else 1)
-    return code, out, err
+    return run_inprocess(*args)
 
 
 def _one_line_error(err: str) -> str:
@@ -56,18 +51,26 @@ def test_export_rejects_unknown_target_and_bad_sources(monkeypatch, capsys, tmp_
 
 def test_export_refuses_a_run_whose_weights_fail_their_checksum(monkeypatch, capsys, tmp_path):
     from toolkit.exporters.sources import fresh
-    from toolkit.io import atomic_write_json
+    from toolkit.io import write_descriptor_json
     from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
 
     model, _, _ = fresh("scn", 30, {"dim": 16, "heads": 2})
     run = tmp_path / "run"
     sha = save_weights(run / WEIGHTS, model)
-    atomic_write_json(run / "model.json", model_descriptor("scn", model, {}, sha))
+    write_descriptor_json(run / "model.json", model_descriptor("scn", model, {}, sha))
     data = bytearray((run / WEIGHTS).read_bytes())
     data[-10] ^= 0x55
     (run / WEIGHTS).write_bytes(bytes(data))
     code, _, err = run_cli(monkeypatch, capsys, "export", run, "--target", "onnx", "--out", tmp_path / "o")
     assert code == 2 and "checksum mismatch" in _one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_refuses_config_with_a_run_dir(monkeypatch, capsys, tmp_path):
+    """--config used to be ignored silently for a RUN (a branch that could never be true)."""
+    code, _, err = run_cli(monkeypatch, capsys, "export", tmp_path / "run", "--config", "dim=3", "--target", "onnx",
+                           "--out", tmp_path / "o")
+    assert code == 2 and "--config applies to --model only" in _one_line_error(err)
     assert not (tmp_path / "o").exists()
 
 
@@ -92,6 +95,14 @@ def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
     code, stdout, err = run_cli(monkeypatch, capsys, "verify", out, "--json", report_path)
     assert code == 0, err
     assert json.loads(report_path.read_text())["pass"] and "artifacts verified" in stdout
+    # bench what verify proved: every row names the manifest's sha256 for the file it timed
+    bench_json = tmp_path / "b.json"
+    code, stdout, err = run_cli(monkeypatch, capsys, "bench", out, "--json", bench_json, "--runs", "3", "--warmup",
+                                "1", "--budget", "none", "--entries", "window")
+    assert code == 0, err
+    want = {r["file"]: r["sha256"] for r in m["artifacts"]}
+    rows = json.loads(bench_json.read_text())["rows"]
+    assert rows and all(r["status"] == "ok" and r["artifact"]["sha256"] == want[r["artifact"]["file"]] for r in rows)
     victim = next(r["file"] for r in m["artifacts"] if r["entry"] == "window")
     data = bytearray((out / victim).read_bytes())
     data[len(data) // 3] ^= 0x01
@@ -99,3 +110,6 @@ def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "verify", out)
     line = _one_line_error(err)
     assert code == 1 and victim in line and "sha256 differs" in line
+    code, _, err = run_cli(monkeypatch, capsys, "bench", out, "--json", tmp_path / "b2.json")
+    line = _one_line_error(err)
+    assert code == 1 and victim in line and "sha256 differs" in line and not (tmp_path / "b2.json").exists()

@@ -14,7 +14,7 @@ from torch import nn
 
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters import export_artifacts, open_runner, verify_dir
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.exporters.parity import eager_trajectory, runtime_trajectory, trajectory_inputs
 
 N_ITEMS, H, d, K, C = 50, 2, 4, 3, 7
@@ -81,6 +81,7 @@ def _record(manifest, runtime):
     return next(r for r in manifest["artifacts"] if r["runtime"] == runtime)
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_manifest_describes_every_artifact(toy_dir, toy_manifest):
     from toolkit.io import sha256_path
 
@@ -108,6 +109,7 @@ def test_manifest_describes_every_artifact(toy_dir, toy_manifest):
     assert all(s["dtype"] == "float16" for s in cm["structure"]["states"])
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 @pytest.mark.parametrize("runtime", ["executorch", "onnxruntime"])
 def test_state_persists_across_calls_and_resets(toy_dir, toy_manifest, runtime):
     rec = _record(toy_manifest, runtime)
@@ -132,6 +134,7 @@ def test_state_persists_across_calls_and_resets(toy_dir, toy_manifest, runtime):
     np.testing.assert_allclose(runner(items, cands)[0], first, atol=1e-6)
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_fresh_five_step_trajectory_matches_eager_and_runtimes_agree(toy_dir, toy_manifest):
     entry = toy_entry()
     inputs = trajectory_inputs(entry, 5, seed=100)  # not the export's trajectory
@@ -148,6 +151,7 @@ def test_fresh_five_step_trajectory_matches_eager_and_runtimes_agree(toy_dir, to
         np.testing.assert_allclose(got["executorch"][i]["outputs"][0], got["onnxruntime"][i]["outputs"][0], atol=1e-5)
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_runner_refuses_bad_ids_before_the_runtime(toy_dir, toy_manifest):
     for runtime in ("executorch", "onnxruntime"):
         runner = open_runner(toy_dir, _record(toy_manifest, runtime))
@@ -171,6 +175,7 @@ def test_state_check_refuses_an_undeclared_in_place_update(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".hidden*"))
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_state_check_catches_a_dropped_onnx_state_output(toy_dir, toy_manifest):
     import onnx
 
@@ -187,6 +192,7 @@ def test_state_check_catches_a_dropped_onnx_state_output(toy_dir, toy_manifest):
     assert "drops in-place buffer updates" in check["hints"][0]
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_state_check_catches_wrong_initial_bytes_in_a_pte(toy_dir, toy_manifest):
     from toolkit.exporters.statecheck import contract_check, executorch_state_check
 
@@ -198,6 +204,7 @@ def test_state_check_catches_wrong_initial_bytes_in_a_pte(toy_dir, toy_manifest)
     assert not check["pass"] and "state_W" in check["problems"][0]
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_state_check_catches_a_missing_coreml_state_update(toy_dir, toy_manifest):
     from toolkit.exporters.statecheck import contract_check, coreml_state_check
     from toolkit.exporters.to_coreml import _ct
@@ -215,6 +222,7 @@ def test_state_check_catches_a_missing_coreml_state_update(toy_dir, toy_manifest
     assert not check["pass"] and "never writes state 'state_b'" in check["problems"][0]
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_verify_passes_on_the_exported_dir(toy_dir):
     report = verify_dir(toy_dir)
     assert report["pass"], report
@@ -233,6 +241,7 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 @pytest.mark.parametrize("runtime", ["executorch", "onnxruntime", "coreml"])
 def test_verify_names_a_corrupted_artifact(toy_dir, toy_manifest, tmp_path, runtime):
     broken = tmp_path / "broken"
@@ -246,6 +255,7 @@ def test_verify_names_a_corrupted_artifact(toy_dir, toy_manifest, tmp_path, runt
     assert bad[0]["checks"]["sha256"] == "fail" and name in bad[0]["problems"][0]
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_verify_names_a_truncated_test_vector_file(toy_dir, toy_manifest, tmp_path):
     broken = tmp_path / "trunc"
     shutil.copytree(toy_dir, broken)
@@ -255,10 +265,12 @@ def test_verify_names_a_truncated_test_vector_file(toy_dir, toy_manifest, tmp_pa
     assert not report["pass"] and any(tv.name in p for r in report["artifacts"] for p in r["problems"])
 
 
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
 def test_verify_reruns_parity_not_only_hashes(toy_dir, toy_manifest, tmp_path):
     """A manifest whose expected outputs were re-hashed but are wrong still fails: parity runs again."""
     import json
 
+    from toolkit.exporters.manifest import write_manifest
     from toolkit.io import sha256_path
 
     broken = tmp_path / "wrongvec"
@@ -274,7 +286,7 @@ def test_verify_reruns_parity_not_only_hashes(toy_dir, toy_manifest, tmp_path):
         for f in r["extra_files"]:
             if f["file"] == tv.name:
                 f["sha256"] = sha256_path(tv)
-    (broken / "manifest.json").write_text(json.dumps(m))
+    write_manifest(broken, m)  # re-signed too (manifest.sha256): only the parity re-run can catch it
     report = verify_dir(broken)
     bad = next(r for r in report["artifacts"] if r["file"] == rec["file"])
     assert not report["pass"] and bad["checks"]["parity"] == "fail" and "step 2" in bad["problems"][0]

@@ -100,6 +100,7 @@ def test_missing_threshold_is_a_clear_error(gate_run, tmp_path):
 
 
 def test_gate_for_another_base_run_is_refused(gate_run, base_run, synth_dataset_dir, tmp_path):
+    from toolkit.io import write_descriptor_json
     from toolkit.models.runs import save_weights
 
     other = tmp_path / "other"
@@ -108,7 +109,7 @@ def test_gate_for_another_base_run_is_refused(gate_run, base_run, synth_dataset_
     with torch.no_grad():
         model.scn.tower.fc1.bias.add_(0.01)
     desc["weights_sha256"] = save_weights(other / "weights.safetensors", model)
-    (other / "model.json").write_text(json.dumps(desc))
+    write_descriptor_json(other / "model.json", desc)  # a genuinely re-trained base: a valid, sealed model.json
     proc = cli("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--model", other, check_rc=2)
     assert "trained for base run weights" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

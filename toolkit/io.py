@@ -1,14 +1,27 @@
-"""Atomic writes, hashing and version stamps: every on-disk product goes through here."""
+"""Atomic writes, hashing, version stamps and safe reads: every on-disk product goes through here.
+
+Reading is the one place where a user's file turns into a one-line error: `read_bytes`, `read_text`, `read_json`,
+`read_toml`, `read_npz`, `load_safetensors` and `load_checkpoint` map OSError, UnicodeDecodeError, malformed
+JSON/TOML of any shape, out-of-range numbers, safetensors errors and pickles into a ToolkitError naming the path.
+Nothing read here can execute code: no pickle, numpy with allow_pickle=False, torch.load with weights_only=True.
+
+Temp files and dirs are named `.NAME.<pid>.<random>.tmp` beside their target; the next write of NAME sweeps the
+ones whose process is gone (a SIGKILL leaves them behind; SIGTERM is turned into an exception by the CLI so the
+`except BaseException` clean-ups below run).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,11 +30,23 @@ import numpy as np
 from toolkit.errors import ToolkitError
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except IsADirectoryError:
+        raise ToolkitError(f"expected a file, found a directory: {path}") from None
+    except OSError as e:
+        raise ToolkitError(f"cannot read {path}: {_reason(e)}") from None
     return h.hexdigest()
 
 
@@ -68,11 +93,94 @@ def _umask() -> int:
     return mask
 
 
+_PID_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_OLD_DIR = re.compile(r"^\.(?P<name>.+)\.old-(?P<pid>\d+)$")
+LEGACY_TMP_AGE_S = 3600  # temp names without a pid (older toolkits) are swept once this old
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or a number that is not a pid: leave it alone)
+    return True
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def sweep_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove leftovers of interrupted writes of `final` (`.NAME.<pid>.*.tmp`, `.NAME.old-<pid>`) whose process is
+    gone; returns what was removed. Live writers (another process, same name) are left alone."""
+    final = Path(final)
+    parent, name = final.parent, final.name
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    prefix = f".{name}."
+    for p in entries:
+        if not p.name.startswith(prefix):
+            continue
+        m = _PID_TMP.match(p.name) or _OLD_DIR.match(p.name)
+        if m:
+            if m.group("name") != name:  # another target whose name starts like ours (`run` vs `run.5`)
+                continue
+            stale = not _pid_alive(int(m.group("pid")))
+        elif p.name.endswith(".tmp") and re.fullmatch(r"[A-Za-z0-9_]+", p.name[len(prefix):-4]):  # legacy, no pid
+            try:
+                stale = time.time() - p.lstat().st_mtime > LEGACY_TMP_AGE_S
+            except OSError:
+                continue
+        else:
+            continue
+        if stale:
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.{os.getpid()}."
+
+
+def check_output_path(final: str | os.PathLike, flag: str = "output") -> Path:
+    """An output path must name something inside a directory: not '.', '..', '/' or the current dir's ancestors."""
+    absolute = Path(os.path.abspath(final))
+    if not absolute.name or Path(os.path.abspath(os.curdir)).is_relative_to(absolute):
+        raise ToolkitError(f"refusing to write {flag} {final}: it is the current directory or one of its parents")
+    return absolute
+
+
+def _mkdir_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ToolkitError(f"cannot write {path}: a file is in the way of its folder {path.parent}") from None
+    except OSError as e:
+        raise ToolkitError(f"cannot create folder {path.parent}: {_reason(e)}") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_path(path)
+    _mkdir_parent(path)
+    sweep_stale_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {path}: {_reason(e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -80,9 +188,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ToolkitError(f"cannot write {path}: {_reason(e)}") from None
         raise
     return path
 
@@ -95,38 +205,252 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, dumps_json(obj))
 
 
-def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ToolkitError(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise ToolkitError(f"{what} is a directory, expected a file: {p}") from None
+    except OSError as e:
+        raise ToolkitError(f"cannot read {what} {p}: {_reason(e)}") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    data = read_bytes(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ToolkitError(f"{what} is not UTF-8 text: {path} (byte {data[e.start:e.start + 1]!r} at offset "
+                           f"{e.start})") from None
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    v = int(text)
+    if abs(v) > INT64_MAX:
+        raise _BadNumber(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range (|n| <= 2**63-1)")
+    return v
+
+
+def _parse_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise _BadNumber(f"number {text[:24]} is out of range (overflows a float)")
+    return v
+
+
+def _parse_constant(text: str):
+    raise _BadNumber(f"{text} is not allowed (numbers must be finite)")
+
+
+def _no_duplicate_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _BadNumber(f"key '{k}' appears twice")
+        out[k] = v
+    return out
+
+
+_SHAPES = {dict: "a JSON object", list: "a JSON array", str: "a string", int: "a number", float: "a number",
+           bool: "true/false", type(None): "null"}
+
+
+def parse_json(text: str, where: str, what: str = "file", expect: type | None = dict) -> Any:
+    """JSON text -> value; malformed text, NaN/Infinity, numbers out of range, duplicate keys and a top-level value
+    of the wrong shape are one-line errors naming `where`."""
+    try:
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
+                           object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise ToolkitError(f"{what} is not valid JSON: {where} ({e.msg} at line {e.lineno})") from None
+    except (_BadNumber, ValueError, RecursionError) as e:  # ValueError: int() beyond the digit limit
+        raise ToolkitError(f"{what} is not valid JSON: {where} ({str(e).splitlines()[0][:120]})") from None
+    if expect is not None and not isinstance(value, expect):
+        raise ToolkitError(f"{what} must hold {_SHAPES.get(expect, expect.__name__)}, found "
+                           f"{_SHAPES.get(type(value), type(value).__name__)}: {where}")
+    return value
+
+
+def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = dict) -> Any:
+    """A JSON file -> value (by default it must be an object); every problem is a one-line ToolkitError."""
+    return parse_json(read_text(path, what), str(path), what, expect)
+
+
+def _check_numbers(value: Any, where: str, what: str, key: str = "") -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, where, what, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_numbers(v, where, what, f"{key}[{i}]")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and abs(value) > INT64_MAX:
+        raise ToolkitError(f"{what} {where}: '{key}' is out of range (|n| <= 2**63-1)")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ToolkitError(f"{what} {where}: '{key}' is {value} (numbers must be finite)")
+
+
+def read_toml(path: str | os.PathLike, what: str = "TOML file") -> dict:
+    """A TOML file -> dict; binary, malformed, inf/nan and out-of-range integers are one-line errors."""
+    import tomllib
+
+    text = read_text(path, what)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ToolkitError(f"{what} is not valid TOML: {path} ({str(e).splitlines()[0]})") from None
+    _check_numbers(data, str(path), what)
+    return data
+
+
+def read_npz(path: str | os.PathLike, what: str = "arrays") -> dict:
+    """An .npz -> {name: array}; object arrays (pickles) are refused, never unpickled."""
+    import zipfile
+
+    p = Path(path)
+    if not p.exists():
+        raise ToolkitError(f"{what} not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("not an .npz archive")
+            return {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "allow_pickle" in msg:
+            msg = "holds pickled objects, refused"
+        raise ToolkitError(f"{what} is corrupt: {p} ({msg[:160]})") from None
+    except Exception as e:  # numpy raises assorted errors on hostile headers
+        raise ToolkitError(f"{what} is corrupt: {p} ({type(e).__name__})") from None
+
+
+def load_safetensors(path: str | os.PathLike, what: str = "weights") -> dict:
+    """A .safetensors file -> {name: torch tensor} (safetensors holds raw tensors only: nothing executes)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     p = Path(path)
     if not p.is_file():
         raise ToolkitError(f"{what} not found: {p}")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ToolkitError(f"{what} is not valid JSON: {p} ({e.msg} at line {e.lineno})") from None
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError, RuntimeError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{what} is corrupt: {p} ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})"
+                           ) from None
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """torch.load with weights_only=True: tensors and plain values only; a pickle of anything else is refused
+    before it runs (torch's restricted unpickler)."""
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ToolkitError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ToolkitError(f"{what} {p} holds more than tensors and plain values (a pickled object): refused, "
+                           "nothing was loaded") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            UnicodeDecodeError, OverflowError, MemoryError) as e:
+        raise ToolkitError(f"{what} is corrupt or truncated: {p} ({(str(e).splitlines() or [type(e).__name__])[0][:160]})"
+                           ) from None
+
+
+# ---- descriptors: a digest of their own content, so an edited or truncated descriptor is refused ----
+DESCRIPTOR_KEY = "descriptor_sha256"
+
+
+def descriptor_digest(desc: dict) -> str:
+    """sha256 of the descriptor's canonical JSON without its own digest key."""
+    body = {k: v for k, v in desc.items() if k != DESCRIPTOR_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_descriptor(desc: dict) -> dict:
+    """desc with `descriptor_sha256` set (always the last key)."""
+    body = {k: v for k, v in desc.items() if k != DESCRIPTOR_KEY}
+    body = json.loads(dumps_json(body))  # canonicalise numpy scalars / paths as they will be read back
+    _check_numbers(body, "being written", "descriptor")  # NaN/inf would make it unreadable by read_json
+    return {**body, DESCRIPTOR_KEY: descriptor_digest(body)}
+
+
+def check_descriptor(desc: dict, where: str | os.PathLike, what: str = "descriptor") -> dict:
+    """Refuse a descriptor whose digest is missing or does not match its content (edited, tampered, truncated)."""
+    want = desc.get(DESCRIPTOR_KEY)
+    if not isinstance(want, str):
+        raise ToolkitError(f"{what} {where} has no {DESCRIPTOR_KEY}: it was edited or written by an older toolkit; "
+                           "re-create it")
+    if descriptor_digest(desc) != want:
+        raise ToolkitError(f"{what} {where} does not match its {DESCRIPTOR_KEY} (edited or corrupted); re-create it")
+    return desc
+
+
+def read_descriptor_json(path: str | os.PathLike, what: str = "descriptor") -> dict:
+    return check_descriptor(read_json(path, what), path, what)
+
+
+def write_descriptor_json(path: str | os.PathLike, desc: dict) -> dict:
+    sealed = seal_descriptor(desc)
+    atomic_write_json(path, sealed)
+    return sealed
+
+
+def contained(root: str | os.PathLike, name: str, what: str) -> Path:
+    """root/name, refusing a name that resolves outside root (absolute, `..`, symlinks)."""
+    root_r = Path(root).resolve()
+    if not isinstance(name, str) or not name or os.path.isabs(name):
+        raise ToolkitError(f"{what} '{name}' must be a relative path inside {root}")
+    target = (root_r / name).resolve()
+    if not target.is_relative_to(root_r) or target == root_r:
+        raise ToolkitError(f"{what} '{name}' points outside {root}: refused")
+    return Path(root) / name
 
 
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temp name beside `final`, rename it into place only on success.
 
-    On any exception the temp dir is removed, so a failed command leaves no partial output.
+    On any exception (SIGTERM included, see toolkit.cli) the temp dir is removed, so a failed command leaves no
+    partial output; leftovers of a SIGKILLed run are swept here on the next run.
     With force=True an existing `final` is replaced (after the new one is complete).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    check_output_path(final)
+    if final.exists() and not final.is_dir() and force:
+        raise ToolkitError(f"output {final} is a file, not a directory: refusing to replace it")
+    _mkdir_parent(final)
+    sweep_stale_temps(final)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    except OSError as e:
+        raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
     try:
         yield tmp
-        if final.exists():
-            if not force:
-                raise ToolkitError(f"output exists: {final} (use --force to replace it)")
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        try:
+            if final.exists():
+                if not force:
+                    raise ToolkitError(f"output exists: {final} (use --force to replace it)")
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except OSError as e:
+            raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -160,3 +484,13 @@ def resource_dir(name: str) -> Path:
     if packaged.is_dir():
         return packaged
     raise ToolkitError(f"shipped folder '{name}' not found (looked in {repo} and {packaged})")
+
+
+def cache_dir(name: str) -> Path:
+    """The toolkit's cache folder for `name` (bench exports, the arm64 target): $TOOLKIT_CACHE/<name> when set, else
+    $XDG_CACHE_HOME/toolkit/<name>, else ~/.cache/toolkit/<name>. One convention for every cache."""
+    env = os.environ.get("TOOLKIT_CACHE")
+    if env:
+        return Path(env).expanduser() / name
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "toolkit" / name

@@ -18,12 +18,12 @@ Every matching rule applies (the tightest limit wins). A failed cell under a bud
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 _MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")
@@ -84,17 +84,14 @@ def load(path: str | Path) -> Budgets:
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"--budget: file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ToolkitError(f"budget file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "budget file")  # toolkit.io: binary, malformed, inf/nan -> one line naming the file
     unknown_top = sorted(set(data) - {"budget", "description"})
     if unknown_top:
         raise ToolkitError(f"budget file {path}: unknown top-level key '{unknown_top[0]}' (expected [[budget]] tables)")
     entries = data.get("budget", [])
     if not isinstance(entries, list):
         raise ToolkitError(f"budget file {path}: 'budget' must be an array of tables ([[budget]])")
-    return Budgets([_rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
+    return Budgets([rule(e, f"budget file {path}: budget[{i}]") for i, e in enumerate(entries)], str(path))
 
 
 def device_model(model: str) -> str:
@@ -103,7 +100,7 @@ def device_model(model: str) -> str:
     return "scn" if model == "cocorrrec" else model
 
 
-def _rule(e: dict, where: str) -> Rule:
+def rule(e: dict, where: str) -> Rule:
     if not isinstance(e, dict):
         raise ToolkitError(f"{where} must be a table")
     for k in e:

@@ -3,31 +3,26 @@
 A second identical bench finds every artifact here and only re-measures. The key hashes what changes the bytes of
 the artifact: the model's name, config and weights digest, the entry's input/state specs (so `step`, whose shape
 does not depend on the seq-len, is exported once for every history), the runtime, dtype, the target's export
-settings (host targets share artifacts) and the library versions. A hit is re-checked against the manifest's
-sha256, so a corrupted entry is rebuilt rather than measured.
+settings (host targets share artifacts) and the library versions. Each entry is an ordinary artifact dir written by
+toolkit.exporters.export; a hit is re-read with toolkit.exporters.manifest.verified (manifest digest + every file's
+sha256), so a corrupted entry is rebuilt rather than measured.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_write_json, sha256_path, versions
+from toolkit.exporters.manifest import MANIFEST, verified
+from toolkit.io import atomic_write_json, cache_dir, versions
 
-# bench runtime name -> exporter target name
-EXPORT_TARGET = {"executorch": "executorch", "onnxruntime": "onnx"}
-KEY_FILE = "bench_key.json"
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("TOOLKIT_BENCH_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "toolkit" / "bench"
+    """toolkit.io.cache_dir("bench"): $TOOLKIT_CACHE/bench, else ~/.cache/toolkit/bench (XDG_CACHE_HOME honoured)."""
+    return cache_dir("bench")
 
 
 def key_material(model_name: str, config: dict, weights_sha: str, entry, runtime: str, dtype: str,
@@ -55,42 +50,28 @@ def shape_tag(entry) -> str:
     return "x".join(str(s) for s in first) or "scalar"
 
 
-def find_record(manifest: dict, entry: str, runtime: str) -> dict | None:
-    """The manifest's artifact record for (entry, runtime); manifests list records under `artifacts`."""
-    recs = manifest.get("artifacts", [])
-    if isinstance(recs, dict):
-        recs = list(recs.values())
-    for r in recs:
-        if r.get("entry") == entry and r.get("runtime") == runtime:
-            return r
-    return None
-
-
 def lookup(directory: Path, entry: str, runtime: str) -> dict | None:
-    """A valid cached record, or None (missing, unreadable, or its file no longer matches its sha256)."""
-    mpath = directory / "manifest.json"
-    if not mpath.is_file():
+    """A valid cached record, or None (missing, or the dir fails the manifest's checks: digest, hashes, names)."""
+    if not (directory / MANIFEST).is_file():
         return None
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError):
+        m = verified(directory)
+    except ToolkitError:
         return None
-    rec = find_record(manifest, entry, runtime)
-    if rec is None:
-        return None
-    f = directory / rec.get("file", "")
-    if not rec.get("file") or not f.exists():
-        return None
-    if rec.get("sha256") and sha256_path(f) != rec["sha256"]:
-        return None
-    return rec
+    return next((r.raw for r in m.artifacts if r.entry == entry and r.runtime == runtime), None)
+
+
+def key_file(directory: Path) -> Path:
+    """The cache key beside (not inside) the artifact dir: the dir holds exactly what its manifest lists."""
+    return directory.with_name(directory.name + ".key.json")
 
 
 def export_cached(root: Path, material: dict, entry, model_name: str, runtime: str, dtype: str,
                   parity_steps: int, model_info: dict | None) -> tuple[Path, dict, bool]:
     """(artifact dir, manifest record, cache hit?) for one entry on one runtime; exports on a miss."""
-    if runtime not in EXPORT_TARGET:
-        raise ToolkitError(f"runtime '{runtime}' has no exported artifact")
+    from toolkit.exporters.recipes import format_of_runtime
+
+    export_format = format_of_runtime(runtime)
     key = cache_key(material)
     directory = root / model_name / f"{entry.name}-{shape_tag(entry)}-{runtime}-{key[:16]}"
     rec = lookup(directory, entry.name, runtime)
@@ -99,11 +80,11 @@ def export_cached(root: Path, material: dict, entry, model_name: str, runtime: s
     from toolkit.exporters import export_artifacts
 
     # export_artifacts builds the folder atomically itself (temp dir + rename), replacing a stale entry
-    manifest = export_artifacts([entry], model_name, [EXPORT_TARGET[runtime]], directory, dtype=dtype,
+    manifest = export_artifacts([entry], model_name, [export_format], directory, dtype=dtype,
                                 parity_steps=parity_steps, model_info=model_info, force=True)
-    if find_record(manifest, entry.name, runtime) is None:
+    if not any(r.get("entry") == entry.name and r.get("runtime") == runtime for r in manifest["artifacts"]):
         raise ToolkitError(f"exporter wrote no '{runtime}' artifact for entry '{entry.name}'")
-    atomic_write_json(directory / KEY_FILE, {"key": key, **material})
+    atomic_write_json(key_file(directory), {"key": key, **material})
     rec = lookup(directory, entry.name, runtime)
     if rec is None:
         raise ToolkitError(f"cached export in {directory} failed its own checksum right after export")

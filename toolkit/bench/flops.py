@@ -13,7 +13,7 @@ import inspect
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 
 COUNTER = "torch.utils.flop_counter.FlopCounterMode"
 COVERS = "matmul-family aten ops (mm, addmm, bmm, baddbmm, SDPA, convolution); element-wise, norm, softmax, gather = 0"

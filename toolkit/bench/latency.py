@@ -11,7 +11,7 @@ import os
 import time
 from typing import Callable, Sequence
 
-import numpy as np
+from toolkit.rows import latency_summary
 
 
 def pin(cpus: list[int] | None) -> list[int] | None:
@@ -28,9 +28,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def summarize(samples_s: Sequence[float]) -> dict:
-    a = np.asarray(samples_s, dtype=np.float64) * 1e3
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "min": float(a.min()), "runs": int(a.size)}
+    """Seconds per call -> toolkit.rows.latency_summary (milliseconds; the toolkit's one percentile definition)."""
+    return latency_summary([x * 1e3 for x in samples_s])
 
 
 def time_window(call: Callable[[int], object], warmup: int, runs: int) -> dict:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 RUNTIMES = ("executorch", "onnxruntime", "torch")
 ENTRIES = ("window", "step", "mrs")
@@ -52,10 +52,7 @@ def load_suite(name_or_path: str) -> Suite:
         path = suites_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             raise ToolkitError(f"--suite: unknown suite '{name_or_path}' (valid: {', '.join(available_suites())})")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ToolkitError(f"suite file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "suite file")  # toolkit.io: binary, malformed, inf/nan -> one line naming the file
     where = f"suite file {path}"
     for k in data:
         if k not in _KEYS:

@@ -1,5 +1,10 @@
 """The bench matrix: plan (model x entry x runtime x seq-len) cells, export through the cache, measure, make rows.
 
+What is measured is always a file listed in a verified artifact dir (toolkit.exporters.manifest.verified): either a
+dir the user gives (`toolkit bench ARTIFACT_DIR`: the shipped files themselves, nothing re-exported) or, for models
+(`toolkit bench RUN` / `--models`), the dir the export cache wrote through the same export code (toolkit.exporters
+.export). Every row names the artifact's sha256, its manifest's path and the manifest's sha256.
+
 Planning dedupes by what is actually exported: an entry whose shapes do not change with L (SCN's `step`) is
 exported and loaded once, then timed at every history point; `window` gets one artifact per L. Each job runs in
 a fresh subprocess (toolkit.bench.worker). A cell that fails (export, load, run, crash) becomes a row with
@@ -9,7 +14,6 @@ status "failed" and its error; the other cells still report.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import signal
@@ -27,11 +31,12 @@ from toolkit.bench import environment, flops, memory
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
 from toolkit.bench.latency import thread_env
-from toolkit.bench.sources import ModelSource, build, model_config, weights_digest
+from toolkit.exporters.sources import ModelSource, build, contract_kwargs, model_config, weights_digest
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
+from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
+from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory
 
-SCHEMA = "toolkit.bench/1"
 N_INPUT_SETS = 4
 EMULATED_LABEL = "emulated ARM64 (neoverse-n1), instructions not time"
 
@@ -41,7 +46,7 @@ Progress = Callable[[str, int, int], None]  # (description, done, total)
 @dataclass
 class BenchRequest:
     sources: list[ModelSource]
-    seq_lens: list[int]
+    seq_lens: list[int] | None
     runtimes: list[str]
     target: Target
     budgets: Budgets
@@ -56,6 +61,8 @@ class BenchRequest:
     suite: str | None = None
     timeout_s: float = 900.0
     command: str | None = None
+    artifact_dirs: list[Path] = field(default_factory=list)  # verified artifact dirs benched as they are
+    artifact_seq_lens: list[int] | None = None  # histories for their stateful entries (default: each dir's L)
 
 
 @dataclass
@@ -69,23 +76,25 @@ class Point:
 class Job:
     source: ModelSource
     model: object
-    entry: object  # EntryPoint
+    entry: object  # EntryPoint (None for a job from an artifact dir: the manifest record says everything)
     contract_args: dict
     runtime: str
     points: list[Point]
     info: dict  # per-model facts shared by its rows (params, flops, ...)
+    manifest: Manifest | None = None  # set once the artifact to measure is known (verified)
+    record: ArtifactRecord | None = None
+
+    @property
+    def entry_name(self) -> str:
+        return self.record.entry if self.entry is None else self.entry.name
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        if self.entry is None:
+            return {i.name: list(i.shape) for i in self.record.inputs}
+        return {s.name: list(s.shape) for s in self.entry.inputs}
 
 
 # ---- planning ---------------------------------------------------------------------------------------------------
-
-def contract_kwargs(model, seq_len: int, candidates: int) -> dict:
-    """Arguments for model.contract: the gate's contract takes none (its inputs do not depend on L)."""
-    params = inspect.signature(model.contract).parameters
-    kw = {"seq_len": seq_len} if "seq_len" in params else {}
-    if "candidates" in params:
-        kw["candidates"] = candidates
-    return kw
-
 
 def fit_fresh_source(source: ModelSource, longest: int) -> ModelSource:
     """A fresh model whose config caps the window length (SASRec's learned positions, `max_len`) is built long
@@ -115,9 +124,56 @@ def _step_k(entry) -> int:
     return int(spec.shape[-1])
 
 
+def _record_step_k(rec: ArtifactRecord) -> int:
+    spec = next((i for i in rec.inputs if i.name == "items"), rec.inputs[0])
+    return int(spec.shape[-1])
+
+
+def _record_seq_len(manifest: Manifest, rec: ArtifactRecord) -> int | None:
+    v = rec.raw.get("seq_len", manifest.seq_len)
+    return v if isinstance(v, int) else None
+
+
+def plan_artifacts(req: BenchRequest) -> list[Job]:
+    """One job per benchable record of each verified dir: exactly the files the manifests list, nothing exported.
+
+    A stateless record is one row at the dir's seq-len; a stateful one (a streaming `step`) is timed at each history
+    in --seq-len (default: the dir's seq-len) and --history."""
+    jobs = []
+    for d in req.artifact_dirs:
+        m = verified(d)
+        recs = [r for r in m.artifacts if r.runtime in req.runtimes
+                and (req.entries is None or r.entry in req.entries)]
+        if not recs:
+            have = sorted({f"{r.entry}/{r.runtime}" for r in m.artifacts})
+            raise ToolkitError(f"{m.path}: no artifact for runtimes {', '.join(req.runtimes)}"
+                               f"{' and entries ' + ', '.join(req.entries) if req.entries else ''} "
+                               f"(it has: {', '.join(have)})")
+        for rec in recs:
+            L = _record_seq_len(m, rec)
+            if rec.states:
+                K = _record_step_k(rec)
+                hs = sorted(set(req.artifact_seq_lens or ([L] if L else [K])) | set(req.histories))
+                pts = [Point(h, history=(h // K) * K, steps_before=h // K) for h in hs]
+            else:
+                pts = [Point(L)]
+            src = ModelSource("artifacts", rec.model, run=str(m.root))
+            info = {"params": rec.raw.get("params", (m.raw.get("model_info") or {}).get("params")),
+                    "params_excluding_item_table": rec.raw.get(
+                        "params_excluding_item_table",
+                        (m.raw.get("model_info") or {}).get("params_excluding_item_table")),
+                    "flops": rec.raw.get("flops"), "flops_analytic": rec.raw.get("flops_analytic"),
+                    "flops_by_op": None, "config": (m.raw.get("model_info") or {}).get("config", {}),
+                    "source": f"artifact dir {m.root} (manifest sha256 {m.digest[:12]}...)"}
+            jobs.append(Job(src, None, None, {}, rec.runtime, pts, info, manifest=m, record=rec))
+    return jobs
+
+
 def plan(req: BenchRequest, failed_rows: list[dict]) -> list[Job]:
     """Build each model once, call its contract at every L, and group entries into export+measure jobs."""
     jobs: list[Job] = []
+    if not req.sources:
+        return jobs
     step_points = sorted(set(req.seq_lens) | set(req.histories))
     for source in req.sources:
         source = fit_fresh_source(source, max(req.seq_lens))
@@ -182,22 +238,11 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
-def _empty_memory() -> dict:
-    return {"weights_bytes": None, "activations_bytes": None, "state_bytes": None, "arena_peak_bytes": None,
-            "rss_peak_delta_bytes": None}
-
-
 def _bare_row(req: BenchRequest, model: str, entry: str, runtime: str, seq_len: int, history, error: str | None):
-    return {
-        "model": model, "entry": entry, "runtime": runtime, "seq_len": seq_len, "history": history,
-        "target": req.target.name, "status": "failed" if error else "ok", "error": error,
-        "measured_on": EMULATED_LABEL if req.target.emulated else environment.host_label(),
-        "flops": None, "flops_analytic": None, "params": None, "params_excluding_item_table": None,
-        "artifact_bytes": None, "memory": _empty_memory(), "latency_ms": None,
-        "instructions_per_inference": None, "parity_max_abs_err": None,
-        "budget": {"latency_ms": None, "memory_bytes": None, "pass": None},
-        "threads": req.target.threads, "candidates": req.candidates,
-    }
+    return base_row(model=model, entry=entry, runtime=runtime, seq_len=seq_len, history=history,
+                    target=req.target.name, error=error,
+                    measured_on=EMULATED_LABEL if req.target.emulated else environment.host_label(),
+                    threads=req.target.threads, candidates=req.candidates)
 
 
 def parity_error(record: dict) -> float | None:
@@ -220,14 +265,15 @@ def parity_error(record: dict) -> float | None:
     return max(found) if found else None
 
 
-def _static_memory(job: Job, art_dir: Path | None, rec: dict | None) -> dict:
-    mem = _empty_memory()
-    mem["state_bytes"] = memory.state_bytes(job.entry.states)
-    state_names = {s.name for s in job.entry.states}
+def _static_memory(job: Job) -> dict:
+    mem = empty_memory()
     if job.runtime == "torch":
-        mem["weights_bytes"] = memory.module_weights_bytes(job.entry.module, state_names)
+        mem["state_bytes"] = memory.state_bytes(job.entry.states)
+        mem["weights_bytes"] = memory.module_weights_bytes(job.entry.module, {s.name for s in job.entry.states})
         return mem
-    path = art_dir / rec["file"]
+    rec = job.record.raw
+    mem["state_bytes"] = memory.state_bytes([{"shape": list(s.shape), "dtype": s.dtype} for s in job.record.states])
+    path = job.manifest.member(job.record.file)
     if job.runtime == "onnxruntime":
         mem["weights_bytes"] = memory.onnx_weights_bytes(path)
     elif job.runtime == "executorch":
@@ -240,26 +286,27 @@ def _static_memory(job: Job, art_dir: Path | None, rec: dict | None) -> dict:
     return mem
 
 
-def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: dict | None, error: str | None):
+def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, error: str | None):
     rows = []
     static = None
+    rec = job.record.raw if job.record is not None else None
     if rec is not None or job.runtime == "torch":
         try:
-            static = _static_memory(job, art_dir, rec)
+            static = _static_memory(job)
         except Exception:  # the static split is informative; never lose measured rows over it
             static = None
     for i, p in enumerate(job.points):
-        row = _bare_row(req, job.source.name, job.entry.name, job.runtime, p.seq_len, p.history, error)
+        row = _bare_row(req, job.source.name, job.entry_name, job.runtime, p.seq_len, p.history, error)
         row.update({k: job.info[k] for k in ("flops", "flops_analytic", "params", "params_excluding_item_table")})
         row["flops_by_op"] = job.info["flops_by_op"]
         row["source"] = job.info["source"]
         row["config"] = job.info["config"]
-        row["input_shapes"] = {s.name: list(s.shape) for s in job.entry.inputs}
+        row["input_shapes"] = job.input_shapes()
         if rec is not None:
             row["artifact_bytes"] = rec.get("bytes")
             row["parity_max_abs_err"] = parity_error(rec)
-            row["artifact"] = str(Path(art_dir) / rec.get("file", ""))
-            row["export_cache"] = "hit" if cache_hit else "miss"
+            row["artifact"] = artifact_fields(job.manifest, job.record)
+            row["export_cache"] = "artifact dir" if cache_hit is None else ("hit" if cache_hit else "miss")
         if static is not None:
             row["memory"] = dict(static)
         if result is not None and result.get("ok"):
@@ -283,14 +330,25 @@ def _rows_for_job(req: BenchRequest, job: Job, art_dir, rec, cache_hit, result: 
 
 # ---- measuring --------------------------------------------------------------------------------------------------
 
-def _write_inputs(job: Job, path: Path) -> list[str]:
-    names = [s.name for s in job.entry.inputs]
+def _write_inputs(job: Job, path: Path) -> tuple[list[str], int]:
+    """Input sets for the timed calls: the artifact's shipped test-vector inputs (valid ids, the real trajectory),
+    or for eager torch the entry's deterministic example inputs."""
     arrays = {}
-    for i in range(N_INPUT_SETS):
-        for name, t in zip(names, job.entry.example_inputs(seed=i)):
-            arrays[f"set{i}.{name}"] = t.numpy()
+    if job.record is not None:
+        names = job.record.input_names
+        steps = load_test_vectors(job.manifest, job.record)["steps"]
+        for i, st in enumerate(steps):
+            for name, a in zip(names, st["inputs"]):
+                arrays[f"set{i}.{name}"] = a
+        n_sets = len(steps)
+    else:
+        names = [s.name for s in job.entry.inputs]
+        for i in range(N_INPUT_SETS):
+            for name, t in zip(names, job.entry.example_inputs(seed=i)):
+                arrays[f"set{i}.{name}"] = t.numpy()
+        n_sets = N_INPUT_SETS
     np.savez(path, **arrays)
-    return names
+    return names, n_sets
 
 
 def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int) -> dict:
@@ -313,21 +371,21 @@ def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int)
     return {"ok": False, "error": f"measuring process {why}: {tail[0][:300]}".rstrip(": ")}
 
 
-def _measure_host(req: BenchRequest, job: Job, art_dir, rec, workdir: Path, n: int) -> dict:
+def _measure_host(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
     npz = workdir / f"job{n}.inputs.npz"
-    names = _write_inputs(job, npz)
+    names, n_sets = _write_inputs(job, npz)
     spec = {
         "runtime": job.runtime, "threads": req.target.threads, "cpus": req.target.resolve_cpus(),
         "warmup": req.warmup, "runs": req.runs, "inputs_npz": str(npz), "input_names": names,
-        "n_sets": N_INPUT_SETS, "entry": job.entry.name,
+        "n_sets": n_sets, "entry": job.entry_name,
         "points": [{"seq_len": p.seq_len, "steps_before": p.steps_before} for p in job.points],
     }
     if job.runtime == "torch":
         spec |= {"source": job.source.to_dict(), "contract_args": job.contract_args}
     else:
-        spec |= {"artifact_dir": str(art_dir), "record": rec}
+        spec |= {"artifact_dir": str(job.manifest.root), "record": job.record.raw}
         if job.runtime == "onnxruntime":
-            spec["onnx_file"] = str(Path(art_dir) / rec["file"])
+            spec["onnx_file"] = str(job.manifest.member(job.record.file))
     return _run_worker(spec, workdir, n, req.timeout_s, req.target.threads)
 
 
@@ -344,7 +402,7 @@ def emulated_preflight(target: Target) -> None:
         raise ToolkitError(f"target {target.name} is not set up: {st.reason}")
 
 
-def _measure_emulated(req: BenchRequest, job: Job, art_dir, rec) -> dict:
+def _measure_emulated(req: BenchRequest, job: Job) -> dict:
     """Hand the ONNX artifact to toolkit.device's emulated target: instruction counts, not time."""
     if job.runtime != "onnxruntime":
         return {"ok": False, "error": f"target {req.target.name} measures ONNX artifacts only "
@@ -353,7 +411,7 @@ def _measure_emulated(req: BenchRequest, job: Job, art_dir, rec) -> dict:
 
     points = []
     for p in job.points:
-        res = emulated.bench_onnx(Path(art_dir) / rec["file"], rec, target=req.target.to_dict(), runs=req.runs,
+        res = emulated.bench_onnx(job.manifest, job.record, target=req.target.to_dict(), runs=req.runs,
                                   steps_before=p.steps_before)
         if not res.get("ok"):
             return {"ok": False, "error": f"emulated arm64: {res.get('error') or 'no result'}"}
@@ -363,8 +421,23 @@ def _measure_emulated(req: BenchRequest, job: Job, art_dir, rec) -> dict:
     return {"ok": True, "points": points, "memory": {}}
 
 
+def _export_job(req: BenchRequest, job: Job, cache_root: Path) -> tuple[Manifest, ArtifactRecord, bool]:
+    """Export the job's entry through the export cache (toolkit.exporters.export), then read the dir back like any
+    other artifact dir (verified): the bench measures the file a user would get from `toolkit export`."""
+    material = key_material(job.source.name, job.info["config"], job.info["weights_sha256"], job.entry,
+                            job.runtime, req.dtype, {"dtype": req.dtype})
+    directory, _, hit = export_cached(cache_root, material, job.entry, job.source.name, job.runtime, req.dtype,
+                                   req.parity_steps, {"source": job.info["source"], "config": job.info["config"]})
+    m = verified(directory)
+    rec = next((r for r in m.artifacts if r.entry == job.entry.name and r.runtime == job.runtime), None)
+    if rec is None:
+        raise ToolkitError(f"{m.path}: no '{job.runtime}' artifact for entry '{job.entry.name}'")
+    return m, rec, hit
+
+
 def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
-    """Plan, export (cached), measure; returns {"schema", "environment", "rows"} with budgets checked."""
+    """Plan, export models (cached) into artifact dirs, measure the verified files; returns {"schema",
+    "environment", "rows", "summary"} with budgets checked."""
     progress = progress or (lambda desc, done, total: None)
     cache_root = Path(req.cache_dir) if req.cache_dir else default_cache_dir()
     rows: list[dict] = []
@@ -372,25 +445,20 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
         emulated_preflight(req.target)
     load_start = environment.load_average()
     progress("building models", 0, 1)
-    jobs = plan(req, rows)
-    total = sum(2 if j.runtime != "torch" else 1 for j in jobs)
+    jobs = plan_artifacts(req) + plan(req, rows)
+    total = sum(2 if j.runtime != "torch" and j.record is None else 1 for j in jobs)
     done = 0
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:
         workdir = Path(tmp)
         for n, job in enumerate(jobs):
-            label = f"{job.source.name}/{job.entry.name}/{job.runtime}"
+            label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
             label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
-            art_dir = rec = None
-            hit = False
+            hit = None  # None: benched from a given artifact dir, no export
             error = None
-            if job.runtime != "torch":
+            if job.runtime != "torch" and job.record is None:
                 progress(f"export {label}", done, total)
                 try:
-                    material = key_material(job.source.name, job.info["config"], job.info["weights_sha256"], job.entry,
-                                            job.runtime, req.dtype, {"dtype": req.dtype})
-                    art_dir, rec, hit = export_cached(cache_root, material, job.entry, job.source.name, job.runtime,
-                                                      req.dtype, req.parity_steps,
-                                                      {"source": job.info["source"], "config": job.info["config"]})
+                    job.manifest, job.record, hit = _export_job(req, job, cache_root)
                 except Exception as e:
                     error = f"export: {_err(e)}"
                 done += 1
@@ -399,9 +467,9 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
             if error is None:
                 try:
                     if req.target.emulated:
-                        result = _measure_emulated(req, job, art_dir, rec)
+                        result = _measure_emulated(req, job)
                     else:
-                        result = _measure_host(req, job, art_dir, rec, workdir, n)
+                        result = _measure_host(req, job, workdir, n)
                 except ToolkitError:
                     raise
                 except Exception as e:
@@ -409,11 +477,12 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
                 if not result.get("ok"):
                     error = f"measure: {result.get('error', 'unknown error')}"
             done += 1
-            rows.extend(_rows_for_job(req, job, art_dir, rec, hit, result, error))
+            rows.extend(_rows_for_job(req, job, hit, result, error))
         progress("done", total, total)
     for row in rows:
         row["budget"] = budgets_mod.check(row, req.budgets)
-    order = {s.name: i for i, s in enumerate(req.sources)}
+    order = {name: i for i, name in enumerate(dict.fromkeys([j.source.name for j in jobs]
+                                                             + [s.name for s in req.sources]))}
     rows.sort(key=lambda r: (order.get(r["model"], 99), r["entry"], r["runtime"], r["seq_len"]))
     env = environment.describe(req.target, {
         "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,
@@ -424,6 +493,8 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
         "latency": "host wall-clock per call after warm-up, profiling off, process pinned per target; "
                    "step rows: reset, replay `history` clicks untimed, time the next step",
         "sources": {s.name: s.describe() for s in req.sources},
+        "artifact_dirs": [{"dir": str(j.manifest.root), "manifest_sha256": j.manifest.digest}
+                          for j in {id(j.manifest): j for j in jobs if j.manifest is not None}.values()],
     })
     return {"schema": SCHEMA, "environment": env, "rows": rows, "summary": summarize(rows)}
 

@@ -8,12 +8,12 @@ counts instructions, not time. Nothing here claims device latency.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 DEFAULT_TARGET = "host-1t"
 KINDS = ("host", "emulated")
@@ -84,10 +84,7 @@ def load_target(name_or_path: str) -> Target:
         path = targets_dir() / f"{name_or_path}.toml"
         if not path.is_file():
             raise ToolkitError(f"--target: unknown target '{name_or_path}' (valid: {', '.join(available_targets())})")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ToolkitError(f"target file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "target file")  # toolkit.io: binary, malformed, inf/nan -> one line naming the file
     return _parse(data, path)
 
 

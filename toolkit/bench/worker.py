@@ -51,21 +51,11 @@ def _timed_call(runner, sets: list[list[np.ndarray]]):
 
     The exporters' runners check shapes, dtypes and id ranges on every call (100+ us of Python, more than the
     runtime itself for these small models); a bench times the runtime, so validated arrays go straight to the
-    runtime call, and state is carried exactly as Runner.__call__ carries it.
+    runtime call, and state is carried exactly as RuntimeSession.__call__ carries it.
     """
     if hasattr(runner, "run_validated") and hasattr(runner, "check_inputs"):
         ready = [runner.check_inputs(s) for s in sets]
         return (lambda i: runner.run_validated(ready[i % len(ready)])), "runner.run_validated (inputs checked once)"
-    if hasattr(runner, "_run") and hasattr(runner, "check_inputs"):
-        ready = [runner.check_inputs(s) for s in sets]
-
-        def call(i):
-            visible, new_state = runner._run(ready[i % len(ready)])
-            if runner.states:
-                runner._state = new_state
-            return visible
-
-        return call, "runner._run (inputs checked once, state carried as Runner.__call__ does)"
     return (lambda i: runner(*sets[i % len(sets)])), "runner.__call__"
 
 
@@ -74,7 +64,7 @@ def _preload(runtime: str) -> None:
     if runtime == "torch":
         import torch  # noqa: F401
 
-        from toolkit.bench import sources  # noqa: F401
+        from toolkit.exporters import sources  # noqa: F401
         return
     from toolkit.exporters import open_runner  # noqa: F401
 
@@ -96,7 +86,7 @@ def _make_runner(spec: dict):
     if runtime == "torch":
         import torch
 
-        from toolkit.bench.sources import ModelSource, build
+        from toolkit.exporters.sources import ModelSource, build
 
         torch.set_num_threads(threads)
         model = build(ModelSource.from_dict(spec["source"]))

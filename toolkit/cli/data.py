@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from toolkit.cli.common import check_number, check_out, check_seed
+
 app = typer.Typer(no_args_is_help=True)
+MAX_SEQ_LEN = 4096
 
 
 @app.callback()
@@ -68,6 +71,7 @@ def _report(ds, seconds: float) -> None:
         ("seed", str(m["seed"])),
         ("min user count", str(m.get("min_user_count", "-"))),
         ("dropped users (< 3 items / < min count)", _dropped(m)),
+        ("duplicate rows dropped (same user, item, time)", f"{m.get('duplicate_rows_dropped', 0):,}"),
         ("source sha256", str(m.get("source_sha256", "-"))[:16] + "…"),
         ("arrays sha256", m["arrays_sha256"][:16] + "…"),
         ("status", "unchanged (identical dataset already there)" if ds.unchanged else f"written in {seconds:.2f} s"),
@@ -102,6 +106,10 @@ def prepare(
                                 "(columnar engine; the result does not depend on it)."),
 ) -> None:
     """Turn a real interaction log into a dataset dir (windows, negatives, valid/test splits)."""
+    check_number(seq_len, "--seq-len", lo=1, hi=MAX_SEQ_LEN)
+    check_number(min_user_count, "--min-user-count", lo=1, hi=2**31 - 1)
+    check_seed(seed)
+    check_out(out)
     from toolkit.data import prepare as prepare_dataset
 
     start = time.perf_counter()
@@ -134,6 +142,17 @@ def synth(
 
     if (out is None) == (log is None):
         raise ToolkitError("`toolkit data synth` needs exactly one of --out DIR (a dataset) or --log FILE (a raw log)")
+    check_number(users, "--users", lo=1, hi=10_000_000)
+    if items is not None:
+        check_number(items, "--items", lo=1, hi=2**31 - 1)
+    if domains is not None:
+        check_number(domains, "--domains", lo=1, hi=2**31 - 1)
+    check_number(seq_len, "--seq-len", lo=1, hi=MAX_SEQ_LEN)
+    check_seed(seed)
+    if out is not None:
+        check_out(out)
+    else:
+        check_out(log, "--log", folder=False)
     start = time.perf_counter()
     if log is not None:
         from toolkit.data.synth import synth_log

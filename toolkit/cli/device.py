@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.io import read_json
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -66,7 +67,7 @@ def setup(
                                   report=report)
     total = time.monotonic() - t0
     lay = arm64.layout(cache)
-    disk = json.loads(lay.descriptor.read_text()).get("disk_bytes") if lay.descriptor.is_file() else None
+    disk = read_json(lay.descriptor, "target descriptor").get("disk_bytes") if lay.descriptor.is_file() else None
     if json_out:
         print(json.dumps({"status": st.to_dict(), "seconds": round(total, 1), "disk_bytes": disk,
                           "pieces": [r.__dict__ for r in results]}, indent=2))
@@ -105,9 +106,8 @@ def list_targets(
     console.print(table)
 
 
-def _print_rows(rows: list[dict], title: str, caption: str) -> None:
+def _print_rows(rows: list[dict], title: str, caption: str, emulated: bool) -> None:
     table = Table(title=title, caption=caption)
-    emulated = any("instructions_per_inference" in r for r in rows)
     cols = ["model", "entry", "L", "status"]
     cols += ["instructions / inference", "spread", "parity err"] if emulated else ["p50 ms", "p90 ms", "p99 ms", "runs"]
     cols += ["budget"]
@@ -156,8 +156,9 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ) -> None:
     """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency)."""
-    from toolkit.device.budgets import apply_budgets, failed_budgets
-    from toolkit.io import atomic_write_json, versions
+    from toolkit.device.budgets import failed_budgets
+    from toolkit.device.plan import run_document
+    from toolkit.io import atomic_write_json
 
     android = serial is not None or runner is not None
     if android and target is not None:
@@ -165,8 +166,12 @@ def run(
     if android and runner is None:
         raise ToolkitError("an Android run needs --runner PATH (onnxruntime_perf_test or executor_runner built for the "
                            "phone; see android_harness/README.md)")
-    if repeat < 1:
-        raise ToolkitError(f"--repeat must be >= 1, got {repeat}")
+    from toolkit.cli.common import check_number
+
+    check_number(repeat, "--repeat", lo=1, hi=1000)
+    check_number(warmup, "--warmup", lo=0, hi=1_000_000)
+    check_number(runs, "--runs", lo=1, hi=1_000_000)
+    check_number(cpu, "--cpu", lo=0, hi=4095)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True, disable=json_out) as prog:
         task = prog.add_task("starting", total=None)
@@ -188,19 +193,15 @@ def run(
                                    entries=entry or None, files=file or None, warmup=warmup, runs=runs,
                                    with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
                                    keep=keep)
-    rows, info = result["rows"], result["info"]
-    budget_source = apply_budgets(rows, budget)
-    tgt = info["target"]
-    doc = {"schema": "toolkit.bench/1", "kind": "device-run", "target": tgt, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "artifact_dir": str(Path(artifact_dir).resolve()), "versions": versions(),
-           "device": {k: v for k, v in info.items() if k not in ("profile",)}, "budgets": budget_source, "rows": rows}
+    doc = run_document(result, artifact_dir, budget)
+    rows, info, tgt = doc["rows"], result["info"], doc["target"]
     out = out or Path(f"device-{tgt.replace(':', '-')}.json")
     atomic_write_json(out, doc)
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
     else:
         measured = rows[0]["measured_on"] if rows else tgt
-        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured)
+        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured, emulated=not android)
         console.print(f"wrote {out}", highlight=False)
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:

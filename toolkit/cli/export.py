@@ -9,17 +9,23 @@ import typer
 
 from toolkit.errors import ToolkitError
 
-DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core: the vocabulary a real deployment ships (same as the bench)
 
 
-def positive_int(text: str, flag: str) -> int:
-    """One-line errors for 0, negatives and non-integers (Typer's own would print a box)."""
+MAX_SEQ_LEN = 4096  # beyond any on-device window; keeps a typo from allocating terabytes
+MAX_CANDIDATES = 1_000_000
+MAX_STEPS = 10_000
+
+
+def positive_int(text: str, flag: str, hi: int = 2**31 - 1) -> int:
+    """One-line errors for 0, negatives, non-integers and values above `hi` (Typer's own would print a box)."""
     try:
         v = int(str(text).strip())
     except ValueError:
         raise ToolkitError(f"{flag}: '{text}' is not an integer") from None
     if v <= 0:
         raise ToolkitError(f"{flag} must be a positive integer, got {v}")
+    if v > hi:
+        raise ToolkitError(f"{flag} must be <= {hi}, got {v}")
     return v
 
 
@@ -56,7 +62,9 @@ def summary_table(manifest: dict):
 def export(
     run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Trained run dir (or use --model)."),
     model: Optional[str] = typer.Option(None, "--model", help="Export a freshly initialised model by name."),
-    target: str = typer.Option("executorch,onnx,coreml", "--target", help="Comma list: executorch,onnx,coreml."),
+    target: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
+                               help="Export formats, comma list: executorch,onnx,coreml (--target: older spelling; "
+                                    "a bench/device --target is a device profile)."),
     seq_len: str = typer.Option("25", "--seq-len", help="Window length L of the exported `window` entry."),
     candidates: str = typer.Option("100", "--candidates", help="Candidates scored per call."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | int8 (a recipe per target in export/)."),
@@ -66,23 +74,20 @@ def export(
                                            help="Fail when matmul-family ops fall back off XNNPACK."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out dir."),
     out: Path = typer.Option(..., "--out", help="Artifact dir to create (atomically)."),
-    n_items: str = typer.Option(str(DEFAULT_N_ITEMS), "--n-items", help="Vocabulary of a --model export."),
+    n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
     """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from toolkit.cli.common import parse_config
-    from toolkit.exporters import sources
-    from toolkit.exporters.common import quiet_libraries
-    from toolkit.exporters.recipes import DTYPES, find, parse_targets
+    from toolkit.cli.common import check_out, parse_config
+    from toolkit.exporters.recipes import DTYPES, find, parse_targets  # light: TOML recipes only
 
-    quiet_libraries()
-    # ---- validate everything before any work ----
-    L = positive_int(seq_len, "--seq-len")
-    C = positive_int(candidates, "--candidates")
-    n_steps = positive_int(steps, "--steps")
+    # ---- validate everything before any work (and before torch/executorch/coremltools are imported) ----
+    L = positive_int(seq_len, "--seq-len", hi=MAX_SEQ_LEN)
+    C = positive_int(candidates, "--candidates", hi=MAX_CANDIDATES)
+    n_steps = positive_int(steps, "--steps", hi=MAX_STEPS)
     targets = parse_targets(target)
     if dtype not in DTYPES:
         raise ToolkitError(f"--dtype: unknown '{dtype}' (valid: {', '.join(DTYPES)})")
@@ -90,18 +95,28 @@ def export(
         find(t, dtype)
     if (run is None) == (model is None):
         raise ToolkitError("give either a RUN dir or --model NAME (exactly one)")
+    if config and model is None:
+        raise ToolkitError("--config applies to --model only")
+    vocab = positive_int(n_items, "--n-items", hi=2**31 - 1) if model is not None else None
+    overrides = parse_config(config)
+    check_out(out)
     if out.exists() and not force:
         raise ToolkitError(f"output exists: {out} (use --force to replace it)")
+    if run is not None and not run.is_dir():
+        raise ToolkitError(f"run dir not found: {run}")
+
+    from toolkit.exporters import sources
+    from toolkit.exporters.common import quiet_libraries
+
+    quiet_libraries()
     if run is not None:
         m, name, info = sources.from_run(run)
     else:
-        if config and model is None:
-            raise ToolkitError("--config applies to --model only")
-        m, name, info = sources.fresh(model, positive_int(n_items, "--n-items"), parse_config(config))
+        m, name, info = sources.fresh(model, vocab, overrides)
     entries, kw = sources.entries_for(m, L, C, with_corrections)
     info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
 
-    from toolkit.exporters.pipeline import export_artifacts
+    from toolkit.exporters.export import export_artifacts
 
     console = Console()
     with Progress(TextColumn("[bold]export[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -118,4 +133,7 @@ def export(
         if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
             console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
             break
-    console.print(f"wrote {out}/manifest.json")
+    from toolkit.exporters.manifest import manifest_digest
+
+    console.print(f"wrote {out}/manifest.json (sha256 {manifest_digest(out)}; pin it with "
+                  f"`toolkit verify {out} --expect SHA`)", highlight=False, soft_wrap=True)

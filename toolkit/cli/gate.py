@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from toolkit.cli.common import console, parse_csv
+from toolkit.cli.common import check_number, check_out, check_seed, check_threads, console, parse_csv
 from toolkit.errors import ToolkitError
 
 app = typer.Typer(no_args_is_help=True)
@@ -27,15 +27,14 @@ def _parse_lags(text: Optional[str]) -> Optional[tuple[int, int]]:
     except ValueError:
         raise ToolkitError(f"--lags expects N or MIN-MAX (clicks), got '{text}'") from None
     lo, hi = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[-1])
-    if len(parts) > 2 or not 1 <= lo <= hi:
-        raise ToolkitError(f"--lags expects N or MIN-MAX with 1 <= MIN <= MAX, got '{text}'")
+    if len(parts) > 2 or not 1 <= lo <= hi <= 1_000_000:
+        raise ToolkitError(f"--lags expects N or MIN-MAX with 1 <= MIN <= MAX <= 1000000, got '{text}'")
     return lo, hi
 
 
 def _set_threads(threads: Optional[int]) -> None:
     if threads is not None:
-        if threads < 1:
-            raise ToolkitError(f"--threads must be >= 1, got {threads}")
+        check_threads(threads)
         import torch
 
         torch.set_num_threads(threads)
@@ -51,6 +50,10 @@ def calibrate(
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
 ) -> None:
     """Threshold = the budget-quantile of MRS on recent decisions (request when MRS <= threshold)."""
+    check_number(budget, "--budget", lo=0, lo_open=True, hi=1)  # before torch: a bad flag answers at once
+    check_threads(threads)
+    if split not in ("valid", "test", "train"):
+        raise ToolkitError(f"--split: unknown '{split}' (valid: valid, test, train)")
     from toolkit.data import load_dataset
     from toolkit.gate.calibrate import THRESHOLD, calibrate as run_calibrate, check_budget
 
@@ -80,6 +83,16 @@ def curve(
     force: bool = typer.Option(False, "--force", help="replace an existing output dir"),
 ) -> None:
     """Quality vs request frequency for each policy, with always / never / none endpoints."""
+    check_threads(threads)
+    check_seed(seed)
+    check_number(fit_cap, "--fit-cap", lo=25, hi=10_000_000)
+    lag_range = _parse_lags(lags)
+    for b in budgets.split(","):  # the full parse (gate.curve) imports torch: refuse obvious nonsense first
+        try:
+            check_number(float(b), "--budgets", lo=0, lo_open=True, hi=1) if b.strip() else None
+        except ValueError:
+            raise ToolkitError(f"--budgets must be comma-separated numbers, got '{budgets}'") from None
+    check_out(out)
     from toolkit.data import load_dataset
     from toolkit.gate.curve import parse_budgets, run_curve
     from toolkit.gate.policies import POLICIES
@@ -87,9 +100,6 @@ def curve(
     _set_threads(threads)
     budget_list = parse_budgets(budgets)
     policy_list = parse_csv(policies, "policy", POLICIES)
-    lag_range = _parse_lags(lags)
-    if fit_cap < 25:
-        raise ToolkitError(f"--fit-cap must be >= 25, got {fit_cap}")
     if out.exists() and any(out.iterdir()) and not force:
         raise ToolkitError(f"output dir {out} is not empty (use --force to replace it)")
     run_curve(gate, load_dataset(data), out, budget_list, policy_list, base, lag_range, seed, fit_cap, force=True,

@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from toolkit.cli.common import console, metrics_table, parse_config
-from toolkit.errors import ToolkitError
+from toolkit.cli.common import check_number, check_out, check_seed, check_threads, console, metrics_table, parse_config
+from toolkit.errors import Interrupted, ToolkitError
 
 TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate")
 
@@ -51,8 +51,14 @@ def train(
 ) -> None:
     if model not in TRAINABLE:
         raise ToolkitError(f"unknown model '{model}' (valid: {', '.join(TRAINABLE)})")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ToolkitError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    # ---- every flag checked before torch is imported or a dir is touched ----
+    check_number(epochs, "--epochs", lo=1, hi=1_000_000)
+    check_number(batch_size, "--batch-size", lo=1, hi=2**31 - 1)
+    check_number(lr, "--lr", lo=0, lo_open=True, hi=1e6)
+    check_number(weight_decay, "--weight-decay", lo=0, hi=1e6)
+    check_seed(seed)
+    check_threads(threads)
+    check_out(out)
     if patience is not None and patience < 1:
         raise ToolkitError(f"--patience must be >= 1 epoch, got {patience} (use --no-patience to run every epoch)")
     seed_list = parse_seeds(seeds) if seeds is not None else None
@@ -84,6 +90,8 @@ def train(
 
         if base_run is None:
             raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
+        if resume:
+            raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with --force)")
         train_gate(ds, base_run, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                    config=cfg, console=console)
         return
@@ -110,9 +118,8 @@ def train(
     try:
         metrics = metrics or run_training(model, ds, out, settings, resume=resume, console=console)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: the last finished epoch is checkpointed; continue with[/] "
-                      f"toolkit train {model} --data {data} --out {out} --resume")
-        raise typer.Exit(130)
+        raise Interrupted(f"the last finished epoch is checkpointed; continue with "
+                          f"toolkit train {model} --data {data} --out {out} --resume") from None
     console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
                                 f"({metrics['train_seconds']:.1f}s training)",
                                 {"valid": metrics["valid"], "test": metrics["test"]}))
@@ -161,6 +168,10 @@ def seeds_table(model: str, summary: dict):
 def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     if resume and force:
         raise ToolkitError("--resume and --force contradict each other")
+    if resume and not out.is_dir():
+        raise ToolkitError(f"nothing to resume: run dir {out} not found")
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"--out {out} is a file, not a run dir")
     if out.exists() and not resume:
         if any(out.iterdir()):
             if not force:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from toolkit.errors import CheckFailed
+from toolkit.errors import CheckFailed, ToolkitError
 
 
 def report_table(report: dict):
@@ -39,26 +39,32 @@ def verify(
     artifact_dir: Path = typer.Argument(..., metavar="DIR", help="Artifact dir written by `toolkit export`."),
     threads: str = typer.Option("1", "--threads", help="Runtime threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report here ('-' = stdout only)."),
+    expect: Optional[str] = typer.Option(None, "--expect", metavar="SHA",
+                                         help="The manifest.json sha256 `toolkit export` printed (pins the manifest)."),
+    allow_extra: bool = typer.Option(False, "--allow-extra", help="Files the manifest does not list are only a note."),
 ) -> None:
-    """Re-hash against manifest.json and re-run trajectory parity through each runtime."""
+    """Check manifest.json (its own sha256), re-hash every listed file, re-run trajectory parity in each runtime."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolkit.cli.export import positive_int
-    from toolkit.exporters.verify import read_manifest, verify_dir
+
+    n_threads = positive_int(threads, "--threads", hi=4096)  # before torch/executorch load: answers at once
+    if expect is not None and (len(expect.strip()) != 64 or any(c not in "0123456789abcdef" for c in expect.strip().lower())):
+        raise ToolkitError(f"--expect: '{expect}' is not a sha256 (64 hex digits)")
+    from toolkit.exporters.common import quiet_libraries
+    from toolkit.exporters.manifest import read_manifest
+    from toolkit.exporters.verify import verify_dir
     from toolkit.io import atomic_write_json
 
-    from toolkit.exporters.common import quiet_libraries
-
     quiet_libraries()
-    n_threads = positive_int(threads, "--threads")
-    read_manifest(artifact_dir)  # one-line error for a missing dir / manifest before any progress bar
+    read_manifest(artifact_dir, expect)  # one line for a missing dir / untrustworthy manifest before any progress bar
     to_stdout = json_out is not None and str(json_out) == "-"
     console = Console(stderr=to_stdout)
     with Progress(TextColumn("[bold]verify[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        report = verify_dir(artifact_dir, threads=n_threads,
+        report = verify_dir(artifact_dir, threads=n_threads, expect=expect, allow_extra=allow_extra,
                             progress=lambda what, d, t: bar.update(task, completed=d, total=t, description=what))
     if to_stdout:
         print(json.dumps(report, indent=2, default=str))
@@ -70,12 +76,16 @@ def verify(
     for r in report["artifacts"]:
         if "skipped" in str(r.get("checks", {}).get("parity", "")):
             console.print(f"[yellow]note:[/] {r['file']}: numerical parity {r['checks']['parity']}")
-    if report["unlisted_files"]:
+    if report["unlisted_files"] and allow_extra:
         console.print(f"[yellow]note:[/] files not in the manifest: {', '.join(report['unlisted_files'])}")
     if not report["pass"]:
         problems = [p for r in report["artifacts"] for p in r["problems"]]
+        if report["unlisted_files"] and not allow_extra:
+            problems.append(f"files not in the manifest: {', '.join(report['unlisted_files'])} "
+                            f"(remove them, or pass --allow-extra)")
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckFailed(f"verify failed: {problems[0]}{more}")
     if not to_stdout:
-        console.print(f"[green]all {len(report['artifacts'])} artifacts verified[/]")
+        console.print(f"[green]all {len(report['artifacts'])} artifacts verified[/] (manifest sha256 "
+                      f"{report['manifest_sha256']})", highlight=False)
 

@@ -29,23 +29,42 @@ class RawCSR:
 
     user_ptr: np.ndarray  # [U+1]
     items: np.ndarray  # [n_rows] raw item codes (rank of the raw item id)
-    n_rows: int
+    n_rows: int  # interactions kept (after dropping exact duplicates)
+    labels: object = None  # the users' own ids in code order (a pyarrow array or a list); read only for messages
+    duplicate_rows: int = 0  # exact duplicate (user, item, timestamp) rows dropped, first kept
 
     @property
     def n_users(self) -> int:
         return self.user_ptr.size - 1
+
+    def user_ids(self, kept: np.ndarray) -> "_Labels":
+        return _Labels(self.labels, kept)
+
+
+class _Labels:
+    """user_ids[i] = the source id of kept user i, converted only when a message needs it."""
+
+    def __init__(self, labels, kept: np.ndarray):
+        self.labels, self.kept = labels, kept
+
+    def __len__(self) -> int:
+        return 0 if self.labels is None else len(self.kept)
+
+    def __getitem__(self, i: int) -> str:
+        v = self.labels[int(self.kept[i])]
+        return str(v.as_py() if hasattr(v, "as_py") else v)
 
 
 class _Unusual(Exception):
     """Input the columnar reader does not handle: use the in-memory loader (exact messages, line numbers)."""
 
 
-def from_histories(histories: list[np.ndarray], n_rows: int) -> RawCSR:
+def from_histories(histories: list[np.ndarray], n_rows: int, user_ids=None, duplicate_rows: int = 0) -> RawCSR:
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     ptr = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
     items = np.concatenate(histories).astype(np.int64, copy=False) if histories else np.zeros(0, np.int64)
-    return RawCSR(ptr, items, n_rows)
+    return RawCSR(ptr, items, n_rows, user_ids, duplicate_rows)
 
 
 def load_interactions_csr(path: str | Path, progress=None) -> RawCSR:
@@ -55,7 +74,7 @@ def load_interactions_csr(path: str | Path, progress=None) -> RawCSR:
         return _read(path, progress)
     except _Unusual:
         raw = load_interactions(path, progress)
-        return from_histories(raw.histories, raw.n_rows)
+        return from_histories(raw.histories, raw.n_rows, raw.user_ids, raw.duplicate_rows)
 
 
 def _first_row(path: Path) -> tuple[str, list[str], int]:
@@ -118,27 +137,51 @@ def _read(path: Path, progress) -> RawCSR:
             raise _Unusual
         del times
         advance(1)
-        n_users, user_code = _codes(users)
+        n_users, user_code, labels = _codes(users)
         del users
         advance(1)
-        _, item_code = _codes(items)
+        _, item_code, _ = _codes(items)
         del items
         advance(1)
         # by time, file order on ties (a time-ordered log needs no sort) ...
         order = None if bool((ts[1:] >= ts[:-1]).all()) else np.argsort(ts, kind="stable")
-        del ts
         # ... then grouped by user, keeping that order
         order = _stable_argsort_codes(user_code) if order is None else order[_stable_argsort_codes(user_code[order])]
-        counts = np.bincount(user_code, minlength=n_users)
-        del user_code
+        user_sorted, codes, ts = user_code[order], item_code[order].astype(np.int64, copy=False), ts[order]
+        del user_code, item_code, order
+        keep = _first_of_duplicates(user_sorted, ts, codes)
+        del ts
+        duplicates = 0
+        if keep is not None:
+            duplicates = int(keep.size - keep.sum())
+            user_sorted, codes = user_sorted[keep], codes[keep]
+        counts = np.bincount(user_sorted, minlength=n_users)
         ptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
-        codes = item_code[order].astype(np.int64, copy=False)
         advance(1)
-    return RawCSR(ptr, codes, n_rows)
+    return RawCSR(ptr, codes, n_rows - duplicates, labels, duplicates)
 
 
-def _codes(col) -> tuple[int, np.ndarray]:
+def _first_of_duplicates(user: np.ndarray, ts: np.ndarray, item: np.ndarray) -> np.ndarray | None:
+    """Keep-mask dropping exact duplicate (user, item, timestamp) rows but the first in file order, as the in-memory
+    loader does; None when there are none. Rows arrive sorted by (user, time) with file order on ties, so only rows
+    sharing a (user, time) with a neighbour can be duplicates, and only those few are compared."""
+    same = (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])
+    if not same.any():
+        return None
+    tied = np.zeros(user.size, dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    rows = np.flatnonzero(tied)  # in file order within each (user, time) group
+    key = np.stack([user[rows].astype(np.float64), item[rows].astype(np.float64), ts[rows]], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    keep = np.ones(user.size, dtype=bool)
+    keep[rows] = False
+    keep[rows[first]] = True
+    return None if keep.all() else keep
+
+
+def _codes(col) -> tuple[int, np.ndarray, object]:
     """(number of distinct labels, code of each label) with loaders._codes' order: canonical integers as numbers
     when every label is one, else text (code-point order = UTF-8 byte order)."""
     import pyarrow as pa
@@ -152,9 +195,10 @@ def _codes(col) -> tuple[int, np.ndarray]:
     values = numeric if canonical else col
     enc = pc.dictionary_encode(values.combine_chunks() if hasattr(values, "combine_chunks") else values)
     dictionary, indices = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)  # hashing, no sort of rows
+    by_label = pc.sort_indices(dictionary)
     rank = np.empty(len(dictionary), dtype=np.int64)
-    rank[pc.sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary), dtype=np.int64)
-    return len(dictionary), rank[indices]
+    rank[by_label.to_numpy()] = np.arange(len(dictionary), dtype=np.int64)
+    return len(dictionary), rank[indices], dictionary.take(by_label)  # labels in code order
 
 
 def _stable_argsort_codes(codes: np.ndarray) -> np.ndarray:
@@ -170,8 +214,9 @@ def _stable_argsort_codes(codes: np.ndarray) -> np.ndarray:
     return first[np.argsort((codes[first] >> 16).astype(np.uint16), kind="stable")]
 
 
-def clean_csr(raw: RawCSR, min_user_count: int) -> tuple[np.ndarray, np.ndarray, int, dict[str, int]]:
-    """protocol.clean_histories on a CSR: (user_ptr, items re-indexed 1..N in raw order, N, dropped counts)."""
+def clean_csr(raw: RawCSR, min_user_count: int) -> tuple[np.ndarray, np.ndarray, int, dict[str, int], np.ndarray]:
+    """protocol.clean_histories on a CSR: (user_ptr, items re-indexed 1..N in raw order, N, dropped counts, kept
+    user positions in `raw`)."""
     if min_user_count < 1:
         raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
     lengths = np.diff(raw.user_ptr)
@@ -191,4 +236,4 @@ def clean_csr(raw: RawCSR, min_user_count: int) -> tuple[np.ndarray, np.ndarray,
     kept_lengths = lengths[keep]
     ptr = np.zeros(kept_lengths.size + 1, dtype=np.int64)
     np.cumsum(kept_lengths, out=ptr[1:])
-    return ptr, dense.astype(np.int64, copy=False), int(used.sum()), dropped
+    return ptr, dense.astype(np.int64, copy=False), int(used.sum()), dropped, np.flatnonzero(keep)

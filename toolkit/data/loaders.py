@@ -5,6 +5,9 @@ Two formats:
   interactions  CSV/TSV rows of (user, item, timestamp): a header names the columns (RecBole `.inter`:
                 `user_id:token item_id:token rating:float timestamp:float`), or there is no header and the
                 columns are user,item,timestamp or user,item,rating,timestamp (Amazon ratings_*.csv).
+                Exact duplicate (user, item, timestamp) rows are dropped (first kept) and counted: dataset.json
+                records them as `duplicate_rows_dropped`. A seqfile has no timestamps, so a repeated item there is a
+                re-consumption and is kept.
 Both return raw item codes ordered by raw id, so the protocol's re-indexing keeps that order.
 """
 
@@ -21,6 +24,7 @@ from toolkit.data.protocol import track_step
 from toolkit.errors import ToolkitError
 
 FORMATS = ("seqfile", "interactions")
+INT64_MAX = 2**63 - 1
 _PROGRESS_EVERY = 65536  # lines between progress updates (per-line updates would dominate the parse time)
 
 # Column names we recognise, after lower-casing, dropping a RecBole `:type` suffix and non-alphanumerics.
@@ -35,7 +39,8 @@ class RawHistories:
 
     histories: list[np.ndarray]  # each [n_u] int64
     user_ids: list[str]
-    n_rows: int  # interactions read
+    n_rows: int  # interactions read (after dropping exact duplicates)
+    duplicate_rows: int = 0  # exact duplicate (user, item, timestamp) rows dropped (interactions format only)
 
 
 def detect_format(path: Path) -> str:
@@ -75,6 +80,10 @@ def load_seqfile(path: str | Path, progress=None) -> RawHistories:
                 except ValueError:
                     bad = next(t for t in tokens if not _is_int(t))
                     raise ToolkitError(f"{path}:{lineno}: id '{_short(bad)}' is not an integer") from None
+                big = next((t for t, v in zip(tokens, ids) if not -INT64_MAX <= v <= INT64_MAX), None)
+                if big is not None:
+                    raise ToolkitError(f"{path}:{lineno}: id '{_short(big)}' is out of range (ids must fit in 64 "
+                                       "bits)")
                 user = ids[0]
                 if user in seen:
                     raise ToolkitError(f"{path}:{lineno}: user {user} already appeared on line {seen[user]}")
@@ -233,11 +242,18 @@ def load_interactions(path: str | Path, progress=None) -> RawHistories:
             raise ToolkitError(f"{path}:{lines_of[empty]}: empty {role} id")
     user_labels, user_code = _codes(users)
     _, item_code = _codes(items)
+    # Exact duplicate rows (same user, item and timestamp) are logging artefacts: keep the first, count the rest.
+    key = np.stack([user_code.astype(np.float64), item_code.astype(np.float64), ts], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    duplicates = len(users) - first.size
+    if duplicates:
+        keep = np.sort(first)
+        user_code, item_code, ts = user_code[keep], item_code[keep], ts[keep]
     order = np.argsort(ts, kind="stable")  # by time, file order on ties ...
     order = order[np.argsort(user_code[order], kind="stable")]  # ... then grouped by user, keeping that order
     counts = np.bincount(user_code, minlength=user_labels.size)
     histories = np.split(item_code[order].astype(np.int64), np.cumsum(counts)[:-1])
-    return RawHistories(list(histories), [str(u) for u in user_labels], len(users))
+    return RawHistories(list(histories), [str(u) for u in user_labels], len(users) - duplicates, duplicates)
 
 
 def load_source(path: str | Path, format: str, progress=None) -> RawHistories:

@@ -24,6 +24,20 @@ _MAX_REJECTION_ROUNDS = 64
 CHUNK_USERS = 1 << 17  # users per protocol chunk (memory bound of prepare); datasets up to this size: one chunk
 
 
+class UserDataError(ToolkitError):
+    """A problem with one user's history. `user` is the internal index; the dataset store re-raises it naming the
+    user's own id from the source file (`named`)."""
+
+    def __init__(self, user: int, detail: str):
+        self.user, self.detail = int(user), detail
+        super().__init__(f"user {self.user} (index) {detail}")
+
+    def named(self, user_ids) -> ToolkitError:
+        if user_ids is None or not 0 <= self.user < len(user_ids):
+            return ToolkitError(str(self))
+        return ToolkitError(f"user '{user_ids[self.user]}' {self.detail}")
+
+
 @contextlib.contextmanager
 def track_step(progress, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
     """A rich progress task for one long step (no-op when progress is None); yields advance(n)."""
@@ -181,8 +195,8 @@ def sample_negatives(
     free = n_items - n_touched[users]
     if free.min() < k:
         u = int(users[np.argmin(free)])
-        raise ToolkitError(
-            f"user {u} touched {int(n_touched[u])} of {n_items} items: fewer than {k} untouched items left to "
+        raise UserDataError(
+            u, f"touched {int(n_touched[u])} of {n_items} items: fewer than {k} untouched items left to "
             f"sample negatives from (use a dataset with more items)"
         )
     out = rng.integers(1, n_items + 1, size=(users.size, k), dtype=np.int64)
@@ -235,7 +249,7 @@ def check_csr(user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_le
     lengths = np.diff(user_ptr)
     if lengths.min() < MIN_HISTORY:
         u = int(np.argmin(lengths))
-        raise ToolkitError(f"user {u} has {int(lengths[u])} items; every user needs at least {MIN_HISTORY}")
+        raise UserDataError(u, f"has {int(lengths[u])} items; every user needs at least {MIN_HISTORY}")
     if user_items.min() < 1 or user_items.max() > n_items:
         raise ToolkitError(f"item ids must lie in 1..{n_items}, got {user_items.min()}..{user_items.max()}")
 
@@ -289,7 +303,10 @@ def protocol_chunk(
     ptr = user_ptr[lo:hi + 1] - user_ptr[lo]
     items = user_items[user_ptr[lo]:user_ptr[hi]]
     streams = [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3 * c + j,))) for j in range(3)]
-    out = _protocol_users(ptr, items, n_items, seq_len, streams)
+    try:
+        out = _protocol_users(ptr, items, n_items, seq_len, streams)
+    except UserDataError as e:
+        raise UserDataError(e.user + lo, e.detail) from None  # the chunk's local index -> the dataset's
     for name in ("train_user", "valid_user", "test_user"):
         out[name] += lo
     return out

@@ -12,6 +12,8 @@ Large datasets (more users than one protocol chunk, `layout: "npy"` in dataset.j
 uncompressed DIR/arrays/NAME.npy instead, written chunk by chunk (bounded memory) and opened memory-mapped, so a
 training worker pages in only the rows it reads and workers on one machine share one copy in the page cache.
 arrays_sha256 hashes the arrays' names, dtypes, shapes and bytes (zip bytes carry timestamps, so not the file).
+descriptor_sha256 hashes dataset.json's own content (toolkit.io.seal_descriptor): an edited number (n_items, seq_len)
+or a removed checksum key is refused on load, and the counts are cross-checked against the arrays.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import numpy as np
 
 from toolkit.data import protocol
 from toolkit.data.protocol import (
-    CHUNK_ARRAYS, N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol_csr, check_csr, chunk_bounds,
+    CHUNK_ARRAYS, N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol_csr, check_csr, chunk_bounds,
     protocol_chunk, protocol_chunks, to_csr, track_step,
 )
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_dir, atomic_write_json, dumps_json, read_json, versions
+from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_descriptor,
+                        versions, write_descriptor_json)
 
 SCHEMA = "toolkit.dataset/1"
 DESCRIPTOR = "dataset.json"
@@ -130,13 +133,7 @@ class Dataset:
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}
-    except FileNotFoundError:
-        raise ToolkitError(f"{what} not found: {path}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise ToolkitError(f"{what} is corrupt: {path} ({type(e).__name__}: {e})") from None
+    return read_npz(path, what)  # allow_pickle=False; every failure a one-line error naming the path
 
 
 def _read_npy_dir(folder: Path) -> dict[str, np.ndarray]:
@@ -227,13 +224,16 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     if not path.is_dir():
         raise ToolkitError(f"dataset path is not a directory: {path}")
     meta = read_json(path / DESCRIPTOR, "dataset descriptor")
-    if not isinstance(meta, dict):
-        raise ToolkitError(f"dataset descriptor is not a JSON object: {path / DESCRIPTOR}")
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR} lacks {', '.join(missing)}")
     if meta["schema"] != SCHEMA:
         raise ToolkitError(f"dataset {path} has schema '{meta['schema']}', this toolkit reads '{SCHEMA}'")
+    check_descriptor(meta, path / DESCRIPTOR, "dataset descriptor")
+    bad = [k for k in ("n_users", "n_items", "n_interactions", "seq_len") if type(meta[k]) is not int or meta[k] < 1]
+    if bad or not isinstance(meta["arrays_sha256"], str):
+        raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR}: {', '.join(bad) or 'arrays_sha256'} must be "
+                           f"{'positive integers' if bad else 'a string'}")
     large = meta.get("layout", "npz") == "npy"
     where = path / (ARRAYS_DIR if large else ARRAYS)
     arrays = _read_npy_dir(where) if large else _read_npz(where, "dataset arrays")
@@ -256,7 +256,23 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         raise ToolkitError(f"dataset extras {path / EXTRAS} do not match their descriptor; re-prepare with --force")
     ds = Dataset(path=path, meta=meta, extras=extras, **arrays)
     _check_shapes(ds)
+    _check_ids(ds)
     return ds
+
+
+def _check_ids(ds: Dataset) -> None:
+    """The descriptor's n_items must be the arrays' vocabulary: every stored item id lies in 1..n_items."""
+    hi = max((int(getattr(ds, n).max()) for n in ("user_items", "train_cands", "valid_cands", "test_cands")
+              if getattr(ds, n).size), default=0)
+    lo = int(ds.user_items.min()) if ds.user_items.size else 1
+    if hi > ds.n_items or lo < 1:
+        raise ToolkitError(f"dataset {ds.path}: item ids {lo}..{hi} do not fit n_items {ds.n_items} of "
+                           f"{DESCRIPTOR}")
+    # `data prepare` re-indexes the items it keeps to 1..N, so every id up to n_items occurs in the histories
+    if ds.meta.get("format") in ("seqfile", "interactions") and ds.user_items.size and \
+            int(ds.user_items.max()) != ds.n_items:
+        raise ToolkitError(f"dataset {ds.path}: n_items {ds.n_items} of {DESCRIPTOR} is not the histories' "
+                           f"vocabulary ({int(ds.user_items.max())} items)")
 
 
 def _check_shapes(ds: Dataset) -> None:
@@ -284,6 +300,7 @@ def _existing_dataset_sha(out_dir: Path) -> str | None:
         return None
     try:
         meta = read_json(out_dir / DESCRIPTOR, "dataset descriptor")
+        check_descriptor(meta, out_dir / DESCRIPTOR, "dataset descriptor")
         return str(meta["arrays_sha256"])
     except (ToolkitError, KeyError, TypeError):
         return ""  # something else lives there
@@ -307,6 +324,7 @@ def save_dataset(
     n_items: int | None = None,
     extras: dict[str, np.ndarray] | None = None,
     progress=None,
+    user_ids: list[str] | None = None,
 ) -> Dataset:
     """Run the protocol on cleaned histories (items 1..n_items) and write the dataset atomically.
 
@@ -320,7 +338,7 @@ def save_dataset(
         build_protocol_csr(*to_csr([]), n_items, seq_len, seed)  # raises the protocol's own message
     user_ptr, user_items = to_csr(histories)
     return save_dataset_csr(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
-                            extras=extras, progress=progress)
+                            extras=extras, progress=progress, user_ids=user_ids)
 
 
 class _Unchanged(Exception):
@@ -354,8 +372,7 @@ def _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_trai
     if extras:
         meta["extras_sha256"] = arrays_sha256(extras)
     meta["versions"] = versions()
-    dumps_json(meta)  # fail on a non-serialisable meta_extra before touching the disk
-    return meta
+    return seal_descriptor(meta)  # also fails on a non-serialisable meta_extra before touching the disk
 
 
 def save_dataset_csr(
@@ -372,17 +389,27 @@ def save_dataset_csr(
     progress=None,
     layout: str | None = None,
     workers: int = 1,
+    user_ids=None,
 ) -> Dataset:
     """save_dataset on a CSR history. layout: "npz" (one arrays.npz, built in memory) up to protocol.CHUNK_USERS users,
     "npy" (memory-mappable arrays/, written one protocol chunk at a time) above; the arrays are the same."""
     out_dir = Path(out_dir)
     check_output(out_dir, force)
-    check_csr(user_ptr, user_items, n_items, seq_len)
+    try:
+        check_csr(user_ptr, user_items, n_items, seq_len)
+    except UserDataError as e:
+        raise e.named(user_ids) from None  # the user's own id from the source, not our internal index
     layout = layout or ("npz" if user_ptr.size - 1 <= protocol.CHUNK_USERS else "npy")
     if layout == "npy":
-        return _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
-                         workers)
-    arrays = build_protocol_csr(user_ptr, user_items, n_items, seq_len, seed, progress=progress)
+        try:
+            return _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras,
+                             progress, workers)
+        except UserDataError as e:
+            raise e.named(user_ids) from None
+    try:
+        arrays = build_protocol_csr(user_ptr, user_items, n_items, seq_len, seed, progress=progress)
+    except UserDataError as e:
+        raise e.named(user_ids) from None
     sha = arrays_sha256(arrays)
     lengths = np.diff(arrays["user_ptr"])
     meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, {n: a.shape for n, a in arrays.items()}, sha,
@@ -399,7 +426,7 @@ def save_dataset_csr(
         _write_npz(tmp / ARRAYS, arrays)
         if extras:
             _write_npz(tmp / EXTRAS, extras)
-        atomic_write_json(tmp / DESCRIPTOR, meta)
+        write_descriptor_json(tmp / DESCRIPTOR, meta)
         _make_readable(tmp)
     return Dataset(path=out_dir, meta=meta, extras=dict(extras or {}), **arrays)
 
@@ -491,7 +518,7 @@ def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n
             meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_train, extras, "npy")
             if extras:
                 _write_npz(tmp / EXTRAS, extras)
-            atomic_write_json(tmp / DESCRIPTOR, meta)
+            write_descriptor_json(tmp / DESCRIPTOR, meta)
             _make_readable(tmp)
     except _Unchanged:
         ds = load_dataset(out_dir)
@@ -549,15 +576,17 @@ def prepare(
             raw = load_interactions_csr(source, progress)
         else:
             loaded = load_source(source, fmt, progress)
-            raw = from_histories(loaded.histories, loaded.n_rows)
+            raw = from_histories(loaded.histories, loaded.n_rows, loaded.user_ids, loaded.duplicate_rows)
             del loaded
-        user_ptr, user_items, n_items, dropped = clean_csr(raw, min_user_count)
-        n_rows, n_source_users = raw.n_rows, raw.n_users
+        user_ptr, user_items, n_items, dropped, kept = clean_csr(raw, min_user_count)
+        n_rows, n_source_users, duplicates = raw.n_rows, raw.n_users, raw.duplicate_rows
+        user_ids = raw.user_ids(kept)
         del raw
     else:
         loaded = load_source(source, fmt, progress)
-        histories, n_items, dropped, _ = clean_histories(loaded.histories, min_user_count)
-        n_rows, n_source_users = loaded.n_rows, len(loaded.histories)
+        histories, n_items, dropped, kept = clean_histories(loaded.histories, min_user_count)
+        n_rows, n_source_users, duplicates = loaded.n_rows, len(loaded.histories), loaded.duplicate_rows
+        user_ids = [loaded.user_ids[i] for i in kept]
         del loaded
     with track_step(progress, "hashing source", total=1):
         source_sha = sha256_file(source)
@@ -570,8 +599,10 @@ def prepare(
         "min_user_count": int(min_user_count),
         "dropped_users": int(sum(dropped.values())),
         "dropped_users_detail": dropped,
+        "duplicate_rows_dropped": int(duplicates),
     }
     if engine == "columnar":
         return save_dataset_csr(out, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
-                                progress=progress, workers=workers)
-    return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress)
+                                progress=progress, workers=workers, user_ids=user_ids)
+    return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress,
+                        user_ids=user_ids)

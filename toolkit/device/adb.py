@@ -25,7 +25,7 @@ from toolkit.device.orchestrator import (
     ExecutorRunner,
     Invocation,
     OrtPerfTestRunner,
-    Runner,
+    DeviceRunner,
     Transport,
     parse_gflags_help,
     run_cases,
@@ -177,7 +177,7 @@ class AdbTransport(Transport):
         return self.shell(f"getprop {name}").strip()
 
     # -- Transport
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         self.adb = self.adb_arg or find_adb()
         dev = pick_device(list_devices(self.adb), self.serial_arg)
         self.serial = dev.serial
@@ -269,7 +269,7 @@ class AdbTransport(Transport):
 RUNNER_KINDS = ("onnxruntime_perf_test", "executor_runner")
 
 
-def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None) -> Runner:
+def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None) -> DeviceRunner:
     p = Path(path)
     if not p.is_file():
         raise ToolkitError(f"runner binary not found: {p} (build or download one: see android_harness/README.md)")
@@ -312,19 +312,19 @@ def run_on_device(
     if warmup < 0 or runs < 1:
         raise ToolkitError(f"--warmup must be >= 0 and --runs >= 1 (got {warmup}, {runs})")
     run = make_runner(runner, runner_kind, extra_args=runner_args)
-    root, manifest = load_manifest(artifact_dir)
-    arts = select_artifacts(root, manifest, run.runtimes, models, entries, files)
-    cases = build_cases(root, manifest, arts)
+    manifest = load_manifest(artifact_dir)
+    arts = select_artifacts(manifest, run.runtimes, models, entries, files)
+    cases = build_cases(manifest, arts)
     transport = AdbTransport(serial, adb=adb, cpu=cpu, pin=pin, libs=[Path(x) for x in libs or []],
                              keep_remote=keep_remote)
     info, meas = run_cases(transport, run, cases, warmup=warmup, runs=runs, parity_steps=0, progress=progress)
     rows = []
     for c in cases:
         m = meas[c.index]
-        rows.append(make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest,
+        rows.append(make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest.raw,
                              parity_err=None, parity_tol=None,
                              parity_note="not checked on the device (the runner prints no outputs); ARM64 numerics "
                                          "are checked on the arm64-a76 target",
                              extra={"latency_ms": None} if not (m.latency_ms or m.latency_mean_only) else None))
-    info.update({"target": transport.target, "artifact_dir": str(root), "warmup": warmup, "runs": runs})
+    info.update({"target": transport.target, "artifact_dir": str(manifest.root), "warmup": warmup, "runs": runs})
     return {"rows": rows, "info": info}

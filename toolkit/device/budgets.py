@@ -16,10 +16,10 @@ def check_budget(row: dict, budget: dict) -> dict:
 
     Returns the row's `budget` field ({..., "pass": bool, "broken": [...]}) and sets it on the row.
     """
-    from toolkit.bench.budgets import Budgets, _rule
+    from toolkit.bench.budgets import Budgets, rule
 
-    rule = _rule({"model": row["model"], "target": row["target"], **budget}, "budget")
-    out = _check(row, Budgets([rule], "inline"))
+    one = rule({"model": row["model"], "target": row["target"], **budget}, "budget")
+    out = _check(row, Budgets([one], "inline"))
     row["budget"] = out
     return out
 

@@ -2,7 +2,7 @@
 
 Public API (used by `toolkit device run --target arm64-a76` and by `toolkit bench --target arm64-a76`):
     run_artifacts(artifact_dir, ...) -> {"rows": [...], "info": {...}}   every selected artifact (one qemu process each)
-    bench_onnx(onnx_path, record, target=..., runs=..., steps_before=...) -> dict   one artifact (bench cells)
+    bench_onnx(manifest, record, target=..., runs=..., steps_before=...) -> dict   one artifact (bench cells)
 Rows follow the bench JSON schema; `latency_ms` is absent, `instructions_per_inference` is the metric.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Callable
 
 from toolkit.device import arm64
-from toolkit.device.orchestrator import ExecResult, Invocation, Runner, ToolkitPythonRunner, Transport, run_cases
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, ToolkitPythonRunner, Transport, run_cases
 from toolkit.device.plan import (
     Case,
     build_cases,
@@ -26,20 +25,21 @@ from toolkit.device.plan import (
     max_abs_err,
     select_artifacts,
 )
-from toolkit.device.qemu import guest_env, parse_icount, qemu_argv
+from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
-from toolkit.io import resource_dir
+from toolkit.exporters.manifest import ArtifactRecord, Manifest
 
 TARGET = "arm64-a76"
 MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
 
 
 def target_profile(name: str = TARGET) -> dict:
-    """benches/targets/<name>.toml as a dict (the emulated target's defaults: cpu, warmup, runs, tolerance)."""
-    path = resource_dir("benches") / "targets" / f"{name}.toml"
-    if not path.is_file():
-        raise ToolkitError(f"target profile not found: {path}")
-    return tomllib.loads(path.read_text())
+    """benches/targets/<name>.toml through the one target loader (toolkit.bench.targets), flattened: the common keys
+    plus the emulated target's own (cpu, warmup, max_runs, parity tolerance)."""
+    from toolkit.bench.targets import load_target
+
+    t = load_target(name)
+    return {**{k: v for k, v in t.to_dict().items() if k != "extra"}, **t.extra}
 
 
 class QemuTransport(Transport):
@@ -55,7 +55,7 @@ class QemuTransport(Transport):
         self.lay: arm64.Layout | None = None
         self._lock = None
 
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         self.lay = arm64.require_executorch(self.cache) if self.executorch else arm64.require_ready(self.cache)
         st = arm64.status(self.cache)
         return {"device": f"qemu-aarch64 -cpu {self.cpu}", "status": st.reason, "cache": str(self.lay.root)}
@@ -122,7 +122,7 @@ class LocalPythonTransport(Transport):
     target = "host-python"
     measured_on = "host python runner (wall time, not device latency)"
 
-    def preflight(self, runner: Runner) -> dict:
+    def preflight(self, runner: DeviceRunner) -> dict:
         return {"device": "host python"}
 
     def push(self, stage: Path) -> str:
@@ -152,7 +152,6 @@ def _advance_states(case: Case, steps: int) -> None:
 
 
 def run_cases_emulated(
-    root: Path,
     manifest: dict,
     cases: list[Case],
     *,
@@ -249,26 +248,26 @@ def run_artifacts(
     profile = target_profile(target)
     if profile.get("kind") != "emulated":
         raise ToolkitError(f"target {target} is not an emulated target (kind = {profile.get('kind')!r})")
-    root, manifest = load_manifest(artifact_dir)
+    manifest = load_manifest(artifact_dir)
     runtimes = ("onnxruntime", "executorch") if with_executorch else ("onnxruntime",)
-    arts = select_artifacts(root, manifest, runtimes, models, entries, files)
+    arts = select_artifacts(manifest, runtimes, models, entries, files)
     if with_executorch:
         arm64.require_executorch(cache)  # explains the ~4 GB runtime when it is not installed
-    cases = build_cases(root, manifest, arts)
+    cases = build_cases(manifest, arts)
     transport = QemuTransport(cache, profile, executorch=with_executorch)
     rows, info = run_cases_emulated(
-        root, manifest, cases, transport=transport,
+        manifest.raw, cases, transport=transport,
         warmup=int(warmup if warmup is not None else profile.get("warmup", 2)),
         runs=int(runs if runs is not None else profile.get("max_runs", 5)),
         parity_steps=int(parity_steps if parity_steps is not None else profile.get("parity_steps", 3)),
         parity_atol=float(profile.get("parity_atol", 1e-4)), repeat=repeat, progress=progress, keep=keep)
-    info.update({"target": target, "artifact_dir": str(root), "profile": profile})
+    info.update({"target": target, "artifact_dir": str(manifest.root), "profile": profile})
     return {"rows": rows, "info": info}
 
 
 def bench_onnx(
-    onnx_path: str | Path,
-    record: dict,
+    manifest: Manifest,
+    rec: ArtifactRecord,
     *,
     target: dict | None = None,
     runs: int = 5,
@@ -276,42 +275,27 @@ def bench_onnx(
     cache: str | Path | None = None,
     repeat: int = 1,
 ) -> dict:
-    """One ONNX artifact (a manifest record) on the emulated target, for `toolkit bench` cells.
+    """One ONNX artifact of a verified manifest on the emulated target, for `toolkit bench` cells.
 
     Returns {"ok", "error", "instructions_per_inference", "instructions", "parity_max_abs_err", "latency_ms": None,
     "row"}. `steps_before` = calls made before the measured one (the stateful `step` entry at a history point):
     the state after that many host calls is fed in. Runs are capped by the profile's max_runs (counts repeat).
     """
-    onnx_path = Path(onnx_path)
-    name = (target or {}).get("name", TARGET)
-    profile = dict(target_profile(name) if (resource_dir("benches") / "targets" / f"{name}.toml").is_file() else {})
+    profile = target_profile((target or {}).get("name", TARGET))
     profile.update({k: v for k, v in (target or {}).items() if k != "extra"})
     profile.update((target or {}).get("extra") or {})
     runs = max(1, min(int(runs), int(profile.get("max_runs", 5))))
-    rec = dict(record)
-    with tempfile.TemporaryDirectory(prefix="toolkit-bench-arm64-") as tmp:
-        root = Path(tmp)
-        # The record's paths are relative to its artifact dir; mirror just what the case needs.
-        art_dir = onnx_path.parent
-        rec["file"] = onnx_path.name
-        shutil.copy2(onnx_path, root / onnx_path.name)
-        for st in rec.get("states", []):
-            init = st.get("initial_file")
-            if init and (art_dir / init).is_file():
-                (root / init).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(art_dir / init, root / init)
-        manifest = {"artifacts": [rec]}
-        try:
-            cases = build_cases(root, manifest, [rec])
-            for c in cases:
-                _advance_states(c, int(steps_before or 0))
-            rows, _ = run_cases_emulated(
-                root, manifest, cases, transport=QemuTransport(cache, profile),
-                warmup=int(profile.get("warmup", 2)), runs=runs,
-                parity_steps=int(profile.get("parity_steps", 3)), parity_atol=float(profile.get("parity_atol", 1e-4)),
-                repeat=repeat)
-        except ToolkitError as e:
-            return {"ok": False, "error": str(e), "instructions_per_inference": None, "latency_ms": None}
+    try:
+        cases = build_cases(manifest, [rec])
+        for c in cases:
+            _advance_states(c, int(steps_before or 0))
+        rows, _ = run_cases_emulated(
+            manifest.raw, cases, transport=QemuTransport(cache, profile),
+            warmup=int(profile.get("warmup", 2)), runs=runs,
+            parity_steps=int(profile.get("parity_steps", 3)), parity_atol=float(profile.get("parity_atol", 1e-4)),
+            repeat=repeat)
+    except ToolkitError as e:
+        return {"ok": False, "error": str(e), "instructions_per_inference": None, "latency_ms": None}
     row = rows[0]
     return {
         "ok": row["status"] == "ok",

@@ -50,7 +50,7 @@ class Transport(ABC):
     measured_on: str  # the bench row `measured_on`
 
     @abstractmethod
-    def preflight(self, runner: "Runner") -> dict:
+    def preflight(self, runner: "DeviceRunner") -> dict:
         """Check the device can run this runner (ABI, tools); raise ToolkitError naming the problem and the fix."""
 
     @abstractmethod
@@ -67,7 +67,7 @@ class Transport(ABC):
         pass
 
 
-class Runner(ABC):
+class DeviceRunner(ABC):
     """A runner program: staging, command line, output parsing."""
 
     name: str
@@ -83,7 +83,7 @@ class Runner(ABC):
 
 def run_cases(
     transport: Transport,
-    runner: Runner,
+    runner: DeviceRunner,
     cases: list[Case],
     *,
     warmup: int,
@@ -135,7 +135,7 @@ def _tail(text: str, n: int = 3) -> str:
 # ------------------------------------------------------------------------------- toolkit Python runner
 
 
-class ToolkitPythonRunner(Runner):
+class ToolkitPythonRunner(DeviceRunner):
     """toolkit/device/ort_runner.py under the target's Python (ARM64 under qemu, or any aarch64 Linux)."""
 
     name = "toolkit ort_runner.py"
@@ -219,7 +219,7 @@ class ToolkitPythonRunner(Runner):
 # --------------------------------------------------------------------------------- onnxruntime_perf_test
 
 
-class OrtPerfTestRunner(Runner):
+class OrtPerfTestRunner(DeviceRunner):
     """ONNX Runtime's onnxruntime_perf_test (built for Android): per-run times from its result file.
 
     Inputs go in the ONNX test-data layout it reads (model dir/test_data_set_0/input_<i>.pb). It runs one
@@ -290,7 +290,7 @@ _ITER = re.compile(r"Iteration (\d+) of (\d+):\s*([0-9.eE+-]+)\s*ms")
 _TOTAL = re.compile(r"Model executed successfully (\d+) time\(s\) in ([0-9.eE+-]+)\s*ms")
 
 
-class ExecutorRunner(Runner):
+class ExecutorRunner(DeviceRunner):
     """ExecuTorch's executor_runner (built for Android): per-iteration times from its log.
 
     Flags differ between ExecuTorch versions, so the runner's --help is read first (`flags`) and only the flags

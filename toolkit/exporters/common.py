@@ -12,20 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
+
+# the state names and the dtype table belong to the artifact dir's format: toolkit.exporters.manifest
+from toolkit.exporters.manifest import STATE_IN, STATE_OUT, np_dtype, state_output_name  # noqa: F401
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 FILE_EXT = {"executorch": ".pte", "onnx": ".onnx", "coreml": ".mlpackage"}
 
-# Every runtime exposes the updated state after the visible outputs under these names; ONNX also takes state_in.*
-STATE_IN = "state_in."
-STATE_OUT = "state_out."
-
-
-def state_output_name(target: str, state: str) -> str:
-    """`state_out.<name>`; Core ML feature names must match [a-zA-Z_][a-zA-Z0-9_]*, so there `state_out_<name>`."""
-    name = STATE_OUT + state
-    return name.replace(".", "_") if target == "coreml" else name
 
 
 def artifact_stem(model: str, entry: str, recipe: str) -> str:
@@ -37,11 +31,6 @@ def dtype_name(dt: torch.dtype | np.dtype | str) -> str:
     if isinstance(dt, torch.dtype):
         return str(dt).replace("torch.", "")
     return np.dtype(dt).name
-
-
-def np_dtype(name: str) -> np.dtype:
-    return np.dtype({"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-                     "bfloat16": np.float32}.get(name, name))
 
 
 def cast_entry(entry: EntryPoint, compute: str) -> EntryPoint:

@@ -6,13 +6,11 @@ Tolerance per output/state and step: max|artifact - eager| <= atol + rtol * max|
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from toolkit.exporters.common import to_numpy
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 
 # a trajectory step: {"inputs": [np...], "outputs": [np...], "states": [np...] (state AFTER the step)}
 Step = dict
@@ -54,7 +52,7 @@ def eager_trajectory(entry: EntryPoint, inputs: list[tuple], state_dtype: torch.
 
 
 def runtime_trajectory(runner, inputs: list) -> list[Step]:
-    """The same calls through a Runner (which carries the state itself)."""
+    """The same calls through a RuntimeSession (which carries the state itself)."""
     runner.reset()
     names = [s["name"] for s in runner.states]
     steps = []
@@ -102,31 +100,3 @@ def failure_line(result: dict) -> str:
     w = result.get("worst") or {}
     return (f"'{w.get('name')}' at step {w.get('step')}: max abs error {w.get('error'):.3g} > allowed "
             f"{w.get('allowed'):.3g}") if w else "no steps compared"
-
-
-# --- test vectors: the trajectory on disk, so a device (or `toolkit verify`) can check itself --------------------
-
-def save_test_vectors(path: Path, steps: list[Step], input_names: list[str], output_names: list[str],
-                      state_names: list[str], initial: list[np.ndarray]) -> None:
-    """npz keys: initial/state/<s>, step<i>/in/<input>, step<i>/out/<output>, step<i>/state/<s> (after step i)."""
-    arrays = {f"initial/state/{n}": v for n, v in zip(state_names, initial)}
-    for i, st in enumerate(steps):
-        arrays.update({f"step{i}/in/{n}": v for n, v in zip(input_names, st["inputs"])})
-        arrays.update({f"step{i}/out/{n}": v for n, v in zip(output_names, st["outputs"])})
-        arrays.update({f"step{i}/state/{n}": v for n, v in zip(state_names, st["states"])})
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_test_vectors(path: Path, input_names: list[str], output_names: list[str],
-                      state_names: list[str]) -> list[Step]:
-    with np.load(path) as z:
-        n = 0
-        while f"step{n}/in/{input_names[0]}" in z:
-            n += 1
-        steps = []
-        for i in range(n):
-            steps.append({"inputs": [z[f"step{i}/in/{k}"] for k in input_names],
-                          "outputs": [z[f"step{i}/out/{k}"] for k in output_names],
-                          "states": [z[f"step{i}/state/{k}"] for k in state_names]})
-    return steps

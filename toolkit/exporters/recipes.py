@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
+from toolkit.io import read_toml
 
 TARGETS = ("executorch", "onnx", "coreml")
 DTYPES = ("fp32", "fp16", "int8")
-RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}
+RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}  # format -> runtime
+
+
+def format_of_runtime(runtime: str) -> str:
+    """The export format whose artifacts run in `runtime` (the inverse of RUNTIME_OF_TARGET, the one such map)."""
+    for fmt, rt in RUNTIME_OF_TARGET.items():
+        if rt == runtime:
+            return fmt
+    raise ToolkitError(f"runtime '{runtime}' has no exported artifact (valid: {', '.join(RUNTIME_OF_TARGET.values())})")
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,7 @@ class Recipe:
 
 
 def _parse(path: Path) -> Recipe:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ToolkitError(f"recipe {path.name} is not valid TOML: {e}") from None
+    raw = read_toml(path, "recipe")  # toolkit.io: binary, malformed, inf/nan -> one line naming the file
     missing = [k for k in ("name", "target", "dtype") if k not in raw]
     if missing:
         raise ToolkitError(f"recipe {path.name} lacks key(s): {', '.join(missing)}")

@@ -1,6 +1,6 @@
 """Run an exported artifact through its real runtime, carrying state between calls (the bench uses these too).
 
-`open_runner(artifact_dir, record)` -> Runner with `reset()`, `__call__(*inputs) -> visible outputs`, `state()`.
+`open_runner(artifact_dir, record)` -> RuntimeSession with `reset()`, `__call__(*inputs) -> visible outputs`, `state()`.
 Inputs are checked against the manifest before they reach a runtime: count, shape, integer ids within 0..high.
 """
 
@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.common import STATE_IN, first_line, np_dtype, quiet_native_stderr
+from toolkit.exporters.common import first_line, quiet_native_stderr
+from toolkit.exporters.manifest import STATE_IN, load_initial_state, np_dtype
 
 
-class Runner:
+class RuntimeSession:
     """Common input checks and state bookkeeping; subclasses implement `_load` and `_run`."""
 
     runtime = "?"
@@ -39,19 +40,7 @@ class Runner:
 
     # -- state ------------------------------------------------------------------------------------------------
     def _read_initial_state(self) -> dict[str, np.ndarray]:
-        out = {}
-        for s in self.states:
-            f = s.get("initial_file")
-            if not f:
-                continue
-            p = self.dir / f
-            if not p.is_file():
-                raise ToolkitError(f"initial state file missing: {p}")
-            with np.load(p) as z:
-                if s["name"] not in z:
-                    raise ToolkitError(f"{p.name} lacks state '{s['name']}'")
-                out[s["name"]] = z[s["name"]].astype(np_dtype(s["dtype"]))
-        return out
+        return load_initial_state(self.dir, self.states)
 
     def state(self) -> dict[str, np.ndarray]:
         """The state after the last call (the initial state after reset)."""
@@ -109,7 +98,7 @@ class Runner:
         return list(outs[:n]), {s["name"]: outs[n + i] for i, s in enumerate(self.states)}
 
 
-class ExecuTorchRunner(Runner):
+class ExecuTorchRunner(RuntimeSession):
     """executorch.runtime, loaded from the path (the runtime keeps what it needs); reset = reload the method.
 
     Reloading is how state goes back to its serialised initial value: the Python runtime does not share mutable
@@ -144,7 +133,7 @@ class ExecuTorchRunner(Runner):
         return self._split([o.detach().numpy().copy() for o in outs])
 
 
-class OnnxRuntimeRunner(Runner):
+class OnnxRuntimeRunner(RuntimeSession):
     """onnxruntime CPU; state_out.* of one call is fed back as state_in.* of the next."""
 
     runtime = "onnxruntime"
@@ -179,7 +168,7 @@ class OnnxRuntimeRunner(Runner):
         return self._split(outs)
 
 
-class CoreMLRunner(Runner):
+class CoreMLRunner(RuntimeSession):
     """Core ML prediction with an MLState (macOS 15+ only)."""
 
     runtime = "coreml"
@@ -218,7 +207,7 @@ def set_executorch_threads(n: int) -> None:
             _portable_lib._unsafe_reset_threadpool(n)
 
 
-def open_runner(artifact_dir: Path, record: dict, threads: int = 1) -> Runner:
+def open_runner(artifact_dir: Path, record: dict, threads: int = 1) -> RuntimeSession:
     """A runner for one manifest["artifacts"] entry, in the artifact's own runtime."""
     runtime = record.get("runtime")
     if runtime not in RUNNERS:

@@ -1,11 +1,22 @@
-"""What to export: a trained run dir (checksums verified by runs.load_run) or a freshly initialised registry model.
+"""Where a model to export or bench comes from: the one model source of the toolkit.
 
-Returns the model's entry points plus `model_info` (config, parameter counts, run path and hashes) for the manifest.
+A `ModelSource` is plain JSON (so a fresh measuring process can rebuild the same model):
+- fresh:     a registry model (or the gate) freshly initialised under a seed: shape-only cost, reproducible weights
+- run:       a trained run dir (its files' checksums are verified by toolkit.models.runs.load_run)
+- factory:   "module:function" returning a model (tests)
+- artifacts: an artifact dir (`toolkit bench ARTIFACT_DIR`): measured as shipped, never built here
+
+`build(source)` -> the model in eval mode; `load(source)` -> (model, name, info for the manifest / bench rows).
+`fresh(...)` / `from_run(...)` are `load` of the matching source.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import inspect
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,9 +24,147 @@ import torch
 from toolkit.errors import ToolkitError
 from toolkit.io import sha256_file
 
+DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core (S3-Rec preprocessing): the vocabulary a real deployment ships
+FRESH_SEED = 0
 
-def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool) -> dict:
-    """Only the arguments this model's contract() accepts (the gate's takes none)."""
+
+@dataclass
+class ModelSource:
+    kind: str  # "fresh" | "run" | "factory" | "artifacts"
+    name: str  # model name as reported in manifests and rows (scn, gate, gru4rec, ...)
+    n_items: int | None = None  # fresh
+    config: dict = field(default_factory=dict)  # fresh / factory: config overrides
+    seed: int = FRESH_SEED  # fresh / factory
+    run: str | None = None  # run: the run dir; artifacts: the artifact dir
+    factory: str | None = None  # factory: "module:function" returning a model
+    factory_path: str | None = None  # factory: folder to put on sys.path first (tests)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {})}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSource":
+        return cls(**d)
+
+    def describe(self) -> str:
+        if self.kind == "run":
+            return f"trained run {self.run}"
+        if self.kind == "factory":
+            return f"factory {self.factory}"
+        if self.kind == "artifacts":
+            return f"artifact dir {self.run}"
+        return f"fresh init (seed {self.seed}, n_items {self.n_items})"
+
+
+def model_names() -> tuple[str, ...]:
+    """Every name a fresh source takes: the registry's models plus the gate."""
+    from toolkit.models.registry import MODEL_NAMES
+
+    return tuple(MODEL_NAMES) + (("gate",) if "gate" not in MODEL_NAMES else ())
+
+
+def fresh_source(name: str, n_items: int = DEFAULT_N_ITEMS, config: dict | None = None,
+                 seed: int = FRESH_SEED) -> ModelSource:
+    if name not in model_names():
+        raise ToolkitError(f"unknown model '{name}' (valid: {', '.join(model_names())})")
+    return ModelSource("fresh", name, n_items=n_items, config=dict(config or {}), seed=seed)
+
+
+def run_source(run: str | Path) -> ModelSource:
+    from toolkit.models.runs import read_descriptor
+
+    desc = read_descriptor(run)
+    return ModelSource("run", desc.get("model", "?"), run=str(run))
+
+
+def _build_fresh(name: str, n_items: int, config: dict):
+    if name == "gate":  # the gate has no item table: its inputs are SCN user states (models.md 3)
+        from toolkit.models import gate as gate_mod
+
+        return gate_mod.Gate(gate_mod.GateConfig(**config))
+    from toolkit.models.registry import build as registry_build
+
+    return registry_build(name, n_items, **config)
+
+
+def build(source: ModelSource):
+    """The model in eval mode, rebuilt identically in any process."""
+    if source.kind == "fresh":
+        torch.manual_seed(source.seed)
+        model = _build_fresh(source.name, source.n_items or DEFAULT_N_ITEMS, source.config)
+    elif source.kind == "run":
+        from toolkit.models.runs import load_run
+
+        model, _ = load_run(source.run)
+    elif source.kind == "factory":
+        if source.factory_path and source.factory_path not in sys.path:
+            sys.path.insert(0, source.factory_path)
+        mod, _, fn = (source.factory or "").partition(":")
+        torch.manual_seed(source.seed)
+        model = getattr(importlib.import_module(mod), fn)(**source.config)
+    else:
+        raise ToolkitError(f"a '{source.kind}' source has no model to build")
+    return model.eval()
+
+
+def load(source: ModelSource):
+    """(model, name, info): info is what a manifest's model_info records (source, config, parameter counts; for a
+    run its path and the hashes of model.json and the weights)."""
+    if source.kind == "run":
+        from toolkit.models.runs import load_run
+
+        run = Path(source.run)
+        model, desc = load_run(run)
+        info = {"source": "run", "run": str(run.resolve()), "model_json_sha256": sha256_file(run / "model.json"),
+                "weights_sha256": desc.get("weights_sha256"), "config": desc.get("config", model_config(model)),
+                **param_counts(model)}
+        for k in ("dataset_sha256", "dataset"):
+            if k in desc:
+                info[k] = desc[k]
+        return model.eval(), desc.get("model", type(model).__name__.lower()), info
+    model = build(source)
+    info = {"source": source.kind, "seed": source.seed, "config": model_config(model), **param_counts(model)}
+    return model, source.name, info
+
+
+def fresh(name: str, n_items: int = DEFAULT_N_ITEMS, config: dict | None = None, seed: int = FRESH_SEED):
+    """(model, name, info) for a freshly initialised model (deterministic under `seed`)."""
+    return load(fresh_source(name, n_items, config, seed))
+
+
+def from_run(run: str | Path):
+    """(model, name, info) from a run dir; a run whose files fail their checksums is refused by load_run."""
+    return load(ModelSource("run", "?", run=str(run)))
+
+
+def param_counts(model) -> dict:
+    if hasattr(model, "param_counts"):
+        return {k: int(v) for k, v in model.param_counts().items()}
+    return {"params": int(sum(p.numel() for p in model.parameters()))}
+
+
+def model_config(model) -> dict:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return {}
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+
+
+def weights_digest(model) -> str:
+    """sha256 over the state dict (names, shapes, bytes): what the exported artifacts are made of."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().contiguous().cpu()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool = False) -> dict:
+    """Only the arguments this model's contract() accepts (the gate's takes none): the exporter stays generic over
+    `model.contract(...)`, whatever entry points, inputs, outputs and states a model declares."""
     params = inspect.signature(model.contract).parameters
     kw = {}
     if "seq_len" in params:
@@ -29,45 +178,6 @@ def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool
     return kw
 
 
-def _counts(model) -> dict:
-    if hasattr(model, "param_counts"):
-        return {k: int(v) for k, v in model.param_counts().items()}
-    return {"params": int(sum(p.numel() for p in model.parameters()))}
-
-
-def _config(model) -> dict:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None:
-        return {}
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
-
-
-def from_run(run: Path):
-    """(model, name, info) from a run dir; a run whose files fail their checksums is refused by load_run."""
-    from toolkit.models.runs import load_run
-
-    run = Path(run)
-    model, desc = load_run(run)
-    info = {"source": "run", "run": str(run.resolve()), "model_json_sha256": sha256_file(run / "model.json"),
-            "weights_sha256": desc.get("weights_sha256"), "config": desc.get("config", _config(model)),
-            **_counts(model)}
-    for k in ("dataset_sha256", "dataset"):
-        if k in desc:
-            info[k] = desc[k]
-    return model.eval(), desc.get("model", type(model).__name__.lower()), info
-
-
-def fresh(name: str, n_items: int, config: dict | None = None, seed: int = 0):
-    """(model, name, info) for a freshly initialised registry model (deterministic under `seed`)."""
-    from toolkit.models.registry import build, check_name
-
-    check_name(name)
-    torch.manual_seed(seed)
-    model = build(name, n_items, **(config or {}))
-    info = {"source": "fresh", "seed": seed, "config": _config(model), **_counts(model)}
-    return model.eval(), name, info
-
-
-def entries_for(model, seq_len: int, candidates: int, with_corrections: bool):
+def entries_for(model, seq_len: int, candidates: int, with_corrections: bool = False):
     kw = contract_kwargs(model, seq_len, candidates, with_corrections)
     return model.contract(**kw), kw

@@ -16,7 +16,7 @@ import torch
 
 from toolkit.errors import CheckFailed
 from toolkit.exporters.common import STATE_IN, STATE_OUT
-from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
+from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 
 
 def mutated_buffers(entry: EntryPoint) -> list[str]:

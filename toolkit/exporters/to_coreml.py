@@ -18,7 +18,7 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import Exported, first_line, state_output_name, tensor_record
-from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
+from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import coreml_state_check
 

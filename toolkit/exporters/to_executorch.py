@@ -15,7 +15,7 @@ import torch
 
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters.common import STATE_OUT, Exported, cast_entry, tensor_record
-from toolkit.exporters.contract import BufferedState, EntryPoint, buffer_name
+from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import executorch_state_check
 

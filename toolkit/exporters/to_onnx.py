@@ -17,7 +17,7 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import STATE_IN, STATE_OUT, Exported, cast_entry, tensor_record, to_numpy
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import onnx_state_check
 

@@ -18,7 +18,7 @@ from toolkit.data import Dataset
 from toolkit.errors import ToolkitError
 from toolkit.gate.dataset import PairSet, expand_lags, score_pairs
 from toolkit.gate.train import gate_outputs, load_base, progress_bar
-from toolkit.io import atomic_write_json, read_json, sha256_file, versions
+from toolkit.io import read_descriptor_json, sha256_file, versions, write_descriptor_json
 from toolkit.models.gate import Gate, check_base
 from toolkit.models.runs import WEIGHTS, load_run
 
@@ -115,7 +115,7 @@ def calibrate(gate_dir: Path, ds: Dataset, budget: float, split: str = "valid", 
         "gate_weights_sha256": desc["weights_sha256"],
         "versions": versions(),
     }
-    atomic_write_json(Path(gate_dir) / THRESHOLD, result)
+    result = write_descriptor_json(Path(gate_dir) / THRESHOLD, result)  # sealed: an edited threshold is refused
     return result
 
 
@@ -126,7 +126,7 @@ def load_threshold(gate_dir: Path) -> dict:
     if not path.is_file():
         raise ToolkitError(f"gate {gate_dir} has no threshold: run `toolkit gate calibrate {gate_dir} --data DIR "
                            f"--budget B` first")
-    thr = read_json(path, "gate threshold")
+    thr = read_descriptor_json(path, "gate threshold")
     wsha = sha256_file(gate_dir / WEIGHTS) if (gate_dir / WEIGHTS).is_file() else None
     if thr.get("gate_weights_sha256") != wsha:
         raise ToolkitError(f"{path} was calibrated for other gate weights: re-run `toolkit gate calibrate`")

@@ -73,12 +73,27 @@ class PairSet:
             return s[:, 0] - s[:, 1:].mean(axis=1)
         return (margin(self.scores["stale"]) >= margin(self.scores["fresh"])).astype(np.float32)
 
-    def label(self, kind: str = "paper") -> np.ndarray:
+    def margin_gain(self) -> np.ndarray:
+        """How much better a fresh update separates the positive than the stale one [N] (margin difference)."""
+        def margin(s):
+            return s[:, 0] - s[:, 1:].mean(axis=1)
+        return (margin(self.scores["fresh"]) - margin(self.scores["stale"])).astype(np.float32)
+
+    def gain_label(self, scale: float | None = None) -> np.ndarray:
+        """Soft target sigmoid(-gain / scale) [N]: near 0 where a fresh update would help most, 0.5 where it
+        changes nothing, near 1 where the stale one is better; scale = the std of the gain (or the given one)."""
+        g = self.margin_gain()
+        s = float(scale) if scale else float(g.std()) or 1.0
+        return (1.0 / (1.0 + np.exp(np.clip(g / s, -30, 30)))).astype(np.float32)
+
+    def label(self, kind: str = "paper", scale: float | None = None) -> np.ndarray:
         if kind == "paper":
             return self.soft_label()
         if kind == "margin":
             return self.margin_label()
-        raise ToolkitError(f"unknown MRD label '{kind}' (expected paper or margin)")
+        if kind == "gain":
+            return self.gain_label(scale)
+        raise ToolkitError(f"unknown MRD label '{kind}' (expected paper, margin or gain)")
 
     def user_weights(self) -> np.ndarray:
         """1 / (samples of that user): every user counts once when several lags are expanded."""

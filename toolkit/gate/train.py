@@ -7,7 +7,9 @@ cloud generates device parameters). "Update" below is whichever of the two the b
    f(r, z ~ Q) scored by the frozen candidate tower on the row's 5 candidates + beta * KL(Q || P).
 2. MRD: (r_T, r_t') -> the MRD label, cross-entropy. `label=margin` (default): 1 when the stale update separates
    the positive from the negatives at least as well as a fresh one would — what the request curve evaluates;
-   `label=paper`: the fraction of the target's rows the stale update gets right (IntellectReq eq. 8).
+   `label=gain`: a soft version weighted by how much better the fresh update would be (sigmoid of minus the
+   margin gain over its training std); `label=paper`: the fraction of the target's rows the stale update gets right
+   (IntellectReq eq. 8).
 3. Joint: MRD + joint head on (MRD logit, uncertainty u of the frozen DM) -> the same label.
 MRD samples come from rows the base model was never fitted on (`mrd_rows=valid`, default): the validation targets
 (time n-2, all 100 candidates) of 80% of the users train the MRD, the other 20% select each stage's epoch. The base
@@ -31,12 +33,15 @@ from rich.table import Table
 from toolkit.data import Dataset
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.gate.dataset import PairSet, encode_plain, expand_lags, label_balance, score_pairs, subsample
-from toolkit.io import atomic_write_json
+from toolkit.io import atomic_write_json, write_descriptor_json
 from toolkit.metrics import roc_auc
 from toolkit.models.gate import Gate, GateConfig, gaussian_kl
 from toolkit.models.runs import WEIGHTS, load_run, model_descriptor, save_weights
 
 VALID_CANDS = 5  # validation targets keep 1 positive + 4 negatives, like training rows
+
+
+LABELS = ("margin", "gain", "paper")
 
 
 @dataclass
@@ -48,7 +53,7 @@ class GateTrainConfig:
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
     max_valid_samples: int = 50_000  # cap on validation decision samples (selection only)
     beta: float = 0.01  # weight of KL(Q || P); >= 0.1 collapses the posterior onto the prior on Beauty (KL ~0.01)
-    label: str = "margin"  # MRD target: "margin" (stale ranks as well as fresh) or "paper" (share of rows right)
+    label: str = "margin"  # MRD target: margin | gain | paper (see the module docstring)
     dm_epochs: int | None = None  # per-stage epochs (default: --epochs)
     mrd_epochs: int | None = None
     joint_epochs: int | None = None
@@ -69,8 +74,8 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
         raise ToolkitError(f"gate dim must equal the base model's dim ({dim}), got {config['dim']}")
     arch = GateConfig(**{**{k: v for k, v in config.items() if k in arch_keys}, "dim": dim})
     tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
-    if tcfg.label not in ("paper", "margin"):
-        raise ToolkitError(f"unknown MRD label '{tcfg.label}' (expected paper or margin)")
+    if tcfg.label not in LABELS:
+        raise ToolkitError(f"unknown MRD label '{tcfg.label}' (expected {', '.join(LABELS)})")
     if tcfg.mrd_rows not in ("valid", "train"):
         raise ToolkitError(f"unknown mrd_rows '{tcfg.mrd_rows}' (expected valid or train)")
     if not 0.0 < tcfg.mrd_valid_share < 1.0:
@@ -189,6 +194,14 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return round(roc_auc(scores, labels.astype(np.int64)), 4)
 
 
+def _gain_share(mrs: np.ndarray, gain: np.ndarray, budget: float) -> float | None:
+    total = float(gain.sum())
+    if len(gain) == 0 or total == 0.0:
+        return None
+    k = max(1, int(round(budget * len(gain))))
+    return round(float(gain[np.argsort(mrs, kind="stable")[:k]].sum()) / total, 4)
+
+
 @torch.no_grad()
 def _uncertainty(gate: Gate, r: np.ndarray, batch: int = 8192) -> torch.Tensor:
     """u [N] with the shipped default noise, in batches (the n samples make [B, n, D] intermediates)."""
@@ -290,10 +303,11 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     stages["dm"]["uncertainty_train"] = {"mean": round(float(u_train.mean()), 6), "median": round(float(u_train.median()), 6)}
 
     # ---- stage 2: MRD; stage 3: joint ------------------------------------------------------------------------------
+    gain_scale = float(train_p.margin_gain().std()) or 1.0  # one scale for train and valid (label=gain)
     tr = {"now": torch.from_numpy(train_p.r_now), "stale": torch.from_numpy(train_p.r_stale),
-          "y": torch.from_numpy(train_p.label(tcfg.label)), "u": u_train_std}
+          "y": torch.from_numpy(train_p.label(tcfg.label, gain_scale)), "u": u_train_std}
     va = {"now": torch.from_numpy(valid_p.r_now), "stale": torch.from_numpy(valid_p.r_stale),
-          "y": torch.from_numpy(valid_p.label(tcfg.label)), "u": u_valid_std}
+          "y": torch.from_numpy(valid_p.label(tcfg.label, gain_scale)), "u": u_valid_std}
 
     def mrd_batch(idx):
         return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx])
@@ -328,6 +342,10 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         # does the score find the decisions where a fresh correction would rank the positive better?
         "auc_stale_as_good_as_fresh": {"mrd_only": _auc(mrd_only_valid, valid_p.margin_label()),
                                        "joint": _auc(outs["logit"], valid_p.margin_label())},
+        # what the request curve will reward: the share of the fresh-over-stale margin gain that requesting the 10%
+        # lowest-MRS decisions recovers (random recovers 0.10 in expectation)
+        "gain_share_at_10pct": _gain_share(outs["mrs"], valid_p.margin_gain(), 0.1),
+        "label_gain_scale": round(gain_scale, 6),
         "mrs_mean": round(float(outs["mrs"].mean()), 4), "soft_label_mean": round(float(valid_p.soft_label().mean()), 4),
     }
     metrics = {"valid": valid_summary, "stages": stages, "mrd_dataset": balance,
@@ -342,7 +360,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
                   "threads": torch.get_num_threads(), **tcfg.to_dict()},
         "dataset_path": str(ds.path)})
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "model.json", desc)  # last: its presence marks a complete run
+    write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed
     console.print(_summary_table(gate, metrics))
     console.print(f"gate written to {out} (model.json, {out / WEIGHTS}, metrics.json); next: "
                   f"toolkit gate calibrate {out} --data {ds.path} --budget 0.1")
@@ -362,6 +380,7 @@ def _summary_table(gate: Gate, metrics: dict) -> Table:
     t.add_row("AUC vs 'all 5 rows right'", fmt(auc["mrd_only"]), fmt(auc["joint"]))
     m = v["auc_stale_as_good_as_fresh"]
     t.add_row("AUC vs 'stale ranks as well as fresh'", fmt(m["mrd_only"]), fmt(m["joint"]))
+    t.add_row("gain share at 10% requests (random 0.10)", "", fmt(v["gain_share_at_10pct"]))
     return t
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.contract import EntryPoint, TensorSpec
 
 
 class HistoryEncoder(nn.Module):
@@ -76,8 +76,18 @@ def update_window_entry(model, seq_len: int, candidates: int, what: str) -> Entr
     )
 
 
+def drop_updates(update: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Training only: zero the whole update of a random share p of the rows, so the device model is also trained to
+    work with no update at all (a phone that is offline, or never asks) instead of co-adapting to always having one.
+    """
+    if not training or p <= 0.0:
+        return update
+    keep = (torch.rand(update.shape[0], 1, device=update.device) >= p).to(update.dtype)
+    return update * keep
+
+
 def is_cloud_model(model) -> bool:
     return all(hasattr(model, a) for a in ("context_len", "cloud_update", "score_update", "device_encode"))
 
 
-__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model"]
+__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model", "drop_updates"]

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.cloud import HistoryEncoder, update_window_entry
+from toolkit.models.registry import DUET_BACKBONES as BACKBONES
+from toolkit.models.registry import check_duet_config as check_config
+from toolkit.models.cloud import HistoryEncoder, drop_updates, update_window_entry
 from toolkit.models.common import BaseConfig
 
-BACKBONES = ("sasrec", "gru4rec", "din", "scn")
 
 
 @dataclass
@@ -34,18 +35,7 @@ class DuetConfig(BaseConfig):
     gen_hidden: int = 64  # generator GRU/MLP width
     gen_layers: int = 2  # generated residual layers on the device
     rank: int = 0  # 0: full DUET weights; r > 0: APG low-rank U diag(s) V with U, V on the device
-
-
-def check_config(cfg: dict) -> None:
-    """Refuse a bad duet config before any work (one line)."""
-    bb = cfg.get("backbone", "sasrec")
-    if bb not in BACKBONES:
-        raise ToolkitError(f"unknown duet backbone '{bb}' (valid: {', '.join(BACKBONES)})")
-    for key in ("context_len", "code_dim", "gen_hidden", "gen_layers"):
-        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1):
-            raise ToolkitError(f"duet config {key} must be an integer >= 1, got {cfg[key]!r}")
-    if "rank" in cfg and (not isinstance(cfg["rank"], int) or isinstance(cfg["rank"], bool) or cfg["rank"] < 0):
-        raise ToolkitError(f"duet config rank must be an integer >= 0 (0 = full weights), got {cfg['rank']!r}")
+    update_dropout: float = 0.0  # training only: share of rows trained with no update (toolkit.models.cloud)
 
 
 class Duet(nn.Module):
@@ -56,7 +46,8 @@ class Duet(nn.Module):
         from toolkit.models.registry import build
 
         check_config({"backbone": cfg.backbone, "context_len": cfg.context_len, "code_dim": cfg.code_dim,
-                      "gen_hidden": cfg.gen_hidden, "gen_layers": cfg.gen_layers, "rank": cfg.rank})
+                      "gen_hidden": cfg.gen_hidden, "gen_layers": cfg.gen_layers, "rank": cfg.rank,
+                      "update_dropout": cfg.update_dropout})
         self.cfg = cfg
         self.context_len = cfg.context_len
         D, r = cfg.dim, cfg.rank
@@ -120,7 +111,8 @@ class Duet(nn.Module):
     def forward(self, items, candidates, context=None):
         if context is None:
             raise ToolkitError("duet scores with a cloud update: pass the history context (or use score_update)")
-        return self.score_update(items, candidates, self.cloud_update(context))
+        update = drop_updates(self.cloud_update(context), self.cfg.update_dropout, self.training)
+        return self.score_update(items, candidates, update)
 
     # ---- accounting ----------------------------------------------------------------------------------------------
     def payload(self, seq_len: int = 10) -> dict:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.contract import EntryPoint, TensorSpec
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 4.0
 U_EPS = 1e-8  # log(u + eps): u is exactly 0 when every noise draw is equal
@@ -242,19 +242,21 @@ def load_gate_run(run: Path, desc: dict) -> Gate:
     When the base run recorded in model.json is still present, its weights must be the ones the gate was trained on;
     an absent base run is allowed here (exporting the gate needs only the gate's own weights).
     """
-    from safetensors.torch import load_file
-
-    from toolkit.io import read_json
+    from toolkit.io import load_safetensors
+    from toolkit.models.runs import read_descriptor, weights_path
 
     run = Path(run)
-    gate = Gate(GateConfig.from_dict(desc["config"]))
     try:
-        gate.load_state_dict(load_file(str(run / desc.get("weights", "weights.safetensors"))))
+        gate = Gate(GateConfig.from_dict(desc["config"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise ToolkitError(f"gate config in {run / 'model.json'} is invalid: {e}") from None
+    try:
+        gate.load_state_dict(load_safetensors(weights_path(run, desc), "gate weights"))
     except RuntimeError as e:
         raise ToolkitError(f"weights in {run} do not fit the gate config: {str(e).splitlines()[0]}") from None
-    base = Path(desc.get("base_run", ""))
+    base = Path(str(desc.get("base_run", "")))
     if desc.get("base_run") and (base / "model.json").is_file():
-        check_base(desc, read_json(base / "model.json", "base run descriptor"), base)
+        check_base(desc, read_descriptor(base), base)
     gate.run_dir, gate.base_run = run, (base if desc.get("base_run") else None)
     return gate.eval()
 

@@ -38,14 +38,57 @@ def build(name: str, n_items: int, **overrides):
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ToolkitError(f"unknown config key(s) for {name}: {', '.join(unknown)} (valid: {', '.join(sorted(fields))})")
+    if "n_items" in overrides:
+        raise ToolkitError(f"n_items of {name} comes from the dataset (or --n-items), not from the config")
+    check_config_values(name, cfg_cls, {"n_items": n_items, **overrides})
     return model_cls(cfg_cls(n_items=n_items, **overrides))
 
 
-def check_duet_config(config: dict) -> None:
-    """Cheap validation of `--config` for duet (backbone name, sizes) before the data is loaded."""
-    from toolkit.models.duet import check_config
+_SIZE_MAX = 2**31 - 1
+_AT_LEAST_ONE = {"n_items", "dim", "heads", "mini_batch", "n_blocks", "ffn_mult", "max_len", "att_hidden"}
 
-    check_config(config)
+
+def check_config_values(name: str, cfg_cls, values: dict) -> None:
+    """Each value has its field's type (taken from the default; n_items is an int); ints are counts (0..2**31-1;
+    sizes such as dim and heads >= 1), floats finite and >= 0. One line naming the key otherwise."""
+    import math
+
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls)}
+    for k, v in values.items():
+        d = defaults.get(k, 0 if k == "n_items" else dataclasses.MISSING)
+        if d is dataclasses.MISSING:
+            continue
+        what = f"config {k} of {name}"
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise ToolkitError(f"{what} must be true or false, got {v!r}")
+        elif isinstance(d, int):
+            lo = 1 if k in _AT_LEAST_ONE else 0
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= _SIZE_MAX:
+                raise ToolkitError(f"{what} must be an integer in {lo}..{_SIZE_MAX}, got {v!r}")
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ToolkitError(f"{what} must be a finite number >= 0, got {v!r}")
+        elif isinstance(d, str) and not isinstance(v, str):
+            raise ToolkitError(f"{what} must be a word, got {v!r}")
+
+
+DUET_BACKBONES = ("sasrec", "gru4rec", "din", "scn")  # the static device models duet can wrap
+
+
+def check_duet_config(cfg: dict) -> None:
+    """Refuse a bad duet config (backbone name, sizes) before any work: one line, no torch import."""
+    bb = cfg.get("backbone", "sasrec")
+    if bb not in DUET_BACKBONES:
+        raise ToolkitError(f"unknown duet backbone '{bb}' (valid: {', '.join(DUET_BACKBONES)})")
+    for key in ("context_len", "code_dim", "gen_hidden", "gen_layers"):
+        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1):
+            raise ToolkitError(f"duet config {key} must be an integer >= 1, got {cfg[key]!r}")
+    if "update_dropout" in cfg and not (isinstance(cfg["update_dropout"], (int, float))
+                                        and 0.0 <= cfg["update_dropout"] < 1.0):
+        raise ToolkitError(f"duet config update_dropout must lie in [0, 1), got {cfg['update_dropout']!r}")
+    if "rank" in cfg and (not isinstance(cfg["rank"], int) or isinstance(cfg["rank"], bool) or cfg["rank"] < 0):
+        raise ToolkitError(f"duet config rank must be an integer >= 0 (0 = full weights), got {cfg['rank']!r}")
 
 
 def from_config(name: str, config: dict):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_write_bytes, read_json, sha256_file, versions
+from toolkit.io import atomic_write_bytes, contained, load_safetensors, read_descriptor_json, sha256_file, versions
 
 WEIGHTS = "weights.safetensors"
 
@@ -38,10 +37,21 @@ def model_descriptor(name: str, model, dataset_meta: dict, weights_sha256: str, 
 
 
 def read_descriptor(run: str | Path) -> dict:
+    """RUN/model.json, refused when edited (its descriptor_sha256 must match) or missing required keys."""
     run = Path(run)
     if not run.is_dir():
         raise ToolkitError(f"run dir not found: {run}")
-    return read_json(run / "model.json", "run descriptor model.json")
+    path = run / "model.json"
+    desc = read_descriptor_json(path, "run descriptor")
+    for key, kind in (("model", str), ("config", dict), ("weights", str), ("weights_sha256", str)):
+        if not isinstance(desc.get(key), kind):
+            raise ToolkitError(f"run descriptor {path} lacks '{key}' (or it is not a {kind.__name__}); re-train")
+    return desc
+
+
+def weights_path(run: str | Path, desc: dict) -> Path:
+    """The weights file named by model.json: a file inside the run dir (no absolute path, `..` or symlink out)."""
+    return contained(run, desc["weights"], f"'weights' in {Path(run) / 'model.json'}")
 
 
 def load_run(run: str | Path):
@@ -50,21 +60,23 @@ def load_run(run: str | Path):
 
     run = Path(run)
     desc = read_descriptor(run)
-    wpath = run / desc.get("weights", WEIGHTS)
+    wpath = weights_path(run, desc)
     if not wpath.is_file():
         raise ToolkitError(f"weights missing from run: {wpath}")
-    if desc.get("weights_sha256") and sha256_file(wpath) != desc["weights_sha256"]:
+    if sha256_file(wpath) != desc["weights_sha256"]:
         raise ToolkitError(f"checksum mismatch: {wpath} does not match model.json (corrupted or replaced)")
     if desc["model"] == "gate":
         from toolkit.models.gate import load_gate_run
 
         return load_gate_run(run, desc), desc
+    if not isinstance(desc["config"].get("n_items"), int):
+        raise ToolkitError(f"run descriptor {run / 'model.json'}: config lacks an integer n_items")
     model = from_config(desc["model"], desc["config"])
     try:
-        model.load_state_dict(load_file(str(wpath)))
+        model.load_state_dict(load_safetensors(wpath, "run weights"))
     except RuntimeError as e:
         raise ToolkitError(f"weights in {wpath} do not fit model '{desc['model']}': {str(e).splitlines()[0]}") from None
     return model.eval(), desc
 
 
-__all__ = ["save_weights", "model_descriptor", "read_descriptor", "load_run", "WEIGHTS"]
+__all__ = ["save_weights", "model_descriptor", "read_descriptor", "load_run", "weights_path", "WEIGHTS"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from toolkit.exporters.contract import EntryPoint, StateSpec, TensorSpec
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real
 from toolkit.models.gcn import GCN
 from toolkit.models.ttt import TTTLinear, state_floats
@@ -151,6 +151,7 @@ class CoCorrRecConfig(SCNConfig):
     cloud: str = "paper"
     context_len: int = 20  # "history" only: clicks of history the cloud reads (GRU cost grows with it)
     cloud_hidden: int = 64  # "history" only: width of the cloud's GRU + MLP
+    update_dropout: float = 0.0  # "history" only: share of training rows with no update (toolkit.models.cloud)
 
 
 CLOUD_KINDS = ("paper", "history")
@@ -246,7 +247,10 @@ class CoCorrRec(nn.Module):
     def forward(self, items, candidates, corr_attn=None, corr_bias=None, context=None):
         if self.cfg.cloud == "paper":
             return self.scn.score(self.encode(items, corr_attn, corr_bias), candidates)
-        return self.score_update(items, candidates, self.cloud_update(items if context is None else context))
+        from toolkit.models.cloud import drop_updates
+
+        update = self.cloud_update(items if context is None else context)
+        return self.score_update(items, candidates, drop_updates(update, self.cfg.update_dropout, self.training))
 
     def payload(self, seq_len: int = 10) -> dict:
         """Bytes on the wire per update, beside the paper's 2.56 KB up / 4.16 KB down."""

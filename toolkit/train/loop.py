@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from toolkit.data import Dataset
 from toolkit.errors import CheckFailed, ToolkitError
-from toolkit.io import atomic_write_bytes, atomic_write_json
+from toolkit.io import atomic_write_bytes, atomic_write_json, load_checkpoint, write_descriptor_json
 from toolkit.metrics import ranking_metrics
 from toolkit.models.common import check_item_ids
 from toolkit.models.registry import build
@@ -91,7 +91,23 @@ def check_vocab(ds: Dataset, n_items: int) -> None:
         check_item_ids(getattr(ds, what), n_items, f"dataset {what}")
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "best", "best_epoch", "history", "train_seconds", "best_state",
+                    "model_name", "dataset_sha256")
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """checkpoint.pt -> dict; tensors and plain values only (weights_only=True), every key present and typed."""
+    ck = load_checkpoint(path, "checkpoint")
+    if not isinstance(ck, dict) or any(k not in ck for k in _CHECKPOINT_KEYS):
+        raise ToolkitError(f"checkpoint {path} is not a toolkit training checkpoint (missing keys); start a fresh "
+                           "run dir")
+    if not isinstance(ck["epoch"], int) or ck["epoch"] < 0 or not isinstance(ck["history"], list):
+        raise ToolkitError(f"checkpoint {path} is malformed (epoch {ck['epoch']!r}); start a fresh run dir")
+    return ck
+
+
 def _save_checkpoint(run: Path, model, opt, epoch: int, state: dict) -> None:
+    """Tensors and plain values only, so resuming can load it with weights_only=True."""
     import io
 
     buf = io.BytesIO()
@@ -115,7 +131,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     if main:
         check_vocab(ds, ds.n_items)
     opt = make_optimizer(model, settings.lr, settings.weight_decay, settings.sparse_embeddings)
-    if main:
+    if main and not resume:
         run.mkdir(parents=True, exist_ok=True)
 
     start_epoch, best, best_epoch, history, spent = 0, -math.inf, -1, [], 0.0
@@ -124,12 +140,20 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         ck_path = run / CHECKPOINT
         if not ck_path.is_file():
             raise ToolkitError(f"nothing to resume: {ck_path} not found")
-        ck = torch.load(ck_path, weights_only=False)
+        ck = _load_checkpoint(ck_path)
         if ck.get("model_name") != name or ck.get("dataset_sha256") != ds.sha256:
             raise ToolkitError(f"checkpoint in {run} is for model '{ck.get('model_name')}' on another dataset "
                                "or model; start a fresh run dir")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        if ck["epoch"] + 1 > settings.epochs:
+            raise ToolkitError(f"checkpoint in {run} has {ck['epoch'] + 1} epochs done, more than --epochs "
+                               f"{settings.epochs}: refused (model.json would misstate the training); resume with "
+                               f"--epochs {ck['epoch'] + 1} or more")
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ToolkitError(f"checkpoint {ck_path} does not fit model '{name}' with this config: "
+                               f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}") from None
         start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best"], ck["best_epoch"]
         history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
         console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
@@ -180,8 +204,10 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                     loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
                             * (dist.world / labels.shape[1] / batch_rows))
                 if not torch.isfinite(loss):
-                    raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; the last "
-                                      f"good checkpoint is {run / CHECKPOINT} (try a lower --lr)")
+                    kept = (f"the last good checkpoint is {run / CHECKPOINT}" if (run / CHECKPOINT).is_file()
+                            else "no epoch had finished, nothing was checkpointed")
+                    raise CheckFailed(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; {kept} "
+                                      "(try a lower --lr)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -229,5 +255,5 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                   "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)
-    atomic_write_json(run / "model.json", desc)
+    write_descriptor_json(run / "model.json", desc)  # sealed: load_run refuses an edited model.json
     return metrics

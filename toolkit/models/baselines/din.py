@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import window_entry
 from toolkit.models.common import BaseConfig, Recommender
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from toolkit.exporters.contract import EntryPoint, TensorSpec
+from toolkit.models.contract import EntryPoint, TensorSpec
 from toolkit.models.common import BaseConfig, Recommender, last_real
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.exporters.contract import EntryPoint
+from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import output_mlp, window_entry
 from toolkit.models.common import BaseConfig, Recommender, last_real
 

@@ -15,16 +15,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.device.arm64 import CPU_MODEL, FAKE_EPOCH, FAKETIME_LIB, Layout
-
-RESERVED_VA = "0x1000000000"  # 64 GiB of guest address space, reserved at start (qemu -R)
+from toolkit.device.arm64.layout import CPU_MODEL, FAKE_EPOCH, FAKETIME_LIB, Layout, qemu_binary
 from toolkit.errors import ToolkitError
 
+RESERVED_VA = "0x1000000000"  # 64 GiB of guest address space, reserved at start (qemu -R)
 
-def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL, extra_site: list[Path] | None = None) -> list[str]:
+
+def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL) -> list[str]:
     """qemu-aarch64 ... python3.11 (the caller appends the script and its arguments)."""
-    from toolkit.device.arm64 import qemu_binary
-
     qemu = qemu_binary()
     if not qemu:
         raise ToolkitError("qemu-aarch64 not found (apt-get install qemu-user, or `toolkit device setup arm64`)")

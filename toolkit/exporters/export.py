@@ -23,22 +23,20 @@ from toolkit.exporters.common import (
     tensor_record,
     to_numpy,
 )
-from toolkit.exporters.contract import EntryPoint, buffer_name
+from toolkit.models.contract import EntryPoint, buffer_name
 from toolkit.exporters.parity import (
     compare,
     eager_trajectory,
     failure_line,
     runtime_trajectory,
-    save_test_vectors,
     trajectory_inputs,
 )
+from toolkit.exporters.manifest import FORMAT, VECTORS_LAYOUT, save_test_vectors, write_manifest
 from toolkit.exporters.recipes import DTYPES, Recipe, find, parse_targets
 from toolkit.exporters.runners import coreml_can_run, open_runner
 from toolkit.exporters.statecheck import contract_check, mutated_buffers, raise_if_failed
-from toolkit.io import atomic_dir, atomic_write_json, sha256_path, size_path, versions
+from toolkit.io import atomic_dir, sha256_path, size_path, versions
 
-FORMAT = "toolkit-artifacts/1"
-MANIFEST = "manifest.json"
 Progress = Callable[[str, int, int], None]
 
 
@@ -169,13 +167,12 @@ def export_artifacts(entries: list[EntryPoint], model_name: str, targets: list[s
                 "steps": parity_steps,
                 "seed": seed,
                 "reference": "eager PyTorch fp32 (the functional entry point, state carried between steps)",
-                "layout": "npz keys: initial/state/<state>, step<i>/in/<input>, step<i>/out/<output>, "
-                          "step<i>/state/<state> (state after step i); run the steps in order from the initial state",
+                "layout": VECTORS_LAYOUT,
                 "files": [r["test_vectors"] for r in records],
                 "bundled_programs": [r["bundled_program"]["file"] for r in records if r.get("bundled_program")],
             },
         }
-        atomic_write_json(tmp / MANIFEST, manifest)
+        write_manifest(tmp, manifest)
     return manifest
 
 
@@ -289,7 +286,7 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
 
 
 def _np(name: str):
-    from toolkit.exporters.common import np_dtype
+    from toolkit.exporters.manifest import np_dtype
 
     return np_dtype(name)
 

@@ -1,0 +1,108 @@
+"""The house rules that can be checked statically (issue 12): no import cycle between toolkit modules, no import of
+another package's private name, one owner for the artifact dir, one percentile definition, one model source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "toolkit"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        name = ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def _imports(mods):
+    """module -> toolkit modules it imports (top-level or inside functions), and (module, from, private name)."""
+    edges, private = {m: set() for m in mods}, []
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("toolkit"):
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    target = full if full in mods else node.module
+                    if target in mods and target != m:
+                        edges[m].add(target)
+                    same_pkg = node.module.split(".")[:2] == m.split(".")[:2]
+                    if a.name.startswith("_") and not a.name.startswith("__") and not same_pkg:
+                        private.append((m, node.module, a.name))
+            elif isinstance(node, ast.Import):
+                edges[m].update(a.name for a in node.names if a.name in mods and a.name != m)
+    return edges, private
+
+
+def _cycles(edges) -> list[list[str]]:
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_and_no_private_imports_across_packages():
+    edges, private = _imports(_modules())
+    mine = [c for c in _cycles(edges) if any(m.startswith(("toolkit.exporters", "toolkit.bench", "toolkit.device",
+                                                           "toolkit.rows", "toolkit.cli")) for m in c)]
+    assert mine == []
+    assert private == []
+
+
+def _defs(name: str, _cache: dict = {}) -> list[str]:
+    if not _cache:
+        for m, p in _modules().items():
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    _cache.setdefault(node.name, []).append(m)
+    return _cache.get(name, [])
+
+
+def test_one_implementation_each():
+    assert _defs("read_manifest") == ["toolkit.exporters.manifest"]
+    assert _defs("load_test_vectors") == ["toolkit.exporters.manifest"]
+    assert _defs("save_test_vectors") == ["toolkit.exporters.manifest"]
+    assert _defs("latency_summary") == ["toolkit.rows"]
+    assert _defs("ModelSource") == ["toolkit.exporters.sources"]
+    assert _defs("fresh") == ["toolkit.exporters.sources"]
+    assert _defs("from_run") == ["toolkit.exporters.sources"]
+    for m, p in _modules().items():  # nobody else opens manifest.json or computes percentiles for rows
+        text = p.read_text()
+        if m != "toolkit.exporters.manifest":
+            assert '"manifest.json"' not in text, m
+        if m.startswith(("toolkit.bench", "toolkit.device")):
+            assert "percentile" not in text.replace("percentiles", "").replace("percentile definition", ""), m
+
+
+def test_models_sit_below_the_exporters():
+    """The contract is the models' vocabulary (toolkit.models.contract): models import no later stage."""
+    edges, _ = _imports(_modules())
+    later = ("toolkit.exporters", "toolkit.bench", "toolkit.device", "toolkit.cli")
+    bad = {m: sorted(t for t in ts if t.startswith(later)) for m, ts in edges.items() if m.startswith("toolkit.models")}
+    assert {m: ts for m, ts in bad.items() if ts} == {}
