@@ -213,7 +213,7 @@ def _make_readable(folder: Path) -> None:
 
 
 def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
-    """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor."""
+    """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor and check their ids."""
     path = Path(path)
     if path.name == DESCRIPTOR and path.is_file():
         path = path.parent
@@ -256,7 +256,8 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         raise ToolkitError(f"dataset extras {path / EXTRAS} do not match their descriptor; re-prepare with --force")
     ds = Dataset(path=path, meta=meta, extras=extras, **arrays)
     _check_shapes(ds)
-    _check_ids(ds)
+    if verify:  # reads every id; verify=False is for a reader whose caller just verified (or wrote) the arrays
+        _check_ids(ds)
     return ds
 
 

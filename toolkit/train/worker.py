@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         from toolkit.data import load_dataset
         from toolkit.train.loop import TrainSettings, train
 
-        ds = load_dataset(spec["data"], verify=dist.is_main)
+        ds = load_dataset(spec["data"], verify=False)  # the launching CLI on this node verified it just before
         settings = TrainSettings(**spec["settings"])
         console = Console() if dist.is_main else Console(quiet=True)
         train(spec["model"], ds, Path(spec["out"]), settings, resume=spec["resume"], console=console, dist=dist)
