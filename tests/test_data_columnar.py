@@ -220,3 +220,17 @@ def test_cli_synth_log_then_prepare_columnar(tmp_path):
     assert outs["memory"] == outs["columnar"]
     r = runner.invoke(app, ["prepare", str(log), "--out", str(tmp_path / "w"), "--workers", "0"])
     assert r.exit_code != 0 and "--workers must be >= 1" in str(r.exception)
+
+
+def test_a_user_error_in_a_chunk_process_names_the_source_id(tmp_path, small_chunks):
+    """A user who touched nearly every item (no room for 99 negatives) is named by the id in the file, also when
+    the chunk ran in a forked process."""
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(20):
+        items = range(1, 121) if u == 13 else range(1 + u, 6 + u)  # user 13 touches all 120 items
+        lines += [f"U{u:02d},{i},{t}" for t, i in enumerate(items)]
+    src = _log(tmp_path, "greedy.csv", "\n".join(lines) + "\n")
+    for engine, workers in (("memory", 1), ("columnar", 1), ("columnar", 2)):
+        with pytest.raises(ToolkitError, match=r"user 'U13' touched 120 of 120 items"):
+            prepare(src, tmp_path / f"o_{engine}_{workers}", engine=engine, workers=workers)
+        assert not (tmp_path / f"o_{engine}_{workers}").exists()

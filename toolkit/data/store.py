@@ -28,8 +28,8 @@ import numpy as np
 
 from toolkit.data import protocol
 from toolkit.data.protocol import (
-    CHUNK_ARRAYS, N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol_csr, check_csr, chunk_bounds,
-    protocol_chunk, protocol_chunks, to_csr, track_step,
+    N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol_csr, check_csr, chunk_bounds,
+    protocol_chunk, to_csr, track_step,
 )
 from toolkit.errors import ToolkitError
 from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_descriptor,
@@ -170,28 +170,29 @@ def _npy_dir_sha256(folder: Path, block: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-class _NpyAppender:
-    """One .npy file written front to back: the header with the final shape, then row blocks appended."""
+def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
+    """An int64 .npy file of `shape`: the header, then the data area allocated (sparse) to be filled in place.
+    Returns the header length (the data's offset)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, {"descr": np.dtype(np.int64).str, "fortran_order": False,
+                                                 "shape": shape})
+        offset = f.tell()
+        f.truncate(offset + int(np.prod(shape, dtype=np.int64)) * 8)
+    return offset
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
-        self.path, self.shape, self.rows = path, shape, 0
-        self.f = open(path, "wb")
-        header = {"descr": np.dtype(np.int64).str, "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_2_0(self.f, header)
 
-    def append(self, a: np.ndarray) -> None:
-        a = np.ascontiguousarray(a, dtype=np.int64)
-        if a.shape[1:] != self.shape[1:]:
-            raise AssertionError(f"{self.path.name}: block {a.shape} does not fit {self.shape}")
-        self.f.write(memoryview(a).cast("B"))
-        self.rows += a.shape[0] if a.ndim else 1
-
-    def close(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        if self.rows != self.shape[0]:
-            raise AssertionError(f"{self.path.name}: wrote {self.rows} rows, declared {self.shape[0]}")
+def _write_rows(path: Path, offset: int, row0: int, a: np.ndarray) -> None:
+    """Rows row0.. of an array created by _create_npy (several processes may fill disjoint rows at once)."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view, pos = memoryview(a).cast("B"), offset + row0 * row_bytes
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+    finally:
+        os.close(fd)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -439,45 +440,54 @@ def _different(out_dir: Path, existing: str, sha: str) -> ToolkitError:
     )
 
 
-_FORKED: dict = {}  # the CSR a forked chunk worker reads (inherited, never pickled)
+_FORKED: dict = {}  # what a forked chunk worker reads: the CSR and the target files (inherited, never pickled)
 
 
-def _chunk_worker(c: int, lo: int, hi: int, folder: str) -> None:
-    """In a forked process: compute chunk c and leave its arrays as .npy files in folder."""
+class _ChunkUserError(Exception):
+    """A UserDataError crossing the process boundary (plain args, so it pickles)."""
+
+    def __init__(self, user: int, detail: str):
+        super().__init__(user, detail)
+
+
+def _fill_chunk(c: int, lo: int, hi: int) -> None:
+    """Compute protocol chunk c (users lo..hi-1) and write its rows into the dataset's .npy files in place."""
     a = _FORKED
-    out = protocol_chunk(a["user_ptr"], a["user_items"], a["n_items"], a["seq_len"], a["seed"], c, lo, hi)
-    Path(folder).mkdir()
+    try:
+        out = protocol_chunk(a["user_ptr"], a["user_items"], a["n_items"], a["seq_len"], a["seed"], c, lo, hi)
+    except UserDataError as e:
+        raise _ChunkUserError(e.user, e.detail) from None
     for name, arr in out.items():
-        np.save(Path(folder) / f"{name}.npy", arr, allow_pickle=False)
+        row0 = a["train_start"][c] if name.startswith("train_") else lo
+        _write_rows(a["folder"] / f"{name}.npy", a["offsets"][name], row0, arr)
 
 
-def _chunks(user_ptr, user_items, n_items, seq_len, seed, progress, workers: int, tmp: Path):
-    """The protocol chunks in order; with workers > 1 computed in forked processes, two ahead per worker."""
-    if workers <= 1 or user_ptr.size - 1 <= protocol.CHUNK_USERS:
-        yield from protocol_chunks(user_ptr, user_items, n_items, seq_len, seed, progress)
+def _fill_chunks(progress, workers: int) -> None:
+    """Every chunk, in this process or in `workers` forked ones (each writes its own disjoint rows)."""
+    bounds = _FORKED["bounds"]
+    label = "training windows + negatives, valid/test splits"
+    try:
+        _run_chunks(bounds, progress, workers, label)
+    except _ChunkUserError as e:
+        raise UserDataError(*e.args) from None
+
+
+def _run_chunks(bounds, progress, workers: int, label: str) -> None:
+    if workers <= 1 or len(bounds) == 1:
+        with track_step(progress, label, total=len(bounds)) as advance:
+            for c, (lo, hi) in enumerate(bounds):
+                _fill_chunk(c, lo, hi)
+                advance(1)
         return
     import multiprocessing
-    import shutil
     from concurrent.futures import ProcessPoolExecutor
 
-    bounds = chunk_bounds(user_ptr.size - 1)
-    _FORKED.update(user_ptr=user_ptr, user_items=user_items, n_items=n_items, seq_len=seq_len, seed=seed)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, track_step(
-            progress, f"training windows + negatives, valid/test splits ({workers} processes)", total=len(bounds)
-        ) as advance:
-            folders = [tmp / f".chunk{c:05d}" for c in range(len(bounds))]
-            futures = {}
-            for c in range(len(bounds)):
-                for k in range(c, min(c + 2 * workers, len(bounds))):
-                    if k not in futures:
-                        futures[k] = pool.submit(_chunk_worker, k, *bounds[k], str(folders[k]))
-                futures.pop(c).result()
-                yield {n: np.load(folders[c] / f"{n}.npy", allow_pickle=False) for n in CHUNK_ARRAYS}
-                shutil.rmtree(folders[c])
-                advance(1)
-    finally:
-        _FORKED.clear()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, track_step(
+        progress, f"{label} ({workers} processes)", total=len(bounds)
+    ) as advance:
+        for future in [pool.submit(_fill_chunk, c, lo, hi) for c, (lo, hi) in enumerate(bounds)]:
+            future.result()
+            advance(1)
 
 
 def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
@@ -498,18 +508,24 @@ def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n
         with atomic_dir(out_dir, force=True) as tmp:
             folder = tmp / ARRAYS_DIR
             folder.mkdir()
-            writers = {n: _NpyAppender(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
+            offsets = {n: _create_npy(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
+            _write_rows(folder / "user_ptr.npy", offsets["user_ptr"], 0, user_ptr)
+            _write_rows(folder / "user_items.npy", offsets["user_items"], 0, user_items)
+            bounds = chunk_bounds(n_users)
+            train_start = np.concatenate(([0], np.cumsum(np.maximum(lengths - 3, 0))))
+            _FORKED.update(user_ptr=user_ptr, user_items=user_items, n_items=n_items, seq_len=seq_len, seed=seed,
+                           folder=folder, offsets=offsets, bounds=bounds,
+                           train_start=[int(train_start[lo]) for lo, _ in bounds])
             try:
-                writers["user_ptr"].append(user_ptr)
-                writers["user_items"].append(user_items)
-                for chunk in _chunks(user_ptr, user_items, n_items, seq_len, seed, progress, workers, tmp):
-                    for name in CHUNK_ARRAYS:
-                        writers[name].append(chunk[name])
-                    del chunk
+                _fill_chunks(progress, workers)
             finally:
-                for w in writers.values():
-                    if not w.f.closed:
-                        w.f.close() if w.rows != w.shape[0] else w.close()
+                _FORKED.clear()
+            for n in ARRAY_NAMES:  # durable before the rename into place
+                fd = os.open(folder / f"{n}.npy", os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             with track_step(progress, "hashing arrays", total=1):
                 sha = _npy_dir_sha256(folder)
             if existing == sha and not force:
