@@ -290,7 +290,7 @@ ROWS = [
     Row("gate-curve-lags-huge", ["gate", "curve", "run", "--data", "data", "--out", "c", "--lags", f"1-{2**70}"], 2,
         "--lags expects N or MIN-MAX with 1 <= MIN <= MAX <= 1000000", absent=["c"]),
     Row("bench-runs-zero", ["bench", "--runs", "0"], 2, "--runs must be >= 1"),
-    Row("bench-budget-ms-inf", ["bench", "--budget-ms", "inf"], 2, "--budget-ms is out of range"),
+    Row("bench-budget-ms-inf", ["bench", "--budget-ms", "inf"], 2, "--budget-ms must be a positive number, got inf"),
     Row("verify-threads-zero", ["verify", "nowhere", "--threads", "0"], 2, "--threads must be a positive integer"),
     Row("synth-users-negative", ["data", "synth", "--out", "ds", "--users", "-4"], 2, "--users must be >= 1",
         absent=["ds"]),
@@ -335,13 +335,26 @@ def test_bad_input_is_one_line(row: Row, ws: Path, monkeypatch, capsys):
 
 
 def test_pickled_test_vectors_and_state_files_are_refused(tmp_path):
-    """The .npz files an artifact dir ships (test vectors, initial states) are read without unpickling."""
-    from toolkit.errors import ToolkitError
-    from toolkit.exporters.parity import load_test_vectors
+    """The .npz files an artifact dir ships (test vectors, initial states) are read by the manifest owner without
+    unpickling: a planted object array is refused and its payload never runs."""
+    from artifact_dirs import make_artifact_dir
 
-    np.savez(tmp_path / "tv.npz", **{"step0/in/x": np.array([Payload(tmp_path / "MARKER")], dtype=object)})
-    with pytest.raises(ToolkitError, match="test vectors is corrupt: .*holds pickled objects, refused"):
-        load_test_vectors(tmp_path / "tv.npz", ["x"], [], [])
+    from toolkit.errors import ToolkitError
+    from toolkit.exporters.manifest import load_initial_state, load_test_vectors, read_manifest
+
+    root = make_artifact_dir(tmp_path / "art")
+    m = read_manifest(root)
+    rec = m.artifacts[0]
+    with np.load(root / rec.test_vectors) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["step0/in/items"] = np.array([Payload(tmp_path / "MARKER")], dtype=object)
+    np.savez(root / rec.test_vectors, **arrays)
+    with pytest.raises(ToolkitError, match="unreadable test vectors"):
+        load_test_vectors(m, rec)
+    state_file = root / rec.states[0].initial_file
+    np.savez(state_file, W=np.array([Payload(tmp_path / "MARKER")], dtype=object))
+    with pytest.raises(ToolkitError):
+        load_initial_state(root, rec.states)
     assert not (tmp_path / "MARKER").exists()
 
 

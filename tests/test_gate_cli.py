@@ -153,6 +153,13 @@ def test_curve_endpoints_equal_direct_evaluations(gate_run, base_run, synth_data
         assert full["bytes_sent_per_1000"] == 1000 * 2560 and full["bytes_received_per_1000"] == 1000 * 4160
     assert res["policies"]["oracle"]["points"][0]["ndcg@10"] >= res["endpoints"]["never"]["ndcg@10"] - 1e-9
     assert "native" in res["policies"]["lof"] and set(res["summary"]["recovered_share"]) >= {"gate", "random"}
+    # the bands: paired s.e. of each point's gain over never; a 100% point is `always`, whose s.e. is the summary's
+    for name in ("gate", "random"):
+        for p in res["policies"][name]["points"]:
+            assert p["se_vs_never_ndcg@10"] >= 0.0
+        assert res["policies"][name]["points"][-1]["se_vs_never_ndcg@10"] == pytest.approx(
+            res["summary"]["always_minus_never_se"]["ndcg@10"], abs=1e-6)
+    assert res["update_kind"].startswith("cocorrrec (paper GCN)") and res["update_payload"]["download_bytes"] == 4160
 
 
 def test_policy_decisions_are_timed_on_one_thread(gate_run, synth_dataset):

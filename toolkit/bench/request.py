@@ -68,6 +68,13 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
                        cache: Path | None = None, command: str | None = None):
     """The BenchRequest the flags describe. `paths`: artifact dirs (a manifest.json inside: benched as shipped,
     after their hashes check out) and run dirs (exported first)."""
+    # numbers first, before anything imports torch: a bad flag answers at once
+    for text, flag in ((seq_len, "--seq-len"), (history, "--history")):
+        parse_int_list(text, flag)
+    for text, flag, kind, lo in ((runs, "--runs", int, 1), (warmup, "--warmup", int, 0),
+                                 (candidates, "--candidates", int, 1), (n_items, "--n-items", int, 1),
+                                 (budget_ms, "--budget-ms", float, None), (budget_mb, "--budget-mb", float, None)):
+        parse_positive(text, flag, kind, minimum=lo)
     from toolkit.bench import budgets as budgets_mod
     from toolkit.bench.suites import load_suite
     from toolkit.bench.sweep import BenchRequest
@@ -76,7 +83,7 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
     from toolkit.exporters.sources import fresh_source, run_source
     from toolkit.exporters.sources import model_names as known_models
 
-    run_dirs = paths    
+    run_dirs = paths
     # ---- validate everything before any work ----
     s = load_suite(suite or "default")
     model_names = parse_names(models, "--models", known_models())

@@ -43,15 +43,15 @@ def bench(
     for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
         if path is not None:
             check_out(path, flag, folder=False)
-    from toolkit.bench import report
     from toolkit.bench.request import request_from_flags
-    from toolkit.bench.sweep import run_bench
 
     req = request_from_flags(
         run_dirs, models=models, seq_len=seq_len, runtimes=runtimes, target=target, budget=budget,
         budget_ms=budget_ms, budget_mb=budget_mb, runs=runs, warmup=warmup, entries=entries, history=history,
         candidates=candidates, n_items=n_items, suite=suite, cache=cache,
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None)
+    from toolkit.bench import report
+    from toolkit.bench.sweep import run_bench
 
     console = Console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
