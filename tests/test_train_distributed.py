@@ -237,3 +237,22 @@ def test_two_nodes_on_one_machine_match_one_worker(synth_dataset_dir, tmp_path):
         for k, v in one[split].items():
             assert abs(two[split][k] - v) <= METRIC_ATOL, (split, k)
     assert json.loads((tmp_path / "two" / "model.json").read_text())["train"]["workers"] == 2
+
+
+def test_a_node_with_another_dataset_is_refused(synth_dataset_dir, tmp_path):
+    other = tmp_path / "other"
+    cli("data", "synth", "--out", other, "--users", "150", "--items", "180", "--domains", "15", "--seq-len", "6",
+        "--seed", "9")
+    port = _free_port()
+    common = ["train", "scn", "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "96", "--threads", "1",
+              "--nproc", "1", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port]
+    node0 = subprocess.Popen([*TOOLKIT, *common, "--data", str(synth_dataset_dir), "--node-rank", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        node1 = cli(*common, "--data", other, "--node-rank", "1", "--connect-timeout", "60", check_rc=2)
+        node0.communicate(timeout=300)
+    finally:
+        if node0.poll() is None:
+            node0.kill()
+    _one_line_error(node1, "worker rank 1", "is not rank 0's dataset")
+    assert node0.returncode != 0

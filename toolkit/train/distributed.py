@@ -285,6 +285,16 @@ class Dist:
         dist.broadcast(t, src=0)
         return bool(t.item())
 
+    def same_as_rank0(self, value: int) -> bool:
+        """Whether rank 0 holds the same integer (e.g. a dataset hash prefix)."""
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64,
+                         device=self.device if self.device.startswith("cuda") else "cpu")
+        dist.broadcast(t, src=0)
+        return int(t.item()) == value
+
     def all_max(self, value: float) -> float:
         import torch
         import torch.distributed as dist

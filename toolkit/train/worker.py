@@ -27,6 +27,9 @@ def main(argv: list[str]) -> int:
         from toolkit.train.loop import TrainSettings, train
 
         ds = load_dataset(spec["data"], verify=False)  # the launching CLI on this node verified it just before
+        if not dist.same_as_rank0(int(ds.sha256[:15], 16)):  # every node reads its own copy: the same one?
+            raise ToolkitError(f"dataset {spec['data']} (arrays sha256 {ds.sha256[:12]}…) is not rank 0's dataset; "
+                               "give every node the same prepared dataset")
         settings = TrainSettings(**spec["settings"])
         console = Console() if dist.is_main else Console(quiet=True)
         train(spec["model"], ds, Path(spec["out"]), settings, resume=spec["resume"], console=console, dist=dist)
