@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from toolkit.errors import Terminated, ToolkitError
 
@@ -85,7 +86,8 @@ def _run(debug: bool) -> None:
     except ToolkitError as e:
         if debug:
             raise
-        _say(f"[bold red]error:[/] {_one_line(e)}" if e.exit_code != 130 else f"[yellow]interrupted:[/] {_one_line(e)}")
+        msg = escape(_one_line(e))  # a message may hold '[...]' (paths, gloo errors): not rich markup
+        _say(f"[bold red]error:[/] {msg}" if e.exit_code != 130 else f"[yellow]interrupted:[/] {msg}")
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, Abort):
         _say("[yellow]interrupted[/] (Ctrl-C): nothing partial was kept")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +26,12 @@ def _group() -> None:
 class SourceFormat(str, Enum):
     seqfile = "seqfile"
     interactions = "interactions"
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    columnar = "columnar"
 
 
 def _progress() -> Progress:
@@ -90,6 +97,13 @@ def prepare(
     min_user_count: int = typer.Option(5, "--min-user-count", help="Drop users with fewer interactions."),
     seed: int = typer.Option(0, "--seed", help="Seed of the negative sampling."),
     force: bool = typer.Option(False, "--force", help="Replace a different dataset already at --out."),
+    engine: Engine = typer.Option(
+        Engine.auto, "--engine",
+        help="memory (row by row) | columnar (pyarrow, chunked, bounded memory) | auto (columnar from 32 MB); "
+        "both give the same arrays.",
+    ),
+    workers: int = typer.Option(1, "--workers", help="Processes for the protocol chunks of a large dataset "
+                                "(columnar engine; the result does not depend on it)."),
 ) -> None:
     """Turn a real interaction log into a dataset dir (windows, negatives, valid/test splits)."""
     check_number(seq_len, "--seq-len", lo=1, hi=MAX_SEQ_LEN)
@@ -102,33 +116,59 @@ def prepare(
     with _progress() as progress:
         ds = prepare_dataset(
             source, out, format=format.value if format else None, seq_len=seq_len,
-            min_user_count=min_user_count, seed=seed, force=force, progress=progress,
+            min_user_count=min_user_count, seed=seed, force=force, progress=progress, engine=engine.value,
+            workers=workers,
         )  # fmt: skip
     _report(ds, time.perf_counter() - start)
 
 
 @app.command("synth")
 def synth(
-    out: Path = typer.Option(..., "--out", help="Dataset dir to write (dataset.json + arrays.npz + extras.npz)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Dataset dir to write (dataset.json + arrays.npz + extras.npz)."),
+    log: Optional[Path] = typer.Option(
+        None, "--log", help="Instead of a dataset dir, write a raw interaction log (user_id,item_id,timestamp CSV, "
+        "~10.5 interactions per user) to feed `toolkit data prepare` at scale, e.g. --users 1000000 for ~10M rows."
+    ),
     users: int = typer.Option(2000, "--users", help="Number of users."),
-    items: int = typer.Option(1000, "--items", help="Number of items."),
-    domains: int = typer.Option(50, "--domains", help="Number of item domains (each user draws 10-15)."),
+    items: Optional[int] = typer.Option(None, "--items", help="Number of items (default 1000; with --log users/10)."),
+    domains: Optional[int] = typer.Option(None, "--domains", help="Number of item domains (default 50; with --log "
+                                          "items/200)."),
     seq_len: int = typer.Option(10, "--seq-len", help="Window length L of the stored sequences."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator and the negative sampling."),
     force: bool = typer.Option(False, "--force", help="Replace a different dataset already at --out."),
 ) -> None:
     """Generate the deterministic synthetic dataset (domain drift), in the same on-disk form."""
+    from toolkit.errors import ToolkitError
+
+    if (out is None) == (log is None):
+        raise ToolkitError("`toolkit data synth` needs exactly one of --out DIR (a dataset) or --log FILE (a raw log)")
     check_number(users, "--users", lo=1, hi=10_000_000)
-    check_number(items, "--items", lo=1, hi=2**31 - 1)
-    check_number(domains, "--domains", lo=1, hi=2**31 - 1)
+    if items is not None:
+        check_number(items, "--items", lo=1, hi=2**31 - 1)
+    if domains is not None:
+        check_number(domains, "--domains", lo=1, hi=2**31 - 1)
     check_number(seq_len, "--seq-len", lo=1, hi=MAX_SEQ_LEN)
     check_seed(seed)
-    check_out(out)
+    if out is not None:
+        check_out(out)
+    else:
+        check_out(log, "--log", folder=False)
+    start = time.perf_counter()
+    if log is not None:
+        from toolkit.data.synth import synth_log
+
+        if log.exists() and not force:
+            raise ToolkitError(f"log file {log} exists (use --force to replace it)")
+        with _progress() as progress:
+            stats = synth_log(log, users=users, items=items, domains=domains, seed=seed, progress=progress)
+        Console().print(f"wrote {stats['interactions']:,} interactions of {users:,} users over {stats['items']:,} "
+                        f"items to {log} in {time.perf_counter() - start:.1f} s", highlight=False, soft_wrap=True)
+        return
     from toolkit.data import synthesize
 
-    start = time.perf_counter()
     with _progress() as progress:
         ds = synthesize(
-            out, users=users, items=items, domains=domains, seq_len=seq_len, seed=seed, force=force, progress=progress
-        )
+            out, users=users, items=1000 if items is None else items, domains=50 if domains is None else domains,
+            seq_len=seq_len, seed=seed, force=force, progress=progress,
+        )  # fmt: skip
     _report(ds, time.perf_counter() - start)

@@ -19,6 +19,7 @@ def evaluate(
                                "stream (the TTT state carried through the whole history, as `step` runs on a "
                                "phone; scn/cocorrrec) or both"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
 ) -> None:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
@@ -26,7 +27,9 @@ def evaluate(
         raise ToolkitError(f"unknown regime '{regime}' (valid: window, stream, both)")
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
-    from toolkit.train.loop import check_vocab, evaluate as evaluate_split
+    from toolkit.train.loop import check_vocab, evaluate as evaluate_split, resolve_device
+
+    device = resolve_device(device)
 
     desc = read_descriptor(run)
     ds = load_dataset(data)
@@ -39,11 +42,11 @@ def evaluate(
     check_vocab(ds, model.cfg.n_items)
     rows = {}
     if regime in ("window", "both"):
-        rows["window"] = evaluate_split(model, ds, split)
+        rows["window"] = evaluate_split(model.to(device), ds, split)
     if regime in ("stream", "both"):
         from toolkit.train.streaming import evaluate_streaming
 
-        rows["stream"] = evaluate_streaming(model, ds, split)
+        rows["stream"] = evaluate_streaming(model.cpu(), ds, split)  # the phone's regime: step by step, on CPU
     if as_json:
         payload = {"run": str(run), "split": split, "metrics": rows.get("window", rows.get("stream"))}
         if regime != "window":

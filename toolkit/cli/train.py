@@ -34,6 +34,20 @@ def train(
     config: Optional[list[str]] = typer.Option(None, "--config", help="model config override key=value (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="replace an existing run dir"),
+    device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
+    sparse_embeddings: bool = typer.Option(
+        False, "--sparse-embeddings", help="sparse item-table gradients + row-wise Adam (pays off from ~100k items; "
+        "changes results: untouched rows keep their Adam moments)"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel workers on this machine (torchrun + DDP; the "
+                              "global batch stays --batch-size)"),
+    nnodes: int = typer.Option(1, "--nnodes", help="machines taking part (torchrun --nnodes)"),
+    node_rank: int = typer.Option(0, "--node-rank", help="this machine's rank, 0..nnodes-1 (torchrun --node-rank)"),
+    master_addr: str = typer.Option("127.0.0.1", "--master-addr", help="address of node rank 0 (torchrun)"),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="rendezvous port on node rank 0 "
+                                              "(default: a free port on one machine, 29500 on several)"),
+    oversubscribe: bool = typer.Option(False, "--oversubscribe", help="allow --nproc above the available cores"),
+    connect_timeout: float = typer.Option(30.0, "--connect-timeout", help="seconds to reach the rendezvous "
+                                          "before giving up with one line"),
 ) -> None:
     if model not in TRAINABLE:
         raise ToolkitError(f"unknown model '{model}' (valid: {', '.join(TRAINABLE)})")
@@ -55,7 +69,19 @@ def train(
         from toolkit.models.registry import check_duet_config
 
         check_duet_config(cfg)
-    _prepare_run_dir(out, resume, force)
+    from toolkit.train.distributed import LaunchRequest, check_request
+    from toolkit.train.loop import resolve_device
+
+    device = resolve_device(device)
+    req = LaunchRequest(nproc, nnodes, node_rank, master_addr, master_port, oversubscribe, connect_timeout)
+    if req.distributed or nproc < 1 or nnodes < 1:
+        if model == "gate" or seed_list is not None:
+            raise ToolkitError("--nproc/--nnodes train one recommender run; the gate and --seeds run in one process")
+        req = check_request(req, device)  # before the run dir is touched: bad input leaves nothing behind
+        if batch_size < req.nproc * req.nnodes:
+            raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
+    if req.node_rank == 0:  # node rank 0 owns the run dir (the others may share its filesystem)
+        _prepare_run_dir(out, resume, force)
     from toolkit.data import load_dataset
 
     ds = load_dataset(data)
@@ -73,7 +99,8 @@ def train(
     from toolkit.train import train as run_training
 
     settings = TrainSettings(epochs=epochs, patience=None if no_patience else patience, batch_size=batch_size,
-                             lr=lr, weight_decay=weight_decay, seed=seed, threads=threads, config=cfg)
+                             lr=lr, weight_decay=weight_decay, seed=seed, threads=threads, config=cfg,
+                             device=device, sparse_embeddings=sparse_embeddings)
     if seed_list is not None:
         from toolkit.train.seeds import train_seeds
 
@@ -81,8 +108,15 @@ def train(
         console.print(seeds_table(model, summary))
         console.print(f"runs written to {out}/seed-*; mean and std in {out / 'seeds.json'}")
         return
+    if req.distributed:
+        metrics = _train_distributed(req, model, ds, out, settings, resume)
+        if metrics is None:
+            console.print(f"node {node_rank}: workers finished (node rank 0 holds the run dir)")
+            return
+    else:
+        metrics = None
     try:
-        metrics = run_training(model, ds, out, settings, resume=resume, console=console)
+        metrics = metrics or run_training(model, ds, out, settings, resume=resume, console=console)
     except KeyboardInterrupt:
         raise Interrupted(f"the last finished epoch is checkpointed; continue with "
                           f"toolkit train {model} --data {data} --out {out} --resume") from None
@@ -90,6 +124,23 @@ def train(
                                 f"({metrics['train_seconds']:.1f}s training)",
                                 {"valid": metrics["valid"], "test": metrics["test"]}))
     console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+
+
+def _train_distributed(req, model: str, ds, out: Path, settings, resume: bool) -> dict | None:
+    """Launch the workers; metrics.json of the finished run (None on nodes other than rank 0)."""
+    from dataclasses import asdict
+
+    from toolkit.io import read_json
+    from toolkit.train.distributed import available_cores, launch
+
+    if settings.threads is None:  # share this machine's cores between the workers
+        settings.threads = max(1, available_cores() // req.nproc)
+    spec = {"model": model, "data": str(ds.path.resolve()), "out": str(out.resolve()), "resume": resume,
+            "device": settings.device, "settings": asdict(settings)}
+    launch(req, spec, out)
+    if req.node_rank != 0:
+        return None
+    return read_json(out / "metrics.json", "metrics")
 
 
 def parse_seeds(value: str) -> list[int]:

@@ -21,6 +21,7 @@ MIN_HISTORY = 3  # one training-free user still needs a validation and a test it
 N_TRAIN_NEGATIVES = 4
 N_CANDIDATES = 100  # 1 positive + 99 negatives for validation and test
 _MAX_REJECTION_ROUNDS = 64
+CHUNK_USERS = 1 << 17  # users per protocol chunk (memory bound of prepare); datasets up to this size: one chunk
 
 
 class UserDataError(ToolkitError):
@@ -109,15 +110,52 @@ def windows_at(history: np.ndarray, times: np.ndarray, seq_len: int) -> np.ndarr
     return gather_windows(history, np.zeros_like(times), times, seq_len)
 
 
+class KeySet(np.ndarray):
+    """Sorted unique keys user*(n_items+1)+item plus a hashed bitmap of them: a query that misses the bitmap is
+    certainly absent, so only the few that hit it are binary-searched (exact either way, several times faster)."""
+
+    bits: np.ndarray
+
+
+def _with_filter(keys: np.ndarray) -> KeySet:
+    ks = keys.view(KeySet)
+    size = 1 << max(16, int(keys.size * 16).bit_length())  # ~16-32 slots per key: few false hits
+    ks.bits = np.zeros(size, dtype=bool)
+    ks.bits[keys & (size - 1)] = True
+    return ks
+
+
 def _touched(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     """Whether each (user, item) pair is in the sorted key set user*(n_items+1)+item. users [R,1], items [R,K]."""
     query = users * (n_items + 1) + items
+    bits = getattr(keys, "bits", None)
+    if bits is not None and keys.size:
+        maybe = bits[query & (bits.size - 1)]
+        out = np.zeros(query.shape, dtype=bool)
+        q = query[maybe]
+        keys = keys.view(np.ndarray)
+        out[maybe] = keys[np.minimum(np.searchsorted(keys, q), keys.size - 1)] == q
+        return out
+    keys = keys.view(np.ndarray)
+    if keys.size == 0:
+        return np.zeros(query.shape, dtype=bool)
     pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
     return keys[pos] == query
 
 
 def _duplicates(rows: np.ndarray) -> np.ndarray:
     """Mask of entries equal to an earlier entry of the same row (the first occurrence stays valid)."""
+    if rows.shape[1] > 8 and rows.shape[0] > 1024:  # most rows have no repeat: find the few that do first
+        ranked = np.sort(rows, axis=1)
+        some = np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1))
+        mask = np.zeros(rows.shape, dtype=bool)
+        if some.size:
+            mask[some] = _duplicates_sorted(rows[some])
+        return mask
+    return _duplicates_sorted(rows)
+
+
+def _duplicates_sorted(rows: np.ndarray) -> np.ndarray:
     order = np.argsort(rows, axis=1, kind="stable")
     ranked = np.take_along_axis(rows, order, axis=1)
     dup_sorted = np.zeros_like(rows, dtype=bool)
@@ -187,22 +225,101 @@ def build_protocol(
     histories: list[np.ndarray], n_items: int, seq_len: int, seed: int, progress=None
 ) -> dict[str, np.ndarray]:
     """All arrays of the on-disk dataset (int64), from cleaned histories with items in 1..n_items."""
-    if seq_len < 1:
-        raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
     if not histories:
         raise ToolkitError("no users to build a dataset from")
+    user_ptr, user_items = to_csr(histories)
+    return build_protocol_csr(user_ptr, user_items, n_items, seq_len, seed, progress)
+
+
+def to_csr(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(user_ptr [U+1], user_items [sum n_u]) of per-user arrays."""
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    user_ptr = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=user_ptr[1:])
+    user_items = np.concatenate(histories).astype(np.int64, copy=False) if histories else np.zeros(0, np.int64)
+    return user_ptr, user_items
+
+
+def check_csr(user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int) -> None:
+    """The protocol's preconditions, one line each."""
+    if seq_len < 1:
+        raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
+    if user_ptr.size < 2:
+        raise ToolkitError("no users to build a dataset from")
+    lengths = np.diff(user_ptr)
     if lengths.min() < MIN_HISTORY:
         u = int(np.argmin(lengths))
         raise UserDataError(u, f"has {int(lengths[u])} items; every user needs at least {MIN_HISTORY}")
-    user_ptr = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=user_ptr[1:])
-    user_items = np.concatenate(histories).astype(np.int64, copy=False)
     if user_items.min() < 1 or user_items.max() > n_items:
         raise ToolkitError(f"item ids must lie in 1..{n_items}, got {user_items.min()}..{user_items.max()}")
+
+
+def build_protocol_csr(
+    user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, seed: int, progress=None,
+    chunk_users: int | None = None,
+) -> dict[str, np.ndarray]:
+    """build_protocol on a CSR history: the chunks of `protocol_chunks`, concatenated."""
+    check_csr(user_ptr, user_items, n_items, seq_len)
+    parts = list(protocol_chunks(user_ptr, user_items, n_items, seq_len, seed, progress, chunk_users))
+    arrays = {"user_ptr": user_ptr, "user_items": user_items}
+    for name in CHUNK_ARRAYS:
+        arrays[name] = parts[0][name] if len(parts) == 1 else np.concatenate([p[name] for p in parts])
+    return {k: arrays[k] for k in ("user_ptr", "user_items", *CHUNK_ARRAYS)}
+
+
+CHUNK_ARRAYS = (
+    "train_seqs", "train_cands", "train_user", "train_time",
+    "valid_seqs", "valid_cands", "valid_user",
+    "test_seqs", "test_cands", "test_user",
+)  # fmt: skip
+
+
+def chunk_bounds(n_users: int, chunk_users: int | None = None) -> list[tuple[int, int]]:
+    chunk_users = chunk_users or CHUNK_USERS
+    return [(lo, min(lo + chunk_users, n_users)) for lo in range(0, n_users, chunk_users)]
+
+
+def protocol_chunks(
+    user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, seed: int, progress=None,
+    chunk_users: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The protocol's per-user arrays for users [lo, hi) of each chunk, in user order (memory: one chunk).
+
+    Chunk c draws its negatives from the streams SeedSequence(seed, spawn_key=(3c + j,)), j = train/valid/test;
+    chunk 0 is exactly SeedSequence(seed).spawn(3), so a dataset of at most `chunk_users` users has the arrays
+    the single-pass protocol always produced. Row arrays of chunk c concatenate in order to the whole dataset's.
+    """
+    bounds = chunk_bounds(user_ptr.size - 1, chunk_users)
+    with track_step(progress, "training windows + negatives, valid/test splits", total=len(bounds)) as advance:
+        for c, (lo, hi) in enumerate(bounds):
+            yield protocol_chunk(user_ptr, user_items, n_items, seq_len, seed, c, lo, hi)
+            advance(1)
+
+
+def protocol_chunk(
+    user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, seed: int, c: int, lo: int, hi: int
+) -> dict[str, np.ndarray]:
+    """Chunk c (users lo..hi-1) of `protocol_chunks`; independent of every other chunk (parallel-safe)."""
+    ptr = user_ptr[lo:hi + 1] - user_ptr[lo]
+    items = user_items[user_ptr[lo]:user_ptr[hi]]
+    streams = [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3 * c + j,))) for j in range(3)]
+    try:
+        out = _protocol_users(ptr, items, n_items, seq_len, streams)
+    except UserDataError as e:
+        raise UserDataError(e.user + lo, e.detail) from None  # the chunk's local index -> the dataset's
+    for name in ("train_user", "valid_user", "test_user"):
+        out[name] += lo
+    return out
+
+
+def _protocol_users(
+    user_ptr: np.ndarray, user_items: np.ndarray, n_items: int, seq_len: int, streams: list[np.random.Generator]
+) -> dict[str, np.ndarray]:
+    """The arrays for one CSR block of users (local user ids 0..U-1)."""
+    lengths = np.diff(user_ptr)
     n_users = lengths.size
-    keys = touched_keys(user_ptr, user_items, n_items)
-    train_rng, valid_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    keys = _with_filter(touched_keys(user_ptr, user_items, n_items))
+    train_rng, valid_rng, test_rng = streams
 
     # Training rows: targets at positions 1..n-3 of every user.
     counts = np.maximum(lengths - 3, 0)  # [U]
@@ -210,29 +327,18 @@ def build_protocol(
     row_start = np.repeat(np.cumsum(counts) - counts, counts)
     train_time = np.arange(train_user.size, dtype=np.int64) - row_start + 1  # [R]
     base = user_ptr[train_user]
-    with track_step(progress, "training windows + negatives", total=3) as advance:
-        train_seqs = gather_windows(user_items, base, train_time, seq_len)  # [R, L]
-        advance(1)
-        negatives = sample_negatives(train_rng, train_user, N_TRAIN_NEGATIVES, n_items, user_ptr, user_items, keys)
-        advance(1)
-        train_cands = np.concatenate([user_items[base + train_time][:, None], negatives], axis=1)  # [R, 5]
-        advance(1)
+    train_seqs = gather_windows(user_items, base, train_time, seq_len)  # [R, L]
+    negatives = sample_negatives(train_rng, train_user, N_TRAIN_NEGATIVES, n_items, user_ptr, user_items, keys)
+    train_cands = np.concatenate([user_items[base + train_time][:, None], negatives], axis=1)  # [R, 5]
+    del negatives, base, row_start
 
-    arrays = {
-        "user_ptr": user_ptr,
-        "user_items": user_items,
-        "train_seqs": train_seqs,
-        "train_cands": train_cands,
-        "train_user": train_user,
-        "train_time": train_time,
-    }
+    arrays = {"train_seqs": train_seqs, "train_cands": train_cands, "train_user": train_user, "train_time": train_time}
     all_users = np.arange(n_users, dtype=np.int64)
     for name, rng, offset in (("valid", valid_rng, 2), ("test", test_rng, 1)):
-        with track_step(progress, f"{name} split (100 candidates)", total=1):
-            times = lengths - offset  # [U]
-            seqs = gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
-            negs = sample_negatives(rng, all_users, N_CANDIDATES - 1, n_items, user_ptr, user_items, keys)
-            arrays[f"{name}_seqs"] = seqs
-            arrays[f"{name}_cands"] = np.concatenate([user_items[user_ptr[:-1] + times][:, None], negs], axis=1)
-            arrays[f"{name}_user"] = all_users.copy()
+        times = lengths - offset  # [U]
+        seqs = gather_windows(user_items, user_ptr[:-1], times, seq_len)  # [U, L]
+        negs = sample_negatives(rng, all_users, N_CANDIDATES - 1, n_items, user_ptr, user_items, keys)
+        arrays[f"{name}_seqs"] = seqs
+        arrays[f"{name}_cands"] = np.concatenate([user_items[user_ptr[:-1] + times][:, None], negs], axis=1)
+        arrays[f"{name}_user"] = all_users.copy()
     return arrays

@@ -8,6 +8,9 @@ arrays.npz (U users, R training rows, L = seq_len, items 1..n_items, 0 = padding
   valid_seqs [U, L], valid_cands [U, 100], valid_user [U]   target = history[n-2]
   test_seqs [U, L], test_cands [U, 100], test_user [U]      target = history[n-1]
 Optional DIR/extras.npz: generator-side labels (the synthetic data's item/interaction domains).
+Large datasets (more users than one protocol chunk, `layout: "npy"` in dataset.json) keep the same arrays as
+uncompressed DIR/arrays/NAME.npy instead, written chunk by chunk (bounded memory) and opened memory-mapped, so a
+training worker pages in only the rows it reads and workers on one machine share one copy in the page cache.
 arrays_sha256 hashes the arrays' names, dtypes, shapes and bytes (zip bytes carry timestamps, so not the file).
 descriptor_sha256 hashes dataset.json's own content (toolkit.io.seal_descriptor): an edited number (n_items, seq_len)
 or a removed checksum key is refused on load, and the counts are cross-checked against the arrays.
@@ -16,13 +19,18 @@ or a removed checksum key is refused on load, and the counts are cross-checked a
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.protocol import N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol, track_step
+from toolkit.data import protocol
+from toolkit.data.protocol import (
+    N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol_csr, check_csr, chunk_bounds,
+    protocol_chunk, to_csr, track_step,
+)
 from toolkit.errors import ToolkitError
 from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_descriptor,
                         versions, write_descriptor_json)
@@ -30,6 +38,7 @@ from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_
 SCHEMA = "toolkit.dataset/1"
 DESCRIPTOR = "dataset.json"
 ARRAYS = "arrays.npz"
+ARRAYS_DIR = "arrays"  # layout "npy"
 EXTRAS = "extras.npz"
 ARRAY_NAMES = (
     "user_ptr", "user_items",
@@ -127,6 +136,65 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     return read_npz(path, what)  # allow_pickle=False; every failure a one-line error naming the path
 
 
+def _read_npy_dir(folder: Path) -> dict[str, np.ndarray]:
+    """The layout-"npy" arrays, memory-mapped read-only (no pickles: allow_pickle=False)."""
+    out = {}
+    for name in ARRAY_NAMES:
+        f = folder / f"{name}.npy"
+        if not f.is_file():
+            continue
+        try:
+            out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ToolkitError(f"dataset arrays are corrupt: {f} ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _npy_dir_sha256(folder: Path, block: int = 1 << 24) -> str:
+    """arrays_sha256 of a layout-"npy" folder, read in blocks (resident memory stays one block, not the file)."""
+    h = hashlib.sha256()
+    for name in sorted(ARRAY_NAMES):
+        f = folder / f"{name}.npy"
+        with open(f, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                shape, fortran, dtype = read[version](fh)
+            except (ValueError, KeyError, EOFError) as e:
+                raise ToolkitError(f"dataset arrays are corrupt: {f} ({type(e).__name__}: {e})") from None
+            if fortran:
+                raise ToolkitError(f"dataset arrays are corrupt: {f} (Fortran order)")
+            h.update(f"{name}|{dtype.str}|{tuple(shape)};".encode())
+            while chunk := fh.read(block):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
+    """An int64 .npy file of `shape`: the header, then the data area allocated (sparse) to be filled in place.
+    Returns the header length (the data's offset)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, {"descr": np.dtype(np.int64).str, "fortran_order": False,
+                                                 "shape": shape})
+        offset = f.tell()
+        f.truncate(offset + int(np.prod(shape, dtype=np.int64)) * 8)
+    return offset
+
+
+def _write_rows(path: Path, offset: int, row0: int, a: np.ndarray) -> None:
+    """Rows row0.. of an array created by _create_npy (several processes may fill disjoint rows at once)."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view, pos = memoryview(a).cast("B"), offset + row0 * row_bytes
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+    finally:
+        os.close(fd)
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """A standard .npz (np.load reads it) deflated at level 1: 4x faster than savez_compressed, ~same size."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -139,11 +207,14 @@ def _make_readable(folder: Path) -> None:
     """Temp files/dirs are created private (0600/0700); a dataset is meant to be shared: rwxr-xr-x / rw-r--r--."""
     folder.chmod(0o755)
     for f in folder.iterdir():
-        f.chmod(0o644)
+        if f.is_dir():
+            _make_readable(f)
+        else:
+            f.chmod(0o644)
 
 
 def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
-    """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor."""
+    """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor and check their ids."""
     path = Path(path)
     if path.name == DESCRIPTOR and path.is_file():
         path = path.parent
@@ -164,19 +235,21 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     if bad or not isinstance(meta["arrays_sha256"], str):
         raise ToolkitError(f"dataset descriptor {path / DESCRIPTOR}: {', '.join(bad) or 'arrays_sha256'} must be "
                            f"{'positive integers' if bad else 'a string'}")
-    arrays = _read_npz(path / ARRAYS, "dataset arrays")
+    large = meta.get("layout", "npz") == "npy"
+    where = path / (ARRAYS_DIR if large else ARRAYS)
+    arrays = _read_npy_dir(where) if large else _read_npz(where, "dataset arrays")
     absent = [n for n in ARRAY_NAMES if n not in arrays]
     if absent:
-        raise ToolkitError(f"dataset arrays {path / ARRAYS} lack {', '.join(absent)}")
+        raise ToolkitError(f"dataset arrays {where} lack {', '.join(absent)}")
     arrays = {n: arrays[n] for n in ARRAY_NAMES}
     wrong = [f"{n} ({a.dtype})" for n, a in arrays.items() if a.dtype != np.int64]
     if wrong:
-        raise ToolkitError(f"dataset arrays {path / ARRAYS} are not int64: {', '.join(wrong)}")
+        raise ToolkitError(f"dataset arrays {where} are not int64: {', '.join(wrong)}")
     if verify:
-        got = arrays_sha256(arrays)
+        got = _npy_dir_sha256(where) if large else arrays_sha256(arrays)
         if got != meta["arrays_sha256"]:
             raise ToolkitError(
-                f"dataset arrays {path / ARRAYS} do not match their descriptor (sha256 {got[:12]} != "
+                f"dataset arrays {where} do not match their descriptor (sha256 {got[:12]} != "
                 f"{str(meta['arrays_sha256'])[:12]}); re-prepare with --force"
             )
     extras = _read_npz(path / EXTRAS, "dataset extras") if (path / EXTRAS).is_file() else {}
@@ -184,7 +257,8 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         raise ToolkitError(f"dataset extras {path / EXTRAS} do not match their descriptor; re-prepare with --force")
     ds = Dataset(path=path, meta=meta, extras=extras, **arrays)
     _check_shapes(ds)
-    _check_ids(ds)
+    if verify:  # reads every id; verify=False is for a reader whose caller just verified (or wrote) the arrays
+        _check_ids(ds)
     return ds
 
 
@@ -259,24 +333,29 @@ def save_dataset(
     An out_dir that already holds the identical dataset (same arrays_sha256) is left untouched (idempotent);
     a different dataset or anything else there is refused unless force.
     """
-    out_dir = Path(out_dir)
-    check_output(out_dir, force)
     if n_items is None:
         n_items = int(max(int(h.max()) for h in histories if len(h))) if histories else 0
-    try:
-        arrays = build_protocol(histories, n_items, seq_len, seed, progress=progress)
-    except UserDataError as e:
-        raise e.named(user_ids) from None  # the user's own id from the source, not our internal index
-    sha = arrays_sha256(arrays)
-    lengths = np.diff(arrays["user_ptr"])
+    if not histories:
+        check_output(out_dir, force)
+        build_protocol_csr(*to_csr([]), n_items, seq_len, seed)  # raises the protocol's own message
+    user_ptr, user_items = to_csr(histories)
+    return save_dataset_csr(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
+                            extras=extras, progress=progress, user_ids=user_ids)
+
+
+class _Unchanged(Exception):
+    """The identical dataset is already at the output: abandon the new copy."""
+
+
+def _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_train, extras, layout=None) -> dict:
     meta = {
         "schema": SCHEMA,
         "n_users": int(lengths.size),
         "n_items": int(n_items),
         "n_interactions": int(lengths.sum()),
-        "n_train_rows": int(arrays["train_user"].size),
-        "n_valid_users": int(arrays["valid_user"].size),
-        "n_test_users": int(arrays["test_user"].size),
+        "n_train_rows": int(n_train),
+        "n_valid_users": int(lengths.size),
+        "n_test_users": int(lengths.size),
         "n_candidates": N_CANDIDATES,
         "n_train_negatives": N_TRAIN_NEGATIVES,
         "seq_len": int(seq_len),
@@ -288,13 +367,55 @@ def save_dataset(
             "max": int(lengths.max()),
         },
         **meta_extra,
-        "arrays": {n: list(arrays[n].shape) for n in ARRAY_NAMES},
+        "arrays": {n: list(shapes[n]) for n in ARRAY_NAMES},
+        **({"layout": layout, "chunk_users": protocol.CHUNK_USERS} if layout else {}),
         "arrays_sha256": sha,
     }
     if extras:
         meta["extras_sha256"] = arrays_sha256(extras)
     meta["versions"] = versions()
-    meta = seal_descriptor(meta)  # also fails on a non-serialisable meta_extra before touching the disk
+    return seal_descriptor(meta)  # also fails on a non-serialisable meta_extra before touching the disk
+
+
+def save_dataset_csr(
+    out_dir: str | Path,
+    user_ptr: np.ndarray,
+    user_items: np.ndarray,
+    meta_extra: dict,
+    seq_len: int,
+    seed: int,
+    force: bool = False,
+    *,
+    n_items: int,
+    extras: dict[str, np.ndarray] | None = None,
+    progress=None,
+    layout: str | None = None,
+    workers: int = 1,
+    user_ids=None,
+) -> Dataset:
+    """save_dataset on a CSR history. layout: "npz" (one arrays.npz, built in memory) up to protocol.CHUNK_USERS users,
+    "npy" (memory-mappable arrays/, written one protocol chunk at a time) above; the arrays are the same."""
+    out_dir = Path(out_dir)
+    check_output(out_dir, force)
+    try:
+        check_csr(user_ptr, user_items, n_items, seq_len)
+    except UserDataError as e:
+        raise e.named(user_ids) from None  # the user's own id from the source, not our internal index
+    layout = layout or ("npz" if user_ptr.size - 1 <= protocol.CHUNK_USERS else "npy")
+    if layout == "npy":
+        try:
+            return _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras,
+                             progress, workers)
+        except UserDataError as e:
+            raise e.named(user_ids) from None
+    try:
+        arrays = build_protocol_csr(user_ptr, user_items, n_items, seq_len, seed, progress=progress)
+    except UserDataError as e:
+        raise e.named(user_ids) from None
+    sha = arrays_sha256(arrays)
+    lengths = np.diff(arrays["user_ptr"])
+    meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, {n: a.shape for n, a in arrays.items()}, sha,
+                       arrays["train_user"].size, extras)
 
     existing = _existing_dataset_sha(out_dir)
     if existing == sha and not force:
@@ -302,10 +423,7 @@ def save_dataset(
         ds.unchanged = True
         return ds
     if existing and existing != sha and not force:
-        raise ToolkitError(
-            f"output dir {out_dir} already holds a different dataset (arrays sha256 {existing[:12]}, "
-            f"new {sha[:12]}); use --force to replace it"
-        )
+        raise _different(out_dir, existing, sha)
     with track_step(progress, f"writing {out_dir.name}/", total=1), atomic_dir(out_dir, force=True) as tmp:
         _write_npz(tmp / ARRAYS, arrays)
         if extras:
@@ -314,6 +432,120 @@ def save_dataset(
         _make_readable(tmp)
     return Dataset(path=out_dir, meta=meta, extras=dict(extras or {}), **arrays)
 
+
+def _different(out_dir: Path, existing: str, sha: str) -> ToolkitError:
+    return ToolkitError(
+        f"output dir {out_dir} already holds a different dataset (arrays sha256 {existing[:12]}, "
+        f"new {sha[:12]}); use --force to replace it"
+    )
+
+
+_FORKED: dict = {}  # what a forked chunk worker reads: the CSR and the target files (inherited, never pickled)
+
+
+class _ChunkUserError(Exception):
+    """A UserDataError crossing the process boundary (plain args, so it pickles)."""
+
+    def __init__(self, user: int, detail: str):
+        super().__init__(user, detail)
+
+
+def _fill_chunk(c: int, lo: int, hi: int) -> None:
+    """Compute protocol chunk c (users lo..hi-1) and write its rows into the dataset's .npy files in place."""
+    a = _FORKED
+    try:
+        out = protocol_chunk(a["user_ptr"], a["user_items"], a["n_items"], a["seq_len"], a["seed"], c, lo, hi)
+    except UserDataError as e:
+        raise _ChunkUserError(e.user, e.detail) from None
+    for name, arr in out.items():
+        row0 = a["train_start"][c] if name.startswith("train_") else lo
+        _write_rows(a["folder"] / f"{name}.npy", a["offsets"][name], row0, arr)
+
+
+def _fill_chunks(progress, workers: int) -> None:
+    """Every chunk, in this process or in `workers` forked ones (each writes its own disjoint rows)."""
+    bounds = _FORKED["bounds"]
+    label = "training windows + negatives, valid/test splits"
+    try:
+        _run_chunks(bounds, progress, workers, label)
+    except _ChunkUserError as e:
+        raise UserDataError(*e.args) from None
+
+
+def _run_chunks(bounds, progress, workers: int, label: str) -> None:
+    if workers <= 1 or len(bounds) == 1:
+        with track_step(progress, label, total=len(bounds)) as advance:
+            for c, (lo, hi) in enumerate(bounds):
+                _fill_chunk(c, lo, hi)
+                advance(1)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, track_step(
+        progress, f"{label} ({workers} processes)", total=len(bounds)
+    ) as advance:
+        for future in [pool.submit(_fill_chunk, c, lo, hi) for c, (lo, hi) in enumerate(bounds)]:
+            future.result()
+            advance(1)
+
+
+def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
+              workers: int = 1) -> Dataset:
+    """Layout "npy": the protocol chunk by chunk straight into arrays/NAME.npy; memory ~ one chunk + the CSR."""
+    lengths = np.diff(user_ptr)
+    n_users, n_train = lengths.size, int(np.maximum(lengths - 3, 0).sum())
+    L, C = int(seq_len), N_CANDIDATES
+    shapes = {
+        "user_ptr": (n_users + 1,), "user_items": (user_items.size,),
+        "train_seqs": (n_train, L), "train_cands": (n_train, 1 + N_TRAIN_NEGATIVES),
+        "train_user": (n_train,), "train_time": (n_train,),
+        "valid_seqs": (n_users, L), "valid_cands": (n_users, C), "valid_user": (n_users,),
+        "test_seqs": (n_users, L), "test_cands": (n_users, C), "test_user": (n_users,),
+    }  # fmt: skip
+    existing = _existing_dataset_sha(out_dir)
+    try:
+        with atomic_dir(out_dir, force=True) as tmp:
+            folder = tmp / ARRAYS_DIR
+            folder.mkdir()
+            offsets = {n: _create_npy(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
+            _write_rows(folder / "user_ptr.npy", offsets["user_ptr"], 0, user_ptr)
+            _write_rows(folder / "user_items.npy", offsets["user_items"], 0, user_items)
+            bounds = chunk_bounds(n_users)
+            train_start = np.concatenate(([0], np.cumsum(np.maximum(lengths - 3, 0))))
+            _FORKED.update(user_ptr=user_ptr, user_items=user_items, n_items=n_items, seq_len=seq_len, seed=seed,
+                           folder=folder, offsets=offsets, bounds=bounds,
+                           train_start=[int(train_start[lo]) for lo, _ in bounds])
+            try:
+                _fill_chunks(progress, workers)
+            finally:
+                _FORKED.clear()
+            for n in ARRAY_NAMES:  # durable before the rename into place
+                fd = os.open(folder / f"{n}.npy", os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            with track_step(progress, "hashing arrays", total=1):
+                sha = _npy_dir_sha256(folder)
+            if existing == sha and not force:
+                raise _Unchanged
+            if existing and existing != sha and not force:
+                raise _different(out_dir, existing, sha)
+            meta = _descriptor(lengths, n_items, seq_len, seed, meta_extra, shapes, sha, n_train, extras, "npy")
+            if extras:
+                _write_npz(tmp / EXTRAS, extras)
+            write_descriptor_json(tmp / DESCRIPTOR, meta)
+            _make_readable(tmp)
+    except _Unchanged:
+        ds = load_dataset(out_dir)
+        ds.unchanged = True
+        return ds
+    return load_dataset(out_dir, verify=False)
+
+
+ENGINES = ("auto", "memory", "columnar")
+COLUMNAR_FROM_BYTES = 32 << 20  # engine auto: sources this large take the columnar path
 
 
 def prepare(
@@ -325,8 +557,15 @@ def prepare(
     seed: int = 0,
     force: bool = False,
     progress=None,
+    engine: str = "auto",
+    workers: int = 1,
 ) -> Dataset:
-    """Source file -> dataset dir: load, drop short users, re-index items to 1..N, run the protocol, write."""
+    """Source file -> dataset dir: load, drop short users, re-index items to 1..N, run the protocol, write.
+
+    engine "memory" reads the log row by row into per-user arrays; "columnar" parses interactions files with
+    pyarrow into a CSR history and writes large datasets chunk by chunk (bounded memory). Both give the same
+    arrays (same arrays_sha256) on the same input; "auto" picks columnar for sources of 32 MB and more.
+    """
     from toolkit.data.loaders import FORMATS, detect_format, load_source
     from toolkit.data.protocol import clean_histories
     from toolkit.io import sha256_file
@@ -335,23 +574,52 @@ def prepare(
     fmt = format or detect_format(source)
     if fmt not in FORMATS:
         raise ToolkitError(f"unknown source format '{fmt}' (expected one of {', '.join(FORMATS)})")
+    if engine not in ENGINES:
+        raise ToolkitError(f"unknown --engine '{engine}' (expected one of {', '.join(ENGINES)})")
     if seq_len < 1:
         raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
+    if workers < 1:
+        raise ToolkitError(f"--workers must be >= 1, got {workers}")
+    if min_user_count < 1:
+        raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
     check_output(out, force)
-    raw = load_source(source, fmt, progress)
-    histories, n_items, dropped, kept = clean_histories(raw.histories, min_user_count)
+    if engine == "auto":
+        big = source.is_file() and source.stat().st_size >= COLUMNAR_FROM_BYTES
+        engine = "columnar" if big else "memory"
+    if engine == "columnar":
+        from toolkit.data.columnar import clean_csr, from_histories, load_interactions_csr
+
+        if fmt == "interactions":
+            raw = load_interactions_csr(source, progress)
+        else:
+            loaded = load_source(source, fmt, progress)
+            raw = from_histories(loaded.histories, loaded.n_rows, loaded.user_ids, loaded.duplicate_rows)
+            del loaded
+        user_ptr, user_items, n_items, dropped, kept = clean_csr(raw, min_user_count)
+        n_rows, n_source_users, duplicates = raw.n_rows, raw.n_users, raw.duplicate_rows
+        user_ids = raw.user_ids(kept)
+        del raw
+    else:
+        loaded = load_source(source, fmt, progress)
+        histories, n_items, dropped, kept = clean_histories(loaded.histories, min_user_count)
+        n_rows, n_source_users, duplicates = loaded.n_rows, len(loaded.histories), loaded.duplicate_rows
+        user_ids = [loaded.user_ids[i] for i in kept]
+        del loaded
     with track_step(progress, "hashing source", total=1):
         source_sha = sha256_file(source)
     meta_extra = {
         "format": fmt,
         "source": str(source.resolve()),
         "source_sha256": source_sha,
-        "source_rows": raw.n_rows,
-        "source_users": len(raw.histories),
+        "source_rows": n_rows,
+        "source_users": n_source_users,
         "min_user_count": int(min_user_count),
         "dropped_users": int(sum(dropped.values())),
         "dropped_users_detail": dropped,
-        "duplicate_rows_dropped": int(raw.duplicate_rows),
+        "duplicate_rows_dropped": int(duplicates),
     }
+    if engine == "columnar":
+        return save_dataset_csr(out, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
+                                progress=progress, workers=workers, user_ids=user_ids)
     return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress,
-                        user_ids=[raw.user_ids[i] for i in kept])
+                        user_ids=user_ids)

@@ -209,3 +209,73 @@ def synthesize(
         out, world.histories, meta_extra, seq_len, seed, force,
         n_items=params.items, extras=world.extras(), progress=progress,
     )  # fmt: skip
+
+
+LOG_GENERATOR = "toolkit.synthlog/1"
+
+
+def synth_log(
+    path, users: int, items: int | None = None, domains: int | None = None, seed: int = 0,
+    mean_len: float = 12.0, p_shift: float = 0.15, p_noise: float = 0.05, progress=None,
+) -> dict:
+    """A raw interaction log (CSV `user_id,item_id,timestamp`, time-ordered) for large-scale prepare/train tests.
+
+    Vectorised (about 1 s per million interactions), unlike `generate`: users click along a sticky domain that
+    shifts with p_shift per click, items Zipf-popular inside a domain, a p_noise click from any domain; repeats of
+    an item are allowed (as in real logs); 15% of users have fewer than 5 clicks (so --min-user-count has work).
+    Raw ids are sparse (item id = 1000 + 7 * index) so prepare's re-indexing is exercised. Returns summary stats.
+    """
+    from toolkit.io import atomic_write_bytes
+
+    items = items or max(1000, users // 10)
+    domains = domains or max(10, items // 200)
+    if users < 1 or items < domains or domains < 1 or mean_len < 1:
+        raise ToolkitError("synth log needs --users >= 1, --items >= --domains >= 1")
+    rng = np.random.default_rng([seed, 0x4C4F47])
+    with track_step(progress, f"generating {users:,} users' log", total=4) as advance:
+        lengths = np.where(rng.random(users) < 0.15, rng.integers(1, 5, users),
+                           5 + rng.geometric(1.0 / max(mean_len - 4.0, 1.0), users) - 1).astype(np.int64)
+        lengths = np.minimum(lengths, 200)
+        n = int(lengths.sum())
+        user = np.repeat(np.arange(users, dtype=np.int64), lengths)
+        start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        first = np.arange(n, dtype=np.int64) == start
+        shift = (rng.random(n) < p_shift) | first
+        segment = np.cumsum(shift) - 1  # one sticky domain per segment
+        domain_w = _zipf(domains, 0.7)[rng.permutation(domains)]
+        seg_domain = rng.choice(domains, size=int(segment[-1]) + 1, p=domain_w)
+        dom = seg_domain[segment]
+        noise = rng.random(n) < p_noise
+        dom[noise] = rng.integers(0, domains, int(noise.sum()))
+        advance(1)
+        members = np.array_split(rng.permutation(items).astype(np.int64), domains)
+        sizes = np.array([m.size for m in members])
+        cdf = np.concatenate([np.cumsum(_zipf(s, 1.1)) + d for d, s in enumerate(sizes)])  # domain d in (d, d+1]
+        cdf[np.cumsum(sizes) - 1] = np.arange(1, domains + 1)  # exact upper ends: no rounding past a domain
+        flat = np.concatenate(members)
+        item = flat[np.minimum(np.searchsorted(cdf, dom + rng.random(n), side="right"), flat.size - 1)]
+        advance(1)
+        t0 = 1_400_000_000 + rng.integers(0, 200_000_000, users)
+        gaps = rng.integers(1, 86_400, n)
+        gaps[first] = 0
+        # per-user running time: t0 + cumulative gaps inside the user
+        csum = np.cumsum(gaps)
+        ts = np.repeat(t0, lengths) + csum - np.repeat(csum[start[first]], lengths)  # gaps[first] = 0
+        order = np.argsort(ts, kind="stable")
+        advance(1)
+        body = _csv_bytes(user[order] + 1, 1000 + 7 * item[order], ts[order])
+        atomic_write_bytes(path, body)
+        advance(1)
+    return {"generator": LOG_GENERATOR, "users": users, "items": items, "domains": domains, "seed": seed,
+            "interactions": n, "bytes": len(body)}
+
+
+def _csv_bytes(user: np.ndarray, item: np.ndarray, ts: np.ndarray) -> bytes:
+    """`user_id,item_id,timestamp` CSV of integer columns, fast (pyarrow's writer, not a Python loop)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.table({"user_id": user, "item_id": item, "timestamp": ts})
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="none"))
+    return sink.getvalue().to_pybytes()

@@ -23,6 +23,7 @@ from toolkit.metrics import ranking_metrics
 from toolkit.models.common import check_item_ids
 from toolkit.models.registry import build
 from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+from toolkit.train.optim import make_optimizer
 
 SELECT_METRIC = "ndcg@10"
 EVAL_BATCH = 1024  # fixed, so `toolkit eval` reproduces metrics.json bit for bit
@@ -39,6 +40,19 @@ class TrainSettings:
     seed: int = 0
     threads: int | None = None
     config: dict = field(default_factory=dict)
+    device: str = "cpu"  # cpu | cuda | auto (resolved by resolve_device)
+    sparse_embeddings: bool = False  # row-wise Adam on a sparse item table (toolkit.train.optim)
+
+
+def resolve_device(device: str) -> str:
+    """cpu | cuda | auto -> the torch device to use; one line when CUDA is asked for and absent."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ToolkitError(f"unknown --device '{device}' (valid: cpu, cuda, auto)")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ToolkitError("--device cuda: no CUDA device is available to torch here (use --device cpu or auto)")
+    return device
 
 
 def context_rows(model, ds: Dataset, split: str) -> np.ndarray | None:
@@ -54,14 +68,15 @@ def forward_rows(model, seqs: torch.Tensor, cands: torch.Tensor, ctx: torch.Tens
 
 @torch.no_grad()
 def score_split(model, seqs: np.ndarray, cands: np.ndarray, ctx: np.ndarray | None = None) -> np.ndarray:
-    """Scores [n, C] of every candidate row, in eval mode, fixed batch size."""
+    """Scores [n, C] of every candidate row, in eval mode, fixed batch size (on the model's device)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for i in range(0, len(seqs), EVAL_BATCH):
-        s = torch.tensor(seqs[i:i + EVAL_BATCH])
-        c = torch.tensor(cands[i:i + EVAL_BATCH])
-        x = None if ctx is None else torch.tensor(ctx[i:i + EVAL_BATCH])
-        out.append(forward_rows(model, s, c, x).float().numpy())
+        s = torch.tensor(seqs[i:i + EVAL_BATCH], device=device)
+        c = torch.tensor(cands[i:i + EVAL_BATCH], device=device)
+        x = None if ctx is None else torch.tensor(ctx[i:i + EVAL_BATCH], device=device)
+        out.append(forward_rows(model, s, c, x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, cands.shape[1]), np.float32)
 
 
@@ -101,16 +116,22 @@ def _save_checkpoint(run: Path, model, opt, epoch: int, state: dict) -> None:
 
 
 def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bool = False,
-          console: Console | None = None) -> dict:
-    """Train `name` on `ds` into run dir `run`; returns metrics.json's content."""
+          console: Console | None = None, dist=None) -> dict | None:
+    """Train `name` on `ds` into run dir `run`; returns metrics.json's content (None on ranks other than 0).
+
+    dist: a toolkit.train.distributed.Dist inside a data-parallel worker (None: this process trains alone).
+    """
     console = console or Console()
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    device = dist.device if dist is not None else resolve_device(settings.device)
+    main = dist is None or dist.is_main
     torch.manual_seed(settings.seed)
-    model = build(name, ds.n_items, **settings.config)
-    check_vocab(ds, ds.n_items)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    if not resume:
+    model = build(name, ds.n_items, **settings.config).to(device)
+    if main:
+        check_vocab(ds, ds.n_items)
+    opt = make_optimizer(model, settings.lr, settings.weight_decay, settings.sparse_embeddings)
+    if main and not resume:
         run.mkdir(parents=True, exist_ok=True)
 
     start_epoch, best, best_epoch, history, spent = 0, -math.inf, -1, [], 0.0
@@ -137,13 +158,9 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
         console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
 
-    seqs = torch.tensor(ds.train_seqs)
-    cands = torch.tensor(ds.train_cands)
-    ctx = context_rows(model, ds, "train")
-    ctx = None if ctx is None else torch.from_numpy(ctx)
-    labels = torch.zeros(cands.shape, dtype=torch.float32)
-    labels[:, 0] = 1.0
-    n = len(seqs)
+    net = dist.wrap(model) if dist is not None else model  # DDP averages the workers' gradients
+    ctx_len = getattr(model, "context_len", 0)  # the cloud's history rows, gathered per step like the rest
+    n = len(ds.train_seqs)
     steps = math.ceil(n / settings.batch_size)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
@@ -151,13 +168,16 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     for epoch in range(start_epoch, settings.epochs):
-        if settings.patience is not None and epoch - best_epoch > settings.patience:
+        stop = settings.patience is not None and epoch - best_epoch > settings.patience
+        if dist is not None:
+            stop = dist.broadcast_flag(stop)  # rank 0 selects, so rank 0 decides
+        if stop:
             console.print(f"{name}: no better validation {SELECT_METRIC} for {settings.patience} epochs; "
                           f"stopped early (best epoch {best_epoch + 1})")
             break
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).numpy()
         model.train()
         t0 = time.perf_counter()
         total, seen = 0.0, 0
@@ -165,8 +185,24 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
             task = bar.add_task(f"{name} epoch {epoch + 1}/{settings.epochs}", total=steps, loss=0.0, rate=0.0)
             for i in range(steps):
                 idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
-                logits = forward_rows(model, seqs[idx], cands[idx], None if ctx is None else ctx[idx])
-                loss = loss_fn(logits, labels[idx])
+                batch_rows = len(idx)
+                if dist is not None:
+                    idx = idx[dist.local_slice(batch_rows)]  # this worker's slice of the global batch
+                # rows are gathered per step (not the whole table up front): a memory-mapped dataset pages in
+                # only the rows this process trains on
+                s_rows = torch.from_numpy(np.ascontiguousarray(ds.train_seqs[idx])).to(device)
+                c_rows = torch.from_numpy(np.ascontiguousarray(ds.train_cands[idx])).to(device)
+                x_rows = None if not ctx_len else torch.from_numpy(
+                    ds.windows(ds.train_user[idx].astype(np.int64), ds.train_time[idx].astype(np.int64), ctx_len)
+                ).to(device)
+                labels = torch.zeros(c_rows.shape, dtype=torch.float32, device=device)
+                labels[:, 0] = 1.0
+                logits = forward_rows(net, s_rows, c_rows, x_rows)
+                if dist is None:
+                    loss = loss_fn(logits, labels)
+                else:  # sum / global count x N: DDP's average of the N gradients = the global batch mean
+                    loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+                            * (dist.world / labels.shape[1] / batch_rows))
                 if not torch.isfinite(loss):
                     kept = (f"the last good checkpoint is {run / CHECKPOINT}" if (run / CHECKPOINT).is_file()
                             else "no epoch had finished, nothing was checkpointed")
@@ -175,11 +211,17 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                total += loss.item() * (len(idx) if dist is None else batch_rows / dist.world)
                 seen += len(idx)
                 bar.update(task, advance=1, loss=total / seen, rate=seen / (time.perf_counter() - t0 + 1e-9))
         epoch_seconds = time.perf_counter() - t0
+        if dist is not None:  # loss over all workers' rows; wall time of the slowest worker
+            total, seen = dist.all_sum([total, seen])
+            epoch_seconds = dist.all_max(epoch_seconds)
         spent += epoch_seconds
+        if not main:  # validation, selection and checkpoints are rank 0's
+            dist.barrier()
+            continue
         valid = evaluate(model, ds, "valid")
         improved = valid[SELECT_METRIC] > best
         if improved:
@@ -193,7 +235,11 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         _save_checkpoint(run, model, opt, epoch, {
             "best": best, "best_epoch": best_epoch, "history": history, "train_seconds": spent,
             "best_state": best_state, "model_name": name, "dataset_sha256": ds.sha256})
+        if dist is not None:
+            dist.barrier()  # the others wait here while rank 0 validates and checkpoints
 
+    if not main:
+        return None
     if best_state is None:
         raise ToolkitError("no epoch was trained (check --epochs)")
     model.load_state_dict(best_state)
@@ -203,8 +249,10 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                "history": history}
     wsha = save_weights(run / WEIGHTS, model)
     desc = model_descriptor(name, model, ds.meta, wsha, {
-        "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size, "lr": settings.lr,
-                  "weight_decay": settings.weight_decay, "seed": settings.seed, "threads": torch.get_num_threads()},
+        "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size,
+                  "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
+                  "threads": torch.get_num_threads(), "device": device,
+                  "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)
     write_descriptor_json(run / "model.json", desc)  # sealed: load_run refuses an edited model.json
