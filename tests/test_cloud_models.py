@@ -227,3 +227,21 @@ def test_update_dropout_trains_some_rows_without_an_update():
         assert (m(items, cands, context=ctx) - m.device(items, cands)).abs().max() > 1e-4
     with pytest.raises(ToolkitError, match="update_dropout must lie in"):
         build("duet", 50, update_dropout=1.5)
+
+
+def test_exported_state_corrected_window_equals_eager():
+    """cocorrrec(cloud=history)'s device artifact is SCN's device graph from W0 + delta W: same scores as eager."""
+    torch.manual_seed(0)
+    m = build("cocorrrec", 60, cloud="history", context_len=12).eval()
+    _randomise_update_heads(m)
+    (window, step) = m.contract(25, 7)
+    assert [i.name for i in window.inputs] == ["items", "candidates", "update"] and step.name == "step"
+    for seed in range(3):
+        items, cands, _ = window.example_inputs(seed)
+        items[0, 5 + seed * 7:] = 0  # right-padded
+        update = m.cloud_update(torch.randint(1, 61, (1, 12)))
+        with torch.no_grad():
+            torch.testing.assert_close(window.module(items, cands, update), m.score_update(items, cands, update),
+                                       atol=2e-5, rtol=1e-5)
+            zero = torch.zeros_like(update)
+            torch.testing.assert_close(window.module(items, cands, zero), m.device(items, cands), atol=2e-5, rtol=1e-5)

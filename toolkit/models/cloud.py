@@ -61,12 +61,14 @@ class UpdateWindowEntry(nn.Module):
         return self.model.score_update(items, candidates, update)
 
 
-def update_window_entry(model, seq_len: int, candidates: int, what: str) -> EntryPoint:
-    """The device artifact of a cloud model: static shapes, the update as an explicit input (zeros = none)."""
+def update_window_entry(model, seq_len: int, candidates: int, what: str, module: nn.Module | None = None
+                        ) -> EntryPoint:
+    """The device artifact of a cloud model: static shapes, the update as an explicit input (zeros = none).
+    `module`: the model's own exported form of forward(items, candidates, update), if it has one."""
     n = model.cfg.n_items
     return EntryPoint(
         name="window",
-        module=UpdateWindowEntry(model).eval(),
+        module=(module if module is not None else UpdateWindowEntry(model)).eval(),
         inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                 TensorSpec("candidates", (1, candidates), torch.int64, high=n),
                 TensorSpec("update", (1, model.update_floats()), torch.float32)],

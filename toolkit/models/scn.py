@@ -468,8 +468,6 @@ class CoCorrRec(nn.Module):
             ca, cb = self._split(items, update)
             return self.scn(items, candidates, ca, cb)
         dW, db = self._split(items, update)
-        if items.shape[0] == 1:  # the exported [1, L] entry: one user's state [H, d, d] (Core ML rejects 4-D here)
-            dW, db = dW[0], db[0]
         ttt = self.scn.ttt
         return self.scn.score(self.scn._encode_last(items, (ttt.W0 + dW, ttt.b0 + db)), candidates)
 
@@ -529,4 +527,24 @@ class CoCorrRec(nn.Module):
         from toolkit.models.cloud import update_window_entry
 
         step = [e for e in self.scn.contract(seq_len, candidates, False) if e.name == "step"]
-        return [update_window_entry(self, seq_len, candidates, "TTT state correction"), *step]
+        window = _StateCorrectedWindow(self.scn, seq_len)
+        return [update_window_entry(self, seq_len, candidates, "TTT state correction", module=window), *step]
+
+
+class _StateCorrectedWindow(nn.Module):
+    """The exported window of cocorrrec(cloud=history): SCN's device graph started from the corrected initial state
+    W0 + delta W, b0 + delta b, the correction being the `update` input [1, H (d^2 + d)] (zeros = plain SCN)."""
+
+    def __init__(self, scn: SCN, seq_len: int):
+        super().__init__()
+        H, d = scn.cfg.heads, scn.cfg.dim // scn.cfg.heads
+        self.H, self.d = H, d
+        self.graph = _DeviceGraph(scn, seq_len, step=False)
+        self.register_buffer("W0", scn.ttt.W0.detach().clone().float())  # [H, d, d]
+        self.register_buffer("b0", scn.ttt.b0.detach().clone().float().view(H, 1, d))
+
+    def forward(self, items, candidates, update):
+        H, d = self.H, self.d
+        dW = update[:, : H * d * d].view(H, d, d)
+        db = update[:, H * d * d:].view(H, 1, d)
+        return self.graph(items, candidates, self.W0 + dW, self.b0 + db)
