@@ -539,7 +539,7 @@ class _StateCorrectedWindow(nn.Module):
         super().__init__()
         H, d = scn.cfg.heads, scn.cfg.dim // scn.cfg.heads
         self.H, self.d = H, d
-        self.graph = _DeviceGraph(scn, seq_len, step=False)
+        self.scn_graph = _DeviceGraph(scn, seq_len, step=False)  # not "graph": fx modules have a .graph
         self.register_buffer("W0", scn.ttt.W0.detach().clone().float())  # [H, d, d]
         self.register_buffer("b0", scn.ttt.b0.detach().clone().float().view(H, 1, d))
 
@@ -547,4 +547,4 @@ class _StateCorrectedWindow(nn.Module):
         H, d = self.H, self.d
         dW = update[:, : H * d * d].view(H, d, d)
         db = update[:, H * d * d:].view(H, 1, d)
-        return self.graph(items, candidates, self.W0 + dW, self.b0 + db)
+        return self.scn_graph(items, candidates, self.W0 + dW, self.b0 + db)
