@@ -256,3 +256,55 @@ def test_a_node_with_another_dataset_is_refused(synth_dataset_dir, tmp_path):
             node0.kill()
     _one_line_error(node1, "worker rank 1", "is not rank 0's dataset")
     assert node0.returncode != 0
+
+
+# ---------------------------------------------------------------------------------------------------------- the gate
+def _train_gate(base, data, out, *extra, check_rc=0):
+    return cli("train", "gate", "--model", base, "--data", data, "--out", out, "--epochs", "2", "--batch-size", "97",
+               "--lr", "3e-3", "--seed", "3", "--threads", "1", "--config", "max_samples=1500", *extra,
+               check_rc=check_rc)
+
+
+def test_two_worker_gate_reproduces_one_worker(synth_dataset, synth_dataset_dir, tmp_path):
+    """DM, MRD and joint stages data-parallel: same weights (WEIGHT_ATOL), same selected epochs and metrics
+    (METRIC_ATOL), for the reasons given at the top (only the per-batch gradient summation order differs; the DM's
+    noise is drawn for the global batch on every worker and sliced)."""
+    from toolkit.train import TrainSettings, train
+
+    base = tmp_path / "base"
+    train("cocorrrec", synth_dataset, base, TrainSettings(epochs=1, batch_size=256, lr=3e-3, threads=1,
+                                                          config={"dim": 16}))
+    _train_gate(base, synth_dataset_dir, tmp_path / "one")
+    proc = _train_gate(base, synth_dataset_dir, tmp_path / "two", "--nproc", "2")
+    assert "gate written to" in proc.stdout
+    one, two = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    for stage in ("dm", "mrd", "joint"):
+        s1, s2 = one["stages"][stage], two["stages"][stage]
+        assert s1["best_epoch"] == s2["best_epoch"], stage
+        assert s1["best_valid_loss"] == pytest.approx(s2["best_valid_loss"], abs=METRIC_ATOL), stage
+        assert len(s1["history"]) == len(s2["history"]) == (3 if stage == "joint" else 2)
+        for h1, h2 in zip(s1["history"], s2["history"]):
+            assert h1.get("loss", 0.0) == pytest.approx(h2.get("loss", 0.0), rel=1e-5), stage
+            assert h1["valid_loss"] == pytest.approx(h2["valid_loss"], abs=METRIC_ATOL), stage
+    flat = lambda d, p="": {f"{p}{k}": v for k0, v0 in d.items() for k, v in (  # noqa: E731
+        flat(v0, f"{k0}.").items() if isinstance(v0, dict) else [(k0, v0)])}
+    v1, v2 = flat(one["valid"]), flat(two["valid"])
+    assert v1.keys() == v2.keys() and any(v is not None for v in v1.values())
+    for k, v in v1.items():
+        assert (v is None and v2[k] is None) or abs(v2[k] - v) <= METRIC_ATOL, k
+    assert one["mrd_dataset"] == two["mrd_dataset"]  # every worker built the same MRD dataset as one process
+    w1, w2 = (load_file(str(tmp_path / r / "weights.safetensors")) for r in ("one", "two"))
+    assert w1.keys() == w2.keys()
+    worst = max(float((w1[k].double() - w2[k].double()).abs().max()) for k in w1)
+    assert worst <= WEIGHT_ATOL
+    assert any(float((w1[k].double() - torch.zeros_like(w1[k], dtype=torch.float64)).abs().max()) > 0 for k in w1)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_two_worker_gate_failure_is_one_line_and_leaves_no_run_dir(synth_dataset_dir, tmp_path):
+    out = tmp_path / "gate"
+    proc = _train_gate(tmp_path / "no-such-run", synth_dataset_dir, out, "--nproc", "2", check_rc=2)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "worker rank" in lines[0] and "no-such-run" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not out.exists()

@@ -75,8 +75,14 @@ def train(
     device = resolve_device(device)
     req = LaunchRequest(nproc, nnodes, node_rank, master_addr, master_port, oversubscribe, connect_timeout)
     if req.distributed or nproc < 1 or nnodes < 1:
-        if model == "gate" or seed_list is not None:
-            raise ToolkitError("--nproc/--nnodes train one recommender run; the gate and --seeds run in one process")
+        if seed_list is not None:
+            raise ToolkitError("--nproc/--nnodes train one run; --seeds runs its seeds in one process")
+        if model == "gate":  # what the gate branch below refuses, before the run dir is touched
+            if base_run is None:
+                raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
+            if resume:
+                raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with "
+                                   "--force)")
         req = check_request(req, device)  # before the run dir is touched: bad input leaves nothing behind
         if batch_size < req.nproc * req.nnodes:
             raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
@@ -92,8 +98,18 @@ def train(
             raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
         if resume:
             raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with --force)")
-        train_gate(ds, base_run, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                   config=cfg, console=console)
+        gate_args = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, config=cfg)
+        if req.distributed:
+            from toolkit.train.distributed import available_cores, launch
+
+            if threads is None:  # share this machine's cores between the workers
+                gate_args["threads"] = max(1, available_cores() // req.nproc)
+            launch(req, {"model": "gate", "data": str(ds.path.resolve()), "out": str(out.resolve()),
+                         "base_run": str(Path(base_run).resolve()), "device": "cpu", "gate": gate_args}, out)  # gloo
+            if req.node_rank != 0:
+                console.print(f"node {node_rank}: workers finished (node rank 0 holds the run dir)")
+            return
+        train_gate(ds, base_run, out, console=console, **gate_args)
         return
     from toolkit.train import TrainSettings
     from toolkit.train import train as run_training

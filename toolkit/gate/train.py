@@ -112,13 +112,21 @@ def progress_bar(console: Console) -> Progress:
 
 
 def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, lr: float, seed: int,
-           batch_loss, valid_loss, console: Console, keep_initial: bool = False) -> dict:
-    """Adam over `params`; the gate's whole state at the best validation epoch is restored at the end."""
+           batch_loss, valid_loss, console: Console, keep_initial: bool = False, dist=None) -> dict:
+    """Adam over `params`; the gate's whole state at the best validation epoch is restored at the end.
+
+    dist (a toolkit.train.distributed.Dist): data-parallel, the recommenders' scheme: every worker draws the same
+    permutation, batch_loss(idx, part) trains on idx[part] (its `local_slice` of the global batch idx) and scales its
+    mean by the part's share of the batch, and the gradients (plus the loss) are summed over workers in one all_reduce, so every worker
+    applies the 1-worker batch-mean gradient. Rank 0 validates and selects; the others follow its decision.
+    """
+    params = list(params)
     opt = torch.optim.Adam(params, lr=lr)
     steps = math.ceil(n / batch_size)
+    main = dist is None or dist.is_main
     best, best_epoch, best_state, history = math.inf, 0, None, []
     if keep_initial:  # the stage's starting point competes too (joint starts equal to the MRD)
-        best, best_state = valid_loss(), {k: v.clone() for k, v in gate.state_dict().items()}
+        best, best_state = valid_loss() if main else math.inf, {k: v.clone() for k, v in gate.state_dict().items()}
         history.append({"epoch": 0, "valid_loss": round(best, 6)})
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -132,18 +140,24 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
             task = bar.add_task(f"gate {name} epoch {epoch + 1}/{epochs}", total=steps, loss=0.0)
             for i in range(steps):
                 idx = order[i * batch_size:(i + 1) * batch_size]
-                loss = batch_loss(idx)
-                if not torch.isfinite(loss):
-                    raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if dist is None:
+                    loss = batch_loss(idx)
+                    if not torch.isfinite(loss):
+                        raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                else:
+                    opt.zero_grad(set_to_none=True)
+                    loss = _all_reduce_step(dist, params, batch_loss(idx, dist.local_slice(len(idx))))
+                    if not torch.isfinite(loss):  # the summed loss: every worker stops together
+                        raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
                 opt.step()
                 total += loss.item() * len(idx)
                 seen += len(idx)
                 bar.update(task, advance=1, loss=total / seen)
         gate.eval()
-        v = valid_loss()
-        improved = v < best
+        v = valid_loss() if main else math.inf
+        improved = v < best if dist is None else dist.broadcast_flag(v < best)
         if improved:
             best, best_epoch = v, epoch + 1
             best_state = {k: t.clone() for k, t in gate.state_dict().items()}
@@ -155,6 +169,36 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
     gate.eval()
     return {"best_epoch": best_epoch, "best_valid_loss": round(best, 6), "history": history,
             "seconds": round(time.perf_counter() - t_start, 3)}
+
+
+def _data_digest(*parts) -> int:
+    """A 60-bit digest of the arrays the stages train and select on (tensors and PairSets)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        arrays = [p.numpy()] if isinstance(p, torch.Tensor) else [p.user, p.time, p.lag, p.r_now, p.r_stale,
+                                                                    *(p.scores[k] for k in sorted(p.scores))]
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return int(h.hexdigest()[:15], 16)
+
+
+def _all_reduce_step(dist, params, loss: torch.Tensor) -> torch.Tensor:
+    """Backward of this worker's share, then one all_reduce (sum) of [grads..., loss]: the global batch's mean
+    gradient and loss on every worker. (DDP needs the forward to run through its wrapper; the stages call the
+    gate's parts directly, so the averaging DDP does after backward is done here, in one flat buffer.)"""
+    import torch.distributed as tdist
+
+    loss.backward()
+    used = [p for p in params if p.grad is not None]  # the same on every worker (the same graph)
+    flat = torch.cat([p.grad.reshape(-1) for p in used] + [loss.detach().reshape(1)])
+    tdist.all_reduce(flat)
+    at = 0
+    for p in used:
+        p.grad = flat[at:at + p.numel()].view_as(p).clone()
+        at += p.numel()
+    return flat[-1]
 
 
 class _Frozen:
@@ -234,8 +278,11 @@ def mrd_targets(ds: Dataset, tcfg: GateTrainConfig, seed: int):
 
 
 def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-               threads: int | None, config: dict, console: Console | None = None) -> dict:
-    """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content."""
+               threads: int | None, config: dict, console: Console | None = None, dist=None) -> dict | None:
+    """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content.
+
+    dist: a toolkit.train.distributed.Dist inside a data-parallel worker (see _stage); rank 0 writes the run dir
+    and returns the metrics, the other ranks return None. Every rank builds the MRD dataset itself (see below)."""
     console = console or Console()
     t_all = time.perf_counter()
     if threads:
@@ -274,6 +321,9 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
                   f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale update "
                   f"right on {balance['train']['soft_label_mean']:.1%} of rows, all 5 rows right on "
                   f"{balance['train']['all_rows_right']:.1%} of samples")
+    if dist is not None and not dist.same_as_rank0(_data_digest(r_train, r_valid, train_p, valid_p)):
+        raise ToolkitError("this worker's MRD dataset differs from rank 0's (the base run or the dataset differ "
+                           "between nodes, or the CPUs round differently); give every node the same files")
 
     # ---- stage 1: DM ----------------------------------------------------------------------------------------------
     train_cands = torch.from_numpy(ds.train_cands)
@@ -281,8 +331,12 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     valid_vecs = frozen.cand_vecs(valid_cands)
     valid_eps = torch.randn(len(r_valid), arch.z_dim, generator=torch.Generator().manual_seed(seed + 1))
 
-    def dm_batch(idx):
-        return _dm_loss(gate, r_train[idx], frozen.cand_vecs(train_cands[idx]), tcfg.beta)[0]
+    def dm_batch(idx, part=None):
+        if part is None:
+            return _dm_loss(gate, r_train[idx], frozen.cand_vecs(train_cands[idx]), tcfg.beta)[0]
+        n, eps = len(idx), torch.randn(len(idx), arch.z_dim)[part]  # the 1-worker draw for the global batch
+        idx = idx[part]
+        return _dm_loss(gate, r_train[idx], frozen.cand_vecs(train_cands[idx]), tcfg.beta, eps)[0] * (len(idx) / n)
 
     @torch.no_grad()
     def dm_valid():
@@ -290,7 +344,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
 
     dm_params = list(gate.dm.parameters()) + list(gate.posterior.parameters())
     stages = {"dm": _stage("DM", gate, dm_params, len(r_train), tcfg.dm_epochs or epochs, batch_size, lr, seed,
-                           dm_batch, dm_valid, console)}
+                           dm_batch, dm_valid, console, dist=dist)}
     with torch.no_grad():
         _, bce, kl = _dm_loss(gate, r_valid, valid_vecs, tcfg.beta, valid_eps)
         stages["dm"]["valid_bce"], stages["dm"]["valid_kl"] = round(float(bce), 6), round(float(kl), 6)
@@ -309,18 +363,21 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     va = {"now": torch.from_numpy(valid_p.r_now), "stale": torch.from_numpy(valid_p.r_stale),
           "y": torch.from_numpy(valid_p.label(tcfg.label, gain_scale)), "u": u_valid_std}
 
-    def mrd_batch(idx):
-        return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx])
+    def mrd_batch(idx, part=None):
+        n, idx = len(idx), idx if part is None else idx[part]
+        return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx]) * (len(idx) / n)
 
     @torch.no_grad()
     def mrd_valid():
         return float(_soft_bce(gate.mrd(va["now"], va["stale"]), va["y"]))
 
     stages["mrd"] = _stage("MRD", gate, list(gate.mrd.parameters()), len(train_p), tcfg.mrd_epochs or epochs,
-                           batch_size, lr, seed + 1, mrd_batch, mrd_valid, console)
+                           batch_size, lr, seed + 1, mrd_batch, mrd_valid, console, dist=dist)
 
-    def joint_batch(idx):
-        return _soft_bce(gate.joint(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["u"][idx]), tr["y"][idx])
+    def joint_batch(idx, part=None):
+        n, idx = len(idx), idx if part is None else idx[part]
+        return _soft_bce(gate.joint(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["u"][idx]), tr["y"][idx]) * (
+            len(idx) / n)
 
     @torch.no_grad()
     def joint_valid():
@@ -330,7 +387,9 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         mrd_only_valid = gate.mrd(va["now"], va["stale"]).numpy()
     stages["joint"] = _stage("joint", gate, list(gate.mrd.parameters()) + list(gate.joint.parameters()),
                              len(train_p), tcfg.joint_epochs or epochs, batch_size, lr, seed + 2, joint_batch,
-                             joint_valid, console, keep_initial=True)
+                             joint_valid, console, keep_initial=True, dist=dist)
+    if dist is not None and not dist.is_main:
+        return None  # rank 0 summarises and writes the run dir
 
     # ---- summary, run dir ---------------------------------------------------------------------------------------------
     outs = gate_outputs(gate, valid_p)

@@ -30,9 +30,14 @@ def main(argv: list[str]) -> int:
         if not dist.same_as_rank0(int(ds.sha256[:15], 16)):  # every node reads its own copy: the same one?
             raise ToolkitError(f"dataset {spec['data']} (arrays sha256 {ds.sha256[:12]}…) is not rank 0's dataset; "
                                "give every node the same prepared dataset")
-        settings = TrainSettings(**spec["settings"])
         console = Console() if dist.is_main else Console(quiet=True)
-        train(spec["model"], ds, Path(spec["out"]), settings, resume=spec["resume"], console=console, dist=dist)
+        if spec["model"] == "gate":  # the gate's three stages, data-parallel (toolkit.gate.train._stage)
+            from toolkit.gate.train import train_gate
+
+            train_gate(ds, Path(spec["base_run"]), Path(spec["out"]), console=console, dist=dist, **spec["gate"])
+        else:
+            train(spec["model"], ds, Path(spec["out"]), TrainSettings(**spec["settings"]), resume=spec["resume"],
+                  console=console, dist=dist)
         dist.barrier()
     except ToolkitError as e:
         write_worker_error(rank, str(e))
