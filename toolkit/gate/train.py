@@ -117,8 +117,9 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
 
     dist (a toolkit.train.distributed.Dist): data-parallel, the recommenders' scheme: every worker draws the same
     permutation, batch_loss(idx, part) trains on idx[part] (its `local_slice` of the global batch idx) and scales its
-    mean by the part's share of the batch, and the gradients (plus the loss) are summed over workers in one all_reduce, so every worker
-    applies the 1-worker batch-mean gradient. Rank 0 validates and selects; the others follow its decision.
+    mean by the part's share of the batch, and the gradients (plus the loss) are summed over workers in one
+    all_reduce, so every worker applies the 1-worker batch-mean gradient. Rank 0 validates and selects; the others
+    follow its decision (broadcast), so all workers keep the same weights.
     """
     params = list(params)
     opt = torch.optim.Adam(params, lr=lr)
@@ -140,17 +141,15 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
             task = bar.add_task(f"gate {name} epoch {epoch + 1}/{epochs}", total=steps, loss=0.0)
             for i in range(steps):
                 idx = order[i * batch_size:(i + 1) * batch_size]
+                opt.zero_grad(set_to_none=True)
                 if dist is None:
                     loss = batch_loss(idx)
-                    if not torch.isfinite(loss):
-                        raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                else:
-                    opt.zero_grad(set_to_none=True)
+                else:  # backward + all_reduce here: the summed loss, so every worker stops together below
                     loss = _all_reduce_step(dist, params, batch_loss(idx, dist.local_slice(len(idx))))
-                    if not torch.isfinite(loss):  # the summed loss: every worker stops together
-                        raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
+                if not torch.isfinite(loss):
+                    raise CheckFailed(f"gate {name} loss became {loss.item()} at epoch {epoch + 1}: try a lower --lr")
+                if dist is None:
+                    loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
                 seen += len(idx)
@@ -321,6 +320,11 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
                   f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale update "
                   f"right on {balance['train']['soft_label_mean']:.1%} of rows, all 5 rows right on "
                   f"{balance['train']['all_rows_right']:.1%} of samples")
+    # Data-parallel, every rank builds it rather than receive rank 0's: the build is deterministic (seeded integer
+    # subsample, eval-mode forwards of the frozen model), every worker needs all rows (its slice of each step moves
+    # with the permutation), the workers build at the same time (the wall time of one build), and it needs no wire
+    # format for PairSet. The digest check turns any difference (other files on another node, a CPU that rounds
+    # differently) into one line instead of a silently different run.
     if dist is not None and not dist.same_as_rank0(_data_digest(r_train, r_valid, train_p, valid_p)):
         raise ToolkitError("this worker's MRD dataset differs from rank 0's (the base run or the dataset differ "
                            "between nodes, or the CPUs round differently); give every node the same files")
