@@ -308,3 +308,37 @@ def test_two_worker_gate_failure_is_one_line_and_leaves_no_run_dir(synth_dataset
     assert len(lines) == 1 and "worker rank" in lines[0] and "no-such-run" in lines[0], proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists()
+    for extra, needle in (((), "needs --model RUN"), (("--model", "x", "--resume"), "--resume applies to")):
+        _one_line_error(cli("train", "gate", "--data", synth_dataset_dir, "--out", out, "--nproc", "2", *extra,
+                            check_rc=2), needle)  # refused before any worker starts
+        assert not out.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_a_killed_gate_worker_fails_in_one_line_and_leaves_no_run_dir(synth_dataset, synth_dataset_dir, tmp_path):
+    from toolkit.train import TrainSettings, train
+
+    base, out = tmp_path / "base", tmp_path / "gate"
+    train("cocorrrec", synth_dataset, base, TrainSettings(epochs=1, batch_size=256, lr=3e-3, threads=1,
+                                                          config={"dim": 16}))
+    args = [*TOOLKIT, "train", "gate", "--model", str(base), "--data", str(synth_dataset_dir), "--out", str(out),
+            "--epochs", "500", "--batch-size", "16", "--threads", "1", "--nproc", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # rank 0's lines: the DM stage has finished an epoch
+            if line.startswith("gate DM epoch 1"):
+                break
+        else:
+            pytest.fail("the gate ended before its first DM epoch: " + proc.stderr.read())
+        pids = _worker_pids(proc.pid)
+        assert sorted(pids) == [0, 1]
+        os.kill(pids[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "worker rank 1" in lines[0] and "SIGKILL" in lines[0] and "run it again" in lines[0], err
+    assert "--resume" not in err and "Traceback" not in err
+    assert not out.exists()

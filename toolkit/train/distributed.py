@@ -171,8 +171,10 @@ def launch(req: LaunchRequest, spec: dict, run: Path) -> None:
             if message is not None and message["kind"] == "toolkit":
                 raise ToolkitError(f"worker rank {rank}: {message['message']}") from None
             what = f" ({message['message']}; --nproc 1 shows its traceback)" if message is not None else ""
+            after = ("the gate writes its run dir only when it finishes; run it again" if spec["model"] == "gate"
+                     else "the last finished epoch is checkpointed, continue with --resume")
             raise ToolkitError(f"worker rank {rank} (pid {failure.pid}) {_how(failure.exitcode)}{what}: the run "
-                               f"stopped; the last finished epoch is checkpointed, continue with --resume") from None
+                               f"stopped; {after}") from None
         except Exception as e:  # the launcher itself: rendezvous timeout, store errors
             _drop_if_empty(run, existed)
             raise ToolkitError(f"distributed launch failed at {req.master_addr}:{req.master_port}: "
