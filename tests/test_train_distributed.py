@@ -293,6 +293,8 @@ def test_two_worker_gate_reproduces_one_worker(synth_dataset, synth_dataset_dir,
     for k, v in v1.items():
         assert (v is None and v2[k] is None) or abs(v2[k] - v) <= METRIC_ATOL, k
     assert one["mrd_dataset"] == two["mrd_dataset"]  # every worker built the same MRD dataset as one process
+    d1, d2 = (json.loads((tmp_path / r / "model.json").read_text())["train"] for r in ("one", "two"))
+    assert "workers" not in d1 and d2["workers"] == 2
     w1, w2 = (load_file(str(tmp_path / r / "weights.safetensors")) for r in ("one", "two"))
     assert w1.keys() == w2.keys()
     worst = max(float((w1[k].double() - w2[k].double()).abs().max()) for k in w1)

@@ -420,7 +420,8 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     desc = model_descriptor("gate", gate, ds.meta, wsha, {
         "base_run": str(base_run), "base_model": base_desc["model"], "base_weights_sha256": base_desc["weights_sha256"],
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                  "threads": torch.get_num_threads(), **tcfg.to_dict()},
+                  "threads": torch.get_num_threads(), **tcfg.to_dict(),
+                  **({"workers": dist.world} if dist is not None else {})},  # 1 process: as before
         "dataset_path": str(ds.path)})
     atomic_write_json(out / "metrics.json", metrics)
     write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed
