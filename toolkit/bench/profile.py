@@ -156,42 +156,57 @@ def floor_fields(row: dict, probe: dict | None) -> dict:
 
 
 # ---------------------------------------------------------------- per-op profiles
-def _top(by_op: dict[str, list[float]], runs: int, total_us: float, top: int) -> list[dict]:
-    rows = [{"op": op, "us_per_run": sum(v) / runs, "calls_per_run": len(v) / runs,
-             "share": (sum(v) / runs / total_us) if total_us else None} for op, v in by_op.items()]
+def _per_run(events_by_run: list[dict[str, list[float]]], top: int) -> dict:
+    """Per measured run {op: [µs of each call]} -> ops by median µs per run (robust to a preempted run on a busy
+    machine), with the mean beside it; shares are of the sum of the medians."""
+    n = len(events_by_run)
+    names = sorted({op for run in events_by_run for op in run})
+    rows = []
+    for op in names:
+        per = [sum(run.get(op, [])) for run in events_by_run]
+        calls = [len(run.get(op, [])) for run in events_by_run]
+        rows.append({"op": op, "us_per_run": float(np.median(per)), "mean_us_per_run": float(np.mean(per)),
+                     "calls_per_run": float(np.median(calls))})
+    total = sum(r["us_per_run"] for r in rows)
+    for r in rows:
+        r["share"] = r["us_per_run"] / total if total else None
     rows.sort(key=lambda r: -r["us_per_run"])
-    return rows[:top]
+    return {"runs": n, "kernel_us_per_run": total, "ops": rows[:top], "op_count": len(rows)}
 
 
 def parse_ort_profile(trace: list[dict], warmup: int, top: int = 15) -> dict:
-    """An onnxruntime profile trace -> per op type and per node µs per measured run (the first `warmup` runs out)."""
+    """An onnxruntime profile trace -> per op type and per node µs per measured run (median over runs; the first
+    `warmup` runs out). A node event belongs to the model_run whose time span holds it."""
     runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
     measured = runs[warmup:]
     if not measured:
         raise ValueError("the onnxruntime profile holds no measured model_run")
-    start = measured[0]["ts"]
-    by_op: dict[str, list[float]] = collections.defaultdict(list)
-    by_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    starts = [float(e["ts"]) for e in measured]
+    by_run: list[dict[str, list[float]]] = [collections.defaultdict(list) for _ in measured]
+    node_run: list[dict[str, list[float]]] = [collections.defaultdict(list) for _ in measured]
+    node_op: dict[str, str] = {}
     providers: collections.Counter = collections.Counter()
     for e in trace:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] < start:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
             continue
+        i = int(np.searchsorted(starts, float(e["ts"]), side="right")) - 1
+        if i < 0 or float(e["ts"]) > starts[i] + float(measured[i]["dur"]):
+            continue  # a warm-up run's node
         args = e.get("args") or {}
-        op = str(args.get("op_name", "?"))
-        by_op[op].append(float(e["dur"]))
-        by_node[(e["name"].removesuffix("_kernel_time"), op)].append(float(e["dur"]))
-    n = len(measured)
-    for e in trace:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e["ts"] >= start:
-            providers[str((e.get("args") or {}).get("provider", "?"))] += 1
-    total = sum(sum(v) for v in by_op.values()) / n
-    run_us = sum(float(e["dur"]) for e in measured) / n
-    nodes = [{"node": k[0], "op": k[1], "us_per_run": sum(v) / n} for k, v in by_node.items()]
-    nodes.sort(key=lambda r: -r["us_per_run"])
-    return {"runs": n, "run_us": run_us, "kernel_us_per_run": total, "ops": _top(by_op, n, total, top),
-            "nodes": nodes[:top], "node_count": len(by_node),
-            "providers": {p: c // n for p, c in providers.items()}}
+        op, node = str(args.get("op_name", "?")), e["name"].removesuffix("_kernel_time")
+        by_run[i][op].append(float(e["dur"]))
+        node_run[i][node].append(float(e["dur"]))
+        node_op[node] = op
+        if i == 0:
+            providers[str(args.get("provider", "?"))] += 1
+    out = _per_run(by_run, top)
+    nodes = _per_run(node_run, top)
+    out["nodes"] = [{"node": r["op"], "op": node_op[r["op"]], "us_per_run": r["us_per_run"]} for r in nodes["ops"]]
+    out["node_count"] = nodes["op_count"]
+    out["run_us"] = float(np.median([float(e["dur"]) for e in measured]))
+    out["providers"] = dict(providers)
+    return out
 
 
 def profile_onnxruntime(runner, sets: list[list[np.ndarray]], warmup: int, runs: int, top: int = 15) -> dict:
@@ -277,7 +292,9 @@ def profile_executorch(pte: Path, method: str = "forward", manifest_delegation: 
 
 
 def profile_torch(runner, sets: list[list[np.ndarray]], warmup: int, runs: int, top: int = 15) -> dict:
-    """torch.profiler around `runs` eager calls (after `warmup`): self CPU time per aten op per run."""
+    """torch.profiler around `runs` eager calls (after `warmup`), each in its own record_function span: self CPU
+    time per aten op, median over runs."""
+    from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile
 
     runner.reset()
@@ -285,17 +302,21 @@ def profile_torch(runner, sets: list[list[np.ndarray]], warmup: int, runs: int, 
         runner(*sets[i % len(sets)])
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(runs):
-            runner(*sets[i % len(sets)])
-    by_op = {}
-    for ev in prof.key_averages():
-        if ev.key.startswith("aten::") or ev.key.startswith("prim::"):
-            by_op[ev.key] = (float(ev.self_cpu_time_total), int(ev.count))
-    total = sum(t for t, _ in by_op.values()) / runs
-    ops = [{"op": k, "us_per_run": t / runs, "calls_per_run": c / runs, "share": (t / runs / total) if total else None}
-           for k, (t, c) in by_op.items()]
-    ops.sort(key=lambda r: -r["us_per_run"])
-    return {"tool": PROFILE_TOOLS["torch"], "runs": runs, "kernel_us_per_run": total, "ops": ops[:top],
-            "nodes": None, "missing": None}
+            with record_function(f"toolkit_run_{i}"):
+                runner(*sets[i % len(sets)])
+    events = list(prof.events())
+    spans = sorted((ev.time_range.start, ev.time_range.end) for ev in events if ev.name.startswith("toolkit_run_"))
+    starts = [a for a, _ in spans]
+    by_run: list[dict[str, list[float]]] = [collections.defaultdict(list) for _ in spans]
+    for ev in events:
+        if not (ev.name.startswith("aten::") or ev.name.startswith("prim::")):
+            continue
+        i = int(np.searchsorted(starts, ev.time_range.start, side="right")) - 1
+        if 0 <= i and ev.time_range.start <= spans[i][1]:
+            by_run[i][ev.name].append(float(ev.self_cpu_time_total))
+    out = _per_run(by_run, top)
+    out["run_us"] = float(np.median([b - a for a, b in spans]))
+    return out | {"tool": PROFILE_TOOLS["torch"], "nodes": None, "missing": None}
 
 
 def profile_cell(spec: dict, runner, sets: list[list[np.ndarray]]) -> dict:
