@@ -53,6 +53,7 @@ def test_bench_profile_on_an_onnx_dir_lists_the_graph_ops_and_the_floor(tmp_path
         assert sum(o["share"] for o in p["ops"]) == pytest.approx(1.0)
         assert all(o["calls_per_run"] == 1 for o in p["ops"])
         assert p["run_us"] > 0 and all(o["mean_us_per_run"] > 0 for o in p["ops"])
+        assert p["profiled_run_over_timed_p50"] == pytest.approx(p["run_us"] / (row["latency_ms"]["p50"] * 1e3))
         assert p["providers"] == {"CPUExecutionProvider": p["node_count"]}
         f = row["floor"]
         assert f["flops"] == 1234 and f["empty_call_ms"] == probe["empty_call_ms"]["onnxruntime"]

@@ -4,7 +4,9 @@ Runs inside the measuring worker (toolkit.bench.worker), after the cell's timing
 
 - ONNX Runtime: the runtime's own profiler (`SessionOptions.enable_profiling`) in a SEPARATE session over the same
   file and options, so profiling never slows the timed session (docs/export.md: profile and time apart). Node
-  events of the measured runs (warm-up runs dropped) are summed per op type and per node, per run.
+  events of the measured runs (warm-up runs dropped) are summed per op type and per node, per run. The profiler
+  costs several µs per node, so a profiled run is many times the timed p50 for graphs of ~300 small nodes: the
+  row records that ratio (`profiled_run_over_timed_p50`); read shares and node counts, not absolute µs.
 - ExecuTorch: per-op / per-partition time needs ETDump, which the executorch pip wheel is built without
   (EXECUTORCH_ENABLE_EVENT_TRACER); checked at run time, and said plainly in `missing`. What the .pte itself
   says is listed instead: its delegate calls (partitions, per backend) and every non-delegated kernel call.

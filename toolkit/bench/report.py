@@ -121,6 +121,8 @@ def profile_lines(r: dict, top: int = 8) -> list[str]:
     lines = [f"{head} ({p.get('tool')})"]
     if p.get("kernel_us_per_run") is not None:
         run = f", whole run {p['run_us']:.1f} us" if p.get("run_us") is not None else ""
+        if p.get("profiled_run_over_timed_p50"):
+            run += f" = {p['profiled_run_over_timed_p50']:.1f}x the timed p50 (profiler overhead: read shares, not us)"
         lines.append(f"  kernels {p['kernel_us_per_run']:.1f} us per call{run}")
     for o in (p.get("ops") or [])[:top]:
         share = "" if o.get("share") is None else f" {100 * o['share']:.0f}%"

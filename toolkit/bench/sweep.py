@@ -324,7 +324,11 @@ def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, e
                 row["parity_max_abs_err"] = max(row["parity_max_abs_err"] or 0.0, pt["parity_arm64_vs_host"])
             row["cpus"] = result.get("cpus")
             if "profile" in result:
-                row["profile"] = result["profile"]
+                prof = dict(result["profile"])  # one profile per artifact, a copy per row
+                p50 = (row.get("latency_ms") or {}).get("p50")
+                if prof.get("run_us") and p50:  # what the profiler itself adds: its run vs the timed p50
+                    prof["profiled_run_over_timed_p50"] = prof["run_us"] / (p50 * 1e3)
+                row["profile"] = prof
             row["timed_call"] = result.get("timed_call")
             if result.get("outputs_finite") is False:
                 row["warning"] = "non-finite outputs"
