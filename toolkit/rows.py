@@ -13,6 +13,8 @@ history, target, status ("ok" | "failed"), error, measured_on, flops, flops_anal
 params_excluding_item_table, artifact_bytes, artifact {file, sha256, manifest, manifest_sha256}, memory
 {weights_bytes, activations_bytes, state_bytes, arena_peak_bytes, rss_peak_delta_bytes}, latency_ms {p50, p90, p99,
 mean, min, runs}, instructions_per_inference, parity_max_abs_err, budget {latency_ms, memory_bytes, pass}.
+Host bench rows add floor {ms, compute_ms, empty_call_ms, matmul_gflops, flops} and x_of_floor (None where not
+timed), and with `--profile` a profile (toolkit.bench.profile).
 """
 
 from __future__ import annotations

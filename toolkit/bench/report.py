@@ -55,7 +55,7 @@ def table(result: dict) -> Table:
     if emulated:
         t.add_column("instr/inf", justify="right")
     else:
-        for col in ("p50 ms", "p90 ms", "p99 ms"):
+        for col in ("p50 ms", "p90 ms", "p99 ms", "floor ms", "x floor"):
             t.add_column(col, justify="right")
     t.add_column("budget", justify="left")
     for r in result["rows"]:
@@ -79,7 +79,10 @@ def table(result: dict) -> Table:
         if emulated:
             cells.append(_si(r.get("instructions_per_inference")))
         else:
-            cells += [_ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99"))]
+            floor = r.get("floor") or {}
+            xf = r.get("x_of_floor")
+            cells += [_ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(floor.get("ms")),
+                      "-" if xf is None else f"{xf:.1f}x"]
         cells.append(budget)
         broken = r["status"] != "ok" or b.get("pass") is False
         t.add_row(*cells, style="red" if broken else None)
@@ -93,10 +96,44 @@ def print_result(result: dict, console: Console | None = None) -> None:
     for r in result["rows"]:
         if r["status"] != "ok":
             console.print(f"[red]failed[/] {row_name(r)}: {r['error']}", highlight=False, soft_wrap=True)
+    probe = result["environment"].get("floor") or {}
+    if probe.get("ok"):
+        empties = ", ".join(f"{k} {v * 1e3:.1f} us" for k, v in sorted(probe.get("empty_call_ms", {}).items()))
+        gf = ", ".join(f"{k}x{k} {v:.1f}" for k, v in probe.get("matmul_gflops", {}).items())
+        console.print(f"floor = FLOPs / {probe['gflops_used']:.1f} GFLOP/s (fp32 matmul, 1 thread: {gf}) + empty "
+                      f"call ({empties})", highlight=False, soft_wrap=True)
+    for r in result["rows"]:
+        if "profile" in r:
+            for line in profile_lines(r):
+                console.print(line, highlight=False, soft_wrap=True, markup=False)
     s = result["summary"]
     verdict = "[green]all budgets pass[/]" if s["pass"] else "[red]budget broken or cell failed[/]"
     console.print(f"{s['rows']} rows, {s['failed']} failed, {s['budget_checked']} under budget, "
                   f"{s['budget_broken']} broken: {verdict}", highlight=False)
+
+
+def profile_lines(r: dict, top: int = 8) -> list[str]:
+    """A row's profile as text: the top ops (µs per call, share), partitions and fallback nodes, what is missing."""
+    p = r.get("profile") or {}
+    head = f"profile {row_name(r)}"
+    if p.get("error"):
+        return [f"{head}: profiling failed: {p['error']}"]
+    lines = [f"{head} ({p.get('tool')})"]
+    if p.get("kernel_us_per_run") is not None:
+        run = f", whole run {p['run_us']:.1f} us" if p.get("run_us") is not None else ""
+        if p.get("profiled_run_over_timed_p50"):
+            run += f" = {p['profiled_run_over_timed_p50']:.1f}x the timed p50 (profiler overhead: read shares, not us)"
+        lines.append(f"  kernels {p['kernel_us_per_run']:.1f} us per call{run}")
+    for o in (p.get("ops") or [])[:top]:
+        share = "" if o.get("share") is None else f" {100 * o['share']:.0f}%"
+        lines.append(f"  {o['op']:<40} {o['us_per_run']:9.1f} us{share:>5} x{o['calls_per_run']:g}")
+    if p.get("partitions") is not None:
+        lines.append(f"  partitions {p['partitions']} {p.get('partitions_by_backend')}, "
+                     f"non-delegated nodes {p.get('non_delegated_nodes')}: "
+                     + ", ".join(f"{k} x{v}" for k, v in (p.get("non_delegated") or {}).items()))
+    if p.get("missing"):
+        lines.append(f"  cannot: {p['missing']}")
+    return lines
 
 
 def write_json(result: dict, path: str | Path) -> Path:

@@ -65,7 +65,7 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
                        budget_ms: str | None = None, budget_mb: str | None = None, runs: str | None = None,
                        warmup: str | None = None, entries: str | None = None, history: str | None = None,
                        candidates: str | None = None, n_items: str | None = None, suite: str | None = None,
-                       cache: Path | None = None, command: str | None = None):
+                       cache: Path | None = None, command: str | None = None, profile: bool = False):
     """The BenchRequest the flags describe. `paths`: artifact dirs (a manifest.json inside: benched as shipped,
     after their hashes check out) and run dirs (exported first)."""
     # numbers first, before anything imports torch: a bad flag answers at once
@@ -104,6 +104,9 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
         if bad:
             raise ToolkitError(f"--runtimes: target {tgt.name} cannot measure {', '.join(bad)} "
                                f"(it measures: {', '.join(tgt.runtimes)})")
+    if profile and tgt.emulated:
+        raise ToolkitError(f"--profile: target {tgt.name} counts instructions under emulation and has no per-op "
+                           "profiler; profile on a host target (e.g. --target host-1t)")
     tgt.resolve_cpus()  # fail now, not per cell, if the pinning cannot be honoured
 
     ms = parse_positive(budget_ms, "--budget-ms")
@@ -135,5 +138,5 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
         warmup=n_warm, entries=entry_names, histories=histories if histories is not None else s.histories,
         candidates=n_cand, cache_dir=cache, suite=s.name, artifact_dirs=artifact_dirs,
         artifact_seq_lens=parse_int_list(seq_len, "--seq-len"),
-        command=command,
+        command=command, profile=profile,
     )

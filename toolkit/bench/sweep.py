@@ -28,6 +28,7 @@ import numpy as np
 
 from toolkit.bench import budgets as budgets_mod
 from toolkit.bench import environment, flops, memory
+from toolkit.bench import profile as profile_mod
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
 from toolkit.bench.latency import thread_env
@@ -63,6 +64,7 @@ class BenchRequest:
     command: str | None = None
     artifact_dirs: list[Path] = field(default_factory=list)  # verified artifact dirs benched as they are
     artifact_seq_lens: list[int] | None = None  # histories for their stateful entries (default: each dir's L)
+    profile: bool = False  # per-op profile of every cell (toolkit.bench.profile), after its timing
 
 
 @dataclass
@@ -321,6 +323,12 @@ def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, e
                 row["parity_arm64_vs_host"] = pt["parity_arm64_vs_host"]
                 row["parity_max_abs_err"] = max(row["parity_max_abs_err"] or 0.0, pt["parity_arm64_vs_host"])
             row["cpus"] = result.get("cpus")
+            if "profile" in result:
+                prof = dict(result["profile"])  # one profile per artifact, a copy per row
+                p50 = (row.get("latency_ms") or {}).get("p50")
+                if prof.get("run_us") and p50:  # what the profiler itself adds: its run vs the timed p50
+                    prof["profiled_run_over_timed_p50"] = prof["run_us"] / (p50 * 1e3)
+                row["profile"] = prof
             row["timed_call"] = result.get("timed_call")
             if result.get("outputs_finite") is False:
                 row["warning"] = "non-finite outputs"
@@ -379,6 +387,7 @@ def _measure_host(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
         "warmup": req.warmup, "runs": req.runs, "inputs_npz": str(npz), "input_names": names,
         "n_sets": n_sets, "entry": job.entry_name,
         "points": [{"seq_len": p.seq_len, "steps_before": p.steps_before} for p in job.points],
+        "profile": req.profile,
     }
     if job.runtime == "torch":
         spec |= {"source": job.source.to_dict(), "contract_args": job.contract_args}
@@ -448,8 +457,14 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     jobs = plan_artifacts(req) + plan(req, rows)
     total = sum(2 if j.runtime != "torch" and j.record is None else 1 for j in jobs)
     done = 0
+    probe = None
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-") as tmp:
         workdir = Path(tmp)
+        if not req.target.emulated and jobs:
+            progress("floor probe (matmul throughput, empty calls)", done, total)
+            probe = _run_worker({"kind": "floor", "runtimes": sorted({j.runtime for j in jobs}),
+                                 "threads": req.target.threads, "cpus": req.target.resolve_cpus()},
+                                workdir, -1, req.timeout_s, req.target.threads)
         for n, job in enumerate(jobs):
             label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
             label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
@@ -481,6 +496,10 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
         progress("done", total, total)
     for row in rows:
         row["budget"] = budgets_mod.check(row, req.budgets)
+        if row["status"] == "ok" and row.get("latency_ms") is not None:
+            row.update(profile_mod.floor_fields(row, probe if (probe or {}).get("ok") else None))
+        else:
+            row.update({"floor": None, "x_of_floor": None})
     order = {name: i for i, name in enumerate(dict.fromkeys([j.source.name for j in jobs]
                                                              + [s.name for s in req.sources]))}
     rows.sort(key=lambda r: (order.get(r["model"], 99), r["entry"], r["runtime"], r["seq_len"]))
@@ -488,6 +507,7 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
         "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,
         "dtype": req.dtype, "budgets": req.budgets.describe(), "cache_dir": str(cache_root),
         "load_average_start": load_start,
+        "floor": probe,
         "command": req.command,
         "flops_counter": {"tool": flops.COUNTER, "covers": flops.COVERS, "ops": flops.counted_ops()},
         "latency": "host wall-clock per call after warm-up, profiling off, process pinned per target; "

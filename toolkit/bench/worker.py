@@ -138,8 +138,24 @@ def measure(spec: dict) -> dict:
                 mem |= memory.ort_allocator_peak(spec["onnx_file"], feeds, spec["threads"], d)
         except Exception as e:
             mem["arena_error"] = f"{type(e).__name__}: {e}"[:300]
-    return {"ok": True, "points": points, "memory": mem, "cpus": cpus, "outputs_finite": bool(finite),
-            "timed_call": timed, "pid": os.getpid()}
+    out = {"ok": True, "points": points, "memory": mem, "cpus": cpus, "outputs_finite": bool(finite),
+           "timed_call": timed, "pid": os.getpid()}
+    if spec.get("profile"):  # after the timing, in sessions of its own: profiling never slows the timed calls
+        from toolkit.bench import profile
+
+        try:
+            out["profile"] = profile.profile_cell(spec, runner, sets)
+        except Exception as e:
+            out["profile"] = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]}
+    return out
+
+
+def floor(spec: dict) -> dict:
+    """The bench run's floor probe (matmul throughput, empty calls) in this fresh pinned process."""
+    from toolkit.bench import latency, profile
+
+    cpus = latency.pin(spec.get("cpus"))
+    return {"ok": True, "cpus": cpus, **profile.floor_probe(spec["runtimes"], spec["threads"])}
 
 
 def _ort_feeds(onnx_file: str, names: list[str], sets: list[list[np.ndarray]]) -> list[dict]:
@@ -169,7 +185,7 @@ def main(argv: list[str]) -> int:
     spec_path, out_path = argv[1], argv[2]
     spec = json.loads(Path(spec_path).read_text())
     try:
-        result = measure(spec)
+        result = floor(spec) if spec.get("kind") == "floor" else measure(spec)
     except BaseException as e:  # the parent marks the cell failed with this text
         result = {"ok": False, "error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:500],
                   "traceback": traceback.format_exc()[-4000:]}

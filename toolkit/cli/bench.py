@@ -36,6 +36,8 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of latency/FLOPs/memory vs seq-len."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (benches/suites) or TOML path."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Export cache dir (default ~/.cache/toolkit/bench)."),
+    profile: bool = typer.Option(False, "--profile", help="Per-op profile of every cell after its timing: ONNX Runtime's "
+                                 "profiler, the torch profiler, ExecuTorch partitions + non-delegated nodes."),
 ) -> None:
     """FLOPs, memory and latency per (model, entry, runtime, seq-len, target); exit 1 if a budget breaks."""
     from toolkit.cli.common import check_out
@@ -48,7 +50,7 @@ def bench(
     req = request_from_flags(
         run_dirs, models=models, seq_len=seq_len, runtimes=runtimes, target=target, budget=budget,
         budget_ms=budget_ms, budget_mb=budget_mb, runs=runs, warmup=warmup, entries=entries, history=history,
-        candidates=candidates, n_items=n_items, suite=suite, cache=cache,
+        candidates=candidates, n_items=n_items, suite=suite, cache=cache, profile=profile,
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None)
     from toolkit.bench import report
     from toolkit.bench.sweep import run_bench
