@@ -440,6 +440,7 @@ def _wait_for(pred, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # a real export process, interrupted
 @pytest.mark.parametrize("sig, code, needle", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 143, "terminated")])
 def test_export_interrupted_prints_one_line_and_leaves_nothing(sig, code, needle, tmp_path):
@@ -454,6 +455,7 @@ def test_export_interrupted_prints_one_line_and_leaves_nothing(sig, code, needle
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # a real training process, interrupted after its first epoch
 def test_train_ctrl_c_is_one_line_with_the_resume_command(pristine, tmp_path):
     shutil.copytree(pristine / "data", tmp_path / "data")
     proc = subprocess.Popen([*TOOLKIT, "train", "gru4rec", "--data", "data", "--out", "r", "--epochs", "50",
@@ -469,6 +471,7 @@ def test_train_ctrl_c_is_one_line_with_the_resume_command(pristine, tmp_path):
     assert not [p for p in os.listdir(tmp_path / "r") if p.endswith(".tmp")]
 
 
+@pytest.mark.slow  # real processes, interrupted after 3 s and 8 s
 @pytest.mark.parametrize("args, wait_s", [
     (["data", "synth", "--out", "ds", "--users", "400000"], 3),
     (["bench", "--models", "gru4rec", "--runtimes", "torch", "--seq-len", "10", "--runs", "1000000", "--cache", "c"], 8),

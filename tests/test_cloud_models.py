@@ -16,7 +16,7 @@ from toolkit.errors import ToolkitError
 from toolkit.gate.dataset import expand_lags, score_pairs, subsample
 from toolkit.models.registry import build
 
-from cli_helpers import cli
+from cli_helpers import cli, run_inprocess
 
 CLOUD_MODELS = [("duet", {"backbone": b, "context_len": 20}) for b in ("sasrec", "gru4rec", "din", "scn")] + [
     ("duet", {"backbone": "gru4rec", "rank": 4, "context_len": 20}),
@@ -124,8 +124,9 @@ def test_train_refusals_are_one_line_and_write_nothing(synth_dataset_dir, tmp_pa
     ]
     for args, msg in cases:
         out = tmp_path / "run"
-        proc = cli(*args, "--data", synth_dataset_dir, "--out", out, check_rc=2)
-        err = (proc.stdout + proc.stderr).strip()
+        code, stdout, stderr = run_inprocess(*args, "--data", synth_dataset_dir, "--out", out)
+        err = (stdout + stderr).strip()
+        assert code == 2, err
         assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1, err
         assert not out.exists()
 
@@ -135,12 +136,15 @@ def test_gate_refuses_a_model_without_cloud_updates(synth_dataset, synth_dataset
 
     run = tmp_path / "scn"
     train("scn", synth_dataset, run, TrainSettings(epochs=1, batch_size=512, threads=1))
-    proc = cli("train", "gate", "--model", run, "--data", synth_dataset_dir, "--out", tmp_path / "g", check_rc=2)
-    err = (proc.stdout + proc.stderr).strip()
+    code, stdout, stderr = run_inprocess("train", "gate", "--model", run, "--data", synth_dataset_dir, "--out",
+                                         tmp_path / "g")
+    err = (stdout + stderr).strip()
+    assert code == 2, err
     assert "'scn' run, which has none (usable: cocorrrec, duet)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow  # two trainings of three epochs in a real process
 def test_seeds_and_patience_end_to_end(synth_dataset_dir, tmp_path):
     out = tmp_path / "seeds"
     cli("train", "duet", "--config", "backbone=gru4rec", "--config", "context_len=20", "--data", synth_dataset_dir,
@@ -192,8 +196,9 @@ def test_eval_cli_reports_both_regimes(synth_dataset, synth_dataset_dir, tmp_pat
     out = json.loads(cli("eval", run, "--data", synth_dataset_dir, "--regime", "both", "--json").stdout)
     assert out["regimes"]["window"] == metrics["test"]
     assert set(out["regimes"]["stream"]) == set(metrics["test"]) and out["regimes"]["stream"] != metrics["test"]
-    proc = cli("eval", tmp_path / "scn", "--data", synth_dataset_dir, "--regime", "streaming", check_rc=2)
-    assert "unknown regime 'streaming'" in proc.stdout + proc.stderr
+    code, stdout, stderr = run_inprocess("eval", tmp_path / "scn", "--data", synth_dataset_dir, "--regime",
+                                         "streaming")
+    assert code == 2 and "unknown regime 'streaming'" in stdout + stderr
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from toolkit.models import load_run
 from toolkit.models.gate import Gate
 from toolkit.train import TrainSettings, evaluate, train
 
-from cli_helpers import cli  # tests/ is on sys.path under pytest
+from cli_helpers import cli, run_inprocess  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +79,15 @@ def test_calibration_hits_the_rate_on_held_data(gate_run, synth_dataset):
 
 
 def test_calibrate_warns_on_too_few_samples(gate_run, synth_dataset_dir):
-    proc = cli("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--budget", 0.03)
-    assert "warning" in proc.stdout and "300 users" in proc.stdout
+    code, out, err = run_inprocess("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--budget", 0.03)
+    assert code == 0, err
+    assert "warning" in out and "300 users" in out
 
 
 @pytest.mark.parametrize("budget", ["0", "1.5", "-0.1"])
 def test_bad_budget_is_one_line_error(gate_run, synth_dataset_dir, budget):
-    proc = cli("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--budget", budget, check_rc=2)
-    assert "budget must be" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    code, _, err = run_inprocess("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--budget", budget)
+    assert code == 2 and "budget must be" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_missing_threshold_is_a_clear_error(gate_run, tmp_path):
@@ -110,8 +111,8 @@ def test_gate_for_another_base_run_is_refused(gate_run, base_run, synth_dataset_
         model.scn.tower.fc1.bias.add_(0.01)
     desc["weights_sha256"] = save_weights(other / "weights.safetensors", model)
     write_descriptor_json(other / "model.json", desc)  # a genuinely re-trained base: a valid, sealed model.json
-    proc = cli("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--model", other, check_rc=2)
-    assert "trained for base run weights" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    code, _, err = run_inprocess("gate", "calibrate", gate_run, "--data", synth_dataset_dir, "--model", other)
+    assert code == 2 and "trained for base run weights" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_curve_endpoints_equal_direct_evaluations(gate_run, base_run, synth_dataset, synth_dataset_dir, tmp_path):

@@ -44,6 +44,7 @@ def test_local_slices_cover_the_global_batch():
             assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.slow  # real 2-process torchrun + a 1-process run
 def test_two_workers_reproduce_one_worker(synth_dataset_dir, tmp_path):
     _train(synth_dataset_dir, tmp_path / "one")
     proc = _train(synth_dataset_dir, tmp_path / "two", "--nproc", "2")
@@ -86,6 +87,7 @@ def _worker_pids(launcher_pid: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow  # real 2-process torchrun runs
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_a_killed_worker_fails_in_one_line_and_resume_finishes(synth_dataset_dir, tmp_path):
     run = tmp_path / "run"
@@ -127,6 +129,7 @@ def _one_line_error(proc, *needles):
         assert n in lines[0], lines[0]
 
 
+@pytest.mark.slow  # launches real processes (rendezvous, ports)
 def test_bad_launch_requests_are_one_line_and_leave_no_run_dir(synth_dataset_dir, tmp_path):
     run = tmp_path / "run"
     _one_line_error(_train(synth_dataset_dir, run, "--nproc", "0", check_rc=2), "--nproc must be >= 1")
@@ -185,6 +188,7 @@ def test_row_sparse_adam_is_adam_on_touched_rows():
     assert set(sparse_opt.state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
 
 
+@pytest.mark.slow  # a real 2-epoch training process
 def test_sparse_embeddings_train_and_refuse_weight_decay(synth_dataset_dir, tmp_path):
     proc = _train(synth_dataset_dir, tmp_path / "sparse", "--sparse-embeddings")
     assert "best epoch" in proc.stdout
@@ -215,6 +219,7 @@ def test_training_reads_the_memory_mapped_layout_like_the_npz_one(tmp_path):
     assert json.loads(e.stdout)["metrics"] == b["test"]
 
 
+@pytest.mark.slow  # real 2-node launch + a 1-process run
 def test_two_nodes_on_one_machine_match_one_worker(synth_dataset_dir, tmp_path):
     """The multi-node command of the README, with both 'nodes' on this machine (static rendezvous over TCP)."""
     port = _free_port()
@@ -239,6 +244,7 @@ def test_two_nodes_on_one_machine_match_one_worker(synth_dataset_dir, tmp_path):
     assert json.loads((tmp_path / "two" / "model.json").read_text())["train"]["workers"] == 2
 
 
+@pytest.mark.slow  # real 2-node launch
 def test_a_node_with_another_dataset_is_refused(synth_dataset_dir, tmp_path):
     other = tmp_path / "other"
     cli("data", "synth", "--out", other, "--users", "150", "--items", "180", "--domains", "15", "--seq-len", "6",
