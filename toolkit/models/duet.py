@@ -20,11 +20,9 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.registry import DUET_BACKBONES as BACKBONES
-from toolkit.models.registry import check_duet_config as check_config
 from toolkit.models.cloud import HistoryEncoder, drop_updates, update_window_entry
 from toolkit.models.common import BaseConfig
-
+from toolkit.models.registry import build, check_duet_config
 
 
 @dataclass
@@ -43,9 +41,7 @@ class Duet(nn.Module):
 
     def __init__(self, cfg: DuetConfig):
         super().__init__()
-        from toolkit.models.registry import build
-
-        check_config({"backbone": cfg.backbone, "context_len": cfg.context_len, "code_dim": cfg.code_dim,
+        check_duet_config({"backbone": cfg.backbone, "context_len": cfg.context_len, "code_dim": cfg.code_dim,
                       "gen_hidden": cfg.gen_hidden, "gen_layers": cfg.gen_layers, "rank": cfg.rank,
                       "update_dropout": cfg.update_dropout})
         self.cfg = cfg
