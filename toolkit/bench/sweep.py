@@ -27,7 +27,8 @@ from typing import Callable
 import numpy as np
 
 from toolkit.bench import budgets as budgets_mod
-from toolkit.bench import environment, flops, memory
+from toolkit.bench import environment, memory
+from toolkit.models import flops
 from toolkit.bench import profile as profile_mod
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
@@ -165,7 +166,7 @@ def plan_artifacts(req: BenchRequest) -> list[Job]:
                         "params_excluding_item_table",
                         (m.raw.get("model_info") or {}).get("params_excluding_item_table")),
                     "flops": rec.raw.get("flops"), "flops_analytic": rec.raw.get("flops_analytic"),
-                    "flops_by_op": None, "config": (m.raw.get("model_info") or {}).get("config", {}),
+                    "flops_by_op": rec.raw.get("flops_by_op"), "config": (m.raw.get("model_info") or {}).get("config", {}),
                     "source": f"artifact dir {m.root} (manifest sha256 {m.digest[:12]}...)"}
             jobs.append(Job(src, None, None, {}, rec.runtime, pts, info, manifest=m, record=rec))
     return jobs

@@ -229,6 +229,7 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
         "planned_activation_bytes": specific.pop("planned_activation_bytes", None),
         "delegation": specific.pop("delegation", None),
         "state_check": exp.state_check,
+        **_flops(entry),
     }
     record.update(specific)
     # trajectory parity through the real runtime
@@ -303,3 +304,14 @@ def _deployment_target(target: str, recipe: Recipe) -> str:
     if target == "onnx":
         return f"onnx opset {recipe.opt('opset', 18)}"
     return f"executorch {recipe.opt('backend', 'xnnpack')}"
+
+
+def _flops(entry) -> dict:
+    """Counted FLOPs of one call (toolkit.models.flops), so a bench of the shipped dir can state its floor."""
+    from toolkit.models.flops import count_flops
+
+    try:
+        total, by_op = count_flops(entry)
+    except Exception:  # a model the counter cannot trace: the bench reports no FLOPs rather than failing the export
+        return {"flops": None, "flops_by_op": None}
+    return {"flops": total, "flops_by_op": by_op}

@@ -1,5 +1,7 @@
-"""FLOPs of one entry point call: an operator-level count (FlopCounterMode) beside the model's analytic count.
+"""FLOPs of an exported entry point: the operator-level counter and the analytic count (models.md 6).
 
+It sits with the models because the cost is theirs: the exporter records the counted FLOPs in each manifest record,
+and the bench reads them from there for the artifacts it measures (and counts them itself for fresh models).
 The operator-level counter sees every aten op the entry runs, so the TTT inner matmuls (k@W, q@W, the W update)
 are counted, which module-hook counters miss. It only has formulas for the matmul family (mm, addmm, bmm,
 baddbmm, scaled-dot-product attention, convolution): element-wise ops, norms, softmax, activations, gathers and
