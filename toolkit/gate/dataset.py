@@ -41,6 +41,11 @@ class Targets:
         return Targets(self.user[idx], self.time[idx], self.lag[idx], self.cands[idx])
 
 
+def _margin(scores: np.ndarray) -> np.ndarray:
+    """Positive (column 0) minus the mean negative score, per row [N]."""
+    return scores[:, 0] - scores[:, 1:].mean(axis=1)
+
+
 @dataclass
 class PairSet:
     """Scored decision samples. r_* are the SCN's uncorrected user states (the gate's inputs)."""
@@ -69,15 +74,11 @@ class PairSet:
     def margin_label(self) -> np.ndarray:
         """Alternative target (not the paper's): 1 when the stale correction separates the positive from the
         negatives at least as well as a fresh one would (positive minus mean negative score), else 0 [N]."""
-        def margin(s):
-            return s[:, 0] - s[:, 1:].mean(axis=1)
-        return (margin(self.scores["stale"]) >= margin(self.scores["fresh"])).astype(np.float32)
+        return (self.margin_gain() <= 0).astype(np.float32)
 
     def margin_gain(self) -> np.ndarray:
         """How much better a fresh update separates the positive than the stale one [N] (margin difference)."""
-        def margin(s):
-            return s[:, 0] - s[:, 1:].mean(axis=1)
-        return (margin(self.scores["fresh"]) - margin(self.scores["stale"])).astype(np.float32)
+        return (_margin(self.scores["fresh"]) - _margin(self.scores["stale"])).astype(np.float32)
 
     def gain_label(self, scale: float | None = None) -> np.ndarray:
         """Soft target sigmoid(-gain / scale) [N]: near 0 where a fresh update would help most, 0.5 where it
