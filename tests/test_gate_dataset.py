@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.gate.dataset import PairSet, expand_lags, label_balance, score_pairs, subsample, window_rows
+from toolkit.gate.dataset import PairSet, expand_lags, label_balance, score_pairs, subsample
 from toolkit.models.scn import CoCorrRec, CoCorrRecConfig
 
 
 def test_windows_are_the_protocols_windows(synth_dataset):
     ds = synth_dataset
-    assert np.array_equal(window_rows(ds, ds.train_user, ds.train_time), ds.train_seqs)
+    assert np.array_equal(ds.windows(ds.train_user, ds.train_time), ds.train_seqs)
     n = np.diff(ds.user_ptr)
-    assert np.array_equal(window_rows(ds, ds.valid_user, n[ds.valid_user] - 2), ds.valid_seqs)
-    assert np.array_equal(window_rows(ds, ds.test_user, n[ds.test_user] - 1), ds.test_seqs)
+    assert np.array_equal(ds.windows(ds.valid_user, n[ds.valid_user] - 2), ds.valid_seqs)
+    assert np.array_equal(ds.windows(ds.test_user, n[ds.test_user] - 1), ds.test_seqs)
 
 
 def test_expand_lags_all_and_sample(synth_dataset):

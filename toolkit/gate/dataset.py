@@ -127,11 +127,6 @@ def history_lengths(ds: Dataset) -> np.ndarray:
     return np.diff(ds.user_ptr)
 
 
-def window_rows(ds: Dataset, users: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """[N, L] the device windows at `times` (the protocol's own windows; see Dataset.windows)."""
-    return ds.windows(users, times)
-
-
 def split_targets(ds: Dataset, split: str, n_cands: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user [N], T [N], cands [N, C]) of a split's targets; n_cands keeps the first C columns (positive first)."""
     user, time = ds.targets(split)
@@ -231,5 +226,5 @@ def score_pairs(model, ds: Dataset, targets: Targets, which=("stale", "fresh", "
     return PairSet(targets.user, targets.time, targets.lag, r_now, r_stale, scores)
 
 
-__all__ = ["Targets", "PairSet", "label_balance", "window_rows", "split_targets", "expand_lags", "subsample",
+__all__ = ["Targets", "PairSet", "label_balance", "split_targets", "expand_lags", "subsample",
            "encode_plain", "score_pairs", "context_len"]
