@@ -78,6 +78,15 @@ def update_window_entry(model, seq_len: int, candidates: int, what: str, module:
     )
 
 
+def param_split(model: nn.Module, cloud_modules) -> dict[str, int]:
+    """Parameter counts of a cloud model: all, without the item table, on the device, in the cloud."""
+    total = sum(p.numel() for p in model.parameters())
+    table = model.item_emb.weight.numel()
+    cloud = sum(p.numel() for m in cloud_modules for p in m.parameters())
+    return {"params": total, "params_excluding_item_table": total - table,
+            "device_params_excluding_item_table": total - table - cloud, "cloud_params": cloud}
+
+
 def drop_updates(update: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Training only: zero the whole update of a random share p of the rows, so the device model is also trained to
     work with no update at all (a phone that is offline, or never asks) instead of co-adapting to always having one.
@@ -92,4 +101,4 @@ def is_cloud_model(model) -> bool:
     return all(hasattr(model, a) for a in ("context_len", "cloud_update", "score_update", "device_encode"))
 
 
-__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model", "drop_updates"]
+__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model", "drop_updates", "param_split"]

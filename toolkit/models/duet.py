@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.cloud import HistoryEncoder, drop_updates, update_window_entry
+from toolkit.models.cloud import HistoryEncoder, drop_updates, param_split, update_window_entry
 from toolkit.models.common import BaseConfig
 from toolkit.models.registry import build, check_duet_config
 
@@ -124,11 +124,7 @@ class Duet(nn.Module):
         return self.generator.macs(self.cfg.context_len, D) + self.cfg.code_dim * self.update_floats()
 
     def param_counts(self) -> dict[str, int]:
-        total = sum(p.numel() for p in self.parameters())
-        table = self.item_emb.weight.numel()
-        cloud = sum(p.numel() for p in self.generator.parameters()) + sum(p.numel() for p in self.head.parameters())
-        return {"params": total, "params_excluding_item_table": total - table,
-                "device_params_excluding_item_table": total - table - cloud, "cloud_params": cloud}
+        return param_split(self, (self.generator, self.head))
 
     def analytic_macs(self, seq_len: int) -> int:
         D = self.cfg.dim

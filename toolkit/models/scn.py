@@ -504,11 +504,9 @@ class CoCorrRec(nn.Module):
         return self.cloud.macs(self.cfg.context_len, self.cfg.dim) + self.cfg.cloud_hidden * self.update_floats()
 
     def param_counts(self) -> dict[str, int]:
-        total = sum(p.numel() for p in self.parameters())
-        table = self.scn.item_emb.weight.numel()
-        cloud = total - sum(p.numel() for p in self.scn.parameters())
-        return {"params": total, "params_excluding_item_table": total - table,
-                "device_params_excluding_item_table": total - table - cloud, "cloud_params": cloud}
+        from toolkit.models.cloud import param_split
+
+        return param_split(self, [m for name, m in self.named_children() if name != "scn"])
 
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
