@@ -165,10 +165,31 @@ def check(row: dict, budgets: Budgets) -> dict:
             broken.append(f"latency {out['latency_stat']} {lat:.4g} ms > {out['latency_ms']:.4g} ms")
         mem = memory_value(row)
         if out["memory_bytes"] is not None and mem is not None and mem > out["memory_bytes"]:
-            broken.append(f"memory {mem / 1e6:.4g} MB > {out['memory_bytes'] / 1e6:.4g} MB")
+            broken.append(f"memory {mem / 2**20:.4g} MiB > {out['memory_bytes'] / 2**20:.4g} MiB")
         ins = row.get("instructions_per_inference")
         if out["instructions"] is not None and ins is not None and ins > out["instructions"]:
             broken.append(f"instructions {ins:.4g} > {out['instructions']:.4g}")
     out["pass"] = not broken
     out["broken"] = broken
+    if ok:
+        out.update(headroom(row, out))
+    return out
+
+
+def headroom(row: dict, limits: dict) -> dict:
+    """Per limit: the measured value and its headroom in percent of the limit (100 * (limit - value) / limit;
+    negative = over by that much); `headroom_pct` and `tightest` name the limit with the least headroom."""
+    out = {}
+    lat = (row.get("latency_ms") or {}).get(limits.get("latency_stat") or "p50")
+    for kind, value, limit in (("latency", lat, limits.get("latency_ms")),
+                               ("memory", memory_value(row), limits.get("memory_bytes")),
+                               ("instructions", row.get("instructions_per_inference"), limits.get("instructions"))):
+        if limit is None or value is None:
+            continue
+        out[f"{kind}_value"] = value
+        out[f"{kind}_headroom_pct"] = 100.0 * (limit - value) / limit
+    pcts = {k[:-len("_headroom_pct")]: v for k, v in out.items() if k.endswith("_headroom_pct")}
+    if pcts:
+        out["tightest"] = min(pcts, key=pcts.get)
+        out["headroom_pct"] = pcts[out["tightest"]]
     return out

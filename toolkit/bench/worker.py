@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -115,10 +116,17 @@ def measure(spec: dict) -> dict:
     sets = _load_inputs(spec)
     base, rss_method = memory.reset_peak_rss()
 
+    # Cold start, in this process, after the runtime's imports: `load` = opening the artifact (ORT session creation,
+    # ExecuTorch load_program + load_method, eager: building the module from its source) until it can be called;
+    # `first_inference` = the first call afterwards, through the same path the timed calls take.
+    t0 = time.perf_counter()
     runner = _make_runner(spec)
-    first = runner(*sets[0])  # the full, validated call once: a wrong input fails loudly here
+    load_ms = (time.perf_counter() - t0) * 1e3
+    call, timed = _timed_call(runner, sets)  # checks every input set up front: a wrong input fails loudly here
+    t0 = time.perf_counter()
+    first = call(0)
+    first_ms = (time.perf_counter() - t0) * 1e3
     finite = all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in first if np.asarray(o).dtype.kind == "f")
-    call, timed = _timed_call(runner, sets)
     points = []
     for p in spec["points"]:
         if p["steps_before"] is None:  # stateless entry: time the call itself
@@ -139,7 +147,8 @@ def measure(spec: dict) -> dict:
         except Exception as e:
             mem["arena_error"] = f"{type(e).__name__}: {e}"[:300]
     out = {"ok": True, "points": points, "memory": mem, "cpus": cpus, "outputs_finite": bool(finite),
-           "timed_call": timed, "pid": os.getpid()}
+           "timed_call": timed, "pid": os.getpid(),
+           "cold_start_ms": {"load": load_ms, "first_inference": first_ms}}
     if spec.get("profile"):  # after the timing, in sessions of its own: profiling never slows the timed calls
         from toolkit.bench import profile
 

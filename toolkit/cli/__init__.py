@@ -36,7 +36,7 @@ def _register() -> None:
     app.add_typer(gate.app, name="gate", help="Calibrate the request gate and draw its request-frequency curve.")
     app.command("export", help="Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML.")(export.export)
     app.command("verify", help="Re-hash an artifact dir and re-run trajectory parity.")(verify.verify)
-    app.command("bench", help="FLOPs, memory and latency vs sequence length, checked against budgets.")(bench.bench)
+    app.command("bench", help=bench.HELP)(bench.bench)
     app.command("pipeline", help="The main job: prepare -> train -> gate -> export -> verify -> bench.")(pipeline.pipeline)
     app.add_typer(device.app, name="device", help="Emulated ARM64 target and Android devices over adb.")
 

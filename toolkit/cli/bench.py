@@ -12,6 +12,21 @@ from rich.console import Console
 
 from toolkit.errors import CheckFailed
 
+HELP = "\n".join((  # rich help keeps line breaks: one paragraph per line, one exit code per line
+    "FLOPs, memory, latency and cold start vs sequence length, checked against budgets.",
+    "",
+    "The default table fits 100 columns (model, entry, runtime, L, p50, p90, limit, headroom, verdict, load) and "
+    "ends with one sentence: all rows within budget or not, the tightest, the rows over. --wide prints every column. "
+    "The JSON (--json) holds every number: per row its limits and headroom (budget.*) and cold start (cold_start_ms).",
+    "",
+    "Exit codes:",
+    "  0    every row measured and within its budget (rows without a budget do not fail the run)",
+    "  1    a row broke a budget or a cell failed to export or run (JSON, JUnit and plot are still written), "
+    "or an artifact dir did not verify",
+    "  2    bad input: an option, a budget / suite / target file, an unwritable output path",
+    "  130  interrupted (Ctrl-C); 143 terminated (SIGTERM)",
+))
+
 
 def bench(
     run_dirs: Optional[List[str]] = typer.Argument(
@@ -33,13 +48,15 @@ def bench(
     n_items: Optional[str] = typer.Option(None, "--n-items", help="Item vocabulary of fresh models (default 12101)."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Write the JSON results here."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML (one testcase per row)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of latency/FLOPs/memory vs seq-len."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: one L: a bar per row (p50 to p90, limit), memory, cold "
+                                   "start; several L: latency and memory vs L per runtime, with the budget."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name (benches/suites) or TOML path."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Export cache dir (default ~/.cache/toolkit/bench)."),
     profile: bool = typer.Option(False, "--profile", help="Per-op profile of every cell after its timing: ONNX Runtime's "
                                  "profiler, the torch profiler, ExecuTorch partitions + non-delegated nodes."),
+    wide: bool = typer.Option(False, "--wide", help="Print every column (FLOPs, params, memory split, p99, cold start, "
+                              "floor, budget details) instead of the 100-column verdict table."),
 ) -> None:
-    """FLOPs, memory and latency per (model, entry, runtime, seq-len, target); exit 1 if a budget breaks."""
     from toolkit.cli.common import check_out
 
     for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
@@ -67,7 +84,7 @@ def bench(
 
         result = run_bench(req, on_progress)
 
-    report.print_result(result, console)
+    report.print_result(result, console, wide=wide)
     report.write_json(result, json_out)
     written = [str(json_out)]
     if junit is not None:
@@ -79,4 +96,5 @@ def bench(
     console.print(f"wrote {', '.join(written)}", highlight=False)
     summ = result["summary"]
     if not summ["pass"]:
-        raise CheckFailed(f"bench: {summ['budget_broken']} row(s) broke a budget, {summ['failed']} cell(s) failed")
+        raise CheckFailed(f"bench: {summ['over_budget']} of {summ['rows']} row(s) broke a budget, "
+                          f"{summ['failed']} cell(s) failed")
