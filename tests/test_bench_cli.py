@@ -61,13 +61,17 @@ def test_budget_gate_fails_with_exit_1_and_junit_failure(tmp_path, capsys, monke
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "1" and suite.get("failures") == "1" and suite.get("errors") == "0"
     assert suite.find("testcase/failure") is not None
+    assert "1 row: 0 within budget, 1 over budget, 0 failed, 0 without a budget" in out
+    assert "verdict: 1 of 1 row over budget: gru4rec window torch L=5 (latency p50" in out
+    assert row["budget"]["latency_headroom_pct"] < 0 and row["budget"]["headroom_pct"] < 0
 
 
 def test_generous_budget_passes_with_exit_0_and_json_schema(tmp_path, capsys, monkeypatch):
-    out_json = tmp_path / "b.json"
+    out_json, png = tmp_path / "b.json", tmp_path / "b.png"
     code, out, err = run_cli([*SMALL, "--budget-ms", "1e6", "--budget-mb", "1e6", "--json", str(out_json),
-                              "--cache", str(tmp_path / "cache")], capsys, monkeypatch)
+                              "--plot", str(png), "--cache", str(tmp_path / "cache")], capsys, monkeypatch)
     assert code == 0, (out, err)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one L: the bar chart
     assert "not device latency" in out.replace("\n", " ") or "NOT device latency" in out.replace("\n", " ")
     result = json.loads(out_json.read_text())
     env = result["environment"]
@@ -84,11 +88,15 @@ def test_generous_budget_passes_with_exit_0_and_json_schema(tmp_path, capsys, mo
     assert row["flops"] > 0 and row["flops_analytic"] > 0
     assert row["params"] > row["params_excluding_item_table"] > 0
     assert row["latency_ms"]["runs"] == 3
+    assert row["budget"]["latency_headroom_pct"] > 0 and row["budget"]["tightest"] in ("latency", "memory")
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines[-2] == "1 row: 1 within budget, 0 over budget, 0 failed, 0 without a budget", out
+    assert lines[-1].startswith("verdict: all 1 row within budget; tightest latency: gru4rec window torch L=5 at ")
 
 
 ROW_KEYS = {"model", "entry", "runtime", "seq_len", "history", "target", "status", "error", "measured_on", "flops",
             "flops_analytic", "params", "params_excluding_item_table", "artifact_bytes", "memory", "latency_ms",
-            "instructions_per_inference", "parity_max_abs_err", "budget"}
+            "instructions_per_inference", "parity_max_abs_err", "budget", "cold_start_ms"}
 MEMORY_KEYS = {"weights_bytes", "activations_bytes", "state_bytes", "arena_peak_bytes", "rss_peak_delta_bytes"}
 LATENCY_KEYS = {"p50", "p90", "p99", "mean", "runs"}
 
@@ -105,6 +113,8 @@ def assert_row_schema(row):
         lat = row["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         assert isinstance(row["memory"]["rss_peak_delta_bytes"], int)
+        cold = row["cold_start_ms"]  # timed rows: cold start (load, first call) beside the warm percentiles
+        assert cold["load"] > 0 and cold["first_inference"] > 0, cold
 
 
 def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
@@ -125,6 +135,7 @@ def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
     for row in result["rows"]:
         assert_row_schema(row)
         assert row["status"] == "ok" and row["runtime"] == "onnxruntime" and row["export_cache"] == "artifact dir"
+        assert row["cold_start_ms"]["load"] > 0 and row["cold_start_ms"]["first_inference"] > 0
         assert row["artifact"]["sha256"] == by_file[row["artifact"]["file"]]
         assert row["artifact"]["manifest"] == str((art / "manifest.json").resolve())
         assert row["artifact"]["manifest_sha256"] == m.digest

@@ -57,11 +57,12 @@ def test_a_failing_cell_fails_alone(result):
     (bad,) = [r for r in result["rows"] if r["status"] != "ok"]
     assert (bad["entry"], bad["seq_len"]) == ("window", 6)
     assert bad["status"] == "failed" and "told to break at length 6" in bad["error"]
-    assert bad["budget"]["pass"] is False and bad["latency_ms"] is None
+    assert bad["budget"]["pass"] is False and bad["latency_ms"] is None and bad["cold_start_ms"] is None
     others = [r for r in result["rows"] if r is not bad]
     assert len(others) == 6 and all(r["status"] == "ok" and r["budget"]["pass"] is True for r in others)
     s = result["summary"]
     assert s["failed"] == 1 and s["pass"] is False
+    assert (s["rows"], s["within_budget"], s["over_budget"], s["no_budget"]) == (7, 6, 0, 0)
 
 
 def test_progress_reaches_the_end(result):
@@ -70,6 +71,7 @@ def test_progress_reaches_the_end(result):
 
 
 def test_report_files(result, tmp_path):
+    assert report.plot_kind(result) == "sweep"
     png = report.write_plot(result, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     junit = ET.parse(report.write_junit(result, tmp_path / "b.xml")).getroot()

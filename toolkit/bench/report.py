@@ -271,8 +271,9 @@ def summary_line(result: dict) -> str:
             f"{s['failed']} failed, {s.get('no_budget', 0)} without a budget")
 
 
-def print_result(result: dict, console: Console | None = None, wide: bool = False) -> None:
-    """The table (compact by default, fits 100 columns; `wide`: every column), notes, the counts, the verdict."""
+def print_result(result: dict, console: Console | None = None, wide: bool = False, closing: bool = True) -> None:
+    """The table (compact by default, fits 100 columns; `wide`: every column), notes, then (`closing`) the counts and
+    the verdict sentence as the last two lines (print_closing)."""
     console = console or Console()
     if wide:
         out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 240))
@@ -303,6 +304,14 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
         console.print(f"cold start: slowest load {_ms(ms)} ms ({short_name(r)}), its first call "
                       f"{_ms(first)} ms; load = opening the artifact in a fresh process", highlight=False,
                       soft_wrap=True)
+    if closing:
+        print_closing(result, console)
+
+
+def print_closing(result: dict, console: Console, wrote: list[str] | None = None) -> None:
+    """The files written, the counts (every row once: within / over / failed / no budget), the verdict sentence."""
+    if wrote:
+        console.print(f"wrote {', '.join(wrote)}", highlight=False, soft_wrap=True)
     ok = result["summary"]["pass"]
     console.print(summary_line(result), highlight=False, soft_wrap=True)
     console.print(f"{'[green]' if ok else '[red]'}verdict:[/] {escape(closing_sentence(result))}", highlight=False,

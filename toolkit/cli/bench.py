@@ -84,7 +84,7 @@ def bench(
 
         result = run_bench(req, on_progress)
 
-    report.print_result(result, console, wide=wide)
+    report.print_result(result, console, wide=wide, closing=False)
     report.write_json(result, json_out)
     written = [str(json_out)]
     if junit is not None:
@@ -93,7 +93,7 @@ def bench(
     if plot is not None:
         report.write_plot(result, plot)
         written.append(str(plot))
-    console.print(f"wrote {', '.join(written)}", highlight=False)
+    report.print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
     summ = result["summary"]
     if not summ["pass"]:
         raise CheckFailed(f"bench: {summ['over_budget']} of {summ['rows']} row(s) broke a budget, "
