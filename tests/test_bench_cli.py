@@ -52,7 +52,7 @@ SMALL = ["--models", "gru4rec", "--seq-len", "5", "--runtimes", "torch", "--entr
 def test_budget_gate_fails_with_exit_1_and_junit_failure(tmp_path, capsys, monkeypatch):
     out_json, junit = tmp_path / "b.json", tmp_path / "b.xml"
     code, out, err = run_cli([*SMALL, "--budget-ms", "1e-6", "--json", str(out_json), "--junit", str(junit),
-                              "--cache", str(tmp_path / "cache")], capsys, monkeypatch)
+                              "--cache", str(tmp_path / "cache"), "--wide"], capsys, monkeypatch)
     assert code == 1, (out, err)
     assert "broke a budget" in err
     result = json.loads(out_json.read_text())
@@ -62,6 +62,7 @@ def test_budget_gate_fails_with_exit_1_and_junit_failure(tmp_path, capsys, monke
     assert suite.get("tests") == "1" and suite.get("failures") == "1" and suite.get("errors") == "0"
     assert suite.find("testcase/failure") is not None
     assert "1 row: 0 within budget, 1 over budget, 0 failed, 0 without a budget" in out
+    assert "load ms" in out and "1st ms" in out and "floor ms" in out and "BROKEN: latency p50" in out  # --wide
     assert "verdict: 1 of 1 row over budget: gru4rec window torch L=5 (latency p50" in out
     assert row["budget"]["latency_headroom_pct"] < 0 and row["budget"]["headroom_pct"] < 0
 

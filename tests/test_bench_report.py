@@ -161,3 +161,17 @@ def test_plot_single_L_and_sweep_write_pngs(tmp_path):
     assert _png_ok(report.write_plot(sweep, tmp_path / "sweep.png"))
     empty = _result([_row(error="export: boom")])
     assert _png_ok(report.write_plot(empty, tmp_path / "empty.png"))
+
+
+def test_emulated_rows_show_instructions_against_their_limit():
+    rows = [_row(), _row(runtime="onnxruntime")]
+    for r, ins in zip(rows, (8e5, 1.5e6)):
+        r.update(target="arm64-a76", latency_ms=None, instructions_per_inference=ins, cold_start_ms=None)
+    res = _result(rows, rules=[budgets.Rule(None, None, None, instructions=1e6)])
+    res["environment"]["target"].update(name="arm64-a76", kind="emulated")
+    text = _render(res)
+    header = next(ln for ln in text.splitlines() if "model" in ln)
+    assert "instr/inf" in header and "p50" not in header
+    assert re.search(r"executorch\s+25\s+800k\s+1M\s+\+20%\s+pass", text), text
+    assert re.search(r"onnxruntime\s+25\s+1\.5M\s+1M\s+-50%\s+OVER instr", text), text
+    assert "1 of 2 rows over budget: scn window onnxruntime L=25 (instructions" in report.closing_sentence(res)
