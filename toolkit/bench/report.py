@@ -97,13 +97,15 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:+.0f}%"
 
 
-def compact_table(result: dict) -> Table:
+def compact_table(result: dict, width: int | None = None) -> Table:
     """The default table: one line per row that fits 100 columns; the numbers a verdict needs are never cut.
 
     Columns: model, entry, runtime, L (step rows: the history h), p50, p90, limit, headroom (% of the limit left,
-    negative = over), verdict, load (cold-start: opening the artifact). Name columns fold; number columns never wrap.
+    negative = over), verdict, load (cold-start: opening the artifact; left out below 90 columns, the line under the
+    table names the slowest load). Name columns fold; number columns never wrap.
     """
     emulated = result["environment"]["target"].get("kind") == "emulated"
+    load_col = not emulated and (width is None or width >= 90)
     caption = (_caption(result) + "; headroom = share of the limit left (negative: over); h = a streaming step timed"
                " after h clicks of history; load = opening the artifact (cold start); --wide: every column")
     t = Table(title=f"toolkit bench - {result['environment']['target']['name']}", caption=caption,
@@ -119,7 +121,7 @@ def compact_table(result: dict) -> Table:
     t.add_column("limit", justify="right", no_wrap=True)
     t.add_column("headroom", justify="right", no_wrap=True)
     t.add_column("verdict", no_wrap=True)
-    if not emulated:
+    if load_col:
         t.add_column("load ms", justify="right", no_wrap=True)
     for r in result["rows"]:
         b = r.get("budget") or {}
@@ -134,16 +136,17 @@ def compact_table(result: dict) -> Table:
         else:
             cells += [_ms(lat.get("p50")), _ms(lat.get("p90"))]
         cells += [_limit_text(b, kind), _pct(b.get(f"{kind}_headroom_pct") if kind else None), f"[{style}]{v}[/]"]
-        if not emulated:
+        if load_col:
             cells.append(_ms((r.get("cold_start_ms") or {}).get("load")))
         t.add_row(*cells)
     return t
 
 
-def table(result: dict, wide: bool = False) -> Table:
-    """`wide=False`: the compact default (compact_table); `wide=True`: every measured column, cold start included."""
+def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
+    """`wide=False`: the compact default (compact_table, for a console `width` columns wide); `wide=True`: every
+    measured column, cold start included."""
     if not wide:
-        return compact_table(result)
+        return compact_table(result, width)
     env = result["environment"]
     emulated = env["target"].get("kind") == "emulated"
     t = Table(title=f"toolkit bench - target {env['target']['name']} ({env['target'].get('description', '')})",
@@ -279,7 +282,7 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
         out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 240))
     else:
         out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 100))
-    out.print(table(result, wide=wide))
+    out.print(table(result, wide=wide, width=out.width))
     for r in result["rows"]:
         if r["status"] != "ok":
             console.print(f"[red]failed[/] {escape(row_name(r))}: {escape(str(r['error']))}", highlight=False, soft_wrap=True)
