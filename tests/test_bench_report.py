@@ -104,7 +104,7 @@ def test_closing_sentence_names_rows_over_budget_failed_and_unjudged():
 
 def test_closing_sentence_without_any_budget_says_so():
     res = _result([_row(), _row(model="din")], rules=[], source="none")
-    assert report.closing_sentence(res) == "no verdict: none of the 2 rows has a budget (budgets: none)"
+    assert report.closing_sentence(res) == "none of the 2 rows has a budget, so none is judged (budgets: none)"
     assert report.closing_sentence(_result([])) == "no rows were benched"
 
 

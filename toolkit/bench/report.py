@@ -259,7 +259,7 @@ def closing_sentence(result: dict) -> str:
     if unjudged:
         if len(unjudged) == n:
             source = (result["environment"].get("budgets") or {}).get("source", "?")
-            return f"no verdict: none of the {n} {rows_word} has a budget (budgets: {source})"
+            return f"none of the {n} {rows_word} has a budget, so none is judged (budgets: {source})"
         parts.append((len(unjudged), f"without a budget, not judged: {_names(unjudged)}"))
     parts = [f"{k} of {n} {rows_word} {what}" if i == 0 else f"{k} {what}" for i, (k, what) in enumerate(parts)]
     return "; ".join(parts)
@@ -290,7 +290,7 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
             console.print(f"[red]over budget[/] {escape(row_name(r))}: {escape('; '.join(r['budget'].get('broken') or []))}",
                           highlight=False, soft_wrap=True)
     probe = result["environment"].get("floor") or {}
-    if wide and probe.get("ok"):
+    if probe.get("ok") and (wide or any("profile" in r for r in result["rows"])):  # the floor: --wide, --profile
         empties = ", ".join(f"{k} {v * 1e3:.1f} us" for k, v in sorted(probe.get("empty_call_ms", {}).items()))
         gf = ", ".join(f"{k}x{k} {v:.1f}" for k, v in probe.get("matmul_gflops", {}).items())
         console.print(f"floor = FLOPs / {probe['gflops_used']:.1f} GFLOP/s (fp32 matmul, 1 thread: {gf}) + empty "
