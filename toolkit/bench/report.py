@@ -377,8 +377,11 @@ def write_junit(result: dict, path: str | Path) -> Path:
         elif b.get("pass") is None:
             ET.SubElement(case, "skipped", {"message": "no budget for this cell"})
         out = ET.SubElement(case, "system-out")
+        cold = r.get("cold_start_ms") or {}
         out.text = (f"p50={lat.get('p50')} ms p90={lat.get('p90')} ms flops={r.get('flops')} "
-                    f"rss_delta={(r.get('memory') or {}).get('rss_peak_delta_bytes')} measured_on={r['measured_on']}")
+                    f"rss_delta={(r.get('memory') or {}).get('rss_peak_delta_bytes')} "
+                    f"load={cold.get('load')} ms first_inference={cold.get('first_inference')} ms "
+                    f"headroom={b.get('headroom_pct')}% ({b.get('tightest')}) measured_on={r['measured_on']}")
     tree = ET.ElementTree(suite)
     ET.indent(tree)
     return atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
