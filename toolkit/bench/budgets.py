@@ -144,7 +144,8 @@ def memory_value(row: dict) -> float | None:
 
 
 def check(row: dict, budgets: Budgets) -> dict:
-    """The row's `budget` field: the tightest matching limits and whether the row meets them (None = no budget)."""
+    """The row's `budget` field: the tightest matching limits and whether the row meets them (None = no budget);
+    for a measured row also each checked value and its headroom (see `headroom`). Overruns are worded in ms / MiB."""
     rules = [r for r in budgets.rules if r.matches(row)]
     out = {"latency_ms": None, "latency_stat": None, "memory_bytes": None, "instructions": None, "pass": None,
            "broken": []}
