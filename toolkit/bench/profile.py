@@ -104,7 +104,7 @@ def empty_call_ms(runtime: str, threads: int = 1) -> tuple[float, str]:
             return _median_call_ms(lambda: sess.run(None, {"x": x})), "InferenceSession.run of a 1-float Identity graph"
     if runtime == "executorch":
         from executorch.exir import to_edge
-        from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+        from executorch.extension.pybindings._portable_lib import _load_for_executorch_from_buffer
 
         class AddOne(torch.nn.Module):
             def forward(self, t):
@@ -264,7 +264,7 @@ def etdump_available(pte: Path) -> bool:
     import contextlib
     import os
 
-    from executorch.extension.pybindings import portable_lib
+    from executorch.extension.pybindings import _portable_lib as portable_lib  # the wrapper imports all of exir
 
     from toolkit.exporters.common import quiet_native_stderr
 

@@ -72,12 +72,10 @@ def _preload(runtime: str) -> None:
     if runtime == "onnxruntime":
         import onnxruntime  # noqa: F401
     elif runtime == "executorch":
-        try:
-            from executorch.extension.pybindings import portable_lib  # noqa: F401
-        except ImportError:
-            pass
-        try:
-            from executorch.runtime import Runtime  # noqa: F401
+        import torch  # noqa: F401 - the bindings need libtorch loaded
+
+        try:  # what ExecuTorchRunner loads (not executorch.runtime, which drags in the exporter)
+            from executorch.extension.pybindings import _portable_lib  # noqa: F401
         except ImportError:
             pass
 

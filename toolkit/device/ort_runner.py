@@ -93,22 +93,22 @@ class ExecuTorchProgram:
 
     def __init__(self, path: str, method: str, names: list, threads: int):
         import torch  # noqa: F401 - executorch's pybindings need it loaded
-        from executorch.runtime import Runtime
+        # the bindings themselves: `executorch.runtime` would import the whole export stack (executorch.exir)
+        from executorch.extension.pybindings import _portable_lib
 
         try:
-            from executorch.extension.pybindings import _portable_lib
-
             _portable_lib._unsafe_reset_threadpool(threads)
         except Exception:
             pass
-        self.program = Runtime.get().load_program(path)
+        self.program = _portable_lib._load_program(path, enable_etdump=False, debug_buffer_size=0,
+                                                   program_verification=_portable_lib.Verification.InternalConsistency)
         self.method = self.program.load_method(method)
         self.names = names
 
     def run(self, names, feeds):
         import torch
 
-        outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        outs = self.method([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
         return [np.asarray(o.detach().numpy() if hasattr(o, "detach") else o) for o in outs]
 
 

@@ -233,14 +233,15 @@ def host_reference(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
 
 def _host_reference_executorch(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
     import torch
-    from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(str(case.path)).load_method(case.artifact.get("method", "forward"))
+    from toolkit.exporters.runners import load_executorch_method
+
+    _program, method = load_executorch_method(case.path, case.artifact.get("method", "forward"))
     names = case.output_names()
     traj = []
     for step in range(steps):
         feeds = case.step_feeds(step, {})
-        outs = method.execute([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
+        outs = method([torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
         traj.append({n: np.asarray(o.detach().numpy() if hasattr(o, "detach") else o) for n, o in zip(names, outs)})
     return traj
 

@@ -99,7 +99,7 @@ class RuntimeSession:
 
 
 class ExecuTorchRunner(RuntimeSession):
-    """executorch.runtime, loaded from the path (the runtime keeps what it needs); reset = reload the method.
+    """ExecuTorch's C++ runtime bindings, loaded from the path; reset = reload the method.
 
     Reloading is how state goes back to its serialised initial value: the Python runtime does not share mutable
     buffers across methods (executorch #17005), so there is no separate `reset` method to call.
@@ -113,12 +113,9 @@ class ExecuTorchRunner(RuntimeSession):
         self._load()
 
     def _load(self) -> None:
-        from executorch.runtime import Runtime
-
         try:
             with quiet_native_stderr():
-                self.program = Runtime.get().load_program(self.path)
-                self.method = self.program.load_method(self.record.get("method", "forward"))
+                self.program, self.method = load_executorch_method(self.path, self.record.get("method", "forward"))
         except Exception as e:  # the runtime raises RuntimeError/ValueError for damaged programs
             raise ToolkitError(f"ExecuTorch cannot load {self.path.name}: {first_line(e)}") from None
 
@@ -129,7 +126,7 @@ class ExecuTorchRunner(RuntimeSession):
     def _run(self, arrays):
         import torch
 
-        outs = self.method.execute([torch.from_numpy(a) for a in arrays])
+        outs = self.method([torch.from_numpy(a) for a in arrays])
         return self._split([o.detach().numpy().copy() for o in outs])
 
 
@@ -196,6 +193,21 @@ class CoreMLRunner(RuntimeSession):
 
 
 RUNNERS = {"executorch": ExecuTorchRunner, "onnxruntime": OnnxRuntimeRunner, "coreml": CoreMLRunner}
+
+
+def load_executorch_method(path, method: str = "forward"):
+    """(program, method) from a .pte through ExecuTorch's C++ runtime bindings; call method([tensors]).
+
+    The bindings module itself, not `executorch.runtime`: that wrapper imports executorch.exir (the whole export
+    stack, ~6 s of CPU per process here) only to warn that the API is experimental. Every verify, bench worker and
+    device reference pays the import, so the runtime's own load is what we load. The program object must outlive
+    the method (it owns the loaded data), so both are returned."""
+    import torch  # noqa: F401 - the bindings take and return torch tensors; libtorch must be loaded first
+    from executorch.extension.pybindings import _portable_lib
+
+    program = _portable_lib._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
+                                          program_verification=_portable_lib.Verification.InternalConsistency)
+    return program, program.load_method(method)
 
 
 def set_executorch_threads(n: int) -> None:

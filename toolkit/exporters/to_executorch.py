@@ -170,9 +170,10 @@ def write_bundled_program(program_manager, steps: list[dict], path: Path) -> Non
 
 def check_bundled_program(path: Path, n_cases: int, atol: float, rtol: float) -> dict:
     """Run every bundled case in order with ExecuTorch's own verifier; {'pass', 'cases', 'failed_case'}."""
-    from executorch.extension.pybindings import portable_lib
+    import torch  # noqa: F401 - the bindings need libtorch loaded
+    from executorch.extension.pybindings import _portable_lib  # not the wrapper: it imports all of exir
 
-    bundle = portable_lib._load_bundled_program_from_buffer(path.read_bytes())
+    bundle = _portable_lib._load_bundled_program_from_buffer(path.read_bytes())
     for i in range(n_cases):
         try:
             bundle.verify_result_with_bundled_expected_output("forward", i, rtol, atol)
