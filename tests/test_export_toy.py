@@ -141,7 +141,8 @@ def test_onnx_export_writes_the_ort_mobile_form_listed_hashed_and_verified(toy_d
     assert ort_rec["parity"]["steps"] == 5 and "ran 5 sequential calls of the .ort" in ort_rec["parity"]["runtime_parity"]
     report = verify_dir(toy_dir)
     ort_res = next(a for a in report["artifacts"] if a["file"] == ort_rec["file"])
-    assert ort_res["status"] == "passed" and ort_res["checks"] == {"sha256": "pass", "parity": "pass"}
+    assert ort_res["status"] == "passed"
+    assert ort_res["checks"] == {"sha256": "pass", "parity": "pass", "required_operators": "pass"}
     assert max(max(v) for v in ort_res["parity"]["max_abs_error"].values()) < 1e-4
 
 
@@ -405,6 +406,35 @@ def test_verify_reruns_parity_not_only_hashes(toy_dir, toy_manifest, tmp_path):
     report = verify_dir(broken)
     bad = next(r for r in report["artifacts"] if r["file"] == rec["file"])
     assert not report["pass"] and bad["checks"]["parity"] == "fail" and "step 2" in bad["problems"][0]
+
+
+@pytest.mark.slow  # uses the exported toy dir (ExecuTorch + ONNX + Core ML export)
+def test_verify_catches_a_required_operators_config_that_lies_about_the_ort(toy_dir, toy_manifest, tmp_path):
+    """An op dropped from the minimal-build config and the manifest re-signed: the hashes agree, verify still fails
+    because it re-reads the operators from the .ort itself."""
+    import json
+
+    from toolkit.exporters.manifest import write_manifest
+    from toolkit.io import sha256_path
+
+    broken = tmp_path / "ops"
+    shutil.copytree(toy_dir, broken)
+    rec = _record(toy_manifest, "onnxruntime-ort")
+    cfg = broken / next(f["file"] for f in rec["extra_files"] if f["role"] == "required_operators")
+    lines = cfg.read_text().splitlines()
+    i = next(k for k, ln in enumerate(lines) if not ln.startswith("#") and "," in ln)
+    lines[i] = lines[i].rsplit(",", 1)[0]  # one operator fewer
+    cfg.write_text("\n".join(lines) + "\n")
+    m = json.loads((broken / "manifest.json").read_text())
+    for r in m["artifacts"]:
+        for f in r["extra_files"]:
+            if f["file"] == cfg.name:
+                f["sha256"] = sha256_path(cfg)
+    write_manifest(broken, m)
+    report = verify_dir(broken)
+    bad = next(r for r in report["artifacts"] if r["file"] == rec["file"])
+    assert not report["pass"] and bad["status"] == "failed" and bad["checks"]["required_operators"] == "fail"
+    assert bad["checks"]["parity"] == "pass" and cfg.name in bad["problems"][0]
 
 
 def test_bad_export_requests_fail_before_any_work(tmp_path):

@@ -163,6 +163,19 @@ def write_ort_form(onnx_path: Path) -> tuple[Path, Path, dict]:
     return ort_path, config, facts
 
 
+def required_operators_of(ort_path: Path) -> dict[str, dict[str, list[str]]]:
+    """The operators an .ort file needs, read from the file itself by ORT's config writer (what verify compares the
+    shipped required_operators.config against)."""
+    import tempfile
+
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    with tempfile.TemporaryDirectory() as tmp, _ort_tool_quiet():
+        out = Path(tmp) / "required_operators.config"
+        create_config_from_models([Path(ort_path)], out, False)
+        return parse_required_operators(out.read_text())
+
+
 class _Collect(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)

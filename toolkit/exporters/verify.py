@@ -74,6 +74,20 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
     result["checks"]["parity"] = "pass" if parity["pass"] else "fail"
     if not parity["pass"]:
         result["problems"].append(f"{rec.file}: parity {failure_line(parity)}")
+    ops_file = next((f.file for f in rec.files if f.role == "required_operators"), None)
+    if ops_file:  # the .ort's minimal-build config must list exactly what the .ort needs (ORT reads both)
+        from toolkit.exporters.to_onnx import parse_required_operators, required_operators_of
+
+        try:
+            same = (parse_required_operators(manifest.member(ops_file).read_text())
+                    == required_operators_of(root / rec.file))
+        except Exception as e:  # a damaged .ort or config
+            same, why = False, first_line(e)
+        else:
+            why = "differs from the operators the .ort needs"
+        result["checks"]["required_operators"] = "pass" if same else "fail"
+        if not same:
+            result["problems"].append(f"{ops_file}: {why}")
     bp = raw.get("bundled_program")
     if bp:
         from toolkit.exporters.to_executorch import check_bundled_program
