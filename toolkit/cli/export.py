@@ -93,7 +93,11 @@ def export(
     n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
-    """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
+    """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity.
+
+    ONNX also writes its ORT mobile form (.ort + required_operators.config, by ORT's converter, parity-checked) and
+    ORT's mobile usability verdict per execution provider (NNAPI, Core ML) into the manifest. A cocorrrec run
+    exports its device model: files and manifest are named scn (source_model: cocorrrec)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
