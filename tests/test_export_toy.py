@@ -218,6 +218,7 @@ def test_coreml_parity_on_linux_is_skipped_not_passed(toy_dir, toy_manifest):
     res = next(a for a in report["artifacts"] if a["runtime"] == "coreml")
     assert res["status"] == "skipped" and res["pass"] is False and res["ok"] is True and "macOS 15+" in res["reason"]
     assert res["checks"]["sha256"] == "pass" and res["checks"]["structure"] == "pass"
+    assert set(res["structure_checked"]) == {"inputs", "outputs", "states", "op_histogram", "specification_version"}
     assert res["checks"]["parity"].startswith("skipped")
     # skipped is not a failure: the dir verifies (exit 0), and the report says some were skipped
     assert report["pass"] is True and report["status"] == "passed with skips"

@@ -79,7 +79,8 @@ def verify(
     for r in report["artifacts"]:
         if r.get("status") == "skipped":
             console.print(f"[yellow]note:[/] {r['file']}: runtime parity skipped ({r['reason']}); what this host "
-                          f"can check was checked: {', '.join(k for k, v in r['checks'].items() if v == 'pass')}",
+                          f"can check was checked: {', '.join(k for k, v in r['checks'].items() if v == 'pass')}"
+                          + (f" ({', '.join(r['structure_checked'])})" if r.get("structure_checked") else ""),
                           highlight=False, soft_wrap=True)
     if report["unlisted_files"] and allow_extra:
         console.print(f"[yellow]note:[/] files not in the manifest: {', '.join(report['unlisted_files'])}")

@@ -55,8 +55,9 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
             result["checks"]["structure"] = "fail"
             return _finish(result)
         want = raw.get("structure", {})
-        diffs = [k for k in ("inputs", "outputs", "states", "op_histogram", "specification_version")
-                 if st.get(k) != want.get(k)]
+        compared = ("inputs", "outputs", "states", "op_histogram", "specification_version")
+        diffs = [k for k in compared if st.get(k) != want.get(k)]
+        result["structure_checked"] = list(compared)  # what Linux can check without the Core ML runtime
         if diffs:
             result["problems"].append(f"{rec.file}: Core ML structure differs from the manifest ({', '.join(diffs)})")
         result["checks"]["structure"] = "fail" if diffs else "pass"
