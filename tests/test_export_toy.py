@@ -138,7 +138,8 @@ def test_onnx_export_writes_the_ort_mobile_form_listed_hashed_and_verified(toy_d
     assert ort_rec["test_vectors"] == onnx["test_vectors"] and roles["test_vectors"]["file"] == onnx["test_vectors"]
     assert [s["input"] for s in ort_rec["states"]] == ["state_in.W", "state_in.b"]
     assert ort_rec["parity"]["status"] == "passed" and ort_rec["parity"]["pass"] is True
-    assert ort_rec["parity"]["steps"] == 5 and "ran 5 sequential calls of the .ort" in ort_rec["parity"]["runtime_parity"]
+    assert ort_rec["parity"]["steps"] == 5
+    assert "ran 5 sequential calls of the .ort" in ort_rec["parity"]["runtime_parity"]
     report = verify_dir(toy_dir)
     ort_res = next(a for a in report["artifacts"] if a["file"] == ort_rec["file"])
     assert ort_res["status"] == "passed"
@@ -212,7 +213,8 @@ def test_coreml_parity_on_linux_is_skipped_not_passed(toy_dir, toy_manifest):
     cm = _record(toy_manifest, "coreml")
     p = cm["parity"]
     assert p["status"] == "skipped" and p["pass"] is not True and "macOS 15+" in p["reason"]
-    assert p["checks"] == {"structure": "passed", "fp16_drift_estimate": "passed", "runtime": "skipped (needs macOS 15+)"}
+    assert p["checks"] == {"structure": "passed", "fp16_drift_estimate": "passed",
+                           "runtime": "skipped (needs macOS 15+)"}
     assert parity_status(cm) == ("skipped", p["reason"])
     report = verify_dir(toy_dir)
     res = next(a for a in report["artifacts"] if a["runtime"] == "coreml")

@@ -261,6 +261,7 @@ def mobile_usability(onnx_path: Path) -> dict:
 
 def usability_line(ep: dict) -> str:
     """One line per EP for the CLI: `NNAPI: NO (6 partitions, 134/139 nodes; unsupported: Reciprocal)`."""
-    ops = [o.split(":", 1)[-1] for o in ep["unsupported_ops"]] + [f"{o} (rank)" for o in ep["ops_with_unsupported_rank"]]
+    ops = [o.split(":", 1)[-1] for o in ep["unsupported_ops"]]
+    ops += [f"{o} (rank)" for o in ep["ops_with_unsupported_rank"]]
     return (f"{ep['ep']}: {ep['verdict']} ({ep['partitions']} partition{'s' if ep['partitions'] != 1 else ''}, "
             f"{ep['supported_nodes']}/{ep['nodes']} nodes" + (f"; unsupported: {', '.join(ops)}" if ops else "") + ")")
