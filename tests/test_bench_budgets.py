@@ -102,3 +102,17 @@ def test_scn_budgets_apply_to_a_trained_cocorrrec_device_artifact():
     row = {"model": "cocorrrec", "target": "host-1t", "seq_len": 25, "entry": "window", "runtime": "executorch"}
     assert rule.matches(row)
     assert not rule.matches({**row, "model": "sasrec"})
+
+
+def test_onnxruntime_budgets_apply_to_the_ort_format_of_the_same_export():
+    """The .ort runs in onnxruntime: a rule for runtime onnxruntime covers onnxruntime-ort rows, not the reverse."""
+    from toolkit.bench.budgets import Rule
+
+    ort_rule = Rule("scn", "host-1t", [25], runtime="onnxruntime", latency_ms=1.0)
+    row = {"model": "scn", "target": "host-1t", "seq_len": 25, "entry": "window", "runtime": "onnxruntime-ort"}
+    assert ort_rule.matches(row)
+    assert not ort_rule.matches({**row, "runtime": "executorch"})
+    assert not Rule("scn", "host-1t", [25], runtime="onnxruntime-ort", latency_ms=1.0).matches(
+        {**row, "runtime": "onnxruntime"})
+    assert budgets.check(_row(runtime="onnxruntime-ort", latency_ms={"p50": 1.6}),
+                         budgets.Budgets([ort_rule], "test"))["pass"] is False

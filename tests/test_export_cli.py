@@ -113,3 +113,51 @@ def test_export_then_verify_end_to_end(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "bench", out, "--json", tmp_path / "b2.json")
     line = _one_line_error(err)
     assert code == 1 and victim in line and "sha256 differs" in line and not (tmp_path / "b2.json").exists()
+
+
+@pytest.mark.slow
+def test_a_cocorrrec_run_exports_and_benches_as_scn_including_the_ort(monkeypatch, capsys, tmp_path):
+    """A cocorrrec run's device part is SCN: its artifacts are named scn.*, the manifest says model scn from source
+    model cocorrrec, and bench rows (of the artifact dir, .ort included, and of the run itself) read model scn."""
+    from toolkit.exporters.sources import fresh
+    from toolkit.io import write_descriptor_json
+    from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+
+    model, name, info = fresh("cocorrrec", 30, {"dim": 16, "heads": 2, "cloud": "history", "context_len": 8})
+    assert name == "scn" and info["source_model"] == "cocorrrec"
+    run = tmp_path / "runs" / "cocorrrec"
+    sha = save_weights(run / WEIGHTS, model)
+    write_descriptor_json(run / "model.json", model_descriptor("cocorrrec", model, {}, sha))
+    out = tmp_path / "artifacts" / "scn"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", run, "--format", "onnx", "--seq-len", "8",
+                                "--candidates", "5", "--steps", "2", "--out", out)
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == "scn" and m["source_model"] == "cocorrrec" and m["model_info"]["source_model"] == "cocorrrec"
+    assert {r["model"] for r in m["artifacts"]} == {"scn"}
+    files = sorted(p.name for p in out.iterdir())
+    assert not any("cocorrrec" in f for f in files), files
+    assert {f.split(".")[0] for f in files} == {"scn", "manifest"}
+    assert {"scn.window.onnx-ort-fp32.ort", "scn.window.onnx-ort-fp32.required_operators.config"} <= set(files)
+    # export prints ORT's usability verdict, one line per execution provider
+    for ep in ("NNAPI: ", "CoreML NeuralNetwork: ", "CoreML MLProgram: "):
+        assert ep in stdout, stdout
+    # bench the shipped .ort (a runtime asked for by name): rows read scn and name the .ort and its sha256
+    want = {r["file"]: r["sha256"] for r in m["artifacts"]}
+    bench_json = tmp_path / "b.json"
+    code, stdout, err = run_cli(monkeypatch, capsys, "bench", out, "--runtimes", "onnxruntime-ort", "--entries",
+                                "window", "--runs", "3", "--warmup", "1", "--budget", "none", "--json", bench_json)
+    assert code == 0, err
+    rows = json.loads(bench_json.read_text())["rows"]
+    assert rows and all(r["status"] == "ok" and r["model"] == "scn" and r["runtime"] == "onnxruntime-ort"
+                        and r["artifact"]["file"].endswith(".ort")
+                        and r["artifact"]["sha256"] == want[r["artifact"]["file"]] for r in rows)
+    # bench the run dir itself (exported through the bench's cache): rows read scn too
+    bench_json = tmp_path / "b2.json"
+    code, stdout, err = run_cli(monkeypatch, capsys, "bench", run, "--runtimes", "onnxruntime", "--entries", "window",
+                                "--seq-len", "8", "--candidates", "5", "--runs", "3", "--warmup", "1", "--budget",
+                                "none", "--json", bench_json, "--cache", tmp_path / "cache")
+    assert code == 0, err
+    rows = json.loads(bench_json.read_text())["rows"]
+    assert rows and all(r["status"] == "ok" and r["model"] == "scn" for r in rows), rows
+    assert all(p.name.startswith("scn.") for p in (tmp_path / "cache").rglob("*.onnx"))

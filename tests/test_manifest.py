@@ -173,3 +173,18 @@ def test_missing_dir_and_manifest_are_user_errors(tmp_path):
     with pytest.raises(CheckFailed, match="not valid JSON"):
         read_manifest(tmp_path / "bin")
     assert json  # (json used by helpers)
+
+
+def test_parity_status_reads_statuses_and_older_manifests():
+    """passed / failed / skipped (with why); a manifest from before statuses said `pass` only, and a skipped Core ML
+    run in runtime_parity: that reads as skipped, never as passed."""
+    from toolkit.exporters.manifest import parity_status
+
+    assert parity_status({"parity": {"status": "passed", "pass": True}}) == ("passed", None)
+    assert parity_status({"parity": {"status": "skipped", "pass": None, "reason": "needs macOS 15+"}}) == (
+        "skipped", "needs macOS 15+")
+    assert parity_status({"parity": {"pass": True}}) == ("passed", None)
+    assert parity_status({"parity": {"pass": False}}) == ("failed", None)
+    old_coreml = {"parity": {"pass": True, "runtime_parity": "skipped: Core ML prediction needs macOS 15+"}}
+    assert parity_status(old_coreml)[0] == "skipped"
+    assert parity_status({}) == ("failed", None)

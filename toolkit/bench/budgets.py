@@ -28,6 +28,7 @@ from toolkit.io import read_toml
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 _MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")
 _LIMIT_KEYS = ("latency_ms", "memory_bytes", "instructions")
+_RUNS_IN = {"onnxruntime-ort": "onnxruntime"}  # the .ort of an ONNX export runs in onnxruntime: its budgets apply
 _KEYS = set(_MATCH_KEYS) | set(_LIMIT_KEYS) | {"latency_stat", "note"}
 
 
@@ -49,7 +50,7 @@ class Rule:
                 and (self.target is None or self.target == row["target"])
                 and (self.seq_lens is None or row["seq_len"] in self.seq_lens)
                 and (self.entry is None or self.entry == row["entry"])
-                and (self.runtime is None or self.runtime == row["runtime"]))
+                and (self.runtime is None or self.runtime in (row["runtime"], _RUNS_IN.get(row["runtime"]))))
 
 
 @dataclass
@@ -97,7 +98,9 @@ def load(path: str | Path) -> Budgets:
 def device_model(model: str) -> str:
     """The model that runs on the device: a trained cocorrrec ships its SCN (with correction inputs), so SCN's
     budgets apply to it."""
-    return "scn" if model == "cocorrrec" else model
+    from toolkit.models.registry import device_name
+
+    return device_name(model)
 
 
 def rule(e: dict, where: str) -> Rule:

@@ -92,7 +92,7 @@ def empty_call_ms(runtime: str, threads: int = 1) -> tuple[float, str]:
     import torch
 
     x = np.zeros(1, np.float32)
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-ort"):  # the same runtime either way (.onnx or .ort file)
         import onnxruntime as ort
 
         with tempfile.TemporaryDirectory() as d:
@@ -326,7 +326,7 @@ def profile_cell(spec: dict, runner, sets: list[list[np.ndarray]]) -> dict:
     """The worker's profile of its cell (after timing). Runs: the spec's own, at most 200."""
     runtime = spec["runtime"]
     runs, warmup = min(int(spec["runs"]), 200), min(int(spec["warmup"]), 10)
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-ort"):
         from toolkit.exporters import open_runner
 
         fresh = open_runner(spec["artifact_dir"], spec["record"], threads=spec["threads"])

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from toolkit.errors import ToolkitError
 
-RUNTIMES = ("executorch", "onnxruntime", "torch")
+# onnxruntime-ort: the ORT-format (.ort) file of an ONNX export, what ORT Mobile loads; asked for by name only
+RUNTIMES = ("executorch", "onnxruntime", "onnxruntime-ort", "torch")
 ENTRIES = ("window", "step", "mrs")
 
 

@@ -37,6 +37,7 @@ from toolkit.exporters.sources import ModelSource, build, contract_kwargs, model
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
+from toolkit.models.registry import device_name
 from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory
 
 N_INPUT_SETS = 4
@@ -242,7 +243,7 @@ def _err(e: BaseException) -> str:
 
 
 def _bare_row(req: BenchRequest, model: str, entry: str, runtime: str, seq_len: int, history, error: str | None):
-    return base_row(model=model, entry=entry, runtime=runtime, seq_len=seq_len, history=history,
+    return base_row(model=device_name(model), entry=entry, runtime=runtime, seq_len=seq_len, history=history,
                     target=req.target.name, error=error,
                     measured_on=EMULATED_LABEL if req.target.emulated else environment.host_label(),
                     threads=req.target.threads, candidates=req.candidates, cold_start_ms=None)
@@ -438,7 +439,8 @@ def _export_job(req: BenchRequest, job: Job, cache_root: Path) -> tuple[Manifest
     other artifact dir (verified): the bench measures the file a user would get from `toolkit export`."""
     material = key_material(job.source.name, job.info["config"], job.info["weights_sha256"], job.entry,
                             job.runtime, req.dtype, {"dtype": req.dtype})
-    directory, _, hit = export_cached(cache_root, material, job.entry, job.source.name, job.runtime, req.dtype,
+    directory, _, hit = export_cached(cache_root, material, job.entry, device_name(job.source.name), job.runtime,
+                                      req.dtype,
                                    req.parity_steps, {"source": job.info["source"], "config": job.info["config"]})
     m = verified(directory)
     rec = next((r for r in m.artifacts if r.entry == job.entry.name and r.runtime == job.runtime), None)
@@ -503,8 +505,8 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
             row.update(profile_mod.floor_fields(row, probe if (probe or {}).get("ok") else None))
         else:
             row.update({"floor": None, "x_of_floor": None})
-    order = {name: i for i, name in enumerate(dict.fromkeys([j.source.name for j in jobs]
-                                                             + [s.name for s in req.sources]))}
+    order = {name: i for i, name in enumerate(dict.fromkeys([device_name(j.source.name) for j in jobs]
+                                                             + [device_name(s.name) for s in req.sources]))}
     rows.sort(key=lambda r: (order.get(r["model"], 99), r["entry"], r["runtime"], r["seq_len"]))
     env = environment.describe(req.target, {
         "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,

@@ -69,7 +69,7 @@ def _preload(runtime: str) -> None:
         return
     from toolkit.exporters import open_runner  # noqa: F401
 
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-ort"):  # onnxruntime-ort: the .ort of the same export
         import onnxruntime  # noqa: F401
     elif runtime == "executorch":
         import torch  # noqa: F401 - the bindings need libtorch loaded

@@ -35,7 +35,9 @@ def bench(
              "dirs (exported first, then benched); default: fresh models."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma list: scn,gate,gru4rec,sasrec,din."),
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="One length (25) or a sweep (10,15,20,25)."),
-    runtimes: Optional[str] = typer.Option(None, "--runtimes", help="Comma list: executorch,onnxruntime,torch."),
+    runtimes: Optional[str] = typer.Option(None, "--runtimes",
+                                           help="Comma list: executorch,onnxruntime,torch; onnxruntime-ort (the "
+                                                ".ort of an ONNX export) on request."),
     target: Optional[str] = typer.Option(None, "--target", help="Target profile (benches/targets), default host-1t."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget TOML (default benches/budgets.toml; 'none')."),
     budget_ms: Optional[str] = typer.Option(None, "--budget-ms", help="One latency limit (ms, p50) for every row."),

@@ -47,16 +47,32 @@ def summary_table(manifest: dict):
     for col, just in (("size", "right"), ("export s", "right"), ("worst err", "right"), ("allowed", "right"),
                       ("state", "left"), ("delegated matmuls", "left")):
         t.add_column(col, justify=just)
+    from toolkit.exporters.manifest import parity_status
+
     for r in manifest["artifacts"]:
         p = r["parity"]
         w = p.get("worst") or {}
-        err = f"{w.get('error', 0):.1e}" + ("*" if "skipped" in str(p.get("runtime_parity", "")) else "")
+        err = f"{w.get('error', 0):.1e}" + ("*" if parity_status(r)[0] == "skipped" else "")
         d = r.get("delegation")
         deleg = f"{d['compute_ops_delegated']}/{d['compute_ops_total']} ({d['partitions']} part.)" if d else "-"
         t.add_row(r["file"], _human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
                   f"{w.get('allowed', 0):.1e}", "ok" if r["state_check"]["pass"] else "FAIL", deleg)
     t.caption = "worst err: largest max-abs error over steps, outputs and states; * = Core ML fp16 drift estimate"
     return t
+
+
+def mobile_lines(manifest: dict) -> list[str]:
+    """ORT's mobile usability verdict, one short line per (ONNX artifact, execution provider)."""
+    from toolkit.exporters.to_onnx import usability_line
+
+    out = []
+    for r in manifest["artifacts"]:
+        u = r.get("mobile_usability")
+        if not u:
+            continue
+        out.append(f"ORT mobile usability of {u['analysed']} (ORT's checker; .ort: {r['file']}):")
+        out += [f"  {usability_line(ep)}" for ep in u["execution_providers"]]
+    return out
 
 
 def export(
@@ -77,7 +93,11 @@ def export(
     n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
-    """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity."""
+    """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity.
+
+    ONNX also writes its ORT mobile form (.ort + required_operators.config, by ORT's converter, parity-checked) and
+    ORT's mobile usability verdict per execution provider (NNAPI, Core ML) into the manifest. A cocorrrec run
+    exports its device model: files and manifest are named scn (source_model: cocorrrec)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -129,9 +149,15 @@ def export(
         manifest = export_artifacts(entries, name, targets, out, dtype=dtype, parity_steps=n_steps, model_info=info,
                                     progress=progress, require_delegated=require_delegated, force=force)
     console.print(summary_table(manifest))
+    for line in mobile_lines(manifest):
+        console.print(line, highlight=False, soft_wrap=True)
+    from toolkit.exporters.manifest import parity_status
+
     for r in manifest["artifacts"]:
-        if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
-            console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
+        status, reason = parity_status(r)
+        if status == "skipped":
+            console.print(f"[yellow]note:[/] {r['file']}: runtime parity skipped ({reason}); structure checked "
+                          "and fp16 drift estimated instead (*)", highlight=False, soft_wrap=True)
             break
     from toolkit.exporters.manifest import manifest_digest
 

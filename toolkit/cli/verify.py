@@ -16,7 +16,7 @@ def report_table(report: dict):
 
     t = Table(title=f"verify {report['dir']} ({report.get('model')})")
     t.add_column("artifact", overflow="fold")
-    for col in ("sha256", "parity", "bundled", "structure", "worst error"):
+    for col in ("status", "sha256", "parity", "bundled", "structure", "worst error"):
         t.add_column(col)
     for r in report["artifacts"]:
         c = r.get("checks", {})
@@ -30,7 +30,10 @@ def report_table(report: dict):
                 return "[yellow]skipped[/]"
             return {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]"}.get(v, f"[yellow]{v}[/]")
 
-        t.add_row(r["file"], show(c.get("sha256")), show(c.get("parity")),
+        status = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]"}.get(
+            r.get("status"), f"[yellow]{r.get('status')}[/]" + (f" ({r['reason'].split(';')[0]})" if r.get("reason")
+                                                                else ""))
+        t.add_row(r["file"], status, show(c.get("sha256")), show(c.get("parity")),
                   show(c.get("bundled_program")), show(c.get("structure")), worst)
     return t
 
@@ -74,8 +77,11 @@ def verify(
             atomic_write_json(json_out, report)
             console.print(f"wrote {json_out}")
     for r in report["artifacts"]:
-        if "skipped" in str(r.get("checks", {}).get("parity", "")):
-            console.print(f"[yellow]note:[/] {r['file']}: numerical parity {r['checks']['parity']}")
+        if r.get("status") == "skipped":
+            console.print(f"[yellow]note:[/] {r['file']}: runtime parity skipped ({r['reason']}); what this host "
+                          f"can check was checked: {', '.join(k for k, v in r['checks'].items() if v == 'pass')}"
+                          + (f" ({', '.join(r['structure_checked'])})" if r.get("structure_checked") else ""),
+                          highlight=False, soft_wrap=True)
     if report["unlisted_files"] and allow_extra:
         console.print(f"[yellow]note:[/] files not in the manifest: {', '.join(report['unlisted_files'])}")
     if not report["pass"]:
@@ -86,6 +92,9 @@ def verify(
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckFailed(f"verify failed: {problems[0]}{more}")
     if not to_stdout:
-        console.print(f"[green]all {len(report['artifacts'])} artifacts verified[/] (manifest sha256 "
-                      f"{report['manifest_sha256']})", highlight=False)
+        n = report["counts"]
+        what = (f"all {len(report['artifacts'])} artifacts verified" if not n["skipped"] else
+                f"{n['passed']} artifacts verified, {n['skipped']} skipped (runtime not available on this host; "
+                f"nothing failed)")
+        console.print(f"[green]{what}[/] (manifest sha256 {report['manifest_sha256']})", highlight=False)
 

@@ -31,7 +31,7 @@ from toolkit.exporters.parity import (
     runtime_trajectory,
     trajectory_inputs,
 )
-from toolkit.exporters.manifest import FORMAT, VECTORS_LAYOUT, save_test_vectors, write_manifest
+from toolkit.exporters.manifest import COREML_SKIP_REASON, FORMAT, VECTORS_LAYOUT, save_test_vectors, write_manifest
 from toolkit.exporters.recipes import DTYPES, Recipe, find, parse_targets
 from toolkit.exporters.runners import coreml_can_run, open_runner
 from toolkit.exporters.statecheck import contract_check, mutated_buffers, raise_if_failed
@@ -102,13 +102,21 @@ def _coreml_linux_parity(entry: EntryPoint, recipe: Recipe, ref: list[dict], inp
     drift["method"] = how + ("; int8 weight quantization not emulated" if recipe.opt("weight_quantization") == "int8"
                              else "")
     problems = exp.record.get("structure_problems", [])
+    checked_ok = (not problems) and drift["pass"]
     return {
+        # what Linux can check (spec, I/O, states, ops, fp16 drift) failing fails the export; the runtime run itself
+        # is skipped, never reported as passed
+        "status": "skipped" if checked_ok else "failed",
+        "reason": f"{COREML_SKIP_REASON}; this host is {platform.system()}",
+        "pass": None if checked_ok else False,
         "runtime_parity": "skipped: Core ML prediction needs macOS 15+; this host is "
                           f"{platform.system()} (structure checked, fp16 drift estimated instead)",
+        "checks": {"structure": "passed" if not problems else "failed",
+                   "fp16_drift_estimate": "passed" if drift["pass"] else "failed",
+                   "runtime": f"skipped ({COREML_SKIP_REASON})"},
         "structure_pass": not problems,
         "structure_problems": problems,
         "fp16_state_drift_estimate": drift,
-        "pass": (not problems) and drift["pass"],
         "worst": drift["worst"],
         "tolerance": drift["tolerance"],
         "steps": drift["steps"],
@@ -150,12 +158,16 @@ def export_artifacts(entries: list[EntryPoint], model_name: str, targets: list[s
                 tell(f"{stem}: export", done, total)
                 records.append(_export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib,
                                            require_delegated, model_name, dtype, tell, done, total))
+                if target == "onnx" and recipe.opt("ort_format", True):
+                    tell(f"{stem}: ORT format + mobile usability", done, total)
+                    records.append(_ort_one(records[-1], entry, recipe, tmp, inputs, ref))
                 done += 1
                 tell(f"{stem}: done", done, total)
         info = dict(model_info or {})
         manifest = {
             "format": FORMAT,
-            "model": model_name,
+            "model": model_name,  # the model the device runs (names the files); source_model: the one asked for
+            "source_model": info.get("source_model", model_name),
             "model_info": info,
             "seq_len": info.get("seq_len", _dim_of(entries, "window", "items")),
             "candidates": info.get("candidates", _dim_of(entries, None, "candidates")),
@@ -168,7 +180,7 @@ def export_artifacts(entries: list[EntryPoint], model_name: str, targets: list[s
                 "seed": seed,
                 "reference": "eager PyTorch fp32 (the functional entry point, state carried between steps)",
                 "layout": VECTORS_LAYOUT,
-                "files": [r["test_vectors"] for r in records],
+                "files": list(dict.fromkeys(r["test_vectors"] for r in records)),
                 "bundled_programs": [r["bundled_program"]["file"] for r in records if r.get("bundled_program")],
             },
         }
@@ -245,11 +257,11 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
         runner = open_runner(tmp, record)
         got = runtime_trajectory(runner, [[to_numpy(x) for x in inp] for inp in inputs])
         record["outputs"] = [tensor_record(n, g.shape, g.dtype) for n, g in zip(entry.outputs, got[0]["outputs"])]
-        parity = compare(ref, got, entry.outputs, state_names, recipe.atol, recipe.rtol)
+        parity = _with_status(compare(ref, got, entry.outputs, state_names, recipe.atol, recipe.rtol))
         parity["runtime_parity"] = f"ran {len(inputs)} sequential calls in {recipe.runtime}"
     parity["reference"] = "eager PyTorch fp32"
     record["parity"] = parity
-    if not parity["pass"]:
+    if parity["status"] == "failed":
         what = "structure" if parity.get("structure_problems") else failure_line(parity)
         if parity.get("structure_problems"):
             what = parity["structure_problems"][0]
@@ -283,6 +295,49 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
     record["bytes"] = size_path(exp.model_file)
     record["extra_files"] = [_file_entry(tmp, p, role) for role, p in sorted(extra.items())]
     record["export_seconds"] = round(export_seconds, 3)
+    return record
+
+
+def _with_status(parity: dict) -> dict:
+    """A parity run that happened: status passed / failed beside `pass` (see manifest.PARITY_STATUSES)."""
+    return {"status": "passed" if parity["pass"] else "failed", **parity}
+
+
+def _ort_one(onnx_rec: dict, entry, recipe: Recipe, tmp: Path, inputs, ref) -> dict:
+    """The ORT format of an ONNX record (ORT's converter), checked over the same trajectory in onnxruntime, with
+    ORT's mobile usability verdict per execution provider; shares the ONNX record's test vectors and initial state."""
+    from toolkit.exporters.manifest import ORT_RUNTIME
+    from toolkit.exporters.to_onnx import mobile_usability, write_ort_form
+
+    t0 = time.perf_counter()
+    onnx_path = tmp / onnx_rec["file"]
+    try:
+        ort_path, config, conversion = write_ort_form(onnx_path)
+        usability = mobile_usability(onnx_path)
+    except ToolkitError:
+        raise
+    except Exception as e:  # the converter or checker failing: one line naming the file (traceback with --debug)
+        raise CheckFailed(f"ORT format of {onnx_path.name} failed: {type(e).__name__}: {first_line(e)[:300]}") from e
+    skip = {"file", "sha256", "bytes", "runtime", "parity", "extra_files", "export_seconds", "op_histogram",
+            "deployment_target"}
+    record = {k: v for k, v in onnx_rec.items() if k not in skip}
+    record.update({"file": ort_path.name, "runtime": ORT_RUNTIME,
+                   "deployment_target": f"ORT format (onnxruntime {conversion['onnxruntime']}: ORT Mobile, minimal "
+                                        f"builds), from {onnx_path.name}",
+                   "ort_format": conversion, "mobile_usability": usability})
+    runner = open_runner(tmp, record)
+    got = runtime_trajectory(runner, [[to_numpy(x) for x in inp] for inp in inputs])
+    parity = _with_status(compare(ref, got, entry.outputs, [s.name for s in entry.states], recipe.atol, recipe.rtol))
+    parity["runtime_parity"] = f"ran {len(inputs)} sequential calls of the .ort in onnxruntime"
+    parity["reference"] = "eager PyTorch fp32"
+    record["parity"] = parity
+    if parity["status"] == "failed":
+        raise CheckFailed(f"parity failed for {ort_path.name}: {failure_line(parity)}")
+    shared = [f for f in onnx_rec["extra_files"] if f["role"] in ("initial_state", "test_vectors")]
+    record["sha256"] = sha256_path(ort_path)
+    record["bytes"] = size_path(ort_path)
+    record["extra_files"] = sorted([_file_entry(tmp, config, "required_operators"), *shared], key=lambda f: f["role"])
+    record["export_seconds"] = round(time.perf_counter() - t0, 3)
     return record
 
 

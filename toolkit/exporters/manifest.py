@@ -38,7 +38,15 @@ DIGEST = "manifest.sha256"
 STATE_IN = "state_in."
 STATE_OUT = "state_out."
 
-RUNTIMES = ("executorch", "onnxruntime", "coreml")
+# onnxruntime-ort: the ORT format (.ort) of an ONNX export, run by onnxruntime (what ORT Mobile / a minimal build
+# loads); written beside every .onnx by toolkit.exporters.to_onnx.write_ort_form
+ORT_RUNTIME = "onnxruntime-ort"
+RUNTIMES = ("executorch", "onnxruntime", ORT_RUNTIME, "coreml")
+ONNX_RUNTIMES = ("onnxruntime", ORT_RUNTIME)  # take the state as state_in.* inputs
+
+# parity["status"] of a record: passed / failed / skipped (with parity["reason"]); pass is true only when passed
+PARITY_STATUSES = ("passed", "failed", "skipped")
+COREML_SKIP_REASON = "needs macOS 15+"  # Core ML prediction with an MLState runs on macOS 15+ only
 
 
 def state_output_name(export_format: str, state: str) -> str:
@@ -214,7 +222,7 @@ def _state(root, where, d, runtime) -> StateRecord:
     return StateRecord(name, _shape(root, where, d.get("shape")), _str(root, where, d, "dtype"),
                        _str(root, where, d, "output", optional=True) or STATE_OUT + name,
                        _str(root, where, d, "input", optional=True)
-                       or (STATE_IN + name if runtime == "onnxruntime" else None),
+                       or (STATE_IN + name if runtime in ONNX_RUNTIMES else None),
                        _str(root, where, d, "initial_file", optional=True))
 
 
@@ -269,6 +277,19 @@ def _record(root: Path, i: int, d) -> ArtifactRecord:
         if name not in hashed:
             raise _bad(root, where, f"'{name}' is read but not listed with a sha256 in extra_files")
     return rec
+
+
+def parity_status(record: dict) -> tuple[str, str | None]:
+    """(status, reason) of a record's parity: "passed" / "failed" / "skipped" (reason: why it could not run here).
+
+    Manifests written before statuses existed said `pass` only, and a skipped runtime run in `runtime_parity`."""
+    p = record.get("parity") if isinstance(record.get("parity"), dict) else {}
+    status = p.get("status")
+    if status in PARITY_STATUSES:
+        return status, p.get("reason")
+    if "skipped" in str(p.get("runtime_parity", "")):
+        return "skipped", str(p["runtime_parity"])
+    return ("passed" if p.get("pass") is True else "failed"), None
 
 
 def manifest_digest(root: str | os.PathLike) -> str:

@@ -12,6 +12,8 @@ from toolkit.io import read_toml
 TARGETS = ("executorch", "onnx", "coreml")
 DTYPES = ("fp32", "fp16", "int8")
 RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}  # format -> runtime
+# runtimes of a second form an export writes beside the main one: the ORT format (.ort) of every ONNX export
+ALSO_WRITTEN = {"onnxruntime-ort": "onnx"}
 
 
 def format_of_runtime(runtime: str) -> str:
@@ -19,7 +21,10 @@ def format_of_runtime(runtime: str) -> str:
     for fmt, rt in RUNTIME_OF_TARGET.items():
         if rt == runtime:
             return fmt
-    raise ToolkitError(f"runtime '{runtime}' has no exported artifact (valid: {', '.join(RUNTIME_OF_TARGET.values())})")
+    if runtime in ALSO_WRITTEN:
+        return ALSO_WRITTEN[runtime]
+    valid = [*RUNTIME_OF_TARGET.values(), *ALSO_WRITTEN]
+    raise ToolkitError(f"runtime '{runtime}' has no exported artifact (valid: {', '.join(valid)})")
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,14 @@ class CoreMLRunner(RuntimeSession):
         return self._split([np.asarray(res[name]) for name in self.all_outputs])
 
 
-RUNNERS = {"executorch": ExecuTorchRunner, "onnxruntime": OnnxRuntimeRunner, "coreml": CoreMLRunner}
+class OrtFormatRunner(OnnxRuntimeRunner):
+    """The ORT format (.ort) of an ONNX export in onnxruntime CPU: the file ORT Mobile loads, same calling convention."""
+
+    runtime = "onnxruntime-ort"
+
+
+RUNNERS = {"executorch": ExecuTorchRunner, "onnxruntime": OnnxRuntimeRunner, "onnxruntime-ort": OrtFormatRunner,
+           "coreml": CoreMLRunner}
 
 
 def load_executorch_method(path, method: str = "forward"):

@@ -71,10 +71,12 @@ def fresh_source(name: str, n_items: int = DEFAULT_N_ITEMS, config: dict | None 
 
 
 def run_source(run: str | Path) -> ModelSource:
+    """A trained run, named after the model its device artifact runs (a cocorrrec run: scn; see load)."""
+    from toolkit.models.registry import device_name
     from toolkit.models.runs import read_descriptor
 
     desc = read_descriptor(run)
-    return ModelSource("run", desc.get("model", "?"), run=str(run))
+    return ModelSource("run", device_name(desc.get("model", "?")), run=str(run))
 
 
 def _build_fresh(name: str, n_items: int, config: dict):
@@ -109,22 +111,30 @@ def build(source: ModelSource):
 
 def load(source: ModelSource):
     """(model, name, info): info is what a manifest's model_info records (source, config, parameter counts; for a
-    run its path and the hashes of model.json and the weights)."""
+    run its path and the hashes of model.json and the weights).
+
+    `name` is the model the device runs, which names the artifacts and bench rows: a cocorrrec run or model exports
+    its SCN, so name = "scn" and info["source_model"] = "cocorrrec" (toolkit.models.registry.device_name)."""
+    from toolkit.models.registry import device_name
+
     if source.kind == "run":
         from toolkit.models.runs import load_run
 
         run = Path(source.run)
         model, desc = load_run(run)
-        info = {"source": "run", "run": str(run.resolve()), "model_json_sha256": sha256_file(run / "model.json"),
+        trained = desc.get("model", type(model).__name__.lower())
+        info = {"source": "run", "source_model": trained, "run": str(run.resolve()),
+                "model_json_sha256": sha256_file(run / "model.json"),
                 "weights_sha256": desc.get("weights_sha256"), "config": desc.get("config", model_config(model)),
                 **param_counts(model)}
         for k in ("dataset_sha256", "dataset"):
             if k in desc:
                 info[k] = desc[k]
-        return model.eval(), desc.get("model", type(model).__name__.lower()), info
+        return model.eval(), device_name(trained), info
     model = build(source)
-    info = {"source": source.kind, "seed": source.seed, "config": model_config(model), **param_counts(model)}
-    return model, source.name, info
+    info = {"source": source.kind, "source_model": source.name, "seed": source.seed, "config": model_config(model),
+            **param_counts(model)}
+    return model, device_name(source.name), info
 
 
 def fresh(name: str, n_items: int = DEFAULT_N_ITEMS, config: dict | None = None, seed: int = FRESH_SEED):

@@ -14,6 +14,7 @@ from typing import Callable
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import first_line
 from toolkit.exporters.manifest import (
+    COREML_SKIP_REASON,
     ArtifactRecord,
     Manifest,
     check_files,
@@ -36,16 +37,14 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
     result["problems"] += hash_problems
     if hash_problems:
         result["checks"]["parity"] = "not run (files differ from the manifest)"
-        result["pass"] = False
-        return result
+        return _finish(result)
     tol = raw.get("parity", {}).get("tolerance", {"atol": 1e-4, "rtol": 1e-4})
     try:
         ref = load_test_vectors(manifest, rec)["steps"]
     except ToolkitError as e:
         result["problems"].append(str(e))
         result["checks"]["parity"] = "fail"
-        result["pass"] = False
-        return result
+        return _finish(result)
     if rec.runtime == "coreml" and not coreml_can_run():
         from toolkit.exporters.to_coreml import read_structure
 
@@ -54,30 +53,42 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
         except ToolkitError as e:
             result["problems"].append(f"{rec.file}: {e}")
             result["checks"]["structure"] = "fail"
-            result["pass"] = False
-            return result
+            return _finish(result)
         want = raw.get("structure", {})
-        diffs = [k for k in ("inputs", "outputs", "states", "op_histogram", "specification_version")
-                 if st.get(k) != want.get(k)]
+        compared = ("inputs", "outputs", "states", "op_histogram", "specification_version")
+        diffs = [k for k in compared if st.get(k) != want.get(k)]
+        result["structure_checked"] = list(compared)  # what Linux can check without the Core ML runtime
         if diffs:
             result["problems"].append(f"{rec.file}: Core ML structure differs from the manifest ({', '.join(diffs)})")
         result["checks"]["structure"] = "fail" if diffs else "pass"
         result["checks"]["parity"] = f"skipped: Core ML prediction needs macOS 15+ (host: {platform.system()})"
-        result["pass"] = not result["problems"]
-        return result
+        return _finish(result, skipped=f"{COREML_SKIP_REASON}; this host is {platform.system()}")
     try:
         runner = open_runner(root, raw, threads)
         got = runtime_trajectory(runner, [s["inputs"] for s in ref])
     except ToolkitError as e:
         result["problems"].append(f"{rec.file}: {e}" if rec.file not in str(e) else str(e))
         result["checks"]["parity"] = "fail"
-        result["pass"] = False
-        return result
+        return _finish(result)
     parity = compare(ref, got, rec.output_names, rec.state_names, tol["atol"], tol["rtol"])
     result["parity"] = {"max_abs_error": parity["max_abs_error"], "worst": parity["worst"], "pass": parity["pass"]}
     result["checks"]["parity"] = "pass" if parity["pass"] else "fail"
     if not parity["pass"]:
         result["problems"].append(f"{rec.file}: parity {failure_line(parity)}")
+    ops_file = next((f.file for f in rec.files if f.role == "required_operators"), None)
+    if ops_file:  # the .ort's minimal-build config must list exactly what the .ort needs (ORT reads both)
+        from toolkit.exporters.to_onnx import parse_required_operators, required_operators_of
+
+        try:
+            same = (parse_required_operators(manifest.member(ops_file).read_text())
+                    == required_operators_of(root / rec.file))
+        except Exception as e:  # a damaged .ort or config
+            same, why = False, first_line(e)
+        else:
+            why = "differs from the operators the .ort needs"
+        result["checks"]["required_operators"] = "pass" if same else "fail"
+        if not same:
+            result["problems"].append(f"{ops_file}: {why}")
     bp = raw.get("bundled_program")
     if bp:
         from toolkit.exporters.to_executorch import check_bundled_program
@@ -90,7 +101,19 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
         if not b["pass"]:
             result["problems"].append(f"{bp['file']}: bundled program check failed "
                                       f"(case {b.get('failed_case')}: {b.get('error')})")
-    result["pass"] = not result["problems"]
+    return _finish(result)
+
+
+def _finish(result: dict, skipped: str | None = None) -> dict:
+    """status: failed (any problem), skipped (nothing failed but the runtime could not run here: `reason`), else
+    passed. `pass` is true only when passed; `ok` (nothing failed) is what the exit code follows."""
+    if result["problems"]:
+        result.update(status="failed", ok=False)
+    elif skipped:
+        result.update(status="skipped", reason=skipped, ok=True)
+    else:
+        result.update(status="passed", ok=True)
+    result["pass"] = result["status"] == "passed"
     return result
 
 
@@ -112,6 +135,9 @@ def verify_dir(artifact_dir: Path, threads: int = 1, progress: Progress | None =
         tell(rec.file, i + 1, len(recs))
     unlisted = unlisted_files(manifest)
     extra_ok = allow_extra or not unlisted
+    counts = {st: sum(1 for r in results if r["status"] == st) for st in ("passed", "skipped", "failed")}
+    ok = all(r["ok"] for r in results) and extra_ok
     return {"dir": str(manifest.root), "model": manifest.model, "manifest_sha256": manifest.digest,
-            "pass": all(r["pass"] for r in results) and extra_ok, "artifacts": results,
-            "unlisted_files": unlisted, "allow_extra": allow_extra}
+            # pass: nothing failed (the exit code); a runtime that cannot run on this host is counted as skipped
+            "pass": ok, "status": ("failed" if not ok else "passed" if not counts["skipped"] else "passed with skips"),
+            "counts": counts, "artifacts": results, "unlisted_files": unlisted, "allow_extra": allow_extra}

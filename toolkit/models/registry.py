@@ -17,6 +17,14 @@ _MODELS = {
     "din": ("toolkit.models.baselines.din", "DINConfig", "DIN"),
 }
 MODEL_NAMES = tuple(_MODELS)
+# the model whose graph runs on the device, where it is another registered model: a cocorrrec run ships its SCN
+# (the cloud correction arrives as an input), so its artifacts, bench rows and budgets are SCN's
+_DEVICE_PART = {"cocorrrec": "scn"}
+
+
+def device_name(name: str) -> str:
+    """The name an exported device artifact of model `name` carries (itself unless another model runs there)."""
+    return _DEVICE_PART.get(name, name)
 
 
 def check_name(name: str) -> str:
