@@ -86,7 +86,13 @@ class Exported:
 
 @contextlib.contextmanager
 def quiet_native_stderr():
-    """Silence C++ log lines written straight to fd 2 (ExecuTorch's cpuinfo/threadpool chatter) for a moment."""
+    """Silence C++ log lines written straight to fd 2 (ExecuTorch's cpuinfo/threadpool chatter) for a moment.
+
+    Not under the CLI: there fd 2 already goes to the run's log (toolkit.cli.quiet), or to the terminal with
+    --verbose, and the lines are kept rather than thrown away."""
+    if os.environ.get("TOOLKIT_STDERR_CAPTURED") == "1" or os.environ.get("TOOLKIT_VERBOSE") == "1":
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):  # captured stderr without a real fd (pytest capsys)
@@ -106,8 +112,12 @@ def quiet_native_stderr():
 
 
 def quiet_libraries() -> None:
-    """For CLI runs: hide the converters' deprecation chatter and torch's W-level log lines (errors still show)."""
+    """Outside the CLI's capture: hide the converters' deprecation chatter and torch's W-level log lines (errors still
+    show). Under the CLI they go to the run's log, or with --verbose to the terminal."""
     import logging
+
+    if os.environ.get("TOOLKIT_VERBOSE") == "1" or os.environ.get("TOOLKIT_STDERR_CAPTURED") == "1":
+        return  # shown (--verbose), or kept in the run's log (toolkit.cli.quiet) rather than dropped
     import warnings
 
     for category in (FutureWarning, DeprecationWarning, UserWarning):
