@@ -102,7 +102,9 @@ def captured(argv: list[str], log: Path, enabled: bool = True) -> Iterator[Path 
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):
         fd = -1
-    if not enabled or fd != 2 or _terminal is not None:
+    # `python -X importtime` / `-X dev`: interpreter diagnostics the user asked for on stderr, left there
+    asked = "importtime" in getattr(sys, "_xoptions", {}) or sys.flags.dev_mode
+    if not enabled or fd != 2 or _terminal is not None or asked:
         yield None
         return
     sys.stderr.flush()
