@@ -112,3 +112,5 @@ def test_global_options_anywhere_and_log_location():
     assert log_path(["pipeline", "--out", "out"], None) == Path("out/toolkit.log")
     assert log_path(["pipeline", "--out=o2"], None) == Path("o2/toolkit.log")
     assert log_path(["pipeline", "--out", "out"], "mine.log") == Path("mine.log")
+    assert log_path(["export", "--model", "scn", "--out", "exports/scn_L25"], None) == Path("exports/toolkit.log")
+    assert log_path(["device", "run", "d", "--out=res/phone.json"], None) == Path("res/toolkit.log")

@@ -25,9 +25,10 @@ app = typer.Typer(
     help="Train, export, verify and benchmark on-device sequential recommenders.\n\n"
          "Quiet by default: warnings and log lines of the libraries (torch, torchao, ExecuTorch, coremltools, "
          "onnxruntime; Python warnings and native C++ lines alike) go to a log file, not the terminal: "
-         "toolkit.log in the current directory, <out>/toolkit.log for `toolkit pipeline --out <out>` (its stages "
-         "append there too), or --log-file FILE / $TOOLKIT_LOG. Nothing to log, no file. --verbose prints them on "
-         "the terminal instead; --debug also shows tracebacks.",
+         "<out>/toolkit.log for `toolkit pipeline --out <out>` (its stages append there too), toolkit.log beside "
+         "any other command's --out (in its parent folder), else toolkit.log in the current directory; "
+         "--log-file FILE or $TOOLKIT_LOG to choose. Nothing to log, no file. --verbose prints them on the "
+         "terminal instead; --debug also shows tracebacks.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -40,7 +41,7 @@ def _global_options(
                                                           "terminal (default: they go to the log file)."),
     log_file: str = typer.Option("toolkit.log", "--log-file", metavar="FILE",
                                  help="Where library warnings and native log lines go ($TOOLKIT_LOG; default "
-                                      "toolkit.log here, <out>/toolkit.log for a pipeline)."),
+                                      "toolkit.log beside --out, inside it for a pipeline, else here)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and the library messages, as --verbose)."),
 ) -> None:
     """(--verbose, --log-file and --debug are taken off the command line by main(), anywhere on it; declared here so

@@ -11,8 +11,9 @@ of the original fd 2. At the end the captured text, if any, is appended to the l
 nothing captured, no log file. Tracebacks (`--debug`, or a bug) print after fd 2 is restored, on the terminal.
 
 Where the log lives (also in `toolkit --help`): `--log-file FILE`, else `$TOOLKIT_LOG`, else `<out>/toolkit.log` for
-`toolkit pipeline --out <out>` (its stages inherit $TOOLKIT_LOG and append to the same file), else `toolkit.log` in
-the current directory. `--verbose` turns all of this off: the libraries write to the terminal as they always did.
+`toolkit pipeline --out <out>` (its stages inherit $TOOLKIT_LOG and append to the same file), else `toolkit.log`
+beside the command's `--out` (in its parent folder: an artifact dir holds only what its manifest lists), else
+`toolkit.log` in the current directory. `--verbose` turns all of this off: the libraries write to the terminal as they always did.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def log_path(argv: list[str], explicit: str | None) -> Path:
         return Path(explicit)
     if os.environ.get(LOG_ENV):
         return Path(os.environ[LOG_ENV])
-    if argv[:1] == ["pipeline"]:
-        for i, a in enumerate(argv):
-            if a == "--out" and i + 1 < len(argv):
-                return Path(argv[i + 1]) / DEFAULT_NAME
-            if a.startswith("--out="):
-                return Path(a.split("=", 1)[1]) / DEFAULT_NAME
+    out = None
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+    if out:
+        # a pipeline owns its --out folder; any other command's --out may be an artifact dir whose files are all
+        # listed in its manifest, so the log goes beside it
+        return Path(out) / DEFAULT_NAME if argv[:1] == ["pipeline"] else Path(out).parent / DEFAULT_NAME
     return Path(DEFAULT_NAME)
 
 
