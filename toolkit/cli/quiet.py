@@ -29,7 +29,8 @@ from typing import IO, Iterator
 
 LOG_ENV = "TOOLKIT_LOG"
 VERBOSE_ENV = "TOOLKIT_VERBOSE"  # "1": a child toolkit process of a --verbose run stays verbose
-CAPTURED_ENV = "TOOLKIT_STDERR_CAPTURED"  # "1" while fd 2 goes to the log (library code need not silence it itself)
+CAPTURED_ENV = "TOOLKIT_STDERR_CAPTURED"  # "<dev>:<inode>" of the capture file while fd 2 goes there (library code
+# then need not silence native lines itself: toolkit.exporters.common.stderr_captured)
 DEFAULT_NAME = "toolkit.log"
 
 _terminal: IO[str] | None = None
@@ -117,12 +118,13 @@ def captured(argv: list[str], log: Path, enabled: bool = True) -> Iterator[Path 
     saved = os.dup(2)
     term = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
                      errors="replace")
+    st = os.fstat(tmp_fd)
     os.dup2(tmp_fd, 2)
     os.close(tmp_fd)
     _terminal = term
     previous = {k: os.environ.get(k) for k in (LOG_ENV, CAPTURED_ENV)}
     os.environ[LOG_ENV] = str(log.resolve())  # child toolkit processes append to the same file
-    os.environ[CAPTURED_ENV] = "1"
+    os.environ[CAPTURED_ENV] = f"{st.st_dev}:{st.st_ino}"
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         yield log
