@@ -179,9 +179,9 @@ def run(
 ) -> None:
     """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency).
 
-    On a phone with ExecuTorch's executor_runner built with bundled IO and the event tracer
-    (android_harness/scripts/build_runners.sh executorch), each artifact's .bpte is also checked on the phone and
-    its ETDump is pulled back; every phone row records thermal state, battery and CPU governor.
+    On a phone, executor_runner also checks each .bpte there and returns its ETDump (built with bundled IO + tracer).
+
+    Every phone row records thermal state, battery level and CPU governor before and after its timed calls.
     """
     from toolkit.device.budgets import failed_budgets
     from toolkit.device.plan import run_document
