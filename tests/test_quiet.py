@@ -119,3 +119,35 @@ def test_global_options_anywhere_and_log_location():
     assert log_path(["pipeline", "--out", "out"], "mine.log") == Path("mine.log")
     assert log_path(["export", "--model", "scn", "--out", "exports/scn_L25"], None) == Path("exports/toolkit.log")
     assert log_path(["device", "run", "d", "--out=res/phone.json"], None) == Path("res/toolkit.log")
+
+
+def test_a_pipeline_hands_its_log_to_its_stages_and_captures_nothing_itself(tmp_path):
+    """The pipeline's stages are child processes inheriting fd 2: the parent leaves fd 2 on the terminal (their
+    one-line errors must show) and passes <out>/toolkit.log down through $TOOLKIT_LOG; any other command captures."""
+    code = textwrap.dedent("""
+        import json, os, sys
+        import toolkit.cli as cli
+        seen = {}
+        def fake_app(standalone_mode=False):
+            st = os.fstat(2)
+            seen[sys.argv[1]] = {"log": os.environ.get("TOOLKIT_LOG"), "fd2": [st.st_dev, st.st_ino]}
+            return 0
+        cli.app = fake_app
+        before = os.fstat(2)
+        for argv in (["toolkit", "pipeline", "--out", "out"], ["toolkit", "export", "--out", "arts/scn"]):
+            sys.argv = argv
+            try:
+                cli.main()
+            except SystemExit:
+                pass
+        seen["before"] = [before.st_dev, before.st_ino]
+        seen["env_after"] = os.environ.get("TOOLKIT_LOG")
+        print(json.dumps(seen))
+    """)
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    seen = __import__("json").loads(p.stdout.strip().splitlines()[-1])
+    assert seen["pipeline"] == {"log": str(tmp_path / "out" / "toolkit.log"), "fd2": seen["before"]}
+    assert seen["export"]["log"] == str(tmp_path / "arts" / "toolkit.log") and seen["export"]["fd2"] != seen["before"]
+    assert seen["env_after"] is None  # restored for whoever called main()
