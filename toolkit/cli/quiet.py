@@ -3,7 +3,8 @@
 What counts as chatter: everything a library writes to standard error while a command runs — Python warnings
 (FutureWarning, UserWarning ...), library `logging` records (torchao's `Failed to load ..._C_mxfp8.so`, torch.onnx's
 `torchvision is not installed`, torch's `W... _pytree.py` lines) and C/C++ lines written straight to file descriptor 2
-(ExecuTorch's cpuinfo `midr` lines, XNNPACK, coremltools). They are not errors of ours, and a new user reads them as such.
+(ExecuTorch's cpuinfo `midr` lines, XNNPACK, coremltools). They are not errors of ours, and a new user reads them
+as such.
 
 How: for the duration of the command, fd 2 points at a private temporary file (`os.dup2`), so Python-level and native
 writes land there alike; our own messages (one-line errors, progress on stderr) go to `terminal()`, a stream on a copy
@@ -13,7 +14,8 @@ nothing captured, no log file. Tracebacks (`--debug`, or a bug) print after fd 2
 Where the log lives (also in `toolkit --help`): `--log-file FILE`, else `$TOOLKIT_LOG`, else `<out>/toolkit.log` for
 `toolkit pipeline --out <out>` (its stages inherit $TOOLKIT_LOG and append to the same file), else `toolkit.log`
 beside the command's `--out` (in its parent folder: an artifact dir holds only what its manifest lists), else
-`toolkit.log` in the current directory. `--verbose` turns all of this off: the libraries write to the terminal as they always did.
+`toolkit.log` in the current directory. `--verbose` turns all of this off: the libraries write to the terminal as
+they always did.
 """
 
 from __future__ import annotations
