@@ -14,5 +14,9 @@ echo "android:   $(sh_ 'getprop ro.build.version.release') (sdk $(sh_ 'getprop r
 echo "taskset:   $(sh_ 'command -v taskset || which taskset || echo MISSING')"
 echo "cores (index, max kHz): the toolkit pins to the fastest, highest index on ties"
 sh_ 'for c in /sys/devices/system/cpu/cpu[0-9]*; do echo "  ${c##*/cpu} $(cat $c/cpufreq/cpuinfo_max_freq 2>/dev/null)"; done'
-echo "thermal:   $(sh_ 'cat /sys/class/thermal/thermal_zone0/temp 2>/dev/null || echo n/a') (zone0, milli-degC)"
-echo "battery:   $(sh_ 'dumpsys battery 2>/dev/null | grep -E "level|AC powered|USB powered" | tr -s " " | tr "\n" " "')"
+echo "state: what every phone row records before and after its timed calls (toolkit/device/phone_state.py)"
+echo "thermal:   $(sh_ 'dumpsys thermalservice 2>/dev/null | grep -E "Thermal Status" || echo "no thermalservice"') (0 none .. 6 shutdown)"
+sh_ 'for z in /sys/class/thermal/thermal_zone*; do echo "  $(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)"; done 2>/dev/null | head -20'
+echo "battery:   $(sh_ 'dumpsys battery 2>/dev/null | grep -E "level|status|AC powered|USB powered" | tr -s " " | tr "\n" " "')"
+echo "governor (core, governor, current kHz):"
+sh_ 'for c in /sys/devices/system/cpu/cpu[0-9]*; do echo "  ${c##*/cpu} $(cat $c/cpufreq/scaling_governor 2>/dev/null) $(cat $c/cpufreq/scaling_cur_freq 2>/dev/null)"; done' 

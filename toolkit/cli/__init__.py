@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -20,11 +22,30 @@ except ImportError:  # pragma: no cover - older Typer on stock click
 
 app = typer.Typer(
     name="toolkit",
-    help="Train, export, verify and benchmark on-device sequential recommenders.",
+    help="Train, export, verify and benchmark on-device sequential recommenders.\n\n"
+         "Quiet by default: warnings and log lines of the libraries (torch, torchao, ExecuTorch, coremltools, "
+         "onnxruntime; Python warnings and native C++ lines alike) go to a log file, not the terminal: "
+         "<out>/toolkit.log for `toolkit pipeline --out <out>` (its stages append there too), toolkit.log beside "
+         "any other command's --out (in its parent folder), else toolkit.log in the current directory; "
+         "--log-file FILE or $TOOLKIT_LOG to choose. Nothing to log, no file. --verbose prints them on the "
+         "terminal instead; --debug also shows tracebacks.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' warnings and native log lines on the "
+                                                          "terminal (default: they go to the log file)."),
+    log_file: str = typer.Option("toolkit.log", "--log-file", metavar="FILE",
+                                 help="Where library warnings and native log lines go ($TOOLKIT_LOG; default "
+                                      "toolkit.log beside --out, inside it for a pipeline, else here)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and the library messages, as --verbose)."),
+) -> None:
+    """(--verbose, --log-file and --debug are taken off the command line by main(), anywhere on it; declared here so
+    that --help lists them.)"""
 
 
 def _register() -> None:
@@ -50,7 +71,9 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _say(text: str) -> None:
-    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+    from toolkit.cli.quiet import terminal
+
+    Console(file=terminal()).print(text, highlight=False, soft_wrap=True)
 
 
 def _one_line(text: str) -> str:
@@ -64,9 +87,16 @@ def main() -> None:
     exit 143. Usage errors (bad option, wrong type): one line, exit 2. OSError that escaped the readers/writers of
     toolkit.io (e.g. an unwritable --out): one line naming the path, exit 2.
     """
+    from toolkit.cli import quiet
+
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    rest, verbose, log_file = quiet.pop_global_options(sys.argv[1:])
+    sys.argv[1:] = rest
+    env_before = {k: os.environ.get(k) for k in (quiet.VERBOSE_ENV, quiet.LOG_ENV)}
+    if verbose or debug:
+        os.environ[quiet.VERBOSE_ENV] = "1"  # stages a pipeline starts stay verbose too
     previous = None
     try:  # only the main thread may set handlers (an in-process test runner may call main from elsewhere)
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -74,15 +104,29 @@ def main() -> None:
     except ValueError:
         pass
     try:
-        _run(debug)
+        _run(debug, quiet.log_path(rest, log_file), capture=not quiet.verbose())
     finally:
+        for k, v in env_before.items():  # an in-process caller (tests) gets its environment back
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run(debug: bool) -> None:
+def _run(debug: bool, log: Path, capture: bool) -> None:
+    from toolkit.cli import quiet
+
+    args = sys.argv[1:]
+    # a pipeline runs its stages as child processes that inherit fd 2: it captures nothing itself (their one-line
+    # errors must reach the terminal) and hands its log to them through $TOOLKIT_LOG
+    spawns = args[:1] == ["pipeline"]
+    if spawns and capture:
+        os.environ[quiet.LOG_ENV] = str(log.resolve())
     try:
-        rv = app(standalone_mode=False)
+        with quiet.captured(args, log, enabled=capture and not spawns):
+            rv = app(standalone_mode=False)
     except ToolkitError as e:
         if debug:
             raise

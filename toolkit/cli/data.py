@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from toolkit.cli.common import check_number, check_out, check_seed
+from toolkit.cli.quiet import terminal
 
 app = typer.Typer(no_args_is_help=True)
 MAX_SEQ_LEN = 4096
@@ -40,7 +41,7 @@ def _progress() -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(file=terminal()),
         transient=False,
     )
 

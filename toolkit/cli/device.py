@@ -109,7 +109,8 @@ def list_targets(
 def _print_rows(rows: list[dict], title: str, caption: str, emulated: bool) -> None:
     table = Table(title=title, caption=caption)
     cols = ["model", "entry", "L", "status"]
-    cols += ["instructions / inference", "spread", "parity err"] if emulated else ["p50 ms", "p90 ms", "p99 ms", "runs"]
+    cols += (["instructions / inference", "spread", "parity err"] if emulated
+             else ["p50 ms", "p90 ms", "p99 ms", "runs", "bpte check"])
     cols += ["budget"]
     for c in cols:
         table.add_column(c, overflow="fold")
@@ -127,8 +128,28 @@ def _print_rows(rows: list[dict], title: str, caption: str, emulated: bool) -> N
             lat = r.get("latency_ms") or {}
             cells += [f"{lat[k]:.3f}" if lat.get(k) is not None else "-" for k in ("p50", "p90", "p99")]
             cells += [str(lat.get("runs") or "-")]
+            chk = r.get("bundled_check") or {}
+            cells += ["-" if chk.get("pass") is None else ("[green]pass[/]" if chk["pass"] else "[red]FAIL[/]")]
         table.add_row(*cells, budget)
     console.print(table)
+    for r in rows if not emulated else []:  # one line per phone row: its state after the timed calls, its ETDump
+        et = r.get("etdump") or {}
+        dump = f"; ETDump {et['file']} ({_size(et['bytes'])})" if et.get("retrieved") else ""
+        console.print(f"{r['model']}/{r['entry']} L{r['seq_len']}: "
+                      f"{_state_cell((r.get('device_state') or {}).get('after'))}{dump}", highlight=False, soft_wrap=True)
+
+
+def _state_cell(st: dict | None) -> str:
+    """`thermal none 41.2C, battery 87% usb, schedutil` from a phone_state snapshot ('-' parts it could not read)."""
+    if not st:
+        return "-"
+    th, bat, gov = st.get("thermal") or {}, st.get("battery") or {}, st.get("governor") or {}
+    temp = f" {th['hottest_cpu_c']:.0f}C" if th.get("hottest_cpu_c") is not None else ""
+    parts = [f"thermal {th.get('status_name') or '?'}{temp}" if th else "thermal -",
+             f"battery {bat['level_pct']:.0f}% {bat.get('plugged', '')}".rstrip() if bat.get("level_pct") is not None
+             else "battery -",
+             gov.get("pinned_cpu_governor") or ",".join(gov.get("distinct", [])) or "governor -"]
+    return ", ".join(parts)
 
 
 @app.command("run")
@@ -150,12 +171,18 @@ def run(
     lib: list[Path] = typer.Option([], "--lib", help="phone: shared library the runner needs (pushed beside it; repeatable)"),
     runner_arg: list[str] = typer.Option([], "--runner-arg", help="phone: extra argument for the runner (repeatable)"),
     budget: Optional[Path] = typer.Option(None, "--budget", help="budgets TOML (default benches/budgets.toml when present)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="bench JSON to write (default ./device-<target>.json)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="bench JSON to write (default ./device-<target>.json); "
+                                       "a phone's ETDumps go beside it into <out stem>-etdump/"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="emulated target's cache folder"),
     keep: Optional[Path] = typer.Option(None, "--keep", help="emulated: copy the staged run folder (inputs, outputs) here"),
     json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
 ) -> None:
-    """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency)."""
+    """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency).
+
+    On a phone, executor_runner also checks each .bpte there and returns its ETDump (built with bundled IO + tracer).
+
+    Every phone row records thermal state, battery level and CPU governor before and after its timed calls.
+    """
     from toolkit.device.budgets import failed_budgets
     from toolkit.device.plan import run_document
     from toolkit.io import atomic_write_json
@@ -185,7 +212,8 @@ def run(
             result = run_on_device(artifact_dir, runner=runner, serial=serial, runner_kind=runner_kind,
                                    models=model or None, entries=entry or None, files=file or None,
                                    warmup=20 if warmup is None else warmup, runs=100 if runs is None else runs,
-                                   cpu=cpu, pin=not no_pin, libs=lib, runner_args=runner_arg, progress=progress)
+                                   cpu=cpu, pin=not no_pin, libs=lib, runner_args=runner_arg, progress=progress,
+                                   etdump_dir=None if out is None else out.parent / f"{out.stem}-etdump")
         else:
             from toolkit.device.emulated import run_artifacts
 

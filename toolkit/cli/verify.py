@@ -63,7 +63,9 @@ def verify(
     quiet_libraries()
     read_manifest(artifact_dir, expect)  # one line for a missing dir / untrustworthy manifest before any progress bar
     to_stdout = json_out is not None and str(json_out) == "-"
-    console = Console(stderr=to_stdout)
+    from toolkit.cli.quiet import terminal
+
+    console = Console(file=terminal()) if to_stdout else Console()  # --json -: the bar stays off stdout
     with Progress(TextColumn("[bold]verify[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)

@@ -30,6 +30,7 @@ from toolkit.device.orchestrator import (
     parse_gflags_help,
     run_cases,
 )
+from toolkit.device.phone_state import snapshot
 from toolkit.device.plan import build_cases, load_manifest, make_row, select_artifacts
 from toolkit.errors import ToolkitError
 
@@ -226,10 +227,19 @@ class AdbTransport(Transport):
             flags = parse_gflags_help(helptext)
             if flags:
                 runner.flags = flags
+            if runner.etdump_dir is None:
+                runner.etdump_dir = Path(f"device-android-{dev.serial}-etdump")
         pinned = f"cpu{cpu} pinned" if self.pin else "not pinned"
         self.measured_on = f"android device {model} ({abi}), {pinned}, {runner.name}"
-        return {"device": f"{model} ({dev.serial})", "abi": abi, "abilist": abilist, "cpu": cpu, "pinned": self.pin,
-                "runner": str(runner.binary), "runner_abi": r_abi}
+        info = {"device": f"{model} ({dev.serial})", "abi": abi, "abilist": abilist, "cpu": cpu, "pinned": self.pin,
+                "runner": str(runner.binary), "runner_abi": r_abi, "state_at_start": self.snapshot()}
+        if isinstance(runner, ExecutorRunner):
+            info["runner_build"] = {"bundled_io": runner.bundle_io, "event_tracer": "etdump_path" in runner.flags}
+        return info
+
+    def snapshot(self) -> dict:
+        """Thermal status + temperatures, battery level / charging, cpufreq governors (toolkit.device.phone_state)."""
+        return snapshot(lambda cmd: self.shell(cmd, timeout=60, check=False), self.cpu if self.pin else None)
 
     def push(self, stage: Path) -> str:
         remote = f"{self.remote_root}/run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -269,7 +279,8 @@ class AdbTransport(Transport):
 RUNNER_KINDS = ("onnxruntime_perf_test", "executor_runner")
 
 
-def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None) -> DeviceRunner:
+def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args: list[str] | None = None,
+                etdump_dir: Path | None = None) -> DeviceRunner:
     p = Path(path)
     if not p.is_file():
         raise ToolkitError(f"runner binary not found: {p} (build or download one: see android_harness/README.md)")
@@ -285,7 +296,7 @@ def make_runner(path: str | Path, kind: str | None, threads: int = 1, extra_args
     if kind == "onnxruntime_perf_test":
         return OrtPerfTestRunner(p, threads, extra_args)
     if kind == "executor_runner":
-        return ExecutorRunner(p, threads, extra_args)
+        return ExecutorRunner(p, threads, extra_args, etdump_dir=etdump_dir)
     raise ToolkitError(f"--runner-kind must be one of {', '.join(RUNNER_KINDS)}, got {kind!r}")
 
 
@@ -306,12 +317,18 @@ def run_on_device(
     runner_args: list[str] | None = None,
     adb: str | None = None,
     keep_remote: bool = False,
+    etdump_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Latency rows for every artifact of the runner's runtime in `artifact_dir`, measured on the phone."""
+    """Latency rows for every artifact of the runner's runtime in `artifact_dir`, measured on the phone.
+
+    ExecuTorch runners also check the export's bundled program on the phone and bring back the ETDump into
+    `etdump_dir` (default ./device-android-<serial>-etdump) when their build supports it; every row carries the
+    phone's thermal / battery / governor state read just before and after its timed calls (`device_state`)."""
     if warmup < 0 or runs < 1:
         raise ToolkitError(f"--warmup must be >= 0 and --runs >= 1 (got {warmup}, {runs})")
-    run = make_runner(runner, runner_kind, extra_args=runner_args)
+    run = make_runner(runner, runner_kind, extra_args=runner_args,
+                      etdump_dir=Path(etdump_dir) if etdump_dir is not None else None)
     manifest = load_manifest(artifact_dir)
     arts = select_artifacts(manifest, run.runtimes, models, entries, files)
     cases = build_cases(manifest, arts)
@@ -321,10 +338,13 @@ def run_on_device(
     rows = []
     for c in cases:
         m = meas[c.index]
+        check = m.extra.get("bundled_check") or {}
+        note = ("bundled program case 0, checked on the device by executor_runner (max abs error of every output and "
+                "state)" if check.get("pass") is not None else
+                "not checked on the device (the runner prints no outputs); ARM64 numerics are checked on the arm64-a76 "
+                "target")
         rows.append(make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest.raw,
-                             parity_err=None, parity_tol=None,
-                             parity_note="not checked on the device (the runner prints no outputs); ARM64 numerics "
-                                         "are checked on the arm64-a76 target",
+                             parity_err=m.parity_err, parity_tol=None, parity_note=note,
                              extra={"latency_ms": None} if not (m.latency_ms or m.latency_mean_only) else None))
     info.update({"target": transport.target, "artifact_dir": str(manifest.root), "warmup": warmup, "runs": runs})
     return {"rows": rows, "info": info}

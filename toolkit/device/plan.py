@@ -83,6 +83,19 @@ class Measurement:
     latency_mean_only: float | None = None  # runners that only print a total
     outputs: list[dict[str, np.ndarray]] = field(default_factory=list)  # parity trajectory, step -> name -> value
     extra: dict[str, Any] = field(default_factory=dict)
+    parity_err: float | None = None  # measured on the device itself (ExecuTorch bundled-program check)
+
+    def merged(self, later: "Measurement") -> "Measurement":
+        """This measurement with a later invocation's report on the same case folded in: the first error stays
+        first, lists and values the later one has win, extras combine."""
+        out = Measurement(**{k: getattr(later, k) or getattr(self, k) for k in
+                             ("instructions", "by_code", "latency_ms", "outputs")})
+        out.error = "; ".join(e for e in (self.error, later.error) if e) or None
+        for k in ("marker_overhead", "threads_alive", "latency_mean_only", "parity_err"):
+            v = getattr(later, k)
+            setattr(out, k, v if v is not None else getattr(self, k))
+        out.extra = {**self.extra, **later.extra}
+        return out
 
 
 # ----------------------------------------------------------------------------------------------- manifest

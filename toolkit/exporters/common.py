@@ -84,9 +84,29 @@ class Exported:
     handle: object = None  # in-memory product a later stage needs (ExecuTorch program manager for the .bpte)
 
 
+def stderr_captured() -> bool:
+    """True while fd 2 is the `toolkit` CLI's capture file (toolkit.cli.quiet puts its device:inode in
+    $TOOLKIT_STDERR_CAPTURED): what reaches fd 2 then ends in the run's log. A child whose fd 2 is something else
+    (a bench worker's pipe) inherits the variable but not the file, and is not captured."""
+    want = os.environ.get("TOOLKIT_STDERR_CAPTURED")
+    if not want:
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
 @contextlib.contextmanager
 def quiet_native_stderr():
-    """Silence C++ log lines written straight to fd 2 (ExecuTorch's cpuinfo/threadpool chatter) for a moment."""
+    """Silence C++ log lines written straight to fd 2 (ExecuTorch's cpuinfo/threadpool chatter) for a moment.
+
+    Not under the CLI: there fd 2 already goes to the run's log (toolkit.cli.quiet), or to the terminal with
+    --verbose, and the lines are kept rather than thrown away."""
+    if stderr_captured() or os.environ.get("TOOLKIT_VERBOSE") == "1":
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):  # captured stderr without a real fd (pytest capsys)
@@ -106,8 +126,12 @@ def quiet_native_stderr():
 
 
 def quiet_libraries() -> None:
-    """For CLI runs: hide the converters' deprecation chatter and torch's W-level log lines (errors still show)."""
+    """Outside the CLI's capture: hide the converters' deprecation chatter and torch's W-level log lines (errors still
+    show). Under the CLI they go to the run's log, or with --verbose to the terminal."""
     import logging
+
+    if os.environ.get("TOOLKIT_VERBOSE") == "1" or stderr_captured():
+        return  # shown (--verbose), or kept in the run's log (toolkit.cli.quiet) rather than dropped
     import warnings
 
     for category in (FutureWarning, DeprecationWarning, UserWarning):

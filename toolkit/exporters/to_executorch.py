@@ -8,6 +8,7 @@ returned as `state_out.*` outputs so parity can watch it; delegation coverage is
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,8 @@ _NON_COMPUTE = ("getitem",)
 
 
 def _quiet() -> None:
+    if os.environ.get("TOOLKIT_VERBOSE") == "1":  # --verbose: show them; otherwise the CLI logs what gets through
+        return
     warnings.filterwarnings("ignore", message=".*Mutation on a buffer.*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"executorch\..*")
     warnings.filterwarnings("ignore", category=FutureWarning)

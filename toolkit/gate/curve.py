@@ -273,47 +273,112 @@ def summary_lines(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict) -> bytes:
-    """Gain over `never` vs request frequency, one panel per metric, with +-1 paired standard-error bands over
-    users (PNG bytes). The always line is the whole gain a fresh update buys; never is 0."""
-    import matplotlib
+LABELS = {"uauc": "UAUC", "ndcg@10": "NDCG@10", "hr@10": "HR@10"}
+STYLES = {"gate": ("C3", "o", "-"), "mrd": ("C1", "s", "--"), "dm": ("C5", "v", "--"), "random": ("C0", "^", "-"),
+          "lof": ("C2", "D", "-"), "ocsvm": ("C4", "P", "-"), "oracle": ("0.45", "x", ":")}
 
-    matplotlib.use("Agg")
+
+def y_limits(values: list[float], bands: list[float], level: float) -> tuple[float, float]:
+    """A y-range holding every value +- its band, padded 10%, and never narrower than 4 standard errors or 1% of
+    the metric's level: a curve whose differences are noise must look flat inside its band, not fill the panel."""
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, 4 * max(bands, default=0.0), 0.01 * abs(level), 1e-6)
+    mid = (lo + hi) / 2
+    lo, hi = min(lo, mid - span / 2), max(hi, mid + span / 2)
+    pad = 0.1 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def plot(result: dict) -> bytes:
+    """curve.png: `figure(result)` as PNG bytes."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SHOWN), figsize=(5 * len(SHOWN), 4))
-    styles = {"gate": ("C3", "o", "-"), "mrd": ("C1", "s", "--"), "dm": ("C5", "v", "--"), "random": ("C0", "^", "-"),
-              "lof": ("C2", "D", "-"), "ocsvm": ("C4", "P", "-"), "oracle": ("0.5", "x", ":")}
-    ends = result["endpoints"]
-    for ax, k in zip(axes, SHOWN):
-        never = ends["never"][k]
-        for name, entry in result["policies"].items():
-            color, marker, ls = styles.get(name, ("k", ".", "-"))
-            pts = entry["points"]
-            xs = np.array([0.0] + [p["request_rate"] for p in pts])
-            ys = np.array([0.0] + [p[k] - never for p in pts])
-            se = np.array([0.0] + [p.get(f"se_vs_never_{k}", 0.0) for p in pts])
-            ax.plot(xs, ys, marker=marker, ls=ls, color=color, label=name, ms=4)
-            ax.fill_between(xs, ys - se, ys + se, color=color, alpha=0.12, lw=0)
-            if "native" in entry:
-                ax.plot([entry["native"]["request_rate"]], [entry["native"][k] - never], marker=marker,
-                        color=color, ms=9, mfc="none", ls="none")
-        for name, ls in (("always", "-"), ("never", "--"), ("none", ":")):
-            y = ends[name][k] - never
-            ax.axhline(y, color="k", ls=ls, lw=0.8)
-            ax.annotate(name, (1.0, y), xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7)
-        ax.set_xlabel("request frequency (share of decisions that ask the cloud)")
-        ax.set_ylabel(f"{k.upper()} gain over never")
-        ax.set_xlim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, ncol=2, loc="lower right")
-    fig.suptitle(f"{result.get('update_kind', 'cloud update')}: stale (lag {result['lags'][0]}..{result['lags'][1]} "
-                 "clicks) vs requesting a fresh one, test split; bands: ±1 paired s.e. over users", fontsize=10)
-    fig.tight_layout()
+    fig = figure(result)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def figure(result: dict):
+    """Each metric vs request frequency, one panel per metric (a matplotlib Figure).
+
+    Policies are lines with a band of +-1 paired standard error (over users) of their difference from `never`; the
+    `always` (request every time) and `never` (keep the stale update) levels are labelled horizontal lines, the
+    always line with the same band. `none` (no correction at all) is drawn when it fits the range, else named in
+    the panel with its value. One legend under the panels, off the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, len(SHOWN), figsize=(5.2 * len(SHOWN), 4.6))
+    ends, summary = result["endpoints"], result.get("summary", {})
+    gain_se = summary.get("always_minus_never_se", {})
+    significant = summary.get("gain_is_significant", {})
+    handles: dict[str, object] = {}
+    for ax, k in zip(axes, SHOWN):
+        never, always, none = ends["never"][k], ends["always"][k], ends["none"][k]
+        a_se = float(gain_se.get(k) or 0.0)
+        values, bands = [never, always - a_se, always + a_se], [a_se]
+        for name, entry in result["policies"].items():
+            color, marker, ls = STYLES.get(name, ("k", ".", "-"))
+            pts = entry["points"]
+            xs = np.array([0.0] + [p["request_rate"] for p in pts])
+            ys = np.array([never] + [p[k] for p in pts])
+            se = np.array([0.0] + [float(p.get(f"se_vs_never_{k}") or 0.0) for p in pts])
+            label = name if entry.get("deployable", True) else f"{name} (knows test labels: upper bound)"
+            (line,) = ax.plot(xs, ys, marker=marker, ls=ls, color=color, ms=4, lw=1.3, label=label)
+            ax.fill_between(xs, ys - se, ys + se, color=color, alpha=0.13, lw=0)
+            handles.setdefault(label, line)
+            values += list(ys - se) + list(ys + se)
+            bands += list(se)
+            if "native" in entry:
+                ax.plot([entry["native"]["request_rate"]], [entry["native"][k]], marker=marker, color=color, ms=9,
+                        mfc="none", ls="none")
+                values.append(entry["native"][k])
+        lo, hi = y_limits(values, bands, never)
+        show_none = lo - (hi - lo) * 0.5 <= none <= hi + (hi - lo) * 0.5
+        if show_none:
+            lo, hi = y_limits(values + [none], bands, never)
+        ax.axhspan(always - a_se, always + a_se, color="k", alpha=0.07, lw=0)
+        handles.setdefault("always: every decision requests a fresh update (band +-1 s.e.)",
+                           ax.axhline(always, color="k", ls="-", lw=1.1))
+        handles.setdefault("never: keep the stale update", ax.axhline(never, color="k", ls="--", lw=1.1))
+        # the two levels' names at the left edge, pushed apart when the lines nearly coincide
+        gap = (hi - lo) * 0.06
+        a_off, n_off = (gap / 2, -gap / 2) if abs(always - never) < gap and always >= never else \
+            ((-gap / 2, gap / 2) if abs(always - never) < gap else (0.0, 0.0))
+        for name, y, off, va in (("always", always, a_off, "bottom"), ("never", never, n_off, "top")):
+            ax.text(0.01, y + off, f" {name} {y:.4f}", transform=ax.get_yaxis_transform(), ha="left", va=va,
+                    fontsize=7.5, bbox=dict(fc="white", ec="none", alpha=0.7, pad=0.5))
+        if show_none:
+            handles.setdefault("none: no correction at all (plain SCN)", ax.axhline(none, color="k", ls=":", lw=1))
+        else:
+            ax.text(0.99, 0.02 if none < lo else 0.98, f"none (no correction) = {none:.4f}, off the range",
+                    transform=ax.transAxes, ha="right", va="bottom" if none < lo else "top", fontsize=7.5,
+                    color="0.3")
+        if significant and not significant.get(k, True):
+            ax.text(0.99, 0.98 if none < lo or show_none else 0.9, "always - never within 2 s.e.: noise",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7.5, color="C1")
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_title(LABELS.get(k, k), fontsize=10)
+        ax.set_ylabel(f"{LABELS.get(k, k)} on the test split")
+        ax.set_xlabel("request rate (share of decisions that ask the cloud)")
+        ax.grid(alpha=0.3)
+    handles["native operating point (novelty detectors)"] = Line2D([], [], marker="o", color="0.3", mfc="none",
+                                                                   ms=8, ls="none")
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=4, fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    cands = result.get("candidates")
+    fig.suptitle(f"{result.get('update_kind', 'cloud update')}: keep a stale update (lag {result['lags'][0]}.."
+                 f"{result['lags'][1]} clicks) or request a fresh one; {result.get('decisions', 0):,} test decisions"
+                 + (f", {cands} candidates" if cands else "")
+                 + "\nbands: +-1 paired standard error over users of the difference from never", fontsize=10)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
 
 
 __all__ = ["run_curve", "parse_budgets", "mixed_metrics", "payload_bytes", "summarise", "DEFAULT_BUDGETS"]
