@@ -87,7 +87,7 @@ def test_shipped_budgets_targets_and_suites_parse():
     assert shipped.rules and all(r.target for r in shipped.rules)
     t = load_target("host-1t")
     assert t.threads == 1 and t.pin and t.resolve_cpus() and len(t.resolve_cpus()) == 1
-    for name in ("default", "sweep", "quick"):
+    for name in ("default", "compare", "sweep", "quick"):
         s = load_suite(name)
         assert s.models and s.seq_lens and s.runtimes
     assert load_suite("sweep").seq_lens == [10, 15, 20, 25, 50, 100]
