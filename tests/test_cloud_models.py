@@ -250,3 +250,50 @@ def test_exported_state_corrected_window_equals_eager():
                                        atol=2e-5, rtol=1e-5)
             zero = torch.zeros_like(update)
             torch.testing.assert_close(window.module(items, cands, zero), m.device(items, cands), atol=2e-5, rtol=1e-5)
+
+
+def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, synth_dataset_dir, tmp_path):
+    """`eval --updates`: 'own' is the run's own test metrics; 'mean' / 'none' are rebuilt here by hand from
+    cloud_update and score_update, and the paired s.e. is the s.e. of the per-row NDCG@10 difference."""
+    from toolkit.metrics import positive_rank, ranking_metrics
+    from toolkit.models.runs import load_run
+    from toolkit.train import TrainSettings, train
+
+    run = tmp_path / "cc"
+    metrics = train("cocorrrec", synth_dataset, run, TrainSettings(epochs=1, batch_size=512, threads=1,
+                                                                   config={"cloud": "history", "context_len": 20}))
+    out = json.loads(cli("eval", run, "--data", synth_dataset_dir, "--updates", "--json").stdout)
+    assert out["variants"]["own"] == pytest.approx(metrics["test"], abs=1e-6)
+    model, _ = load_run(run)
+    model.eval()
+    seqs, cands = synth_dataset.split("test")
+    users, times = synth_dataset.targets("test")
+    ctx = np.zeros((len(users), 20), np.int64)  # the cloud's history, built by hand (not Dataset.windows)
+    for row, (u, T) in enumerate(zip(users, times)):
+        h = synth_dataset.history(int(u))[:T][-20:]
+        ctx[row, :len(h)] = h
+    with torch.no_grad():
+        own = model.cloud_update(torch.tensor(ctx))
+        mean = own.mean(0, keepdim=True).expand_as(own)
+        s_mean = model.score_update(torch.tensor(seqs), torch.tensor(cands), mean).numpy()
+        s_none = model.score_update(torch.tensor(seqs), torch.tensor(cands), torch.zeros_like(own)).numpy()
+        s_own = model.score_update(torch.tensor(seqs), torch.tensor(cands), own).numpy()
+    assert out["variants"]["mean"] == pytest.approx(ranking_metrics(s_mean), abs=1e-5)
+    assert out["variants"]["none"] == pytest.approx(ranking_metrics(s_none), abs=1e-5)
+    ndcg = lambda s: np.where(positive_rank(s) < 10, 1 / np.log2(positive_rank(s) + 2.0), 0.0)  # noqa: E731
+    diff = ndcg(s_own) - ndcg(s_mean)
+    assert out["own_minus"]["mean"]["ndcg@10"] == pytest.approx(diff.mean(), abs=1e-5)
+    assert out["own_minus"]["mean"]["se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)), abs=1e-5)
+    assert out["update_floats"] == own.shape[1] and out["rows"] == len(seqs)
+    assert set(out["variants"]["shuffled"]) == set(metrics["test"])
+    code, stdout, stderr = run_inprocess("eval", run, "--data", synth_dataset_dir, "--updates", "--regime", "both")
+    assert code == 2 and "window regime" in stdout + stderr
+
+
+def test_eval_updates_refuses_a_device_only_run(synth_dataset, synth_dataset_dir, tmp_path):
+    from toolkit.train import TrainSettings, train
+
+    train("scn", synth_dataset, tmp_path / "scn", TrainSettings(epochs=1, batch_size=512, threads=1))
+    code, stdout, stderr = run_inprocess("eval", tmp_path / "scn", "--data", synth_dataset_dir, "--updates")
+    err = (stdout + stderr).strip()
+    assert code == 2 and "needs a model with a cloud update" in err and len(err.splitlines()) == 1

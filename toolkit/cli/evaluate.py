@@ -18,6 +18,9 @@ def evaluate(
     regime: str = typer.Option("window", help="window (the last L clicks from the initial state, as trained), "
                                "stream (the TTT state carried through the whole history, as `step` runs on a "
                                "phone; scn/cocorrrec) or both"),
+    updates: bool = typer.Option(False, "--updates", help="cloud models (cocorrrec, duet): score the split with each "
+                                 "user's own update, one mean update for everyone, another user's update, and none, "
+                                 "with paired standard errors: is the update specific to the user?"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
 ) -> None:
@@ -40,6 +43,26 @@ def evaluate(
     if desc["model"] == "gate":
         raise ToolkitError("`toolkit eval` scores recommenders; for a gate use `toolkit gate curve`")
     check_vocab(ds, model.cfg.n_items)
+    if updates:
+        from toolkit.models.cloud import is_cloud_model
+
+        if not is_cloud_model(model):
+            raise ToolkitError(f"--updates needs a model with a cloud update (cocorrrec, duet); {run} is a "
+                               f"{desc['model']} run")
+        if regime != "window":
+            raise ToolkitError("--updates scores the window regime (the update is applied to the window)")
+        from toolkit.train.updates import update_ablation
+
+        res = update_ablation(model, ds, split)
+        if as_json:
+            typer.echo(dumps_json({"run": str(run), **res}), nl=False)
+            return
+        console.print(metrics_table(f"{desc['model']} on {split}: which update the device applies",
+                                    res["variants"]))
+        for k, v in res["own_minus"].items():
+            console.print(f"own - {k:<8} NDCG@10 {v['ndcg@10']:+.4f} (paired s.e. {v['se']:.4f}, "
+                          f"{v['ndcg@10'] / v['se'] if v['se'] > 0 else float('inf'):+.1f} s.e.)")
+        return
     rows = {}
     if regime in ("window", "both"):
         rows["window"] = evaluate_split(model.to(device), ds, split)
