@@ -83,6 +83,17 @@ class Recommender(nn.Module):
         cand = self.tower(self.item_emb(candidates))  # [B, C, D]
         return torch.einsum("bd,bcd->bc", u, cand)
 
+    def tower_table(self) -> torch.Tensor:
+        """The candidate tower's output for every item id [n_items + 1, D]: a pure function of the item, so an
+        export can ship it and gather candidate rows instead of running the tower (export --tower precomputed)."""
+        with torch.no_grad():
+            return self.tower(self.item_emb.weight).detach().clone().float()
+
+    def score_vectors(self, items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] of a window against candidate vectors cand [B, C, D] that already went through the tower
+        (rows of `tower_table()`); `forward` is `score_vectors(items, tower(item_emb(candidates)))`."""
+        return torch.einsum("bd,bcd->bc", self.encode(items), cand)
+
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode(items), candidates)
 

@@ -123,6 +123,10 @@ class DIN(Recommender):
         raise ToolkitError("din: the user vector depends on the candidate (target attention); "
                            "score with model(items, candidates) instead of encode() + score()")
 
+    def score_vectors(self, items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Scores from candidate vectors that already went through the tower (rows of `tower_table()`)."""
+        return self.attend_and_score(items, cand)
+
     def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         raise ToolkitError("din: score(u, candidates) does not apply (target attention); use model(items, candidates)")
 
@@ -146,6 +150,7 @@ class DIN(Recommender):
         return (int(self.cfg.in_transform) * L * D * D + L * D * A + C * D * A + C * L * D * A
                 + C * L * A + C * L * D)
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
-        return [window_entry(self, seq_len, candidates)]
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
+        return [window_entry(self, seq_len, candidates, tower_table)]

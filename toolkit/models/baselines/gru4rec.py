@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.contract import EntryPoint, TensorSpec
@@ -106,28 +107,38 @@ class GRU4Rec(Recommender):
         D, L = self.cfg.dim, seq_len
         return (int(self.cfg.in_transform) + 6) * L * D * D + self.cfg.out_layers * D * D
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
-        return [window_entry(self, seq_len, candidates)]
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
+        return [window_entry(self, seq_len, candidates, tower_table)]
 
 
 class WindowEntry(nn.Module):
-    """The exported `window` module of a stateless baseline: forward(items [1, L], candidates [1, C]) -> scores."""
+    """The exported `window` module of a stateless baseline: forward(items [1, L], candidates [1, C]) -> scores.
 
-    def __init__(self, model: Recommender):
+    tower_table=True: the candidate tower's output for every item is a constant buffer `tower_table`
+    [n_items + 1, D] (a snapshot of the weights when the entry is built) and candidates are gathered from it."""
+
+    def __init__(self, model: Recommender, tower_table: bool = False):
         super().__init__()
         self.model = model
+        if tower_table:
+            self.register_buffer("tower_table", model.tower_table())
+        else:
+            self.tower_table = None
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return self.model(items, candidates)  # [1, C]
+        if self.tower_table is None:
+            return self.model(items, candidates)  # [1, C]
+        return self.model.score_vectors(items, F.embedding(candidates, self.tower_table))
 
 
-def window_entry(model: Recommender, seq_len: int, candidates: int) -> EntryPoint:
+def window_entry(model: Recommender, seq_len: int, candidates: int, tower_table: bool = False) -> EntryPoint:
     """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode."""
     n = model.cfg.n_items
     return EntryPoint(
         name="window",
-        module=WindowEntry(model).eval(),
+        module=WindowEntry(model, tower_table).eval(),
         inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                 TensorSpec("candidates", (1, candidates), torch.int64, high=n)],
         outputs=["scores"],

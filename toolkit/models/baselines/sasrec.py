@@ -146,7 +146,8 @@ class SASRec(Recommender):
         per_block = 4 * L * D * D + 2 * L * L * D + 2 * c.ffn_mult * L * D * D
         return int(c.in_transform) * L * D * D + c.n_blocks * per_block + c.out_layers * D * D
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
         self._check_len(seq_len)
-        return [window_entry(self, seq_len, candidates)]
+        return [window_entry(self, seq_len, candidates, tower_table)]
