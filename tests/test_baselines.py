@@ -158,6 +158,27 @@ def test_window_contract_exports_with_torch_export(name):
             torch.testing.assert_close(program.module()(*inputs), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, overrides", [(n, {}) for n in NAMES] + [
+    ("sasrec", {"heads": 2, "n_blocks": 2}), ("sasrec", {"in_transform": False, "out_layers": 0})])
+def test_window_contract_scores_as_the_model(name, overrides):
+    """The exported window (SASRec's: its device graph of constants and matmul reductions) gives the model's own
+    scores to fp32 rounding at every real length 0..L, with weights away from their initialisation."""
+    model = make(name, **overrides).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    L = 12
+    (entry,) = model.contract(seq_len=L, candidates=9)
+    cands = candidates(1, 9)
+    with torch.no_grad():
+        for n in range(L + 1):
+            items = right_padded([n], L, seed=n)
+            want = model(items, cands)
+            # fp32 rounding relative to the scores' scale (sums of D products through several layers)
+            scale = float(want.abs().max())
+            torch.testing.assert_close(entry.module(items, cands), want, rtol=1e-5, atol=1e-5 * scale + 1e-6)
+
+
 def synthetic_batch(B: int, L: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A learnable task: the next item is (last item mod N) + 1; 1 positive + 4 random negatives per row."""
     g = torch.Generator().manual_seed(seed)

@@ -133,12 +133,14 @@ class WindowEntry(nn.Module):
         return self.model.score_vectors(items, F.embedding(candidates, self.tower_table))
 
 
-def window_entry(model: Recommender, seq_len: int, candidates: int, tower_table: bool = False) -> EntryPoint:
-    """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode."""
+def window_entry(model: Recommender, seq_len: int, candidates: int, tower_table: bool = False,
+                 module: nn.Module | None = None) -> EntryPoint:
+    """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode.
+    `module`: the model's own exported form of forward(items, candidates), if it has one."""
     n = model.cfg.n_items
     return EntryPoint(
         name="window",
-        module=WindowEntry(model, tower_table).eval(),
+        module=(module if module is not None else WindowEntry(model, tower_table)).eval(),
         inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                 TensorSpec("candidates", (1, candidates), torch.int64, high=n)],
         outputs=["scores"],
