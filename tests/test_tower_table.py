@@ -57,3 +57,19 @@ def test_a_model_without_a_separable_tower_is_one_clear_error():
     gate, _, _ = sources.fresh("gate", N)
     with pytest.raises(ToolkitError, match="gate has no separable candidate tower to precompute"):
         sources.entries_for(gate, 12, 15, tower_table=True)
+
+
+@pytest.mark.parametrize("name", ["scn", "cocorrrec", "gru4rec", "sasrec", "din"])
+def test_flop_counts_drop_by_exactly_the_tower(name):
+    """Counted and hand-counted FLOPs of a table entry are the tower entry's less the tower's matmuls (4 C D^2)."""
+    from toolkit.models.flops import analytic_flops, count_flops
+
+    model, _, _ = sources.fresh(name, N, {"dim": 32})
+    C = 15
+    table, _ = sources.entries_for(model, 12, C, name == "cocorrrec", tower_table=True)
+    plain, _ = sources.entries_for(model, 12, C, name == "cocorrrec", tower_table=False)
+    for t, p in zip(table, plain):
+        tower = 4 * C * 32 * 32
+        assert count_flops(p)[0] - count_flops(t)[0] == tower
+        a_t, a_p = analytic_flops(model, t, 12), analytic_flops(model, p, 12)
+        assert a_t is not None and a_p - a_t == tower

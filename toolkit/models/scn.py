@@ -511,8 +511,9 @@ class CoCorrRec(nn.Module):
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
 
-    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100) -> int | None:
-        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates)
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
+                            tower_table: bool = False) -> int | None:
+        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates, tower_table)
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
                  tower_table: bool = False) -> list[EntryPoint]:
