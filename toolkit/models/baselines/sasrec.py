@@ -28,7 +28,7 @@ from torch import nn
 from toolkit.errors import ToolkitError
 from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import output_mlp, window_entry
-from toolkit.models.common import BaseConfig, Recommender, last_real
+from toolkit.models.common import BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table
 
 
 @dataclass
@@ -180,15 +180,10 @@ class _DeviceGraph(nn.Module):
             else:
                 self.tower_table = None
             reg("pos", model.pos_emb.weight[:L].detach().clone())
-            mask = torch.ones(cfg.n_items + 1, 1)
-            mask[0] = 0
-            reg("mask_table", mask)
+            reg("mask_table", real_mask_table(cfg.n_items))
             reg("causal", torch.ones(L, L).tril())
             reg("own", torch.eye(L))
-            S = torch.zeros(L, L)
-            idx = torch.arange(L - 1)
-            S[idx + 1, idx] = 1
-            reg("sel_map", (torch.eye(L) - S).T.contiguous())  # F.linear(m_row, sel_map) = one-hot of the last real
+            reg("sel_map", last_real_map(L))
             reg("mean_D", torch.full((1, D), 1.0 / D))
             for i, ln in enumerate(self.lns):
                 reg(f"eps{i}", torch.full((1,), ln.eps))
@@ -217,10 +212,6 @@ class _DeviceGraph(nn.Module):
             f = block.ffn
             x = x + f[3](torch.relu(f[0](self._ln(x, 2 * i + 1))))
         h = self._ln(x, len(self.lns) - 1)
-        u = m.out(torch.mm(F.linear(m_row, self.sel_map), h))  # [1, D]; zeros row -> as last_real
-        C = candidates.shape[1]
-        if self.tower_table is None:
-            cand = m.tower(m.item_emb(candidates)).view(1, C, D)
-        else:
-            cand = F.embedding(candidates, self.tower_table).view(1, C, D)
-        return torch.bmm(cand, u.view(1, D, 1)).view(1, C)
+        sel = F.linear(m_row, self.sel_map).view(1, 1, L)  # one-hot of the last real token; zeros row -> as last_real
+        u = m.out(torch.bmm(sel, h.view(1, L, D)).view(1, D))  # bmm: XNNPACK's matmul of two runtime tensors
+        return device_scores(m, self.tower_table, candidates, u)
