@@ -1,9 +1,9 @@
-"""Before/after of the exported gate, SASRec and GRU4Rec graphs (issue 11, deliverable 5), side by side in one
+"""Before/after of the exported gate, SASRec, GRU4Rec and DIN graphs (issue 11, deliverable 5), side by side in one
 process: the artifacts of a code revision exported by that revision's own code, timed interleaved with this tree's.
 
 Usage (repository root):
   1. export with each revision's code (fresh models, same seed -> same weights):
-     PYTHONPATH=<tree> python benches/graph_ab.py export <out_dir> [--models gate,sasrec,gru4rec]
+     PYTHONPATH=<tree> python benches/graph_ab.py export <out_dir> [--models gate,sasrec,gru4rec,din]
   2. time all artifacts interleaved (1 thread):
      PYTHONPATH=. OMP_NUM_THREADS=1 python benches/graph_ab.py time before=<dir> after=<dir> [--runs 3000]
 Prints one JSON object: p50/p90 ms per call through toolkit's runners (which include the Python call), the .pte's
@@ -89,7 +89,7 @@ def timing(dirs: dict[str, Path], runs: int) -> dict:
         for k in lat:
             if k.startswith(a + "/") and (b + k[len(a):]) in lat:
                 speedup[k[len(a) + 1:]] = round(lat[k]["p50"] / lat[b + k[len(a):]]["p50"], 2)
-    return {"what": f"p50/p90 ms per call: the gate's mrs (batch 1, 10 noise draws) and the SASRec and GRU4Rec "
+    return {"what": f"p50/p90 ms per call: the gate's mrs (batch 1, 10 noise draws) and the SASRec, GRU4Rec and DIN "
                     f"windows (L={L}, {C} candidates), fresh models (Beauty vocabulary), 1 thread, all artifacts "
                     "interleaved in one process",
             "command": "PYTHONPATH=. OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
@@ -102,7 +102,7 @@ def timing(dirs: dict[str, Path], runs: int) -> dict:
 def main() -> None:
     args = sys.argv[2:]
     if sys.argv[1] == "export":
-        models = ["gate", "sasrec", "gru4rec"]
+        models = ["gate", "sasrec", "gru4rec", "din"]
         if "--models" in args:
             models = args[args.index("--models") + 1].split(",")
         export(Path(args[0]), models)

@@ -160,9 +160,9 @@ def test_window_contract_exports_with_torch_export(name):
 
 @pytest.mark.parametrize("name, overrides", [(n, {}) for n in NAMES] + [
     ("sasrec", {"heads": 2, "n_blocks": 2}), ("sasrec", {"in_transform": False, "out_layers": 0}),
-    ("gru4rec", {"in_transform": False, "out_layers": 0})])
+    ("gru4rec", {"in_transform": False, "out_layers": 0}), ("din", {"in_transform": False})])
 def test_window_contract_scores_as_the_model(name, overrides):
-    """The exported window (SASRec's and GRU4Rec's: device graphs of constants and matmul reductions) gives the model's own
+    """The exported window (the baselines' device graphs of constants and matmul reductions) gives the model's own
     scores to fp32 rounding at every real length 0..L, with weights away from their initialisation."""
     model = make(name, **overrides).eval()
     with torch.no_grad():
