@@ -120,10 +120,11 @@ def test_export_precomputed_tower_then_verify(monkeypatch, capsys, tmp_path):
     choice, the table's size and its check against the tower; trajectory parity (3 stateful steps) and verify hold
     with the fp32 recipe tolerance, as for the tower in the graph."""
     out = tmp_path / "art"
-    code, _, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--n-items", "40", "--config", "dim=16",
-                           "--config", "heads=2", "--seq-len", "10", "--candidates", "5", "--tower", "precomputed",
-                           "--target", "executorch,onnx", "--steps", "3", "--out", out)
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--n-items", "40", "--config",
+                                "dim=16", "--config", "heads=2", "--seq-len", "10", "--candidates", "5", "--tower",
+                                "precomputed", "--target", "executorch,onnx", "--steps", "3", "--out", out)
     assert code == 0, err
+    assert "tower: precomputed table [41, 16] shipped per entry" in " ".join(stdout.split())  # rich may wrap
     m = json.loads((out / "manifest.json").read_text())
     tower = m["model_info"]["tower"]
     assert tower["kind"] == "precomputed" and tower["pass"] and tower["table_shape"] == [41, 16]

@@ -143,6 +143,13 @@ def export(
         manifest = export_artifacts(entries, name, targets, out, dtype=dtype, parity_steps=n_steps, model_info=info,
                                     progress=progress, require_delegated=require_delegated, force=force)
     console.print(summary_table(manifest))
+    tower = manifest["model_info"].get("tower") or {}
+    if tower.get("kind") == "precomputed":
+        worst = max(c["worst"]["error"] for c in tower["table_vs_tower"].values())
+        per = ", ".join(f"{k} {_human_bytes(v)}" for k, v in tower["table_bytes_per_entry"].items())
+        console.print(f"tower: precomputed table {tower['table_shape']} shipped per entry ({per}); equals the tower "
+                      f"over {manifest['test_vectors']['steps']} steps (max abs error {worst:.1e})", highlight=False,
+                      soft_wrap=True)
     for r in manifest["artifacts"]:
         if r["runtime"] == "coreml" and "skipped" in str(r["parity"].get("runtime_parity", "")):
             console.print(f"[yellow]note:[/] {r['file']}: {r['parity']['runtime_parity']}")
