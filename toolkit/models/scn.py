@@ -534,7 +534,8 @@ class _StateCorrectedWindow(nn.Module):
         super().__init__()
         H, d = scn.cfg.heads, scn.cfg.dim // scn.cfg.heads
         self.H, self.d = H, d
-        self.scn_graph = _DeviceGraph(scn, seq_len, step=False, tower_table=tower_table)  # not "graph": fx modules have a .graph
+        # not "graph": fx modules have a .graph
+        self.scn_graph = _DeviceGraph(scn, seq_len, step=False, tower_table=tower_table)
         self.register_buffer("W0", scn.ttt.W0.detach().clone().float())  # [H, d, d]
         self.register_buffer("b0", scn.ttt.b0.detach().clone().float().view(H, 1, d))
 
