@@ -249,3 +249,21 @@ def test_analytic_macs_reproduce_the_design_note_hand_counts():
     gru, sas = GRU4Rec(GRU4RecConfig(n_items=N_ITEMS)), SASRec(SASRecConfig(n_items=N_ITEMS))
     assert round(gru.analytic_macs(10), -3) == 295_000 and round(gru.analytic_macs(25), -3) == 725_000
     assert round(sas.analytic_macs(10), -3) == 553_000 and round(sas.analytic_macs(25), -4) == 1_420_000
+
+
+@pytest.mark.slow  # real ExecuTorch exports
+@pytest.mark.parametrize("name", NAMES + ["gate"])
+def test_window_pte_is_one_xnnpack_graph(name, tmp_path):
+    """Issue 11 deliverable 5: the gate's and every baseline's .pte is one XNNPACK partition; outside it only the
+    embedding gathers (item table, 0/1 real-token mask) and nothing else, and it passes its trajectory parity."""
+    from toolkit.exporters import export_artifacts
+    from toolkit.exporters.sources import fresh
+
+    model, _, info = fresh(name, N_ITEMS, {"dim": 16})
+    entries = model.contract() if name == "gate" else model.contract(seq_len=8, candidates=6)
+    m = export_artifacts(entries, name, ["executorch"], tmp_path / "a", parity_steps=2, model_info=info)
+    (rec,) = m["artifacts"]
+    d = rec["delegation"]
+    assert rec["parity"]["pass"] and d["partitions"] == 1, d
+    assert set(d["fallback_ops"]) <= {"aten_embedding_default"}, d["fallback_ops"]
+    assert d["compute_ops_delegated"] == d["compute_ops_total"] > 0
