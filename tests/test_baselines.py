@@ -158,6 +158,28 @@ def test_window_contract_exports_with_torch_export(name):
             torch.testing.assert_close(program.module()(*inputs), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, overrides", [(n, {}) for n in NAMES] + [
+    ("sasrec", {"heads": 2, "n_blocks": 2}), ("sasrec", {"in_transform": False, "out_layers": 0}),
+    ("gru4rec", {"in_transform": False, "out_layers": 0}), ("din", {"in_transform": False})])
+def test_window_contract_scores_as_the_model(name, overrides):
+    """The exported window (the baselines' device graphs of constants and matmul reductions) gives the model's own
+    scores to fp32 rounding at every real length 0..L, with weights away from their initialisation."""
+    model = make(name, **overrides).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    L = 12
+    (entry,) = model.contract(seq_len=L, candidates=9)
+    cands = candidates(1, 9)
+    with torch.no_grad():
+        for n in range(L + 1):
+            items = right_padded([n], L, seed=n)
+            want = model(items, cands)
+            # fp32 rounding relative to the scores' scale (sums of D products through several layers)
+            scale = float(want.abs().max())
+            torch.testing.assert_close(entry.module(items, cands), want, rtol=1e-5, atol=1e-5 * scale + 1e-6)
+
+
 def synthetic_batch(B: int, L: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A learnable task: the next item is (last item mod N) + 1; 1 positive + 4 random negatives per row."""
     g = torch.Generator().manual_seed(seed)
@@ -227,3 +249,21 @@ def test_analytic_macs_reproduce_the_design_note_hand_counts():
     gru, sas = GRU4Rec(GRU4RecConfig(n_items=N_ITEMS)), SASRec(SASRecConfig(n_items=N_ITEMS))
     assert round(gru.analytic_macs(10), -3) == 295_000 and round(gru.analytic_macs(25), -3) == 725_000
     assert round(sas.analytic_macs(10), -3) == 553_000 and round(sas.analytic_macs(25), -4) == 1_420_000
+
+
+@pytest.mark.slow  # real ExecuTorch exports
+@pytest.mark.parametrize("name", NAMES + ["gate"])
+def test_window_pte_is_one_xnnpack_graph(name, tmp_path):
+    """Issue 11 deliverable 5: the gate's and every baseline's .pte is one XNNPACK partition; outside it only the
+    embedding gathers (item table, 0/1 real-token mask) and nothing else, and it passes its trajectory parity."""
+    from toolkit.exporters import export_artifacts
+    from toolkit.exporters.sources import fresh
+
+    model, _, info = fresh(name, N_ITEMS, {"dim": 16})
+    entries = model.contract() if name == "gate" else model.contract(seq_len=8, candidates=6)
+    m = export_artifacts(entries, name, ["executorch"], tmp_path / "a", parity_steps=2, model_info=info)
+    (rec,) = m["artifacts"]
+    d = rec["delegation"]
+    assert rec["parity"]["pass"] and d["partitions"] == 1, d
+    assert set(d["fallback_ops"]) <= {"aten_embedding_default"}, d["fallback_ops"]
+    assert d["compute_ops_delegated"] == d["compute_ops_total"] > 0

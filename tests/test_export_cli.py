@@ -161,3 +161,43 @@ def test_a_cocorrrec_run_exports_and_benches_as_scn_including_the_ort(monkeypatc
     rows = json.loads(bench_json.read_text())["rows"]
     assert rows and all(r["status"] == "ok" and r["model"] == "scn" for r in rows), rows
     assert all(p.name.startswith("scn.") for p in (tmp_path / "cache").rglob("*.onnx"))
+
+
+def test_export_precomputed_tower_then_verify(monkeypatch, capsys, tmp_path):
+    """--tower precomputed: ExecuTorch, ONNX and Core ML artifacts gather rows of the shipped table; the manifest
+    records the choice, the table's size and its check against the tower; trajectory parity (3 stateful steps) and
+    verify hold with the fp32 recipe tolerance, as for the tower in the graph."""
+    out = tmp_path / "art"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--model", "scn", "--n-items", "40", "--config",
+                                "dim=16", "--config", "heads=2", "--seq-len", "10", "--candidates", "5", "--tower",
+                                "precomputed", "--target", "executorch,onnx,coreml", "--steps", "3", "--out", out)
+    assert code == 0, err
+    assert "tower: precomputed table [41, 16] shipped per entry" in " ".join(stdout.split())  # rich may wrap
+    m = json.loads((out / "manifest.json").read_text())
+    tower = m["model_info"]["tower"]
+    assert tower["kind"] == "precomputed" and tower["pass"] and tower["table_shape"] == [41, 16]
+    assert tower["table_bytes_per_entry"] == {"window": 41 * 16 * 4, "step": 41 * 16 * 4}
+    assert all(c["pass"] and c["steps"] == 3 for c in tower["table_vs_tower"].values())
+    assert m["model_info"]["contract_args"]["tower_table"] is True
+    assert {(r["entry"], r["runtime"]) for r in m["artifacts"]} == {
+        (e, rt) for e in ("window", "step") for rt in ("executorch", "onnxruntime", "onnxruntime-ort", "coreml")}
+    for r in m["artifacts"]:
+        assert r["parity"]["steps"] == 3
+        if r["runtime"] == "coreml":  # converted; no Core ML runtime off macOS: structure + fp16-state drift
+            assert r["parity"]["structure_pass"] and r["parity"]["status"] == "skipped"
+        else:
+            assert r["parity"]["pass"] and r["parity"]["status"] == "passed"
+            assert r["parity"]["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
+    code, stdout, err = run_cli(monkeypatch, capsys, "verify", out, "--json", tmp_path / "v.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "v.json").read_text())["pass"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "gate", "--tower", "precomputed"], "gate has no separable candidate tower to precompute"),
+    (["--model", "scn", "--tower", "table"], "--tower: unknown 'table' (valid: graph, precomputed)"),
+])
+def test_export_rejects_a_tower_it_cannot_build(monkeypatch, capsys, tmp_path, args, needle):
+    code, _, err = run_cli(monkeypatch, capsys, "export", *args, "--target", "onnx", "--out", tmp_path / "o")
+    assert code == 2 and needle in _one_line_error(err)
+    assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []

@@ -102,3 +102,27 @@ def test_unknown_config_key_is_named():
 
     with pytest.raises(ToolkitError, match="zdim"):
         GateConfig.from_dict({"zdim": 3})
+
+
+def test_exported_graph_equals_the_gate_with_every_part_active():
+    """The device graph (constants, split weights, reductions as matmuls) is Gate.forward to fp32 rounding, with a
+    non-zero joint head and a non-trivial log-u standardisation (a fresh gate leaves both at identity)."""
+    torch.manual_seed(1)
+    gate = _gate()
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        gate.u_log_mean.fill_(-2.0)
+        gate.u_log_std.fill_(1.7)
+    (entry,) = gate.contract()
+    assert not any(True for _ in entry.module.parameters())  # weights are constants of the graph
+    joint = []
+    for seed in range(20):
+        x = entry.example_inputs(seed=seed)
+        with torch.no_grad():
+            got, want = entry.module(*x), gate(*x)
+            parts = gate.parts(*x)
+        assert got.shape == want.shape == (1,)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        joint.append(abs(float(parts["logit"]) - float(parts["mrd_logit"])))
+    assert max(joint) > 0.1  # the joint head contributes

@@ -85,6 +85,9 @@ def export(
     candidates: str = typer.Option("100", "--candidates", help="Candidates scored per call."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | int8 (a recipe per target in export/)."),
     with_corrections: bool = typer.Option(False, "--with-corrections", help="SCN: add the GCN correction inputs."),
+    tower: str = typer.Option("graph", "--tower",
+                              help="Candidate tower: graph (Linear-tanh-Linear run on every candidate) | precomputed "
+                                   "(ship its output for every item, [n_items + 1, D], and gather rows)."),
     steps: str = typer.Option("5", "--steps", help="Trajectory length for parity and test vectors."),
     require_delegated: bool = typer.Option(False, "--require-delegated",
                                            help="Fail when matmul-family ops fall back off XNNPACK."),
@@ -102,12 +105,13 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolkit.cli.common import check_out, parse_config
-    from toolkit.exporters.recipes import DTYPES, find, parse_targets  # light: TOML recipes only
+    from toolkit.exporters.recipes import DTYPES, check_tower, find, parse_targets  # light: TOML recipes only
 
     # ---- validate everything before any work (and before torch/executorch/coremltools are imported) ----
     L = positive_int(seq_len, "--seq-len", hi=MAX_SEQ_LEN)
     C = positive_int(candidates, "--candidates", hi=MAX_CANDIDATES)
     n_steps = positive_int(steps, "--steps", hi=MAX_STEPS)
+    tower_table = check_tower(tower)
     targets = parse_targets(target)
     if dtype not in DTYPES:
         raise ToolkitError(f"--dtype: unknown '{dtype}' (valid: {', '.join(DTYPES)})")
@@ -133,8 +137,18 @@ def export(
         m, name, info = sources.from_run(run)
     else:
         m, name, info = sources.fresh(model, vocab, overrides)
-    entries, kw = sources.entries_for(m, L, C, with_corrections)
+    entries, kw = sources.entries_for(m, L, C, with_corrections, tower_table)
     info.update({"seq_len": L, "candidates": C, "with_corrections": with_corrections, "contract_args": kw})
+    strict = [find(t, "fp32") for t in targets]
+    info["tower"] = sources.tower_record(m, entries, kw, n_steps, min(r.atol for r in strict),
+                                         min(r.rtol for r in strict))
+    if not info["tower"].get("pass", True):
+        from toolkit.errors import CheckFailed
+        from toolkit.exporters.parity import failure_line
+
+        bad = next(k for k, v in info["tower"]["table_vs_tower"].items() if not v["pass"])
+        raise CheckFailed(f"precomputed tower table of '{bad}' differs from the tower: "
+                          f"{failure_line(info['tower']['table_vs_tower'][bad])}")
 
     from toolkit.exporters.export import export_artifacts
 
@@ -153,6 +167,13 @@ def export(
         console.print(line, highlight=False, soft_wrap=True)
     from toolkit.exporters.manifest import parity_status
 
+    tower = manifest["model_info"].get("tower") or {}
+    if tower.get("kind") == "precomputed":
+        worst = max(c["worst"]["error"] for c in tower["table_vs_tower"].values())
+        per = ", ".join(f"{k} {_human_bytes(v)}" for k, v in tower["table_bytes_per_entry"].items())
+        console.print(f"tower: precomputed table {tower['table_shape']} shipped per entry ({per}); equals the tower "
+                      f"over {manifest['test_vectors']['steps']} steps (max abs error {worst:.1e})", highlight=False,
+                      soft_wrap=True)
     for r in manifest["artifacts"]:
         status, reason = parity_status(r)
         if status == "skipped":

@@ -11,6 +11,7 @@ from toolkit.io import read_toml
 
 TARGETS = ("executorch", "onnx", "coreml")
 DTYPES = ("fp32", "fp16", "int8")
+TOWERS = ("graph", "precomputed")  # export --tower: run the candidate tower in the graph | ship its output table
 RUNTIME_OF_TARGET = {"executorch": "executorch", "onnx": "onnxruntime", "coreml": "coreml"}  # format -> runtime
 # runtimes of a second form an export writes beside the main one: the ORT format (.ort) of every ONNX export
 ALSO_WRITTEN = {"onnxruntime-ort": "onnx"}
@@ -118,3 +119,10 @@ def parse_targets(spec: str | list[str]) -> list[str]:
     if not out:
         raise ToolkitError(f"no target given (valid: {', '.join(TARGETS)})")
     return out
+
+
+def check_tower(tower: str) -> bool:
+    """export --tower value -> the contract's tower_table flag; a one-line error for anything else."""
+    if tower not in TOWERS:
+        raise ToolkitError(f"--tower: unknown '{tower}' (valid: {', '.join(TOWERS)})")
+    return tower == "precomputed"

@@ -189,9 +189,46 @@ def contract_kwargs(model, seq_len: int, candidates: int, with_corrections: bool
     if "tower_table" in params:
         kw["tower_table"] = tower_table
     elif tower_table:
-        raise ToolkitError(f"{type(model).__name__} has no separable candidate tower to precompute "
-                           "(a precomputed tower table is for scn/cocorrrec)")
+        raise ToolkitError(f"--tower precomputed: {type(model).__name__.lower()} has no separable candidate tower to "
+                           f"precompute (offered for: {', '.join(TOWER_MODELS)})")
     return kw
+
+
+TOWER_MODELS = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din")  # models whose contract takes tower_table
+
+
+def tower_tables(entries) -> dict[str, list[int]]:
+    """entry name -> shape of the precomputed tower table it ships (entries without one are left out)."""
+    out = {}
+    for e in entries:
+        for name, buf in e.module.named_buffers():
+            if name.split(".")[-1] == "tower_table":
+                out[e.name] = list(buf.shape)
+    return out
+
+
+def tower_record(model, entries, kw: dict, steps: int, atol: float, rtol: float, seed: int = 0) -> dict:
+    """What a manifest's model_info says about the candidate tower. For a precomputed table: its shape and bytes
+    per entry, and the table entries' eager trajectory (same inputs, state carried) against the same entries with the
+    tower in the graph, under the recipe tolerance (fp32: atol/rtol 1e-4), so the table is proved to be the tower's
+    output, not only self-consistent with its own export."""
+    if not kw.get("tower_table"):
+        return {"kind": "graph"}
+    from toolkit.exporters.parity import compare, eager_trajectory, trajectory_inputs
+
+    tables = tower_tables(entries)
+    plain = {e.name: e for e in model.contract(**{**kw, "tower_table": False})}
+    checks = {}
+    for e in entries:
+        inputs = trajectory_inputs(e, steps, seed)
+        res = compare(eager_trajectory(plain[e.name], inputs), eager_trajectory(e, inputs), list(e.outputs),
+                      [s.name for s in e.states], atol, rtol)
+        checks[e.name] = {"pass": res["pass"], "steps": res["steps"], "worst": res["worst"],
+                          "tolerance": res["tolerance"]}
+    return {"kind": "precomputed",
+            "table_shape": next(iter(tables.values()), None), "table_dtype": "float32 (before a --dtype cast)",
+            "table_bytes_per_entry": {k: int(4 * v[0] * v[1]) for k, v in tables.items()},
+            "table_vs_tower": checks, "pass": all(c["pass"] for c in checks.values())}
 
 
 def entries_for(model, seq_len: int, candidates: int, with_corrections: bool = False, tower_table: bool = False):

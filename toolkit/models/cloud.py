@@ -17,6 +17,7 @@ is simply `cloud_update` of an earlier context applied to today's window, so sta
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.contract import EntryPoint, TensorSpec
@@ -51,24 +52,33 @@ class HistoryEncoder(nn.Module):
 
 
 class UpdateWindowEntry(nn.Module):
-    """Exported `window` of a cloud model: forward(items [1, L], candidates [1, C], update [1, P]) -> scores."""
+    """Exported `window` of a cloud model: forward(items [1, L], candidates [1, C], update [1, P]) -> scores.
 
-    def __init__(self, model: nn.Module):
+    tower_table=True: the device model's candidate tower output for every item is a constant buffer `tower_table`
+    [n_items + 1, D] gathered by id (the model scores through `score_update_vectors`)."""
+
+    def __init__(self, model: nn.Module, tower_table: bool = False):
         super().__init__()
         self.model = model
+        if tower_table:
+            self.register_buffer("tower_table", model.device.tower_table())
+        else:
+            self.tower_table = None
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return self.model.score_update(items, candidates, update)
+        if self.tower_table is None:
+            return self.model.score_update(items, candidates, update)
+        return self.model.score_update_vectors(items, F.embedding(candidates, self.tower_table), update)
 
 
-def update_window_entry(model, seq_len: int, candidates: int, what: str, module: nn.Module | None = None
-                        ) -> EntryPoint:
+def update_window_entry(model, seq_len: int, candidates: int, what: str, module: nn.Module | None = None,
+                        tower_table: bool = False) -> EntryPoint:
     """The device artifact of a cloud model: static shapes, the update as an explicit input (zeros = none).
     `module`: the model's own exported form of forward(items, candidates, update), if it has one."""
     n = model.cfg.n_items
     return EntryPoint(
         name="window",
-        module=(module if module is not None else UpdateWindowEntry(model)).eval(),
+        module=(module if module is not None else UpdateWindowEntry(model, tower_table)).eval(),
         inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                 TensorSpec("candidates", (1, candidates), torch.int64, high=n),
                 TensorSpec("update", (1, model.update_floats()), torch.float32)],

@@ -53,6 +53,34 @@ def last_real_onehot(items: torch.Tensor) -> torch.Tensor:
     return real * (1 - nxt)
 
 
+def real_mask_table(n_items: int) -> torch.Tensor:
+    """[n_items + 1, 1]: 0 for the padding id, 1 for every item. Exported graphs gather the real-token mask from it
+    (F.embedding, like the item table) instead of computing `items != 0` and a cast at run time."""
+    mask = torch.ones(n_items + 1, 1)
+    mask[0] = 0
+    return mask
+
+
+def last_real_map(seq_len: int) -> torch.Tensor:
+    """[L, L] constant with F.linear(m_row [1, L], map) = one-hot of the last real position of a right-padded 0/1
+    mask row (zeros if none): m @ (I - S), S[s + 1, s] = 1, i.e. m_s - m_{s+1}."""
+    S = torch.zeros(seq_len, seq_len)
+    idx = torch.arange(seq_len - 1)
+    S[idx + 1, idx] = 1
+    return (torch.eye(seq_len) - S).T.contiguous()
+
+
+def device_scores(model, tower_table: torch.Tensor | None, candidates: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Scores [1, C] of one user vector u [1, D] in an exported batch-1 graph: candidates through the model's tower,
+    or gathered from a precomputed tower table; the dot products as one bmm."""
+    C, D = candidates.shape[1], u.shape[-1]
+    if tower_table is None:
+        cand = model.tower(model.item_emb(candidates)).view(1, C, D)
+    else:
+        cand = torch.nn.functional.embedding(candidates, tower_table).view(1, C, D)
+    return torch.bmm(cand, u.view(1, D, 1)).view(1, C)
+
+
 @dataclass
 class BaseConfig:
     n_items: int
@@ -82,6 +110,17 @@ class Recommender(nn.Module):
     def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         cand = self.tower(self.item_emb(candidates))  # [B, C, D]
         return torch.einsum("bd,bcd->bc", u, cand)
+
+    def tower_table(self) -> torch.Tensor:
+        """The candidate tower's output for every item id [n_items + 1, D]: a pure function of the item, so an
+        export can ship it and gather candidate rows instead of running the tower (export --tower precomputed)."""
+        with torch.no_grad():
+            return self.tower(self.item_emb.weight).detach().clone().float()
+
+    def score_vectors(self, items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] of a window against candidate vectors cand [B, C, D] that already went through the tower
+        (rows of `tower_table()`); `forward` is `score_vectors(items, tower(item_emb(candidates)))`."""
+        return torch.einsum("bd,bcd->bc", self.encode(items), cand)
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode(items), candidates)

@@ -104,6 +104,14 @@ class Duet(nn.Module):
             return (self.apply_update(bb.pooled(items, c), update[:, None, :]) * c).sum(-1)
         return bb.score(self.apply_update(bb.encode(items), update), candidates)
 
+    def score_update_vectors(self, items, cand, update):
+        """score_update from candidate vectors cand [B, C, D] that already went through the backbone's tower (rows
+        of its `tower_table()`, export --tower precomputed)."""
+        bb = self.backbone
+        if self.cfg.backbone == "din":
+            return (self.apply_update(bb.pooled(items, cand), update[:, None, :]) * cand).sum(-1)
+        return torch.einsum("bd,bcd->bc", self.apply_update(bb.encode(items), update), cand)
+
     def forward(self, items, candidates, context=None):
         if context is None:
             raise ToolkitError("duet scores with a cloud update: pass the history context (or use score_update)")
@@ -131,5 +139,5 @@ class Duet(nn.Module):
         per_layer = D * D if not self.cfg.rank else 2 * D * self.cfg.rank + self.cfg.rank
         return self.backbone.analytic_macs(seq_len) + self.cfg.gen_layers * per_layer
 
-    def contract(self, seq_len: int, candidates: int = 100):
-        return [update_window_entry(self, seq_len, candidates, "generated parameters")]
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False):
+        return [update_window_entry(self, seq_len, candidates, "generated parameters", tower_table=tower_table)]

@@ -47,9 +47,15 @@ def count_flops(entry: EntryPoint, seed: int = 0) -> tuple[int, dict[str, int]]:
     return int(counter.get_total_flops()), per_op
 
 
-def tower_macs(dim: int, candidates: int) -> int:
-    """Candidate tower (Linear + tanh + Linear, bias not counted) and the dot-product score, per call."""
-    return candidates * (2 * dim * dim + dim)
+def tower_macs(dim: int, candidates: int, table: bool = False) -> int:
+    """Candidate tower (Linear + tanh + Linear, bias not counted) and the dot-product score, per call; with a
+    precomputed tower table (export --tower precomputed) the score only."""
+    return candidates * ((0 if table else 2 * dim * dim) + dim)
+
+
+def ships_tower_table(entry: EntryPoint) -> bool:
+    """The entry gathers candidates from a precomputed tower table instead of running the tower."""
+    return any(name.split(".")[-1] == "tower_table" for name, _ in entry.module.named_buffers())
 
 
 def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
@@ -65,6 +71,8 @@ def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
         extra = {}
         if "candidates" in names and "candidates" in inspect.signature(model.entry_analytic_macs).parameters:
             extra["candidates"] = entry.inputs[names.index("candidates")].shape[-1]
+        if "tower_table" in inspect.signature(model.entry_analytic_macs).parameters:
+            extra["tower_table"] = ships_tower_table(entry)
         macs = model.entry_analytic_macs(entry.name, seq_len, **extra)
         return None if macs is None else 2 * int(macs)
     if not hasattr(model, "analytic_macs"):
@@ -79,5 +87,5 @@ def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
     else:
         return None
     if C is not None:
-        macs += tower_macs(model.cfg.dim, C)
+        macs += tower_macs(model.cfg.dim, C, ships_tower_table(entry))
     return 2 * int(macs)

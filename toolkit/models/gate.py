@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import ToolkitError
@@ -219,12 +220,86 @@ class Gate(nn.Module):
 
 
 class _MRSEntry(nn.Module):
+    """The gate as exported: `Gate.forward` for a static batch of 1, written so XNNPACK takes the whole graph (the
+    treatment of SCN's `_DeviceGraph`, issue 11). Constants are a snapshot of the weights when the entry is built.
+
+    * Reductions are matmuls with constant rows (XNNPACK has no `sum` and delegates `mean.dim` only on 4-D inputs):
+      sums and means over D with a [1, D] row, the mean over the n samples with a [1, n] row.
+    * No split/stack/expand/squeeze: the prior head is two Linears (mu, log sigma^2); the next-item net's first layer
+      is its h-columns (once) plus its z-columns (per sample), added by broadcasting; the MRD's hidden layer is its
+      column blocks (a, b, a*b, cos, dist) summed; the joint head's Linear(2, .) is two broadcast products.
+    * log u is standardised with the folded constants (log(u + eps) - mean) * (1 / std)."""
+
     def __init__(self, gate: Gate):
         super().__init__()
-        self.gate = gate
+        cfg, dm, mrd, joint = gate.cfg, gate.dm, gate.mrd, gate.joint
+        D, z, n, m = cfg.dim, cfg.z_dim, cfg.n_samples, cfg.mrd_hidden
+        c = lambda t: t.detach().clone().float()  # noqa: E731
+        reg = self.register_buffer
+        with torch.no_grad():
+            reg("trunk_w", c(dm.trunk.weight))
+            reg("trunk_b", c(dm.trunk.bias))
+            reg("mu_w", c(dm.prior_head.weight[:z]))
+            reg("mu_b", c(dm.prior_head.bias[:z]))
+            reg("lv_w", c(dm.prior_head.weight[z:]))
+            reg("lv_b", c(dm.prior_head.bias[z:]))
+            h = dm.trunk.out_features
+            reg("nin_wh", c(dm.next_in.weight[:, :h]))
+            reg("nin_wz", c(dm.next_in.weight[:, h:]))
+            reg("nin_b", c(dm.next_in.bias))
+            reg("nout_w", c(dm.next_out.weight))
+            reg("nout_b", c(dm.next_out.bias))
+            reg("mean_n", torch.full((1, n), 1.0 / n))  # torch.mm(mean_n, x [n, D]) = mean over the samples
+            reg("ones_D", torch.ones(1, D))  # F.linear(x, ones_D) = sum over the last axis
+            reg("mean_D", torch.full((1, D), 1.0 / D))
+            reg("eps_cos", torch.full((1,), 1e-6))
+            reg("eps_u", torch.full((1,), U_EPS))
+            reg("u_mean", c(gate.u_log_mean).view(1))
+            reg("u_inv_std", (1.0 / c(gate.u_log_std)).view(1))
+            reg("proj_w", c(mrd.proj.weight))
+            reg("proj_b", c(mrd.proj.bias))
+            W = c(mrd.hidden.weight)  # columns: a (m), b (m), a*b (m), cos, dist
+            reg("hid_a", W[:, :m].contiguous())
+            reg("hid_b", W[:, m:2 * m].contiguous())
+            reg("hid_ab", W[:, 2 * m:3 * m].contiguous())
+            reg("hid_cos", W[:, 3 * m].view(1, m).contiguous())
+            reg("hid_dist", W[:, 3 * m + 1].view(1, m).contiguous())
+            reg("hid_bias", c(mrd.hidden.bias))
+            reg("mrd_out_w", c(mrd.out.weight))
+            reg("mrd_out_b", c(mrd.out.bias))
+            reg("j_w_logit", c(joint.inp.weight[:, 0]).view(1, -1))
+            reg("j_w_u", c(joint.inp.weight[:, 1]).view(1, -1))
+            reg("j_b", c(joint.inp.bias).view(1, -1))
+            reg("j_out_w", c(joint.out.weight))
+            reg("j_out_b", c(joint.out.bias))
+        self.n, self.z = n, z
 
     def forward(self, r_now, r_stale, noise):
-        return self.gate(r_now, r_stale, noise)
+        # distribution mapper: the across-sample variance of f(r, z_i), summed over D
+        h = torch.tanh(F.linear(r_now, self.trunk_w, self.trunk_b))  # [1, h]
+        mu = F.linear(h, self.mu_w, self.mu_b)  # [1, z]
+        logvar = torch.clamp(F.linear(h, self.lv_w, self.lv_b), LOGVAR_MIN, LOGVAR_MAX)
+        zs = mu + torch.exp(0.5 * logvar) * noise.view(self.n, self.z)  # [n, z]
+        hid = torch.tanh(F.linear(h, self.nin_wh) + F.linear(zs, self.nin_wz, self.nin_b))  # [n, hidden]
+        rh = r_now + F.linear(hid, self.nout_w, self.nout_b)  # [n, D]
+        centred = rh - torch.mm(self.mean_n, rh)
+        u = F.linear(torch.mm(self.mean_n, centred * centred), self.ones_D)  # [1, 1]
+        u_std = (torch.log(u + self.eps_u) - self.u_mean) * self.u_inv_std
+        # mis-recommendation detector
+        a = torch.tanh(F.linear(r_now, self.proj_w, self.proj_b))
+        b = torch.tanh(F.linear(r_stale, self.proj_w, self.proj_b))
+        dot = F.linear(r_now * r_stale, self.ones_D)  # [1, 1]
+        nn2 = F.linear(r_now * r_now, self.ones_D) * F.linear(r_stale * r_stale, self.ones_D)
+        cos = dot / (torch.sqrt(nn2) + self.eps_cos)
+        diff = r_now - r_stale
+        dist = torch.sqrt(F.linear(diff * diff, self.mean_D, self.eps_cos))
+        x = (F.linear(a, self.hid_a) + F.linear(b, self.hid_b) + F.linear(a * b, self.hid_ab) + cos * self.hid_cos
+             + dist * self.hid_dist + self.hid_bias)
+        mrd_logit = F.linear(torch.tanh(x), self.mrd_out_w, self.mrd_out_b)  # [1, 1]
+        # joint head
+        j = torch.tanh(mrd_logit * self.j_w_logit + u_std * self.j_w_u + self.j_b)
+        logit = mrd_logit + F.linear(j, self.j_out_w, self.j_out_b)
+        return torch.sigmoid(logit).view(1)
 
 
 def check_base(gate_desc: dict, base_desc: dict, base_run: Path) -> None:

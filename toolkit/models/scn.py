@@ -201,7 +201,7 @@ class _DeviceGraph(nn.Module):
         reg = self.register_buffer
         with torch.no_grad():
             if tower_table:
-                reg("tower_table", c(scn.tower(scn.item_emb.weight)))
+                reg("tower_table", scn.tower_table())
             mask = torch.ones(cfg.n_items + 1, 1)
             mask[0] = 0
             reg("mask_table", mask)
@@ -511,21 +511,18 @@ class CoCorrRec(nn.Module):
     def analytic_macs(self, seq_len: int) -> int:
         return self.scn.analytic_macs(seq_len)
 
-    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100) -> int | None:
-        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates)
+    def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
+                            tower_table: bool = False) -> int | None:
+        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates, tower_table)
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
                  tower_table: bool = False) -> list[EntryPoint]:
         if self.cfg.cloud == "paper":
             return self.scn.contract(seq_len, candidates, with_corrections, tower_table)
-        if tower_table:
-            from toolkit.errors import ToolkitError
-
-            raise ToolkitError("a precomputed tower table is not offered for cocorrrec(cloud=history) yet")
         from toolkit.models.cloud import update_window_entry
 
-        step = [e for e in self.scn.contract(seq_len, candidates, False) if e.name == "step"]
-        window = _StateCorrectedWindow(self.scn, seq_len)
+        step = [e for e in self.scn.contract(seq_len, candidates, False, tower_table) if e.name == "step"]
+        window = _StateCorrectedWindow(self.scn, seq_len, tower_table)
         return [update_window_entry(self, seq_len, candidates, "TTT state correction", module=window), *step]
 
 
@@ -533,11 +530,12 @@ class _StateCorrectedWindow(nn.Module):
     """The exported window of cocorrrec(cloud=history): SCN's device graph started from the corrected initial state
     W0 + delta W, b0 + delta b, the correction being the `update` input [1, H (d^2 + d)] (zeros = plain SCN)."""
 
-    def __init__(self, scn: SCN, seq_len: int):
+    def __init__(self, scn: SCN, seq_len: int, tower_table: bool = False):
         super().__init__()
         H, d = scn.cfg.heads, scn.cfg.dim // scn.cfg.heads
         self.H, self.d = H, d
-        self.scn_graph = _DeviceGraph(scn, seq_len, step=False)  # not "graph": fx modules have a .graph
+        # not "graph": fx modules have a .graph
+        self.scn_graph = _DeviceGraph(scn, seq_len, step=False, tower_table=tower_table)
         self.register_buffer("W0", scn.ttt.W0.detach().clone().float())  # [H, d, d]
         self.register_buffer("b0", scn.ttt.b0.detach().clone().float().view(H, 1, d))
 

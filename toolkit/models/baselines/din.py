@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import ToolkitError
 from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import window_entry
-from toolkit.models.common import BaseConfig, Recommender
+from toolkit.models.common import BaseConfig, Recommender, real_mask_table
 
 
 @dataclass
@@ -123,6 +124,10 @@ class DIN(Recommender):
         raise ToolkitError("din: the user vector depends on the candidate (target attention); "
                            "score with model(items, candidates) instead of encode() + score()")
 
+    def score_vectors(self, items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Scores from candidate vectors that already went through the tower (rows of `tower_table()`)."""
+        return self.attend_and_score(items, cand)
+
     def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         raise ToolkitError("din: score(u, candidates) does not apply (target attention); use model(items, candidates)")
 
@@ -146,6 +151,40 @@ class DIN(Recommender):
         return (int(self.cfg.in_transform) * L * D * D + L * D * A + C * D * A + C * L * D * A
                 + C * L * A + C * L * D)
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
-        return [window_entry(self, seq_len, candidates)]
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
+        return [window_entry(self, seq_len, candidates, tower_table, module=_DeviceGraph(self, seq_len, tower_table))]
+
+
+class _DeviceGraph(nn.Module):
+    """DIN's window as exported: `DIN.forward` for a static batch of 1 (the treatment of SCN's `_DeviceGraph`, issue
+    11): broadcasts are views + element-wise ops (no unsqueeze/expand), the padding mask a gather of a 0/1 table (no
+    `!=`, no cast), the weighted pooling one bmm, and the per-candidate dot products a matmul with a constant ones
+    row (XNNPACK has no `sum`)."""
+
+    def __init__(self, model: "DIN", seq_len: int, tower_table: bool = False):
+        super().__init__()
+        self.model, self.L, self.D, self.A = model, seq_len, model.cfg.dim, model.cfg.att_hidden
+        with torch.no_grad():
+            if tower_table:
+                self.register_buffer("tower_table", model.tower_table())
+            else:
+                self.tower_table = None
+            self.register_buffer("mask_table", real_mask_table(model.cfg.n_items))
+            self.register_buffer("ones_D", torch.ones(1, model.cfg.dim))
+
+    def forward(self, items, candidates):
+        m, L, D, A = self.model, self.L, self.D, self.A
+        C = candidates.shape[1]
+        h = m.history(items).view(L, D)
+        if self.tower_table is None:
+            c = m.tower(m.item_emb(candidates)).view(C, D)
+        else:
+            c = F.embedding(candidates, self.tower_table).view(C, D)
+        att = m.att
+        a_p = att.from_product(c.view(C, 1, D) * h.view(1, L, D))  # [C, L, A]
+        z = att.prelu(a_p + att.from_history(h).view(1, L, A) + att.from_candidate(c).view(C, 1, A))
+        w = att.fc2(z).view(C, L) * F.embedding(items, self.mask_table).view(1, L)  # padding weight 0
+        pooled = torch.bmm(w.view(1, C, L), h.view(1, L, D))  # [1, C, D]
+        return F.linear(pooled * c.view(1, C, D), self.ones_D).view(1, C)

@@ -19,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.contract import EntryPoint, TensorSpec
-from toolkit.models.common import BaseConfig, Recommender, last_real
+from toolkit.models.common import BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table
 
 
 @dataclass
@@ -106,28 +107,81 @@ class GRU4Rec(Recommender):
         D, L = self.cfg.dim, seq_len
         return (int(self.cfg.in_transform) + 6) * L * D * D + self.cfg.out_layers * D * D
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
-        return [window_entry(self, seq_len, candidates)]
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
+        return [window_entry(self, seq_len, candidates, tower_table, module=_DeviceGraph(self, seq_len, tower_table))]
+
+
+class _DeviceGraph(nn.Module):
+    """GRU4Rec's window as exported: `GRU4Rec.forward` for a static batch of 1 (the treatment of SCN's
+    `_DeviceGraph`, issue 11): the initial state is a constant zero row (no `full`), the real-token mask a gather of a
+    0/1 table (no `!=`, no cast), the last real output a one-hot bmm (no `sum`, no `zeros_like`), the outputs a
+    concat of [1, D] rows (no stack), `1 - z` against a constant (a Python 1 is lifted and cast at run time), the
+    scores one bmm."""
+
+    def __init__(self, model: "GRU4Rec", seq_len: int, tower_table: bool = False):
+        super().__init__()
+        self.model, self.L, self.D = model, seq_len, model.cfg.dim
+        with torch.no_grad():
+            if tower_table:
+                self.register_buffer("tower_table", model.tower_table())
+            else:
+                self.tower_table = None
+            self.register_buffer("mask_table", real_mask_table(model.cfg.n_items))
+            self.register_buffer("sel_map", last_real_map(seq_len))
+            self.register_buffer("h0", torch.zeros(1, model.cfg.dim))
+            self.register_buffer("one", torch.ones(1))  # 1 - z with a constant tensor: a Python 1 becomes a cast
+
+    def forward(self, items, candidates):
+        m, L, D = self.model, self.L, self.D
+        x = m.item_emb(items).view(L, D)
+        if m.in_proj is not None:
+            x = torch.tanh(m.in_proj(x))
+        gi = m.gru.ih(x)  # [L, 3D]
+        h, outs = self.h0, []
+        for t in range(L):  # the same equations as GRUCellUnrolled
+            g = gi[t:t + 1]
+            gh = m.gru.hh(h)
+            r = torch.sigmoid(g[:, :D] + gh[:, :D])
+            z = torch.sigmoid(g[:, D:2 * D] + gh[:, D:2 * D])
+            n = torch.tanh(g[:, 2 * D:] + r * gh[:, 2 * D:])
+            h = (self.one - z) * n + z * h
+            outs.append(h)
+        sel = F.linear(F.embedding(items, self.mask_table).view(1, L), self.sel_map)  # [1, L]
+        # [1, D]; all padding -> zeros, as last_real. bmm: XNNPACK takes a matmul of two runtime tensors as bmm
+        u = m.out(torch.bmm(sel.view(1, 1, L), torch.cat(outs, dim=0).view(1, L, D)).view(1, D))
+        return device_scores(m, self.tower_table, candidates, u)
 
 
 class WindowEntry(nn.Module):
-    """The exported `window` module of a stateless baseline: forward(items [1, L], candidates [1, C]) -> scores."""
+    """The exported `window` module of a stateless baseline: forward(items [1, L], candidates [1, C]) -> scores.
 
-    def __init__(self, model: Recommender):
+    tower_table=True: the candidate tower's output for every item is a constant buffer `tower_table`
+    [n_items + 1, D] (a snapshot of the weights when the entry is built) and candidates are gathered from it."""
+
+    def __init__(self, model: Recommender, tower_table: bool = False):
         super().__init__()
         self.model = model
+        if tower_table:
+            self.register_buffer("tower_table", model.tower_table())
+        else:
+            self.tower_table = None
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return self.model(items, candidates)  # [1, C]
+        if self.tower_table is None:
+            return self.model(items, candidates)  # [1, C]
+        return self.model.score_vectors(items, F.embedding(candidates, self.tower_table))
 
 
-def window_entry(model: Recommender, seq_len: int, candidates: int) -> EntryPoint:
-    """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode."""
+def window_entry(model: Recommender, seq_len: int, candidates: int, tower_table: bool = False,
+                 module: nn.Module | None = None) -> EntryPoint:
+    """The `window` EntryPoint shared by the baselines (no state). Puts the model in eval mode.
+    `module`: the model's own exported form of forward(items, candidates), if it has one."""
     n = model.cfg.n_items
     return EntryPoint(
         name="window",
-        module=WindowEntry(model).eval(),
+        module=(module if module is not None else WindowEntry(model, tower_table)).eval(),
         inputs=[TensorSpec("items", (1, seq_len), torch.int64, high=n),
                 TensorSpec("candidates", (1, candidates), torch.int64, high=n)],
         outputs=["scores"],

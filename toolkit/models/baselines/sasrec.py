@@ -22,12 +22,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import ToolkitError
 from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import output_mlp, window_entry
-from toolkit.models.common import BaseConfig, Recommender, last_real
+from toolkit.models.common import BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table
 
 
 @dataclass
@@ -146,7 +147,71 @@ class SASRec(Recommender):
         per_block = 4 * L * D * D + 2 * L * L * D + 2 * c.ffn_mult * L * D * D
         return int(c.in_transform) * L * D * D + c.n_blocks * per_block + c.out_layers * D * D
 
-    def contract(self, seq_len: int, candidates: int = 100) -> list[EntryPoint]:
-        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C]."""
+    def contract(self, seq_len: int, candidates: int = 100, tower_table: bool = False) -> list[EntryPoint]:
+        """One stateless entry point `window`: items [1, L] + candidates [1, C] -> scores [1, C] (tower_table: the
+        candidate tower precomputed for every item and gathered, see Recommender.tower_table)."""
         self._check_len(seq_len)
-        return [window_entry(self, seq_len, candidates)]
+        return [window_entry(self, seq_len, candidates, tower_table, module=_DeviceGraph(self, seq_len, tower_table))]
+
+
+class _DeviceGraph(nn.Module):
+    """SASRec's window as exported: `SASRec.forward` for a static batch of 1, written so XNNPACK takes the whole graph
+    (the treatment of SCN's `_DeviceGraph`, issue 11); eval mode (dropout is the identity).
+
+    * Shape-only quantities are constants built here once: the positions' rows, the causal and own-key masks, the
+      last-real-token selector map, the averaging row of LayerNorm.
+    * The real-token mask is a gather of a 0/1 table (no `!=`, no cast); the attention bias is element-wise
+      broadcasts of constants (no expand/unsqueeze).
+    * LayerNorm is written out with the averaging row as a matmul (`native_layer_norm` is not delegated here).
+    * The user state is the last real token's row, taken with a one-hot matmul (no `sum`, no `zeros_like`).
+    """
+
+    def __init__(self, model: "SASRec", seq_len: int, tower_table: bool = False):
+        super().__init__()
+        cfg = model.cfg
+        D, L = cfg.dim, seq_len
+        self.model, self.L, self.D, self.H, self.d = model, L, D, cfg.heads, D // cfg.heads
+        self.scale = 1.0 / math.sqrt(self.d)
+        self.lns = [*(ln for b in model.blocks for ln in (b.ln1, b.ln2)), model.final_ln]
+        reg = self.register_buffer
+        with torch.no_grad():
+            if tower_table:
+                reg("tower_table", model.tower_table())
+            else:
+                self.tower_table = None
+            reg("pos", model.pos_emb.weight[:L].detach().clone())
+            reg("mask_table", real_mask_table(cfg.n_items))
+            reg("causal", torch.ones(L, L).tril())
+            reg("own", torch.eye(L))
+            reg("sel_map", last_real_map(L))
+            reg("mean_D", torch.full((1, D), 1.0 / D))
+            for i, ln in enumerate(self.lns):
+                reg(f"eps{i}", torch.full((1,), ln.eps))
+
+    def _ln(self, x, i):
+        ln = self.lns[i]
+        xc = x - F.linear(x, self.mean_D)
+        return xc * torch.rsqrt(F.linear(xc * xc, self.mean_D, getattr(self, f"eps{i}"))) * ln.weight + ln.bias
+
+    def _heads(self, t):  # [L, D] -> [H, L, d]
+        return t.view(self.L, self.H, self.d).permute(1, 0, 2)
+
+    def forward(self, items, candidates):
+        m, L, D = self.model, self.L, self.D
+        x = m.item_emb(items).view(L, D) + self.pos
+        if m.in_proj is not None:
+            x = torch.tanh(m.in_proj(x))
+        m_row = F.embedding(items, self.mask_table).view(1, L)  # 1 = real item
+        bias = (self.causal * torch.clamp(m_row + self.own, max=1.0) - 1.0) * 1e4  # [L, L], as attention_bias
+        for i, block in enumerate(m.blocks):
+            a = block.attn
+            qkv = a.qkv(self._ln(x, 2 * i))  # [L, 3D]
+            q, k, v = self._heads(qkv[:, :D]), self._heads(qkv[:, D:2 * D]), self._heads(qkv[:, 2 * D:])
+            att = torch.softmax(torch.bmm(q, k.permute(0, 2, 1)) * self.scale + bias, dim=-1)  # [H, L, L]
+            x = x + a.proj(torch.bmm(att, v).permute(1, 0, 2).reshape(L, D))
+            f = block.ffn
+            x = x + f[3](torch.relu(f[0](self._ln(x, 2 * i + 1))))
+        h = self._ln(x, len(self.lns) - 1)
+        sel = F.linear(m_row, self.sel_map).view(1, 1, L)  # one-hot of the last real token; zeros row -> as last_real
+        u = m.out(torch.bmm(sel, h.view(1, L, D)).view(1, D))  # bmm: XNNPACK's matmul of two runtime tensors
+        return device_scores(m, self.tower_table, candidates, u)
