@@ -35,7 +35,7 @@ BASELINES = ("gru4rec", "sasrec", "din")
 SIZES = {"quick": (1000, 2, 30, ("sasrec",)), "full": (2000, 3, 50, BASELINES)}
 # Wall seconds each size took with its default settings on an idle 2-core machine (benches/baselines/pipeline.json,
 # measured 2026-12-02): printed up front so a user knows what to expect.
-MEASURED_SECONDS = {"quick": 280, "full": 900}
+MEASURED_SECONDS = {"quick": 130, "full": 216}
 
 
 def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: str, runs: int, users: int,
@@ -99,7 +99,7 @@ def pipeline(
     out: Path = typer.Option(Path("out"), "--out", help="folder for everything the job writes"),
     data: Optional[Path] = typer.Option(None, "--data", help="a prepared dataset dir (default: synthetic data)"),
     full: bool = typer.Option(False, "--full", help="the heavier job: 2,000 synthetic users, 3 epochs, 50 timed "
-                              "runs, all three baselines (about 15 min on an idle 2-core machine; the default about 5)"),
+                              "runs, all three baselines (about 3.6 min on an idle 2-core machine; the default about 2.2)"),
     epochs: Optional[int] = typer.Option(None, help="training epochs per model and gate stage [default: 2; --full 3]"),
     seq_len: int = typer.Option(25, "--seq-len", help="static window length of the exported artifacts and bench"),
     targets: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
