@@ -252,7 +252,8 @@ def test_exported_state_corrected_window_equals_eager():
             torch.testing.assert_close(window.module(items, cands, zero), m.device(items, cands), atol=2e-5, rtol=1e-5)
 
 
-def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, synth_dataset_dir, tmp_path):
+@pytest.mark.parametrize("cloud", ["history", "paper"])
+def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, synth_dataset_dir, tmp_path, cloud):
     """`eval --updates`: 'own' is the run's own test metrics; 'mean' / 'none' are rebuilt here by hand from
     cloud_update and score_update, and the paired s.e. is the s.e. of the per-row NDCG@10 difference."""
     from toolkit.metrics import positive_rank, ranking_metrics
@@ -260,8 +261,9 @@ def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, sy
     from toolkit.train import TrainSettings, train
 
     run = tmp_path / "cc"
+    config = {"cloud": "history", "context_len": 20} if cloud == "history" else {"cloud": "paper"}
     metrics = train("cocorrrec", synth_dataset, run, TrainSettings(epochs=1, batch_size=512, threads=1,
-                                                                   config={"cloud": "history", "context_len": 20}))
+                                                                   config=config))
     out = json.loads(cli("eval", run, "--data", synth_dataset_dir, "--updates", "--json").stdout)
     assert out["variants"]["own"] == pytest.approx(metrics["test"], abs=1e-6)
     model, _ = load_run(run)
@@ -272,6 +274,8 @@ def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, sy
     for row, (u, T) in enumerate(zip(users, times)):
         h = synth_dataset.history(int(u))[:T][-20:]
         ctx[row, :len(h)] = h
+    if cloud == "paper":  # the paper's GCN reads the device's own window
+        ctx = seqs
     with torch.no_grad():
         own = model.cloud_update(torch.tensor(ctx))
         mean = own.mean(0, keepdim=True).expand_as(own)

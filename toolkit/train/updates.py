@@ -49,7 +49,7 @@ def update_ablation(model, ds: Dataset, split: str, seed: int = 0) -> dict:
     model = model.cpu().eval()
     seqs, cands = ds.split(split)
     ctx = context_rows(model, ds, split)
-    own = _updates(model, ctx)
+    own = _updates(model, seqs if ctx is None else ctx)  # context_len 0 (cloud=paper): the cloud reads the window
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(own)))
     updates = {"own": own, "mean": own.mean(0, keepdim=True).expand_as(own), "shuffled": own[perm],
                "none": torch.zeros_like(own)}
