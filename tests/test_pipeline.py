@@ -95,7 +95,8 @@ def test_pipeline_dry_run_lists_the_quick_plan(tmp_path):
     assert rc == 0, err
     text = " ".join(out.split())
     assert "train cocorrrec" in text and "train sasrec" in text and "train gru4rec" not in text
-    assert "--users 1000" in text and "--epochs 2" in text and "--runs 30" in text
+    assert "--users 1000" in text and "--epochs 4" in text and "--runs 30" in text
+    assert "--batch-size 256 --lr 3e-3" in text
     rc, out, _ = run_inprocess("pipeline", "--out", tmp_path / "o", "--dry-run", "--full")
     text = " ".join(out.split())
     assert rc == 0 and "train gru4rec" in text and "train din" in text and "--users 2000" in text

@@ -52,11 +52,13 @@ def test_verify_is_quiet_and_the_log_has_the_lines_verbose_shows_them(et_dir, tm
     log = (quiet_cwd / "toolkit.log").read_text()
     assert log.startswith("==== ") and f"toolkit verify {et_dir}\n" in log.splitlines(keepends=True)[0]
     assert "Failed to open midr file" in log  # C++ (cpuinfo, fd 2)
-    assert "Failed to load" in log and "_C_mxfp8" in log  # Python logging (torchao)
+    # verify loads ExecuTorch's runtime bindings only, not the exporter (executorch.exir -> torchao), so torchao's
+    # Python-logging lines no longer happen here (routed like any write: test_capture_routes_python_and_native_writes_but_not_ours)
+    assert "_C_mxfp8" not in log
 
     v = toolkit(loud_cwd, "verify", et_dir, "--verbose")
     assert v.returncode == 0, v.stderr
-    assert "Failed to open midr file" in v.stderr and "_C_mxfp8" in v.stderr
+    assert "Failed to open midr file" in v.stderr
     assert not (loud_cwd / "toolkit.log").exists()
 
     elsewhere = tmp_path / "logs" / "run.log"  # --log-file (anywhere on the line) and $TOOLKIT_LOG move it
