@@ -38,7 +38,7 @@ SIZES = {"quick": (1000, 4, 30, ("sasrec",)), "full": (2000, 5, 50, BASELINES)}
 SYNTH_TRAINING = ["--batch-size", "256", "--lr", "3e-3"]  # small synthetic data: smaller batches, faster steps
 # Wall seconds each size took with its default settings on an idle 2-core machine (benches/baselines/pipeline.json,
 # measured 2026-12-02): printed up front so a user knows what to expect.
-MEASURED_SECONDS = {"quick": 130, "full": 216}
+MEASURED_SECONDS = {"quick": 127, "full": 213}
 
 
 def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: str, runs: int, users: int,
@@ -104,7 +104,8 @@ def pipeline(
     out: Path = typer.Option(Path("out"), "--out", help="folder for everything the job writes"),
     data: Optional[Path] = typer.Option(None, "--data", help="a prepared dataset dir (default: synthetic data)"),
     full: bool = typer.Option(False, "--full", help="the heavier job: 2,000 synthetic users, 5 epochs, 50 timed "
-                              "runs, all three baselines (about 3.6 min on an idle 2-core machine; the default about 2.2)"),
+                              "runs, all three baselines (about 3.6 min on an idle 2-core machine; the default "
+                              "about 2.1)"),
     epochs: Optional[int] = typer.Option(None, help="training epochs per model and gate stage [default: 4; --full 5]"),
     seq_len: int = typer.Option(25, "--seq-len", help="static window length of the exported artifacts and bench"),
     targets: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
