@@ -53,7 +53,7 @@ def test_verify_is_quiet_and_the_log_has_the_lines_verbose_shows_them(et_dir, tm
     assert log.startswith("==== ") and f"toolkit verify {et_dir}\n" in log.splitlines(keepends=True)[0]
     assert "Failed to open midr file" in log  # C++ (cpuinfo, fd 2)
     # verify loads ExecuTorch's runtime bindings only, not the exporter (executorch.exir -> torchao), so
-    # torchao's Python-logging lines no longer happen here (routed like any write: test_capture_routes_python_and_native_writes_but_not_ours)
+    # torchao's Python-logging lines no longer happen here (their routing: test_capture_routes_python_and_native_...)
     assert "_C_mxfp8" not in log
 
     v = toolkit(loud_cwd, "verify", et_dir, "--verbose")
