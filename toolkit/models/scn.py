@@ -328,12 +328,16 @@ class _DeviceGraph(nn.Module):
         o = None
         last = len(self.blocks) - 1
         for i, (st, n) in enumerate(self.blocks):
-            qm, km, vm = qh[:, st:st + n], kh[:, st:st + n], vh[:, st:st + n]
-            em = etah[:, :, st:st + n]  # [H, 1, n]
-            sel_m = sel[:, st:st + n]  # [1, n]
+            # a block spanning the whole window (the step: L = K) is used as is: a full-range slice lowers to an
+            # alias_copy that XNNPACK does not take, which split the step into two partitions
+            full = st == 0 and n == L
+            qm, km, vm = (qh, kh, vh) if full else (qh[:, st:st + n], kh[:, st:st + n], vh[:, st:st + n])
+            em = etah if full else etah[:, :, st:st + n]  # [H, 1, n]
+            sel_m = sel if full else sel[:, st:st + n]  # [1, n]
             kT = km.permute(0, 2, 1)  # [H, d, n]
             G = self._inner_grad(torch.bmm(km, W) + b, vm - km)  # [H, n, d]
-            qs = torch.bmm(sel_m.view(1, 1, n), q[st:st + n].view(1, n, D))  # selected query [1, 1, D]
+            qblock = q if full else q[st:st + n]
+            qs = torch.bmm(sel_m.view(1, 1, n), qblock.view(1, n, D))  # selected query [1, 1, D]
             qs = qs.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
             es = F.linear(sel_m, getattr(self, f"e_map{i}")).view(1, 1, n) * em  # selected row of E [H, 1, n]
             As = torch.bmm(qs, kT)  # selected row of Q K^T [H, 1, n]
@@ -354,7 +358,7 @@ class _DeviceGraph(nn.Module):
             o_m = qs + cnt * self._ln_h(Zs)
             o = o_m if o is None else o + o_m
             if self.step or i < last:
-                tl = F.linear(m_row[:, st:st + n], getattr(self, f"tlast{i}")).view(1, 1, 1)
+                tl = F.linear(m_row if full else m_row[:, st:st + n], getattr(self, f"tlast{i}")).view(1, 1, 1)
                 e_last = em * tl  # [H, 1, n]
                 W = W - torch.bmm(kT * e_last, G)
                 b = b - torch.bmm(e_last, G)
