@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.common import register_tower_table
 from toolkit.models.contract import EntryPoint, TensorSpec
 
 
@@ -60,10 +61,7 @@ class UpdateWindowEntry(nn.Module):
     def __init__(self, model: nn.Module, tower_table: bool = False):
         super().__init__()
         self.model = model
-        if tower_table:
-            self.register_buffer("tower_table", model.device.tower_table())
-        else:
-            self.tower_table = None
+        register_tower_table(self, model.device, tower_table)
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         if self.tower_table is None:

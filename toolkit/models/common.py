@@ -70,6 +70,16 @@ def last_real_map(seq_len: int) -> torch.Tensor:
     return (torch.eye(seq_len) - S).T.contiguous()
 
 
+def register_tower_table(module: nn.Module, model, precomputed: bool) -> None:
+    """`module.tower_table`: the candidate tower's output for every item of `model`, as a constant buffer shipped with
+    the exported graph (`--tower precomputed`), or None when the graph runs the tower itself."""
+    if precomputed:
+        with torch.no_grad():
+            module.register_buffer("tower_table", model.tower_table())
+    else:
+        module.tower_table = None
+
+
 def device_scores(model, tower_table: torch.Tensor | None, candidates: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Scores [1, C] of one user vector u [1, D] in an exported batch-1 graph: candidates through the model's tower,
     or gathered from a precomputed tower table; the dot products as one bmm."""

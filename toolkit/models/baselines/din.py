@@ -24,7 +24,7 @@ from torch import nn
 from toolkit.errors import ToolkitError
 from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import window_entry
-from toolkit.models.common import BaseConfig, Recommender, real_mask_table
+from toolkit.models.common import BaseConfig, Recommender, real_mask_table, register_tower_table
 
 
 @dataclass
@@ -167,10 +167,7 @@ class _DeviceGraph(nn.Module):
         super().__init__()
         self.model, self.L, self.D, self.A = model, seq_len, model.cfg.dim, model.cfg.att_hidden
         with torch.no_grad():
-            if tower_table:
-                self.register_buffer("tower_table", model.tower_table())
-            else:
-                self.tower_table = None
+            register_tower_table(self, model, tower_table)
             self.register_buffer("mask_table", real_mask_table(model.cfg.n_items))
             self.register_buffer("ones_D", torch.ones(1, model.cfg.dim))
 

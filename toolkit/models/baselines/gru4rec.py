@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.contract import EntryPoint, TensorSpec
-from toolkit.models.common import BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table
+from toolkit.models.common import (BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table,
+                                   register_tower_table)
 
 
 @dataclass
@@ -124,10 +125,7 @@ class _DeviceGraph(nn.Module):
         super().__init__()
         self.model, self.L, self.D = model, seq_len, model.cfg.dim
         with torch.no_grad():
-            if tower_table:
-                self.register_buffer("tower_table", model.tower_table())
-            else:
-                self.tower_table = None
+            register_tower_table(self, model, tower_table)
             self.register_buffer("mask_table", real_mask_table(model.cfg.n_items))
             self.register_buffer("sel_map", last_real_map(seq_len))
             self.register_buffer("h0", torch.zeros(1, model.cfg.dim))
@@ -163,10 +161,7 @@ class WindowEntry(nn.Module):
     def __init__(self, model: Recommender, tower_table: bool = False):
         super().__init__()
         self.model = model
-        if tower_table:
-            self.register_buffer("tower_table", model.tower_table())
-        else:
-            self.tower_table = None
+        register_tower_table(self, model, tower_table)
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.tower_table is None:

@@ -28,7 +28,8 @@ from torch import nn
 from toolkit.errors import ToolkitError
 from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import output_mlp, window_entry
-from toolkit.models.common import BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table
+from toolkit.models.common import (BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table,
+                                   register_tower_table)
 
 
 @dataclass
@@ -175,10 +176,7 @@ class _DeviceGraph(nn.Module):
         self.lns = [*(ln for b in model.blocks for ln in (b.ln1, b.ln2)), model.final_ln]
         reg = self.register_buffer
         with torch.no_grad():
-            if tower_table:
-                reg("tower_table", model.tower_table())
-            else:
-                self.tower_table = None
+            register_tower_table(self, model, tower_table)
             reg("pos", model.pos_emb.weight[:L].detach().clone())
             reg("mask_table", real_mask_table(cfg.n_items))
             reg("causal", torch.ones(L, L).tril())
