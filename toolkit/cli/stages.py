@@ -15,7 +15,7 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -36,7 +36,6 @@ class Result:
     cpu_seconds: float
     log: Optional[Path]
     started: float  # seconds since the pipeline started
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"stage": self.stage.name, "command": ["toolkit", *self.stage.argv], "rc": self.rc,
@@ -85,7 +84,7 @@ def run_stages(stages: list[Stage], exe: list[str], jobs: int, logs: Path,
     the first stage that failed (None when all passed). After a failure no new stage starts; running ones finish.
 
     on_event(kind, stage, result, running_names) is called with kind 'start' or 'done'; on_tick([(name, seconds
-    running)]) about once a second while stages run in the background.
+    running)]) every quarter second while stages run in the background.
     """
     check_plan(stages)
     t_all = time.perf_counter()
@@ -100,7 +99,7 @@ def run_stages(stages: list[Stage], exe: list[str], jobs: int, logs: Path,
                 for s in list(pending):
                     if len(running) >= jobs or not all(a in done for a in s.after):
                         continue
-                    if s.alone and (running or any(p is not s for p in pending[:pending.index(s)])):
+                    if s.alone and (running or pending.index(s) > 0):
                         continue  # an alone stage waits for everything planned before it
                     if any(r.stage.alone for r in running):
                         break
@@ -109,12 +108,8 @@ def run_stages(stages: list[Stage], exe: list[str], jobs: int, logs: Path,
                     on_event("start", s, None, [r.stage.name for r in running])
                     if s.alone:
                         break
-            elif not running:
+            if not running:  # all done, or nothing more may start (a stage failed)
                 break
-            if not running:
-                if pending:  # nothing can start: a dependency failed or the plan is stuck
-                    break
-                continue
             finished = None
             while finished is None:
                 for r in running:
@@ -158,10 +153,8 @@ def run_stages(stages: list[Stage], exe: list[str], jobs: int, logs: Path,
 def _start(s: Stage, exe: list[str], logs: Path, jobs: int, t_all: float) -> _Running:
     env = dict(os.environ)
     fh, log = None, None
-    if not s.alone and jobs > 1:
-        env.setdefault("OMP_NUM_THREADS", "1")
-        if not env["OMP_NUM_THREADS"].strip():
-            env["OMP_NUM_THREADS"] = "1"
+    if not s.alone and jobs > 1 and not env.get("OMP_NUM_THREADS", "").strip():
+        env["OMP_NUM_THREADS"] = "1"
     if not s.alone:
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{slug(s.name)}.log"
