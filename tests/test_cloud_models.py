@@ -290,6 +290,15 @@ def test_eval_updates_compares_own_mean_shuffled_and_no_update(synth_dataset, sy
     assert out["own_minus"]["mean"]["se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(len(diff)), abs=1e-5)
     assert out["update_floats"] == own.shape[1] and out["rows"] == len(seqs)
     assert set(out["variants"]["shuffled"]) == set(metrics["test"])
+    # split by whether the cloud's history holds clicks the window lacks (never, when the cloud reads the window)
+    more = (ctx != 0).sum(1) > (seqs != 0).sum(1)
+    by = out["by_history"]
+    assert by["cloud_sees_more"]["rows"] == int(more.sum()) and by["same_clicks"]["rows"] == int((~more).sum())
+    assert (cloud == "paper") == (by["cloud_sees_more"]["rows"] == 0)
+    d_none = ndcg(s_own) - ndcg(s_none)
+    for k, rows in (("cloud_sees_more", more), ("same_clicks", ~more)):
+        if rows.any():
+            assert by[k]["own_minus_none"]["ndcg@10"] == pytest.approx(d_none[rows].mean(), abs=1e-5)
     code, stdout, stderr = run_inprocess("eval", run, "--data", synth_dataset_dir, "--updates", "--regime", "both")
     assert code == 2 and "window regime" in stdout + stderr
 

@@ -120,3 +120,48 @@ def test_param_counts_exclude_the_item_table():
     for name in ("scn", "cocorrrec", "gru4rec", "sasrec", "din"):
         counts = build(name, 500).param_counts()
         assert counts["params"] - counts["params_excluding_item_table"] == 501 * 64, name
+
+
+def test_init_freeze_device_trains_only_the_cloud_side(scn_run, synth_dataset_dir, synth_dataset, tmp_path):
+    """Two-stage cocorrrec: the device part starts as the scn run and, frozen, stays it bit for bit, so 'no update'
+    scores exactly what the scn run scores; the cloud side did train; model.json records where it started."""
+    from toolkit.train.updates import update_ablation
+
+    run = tmp_path / "cc"
+    cli("train", "cocorrrec", "--data", synth_dataset_dir, "--out", run, "--epochs", 2, "--batch-size", 256,
+        "--lr", 3e-3, "--threads", 1, "--config", "cloud=history", "--init", scn_run, "--freeze-device")
+    cc, desc = load_run(run)
+    scn, scn_desc = load_run(scn_run)
+    for k, v in scn.state_dict().items():
+        assert torch.equal(cc.scn.state_dict()[k], v), k
+    assert cc.state_head.weight.abs().sum() > 0  # the zero-initialised head moved: the cloud side trained
+    init = desc["train"]["init"]
+    assert init["model"] == "scn" and init["weights_sha256"] == scn_desc["weights_sha256"] and init["freeze_device"]
+    assert 0 < init["trainable_params"] < desc["params"]
+    abl = update_ablation(cc, synth_dataset, "test")
+    scn_test = json.loads((scn_run / "metrics.json").read_text())["test"]
+    assert abl["variants"]["none"]["ndcg@10"] == pytest.approx(scn_test["ndcg@10"], abs=1e-12)
+
+
+def test_init_without_freeze_starts_at_the_device_run(scn_run, synth_dataset_dir, tmp_path):
+    run = tmp_path / "duet"
+    cli("train", "duet", "--data", synth_dataset_dir, "--out", run, "--epochs", 1, "--batch-size", 256,
+        "--threads", 1, "--config", "backbone=scn", "--init", scn_run)
+    desc = json.loads((run / "model.json").read_text())
+    assert desc["train"]["init"]["model"] == "scn" and desc["train"]["init"]["freeze_device"] is False
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["sasrec", "--init", "RUN"], "'sasrec' has no separate device part"),
+    (["cocorrrec", "--freeze-device"], "give --init"),
+    (["cocorrrec", "--init", "NOWHERE"], "not a run dir"),
+    (["duet", "--config", "backbone=gru4rec", "--init", "RUN"], "a 'scn' run; the device part of this duet is "
+                                                                 "'gru4rec'"),
+    (["cocorrrec", "--init", "RUN", "--seeds", "0,1"], "one run per seed"),
+])
+def test_init_bad_input_is_one_line_and_writes_nothing(args, msg, scn_run, synth_dataset_dir, tmp_path):
+    args = [str(scn_run) if a == "RUN" else str(tmp_path / "nowhere") if a == "NOWHERE" else a for a in args]
+    out = tmp_path / "x"
+    proc = cli("train", *args, "--data", synth_dataset_dir, "--out", out, "--epochs", 1, check_rc=2)
+    assert msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()

@@ -62,6 +62,12 @@ def evaluate(
         for k, v in res["own_minus"].items():
             console.print(f"own - {k:<8} NDCG@10 {v['ndcg@10']:+.4f} (paired s.e. {v['se']:.4f}, "
                           f"{v['ndcg@10'] / v['se'] if v['se'] > 0 else float('inf'):+.1f} s.e.)")
+        for k, what in (("cloud_sees_more", "older clicks in cloud"), ("same_clicks", "no older clicks")):
+            g = res["by_history"][k]  # does the update carry what the device lacks, or only capacity?
+            if g["rows"]:
+                a, b = g["own_minus_none"], g["own_minus_mean"]
+                console.print(f"{g['rows'] / res['rows']:6.1%} rows, {what:<21}: own-none {a['ndcg@10']:+.4f}"
+                              f"±{a['se']:.4f}, own-mean {b['ndcg@10']:+.4f}±{b['se']:.4f}", soft_wrap=True)
         return
     rows = {}
     if regime in ("window", "both"):

@@ -32,6 +32,10 @@ def train(
     seed: int = typer.Option(0, help="seed for init, shuffling and dropout"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
     config: Optional[list[str]] = typer.Option(None, "--config", help="model config override key=value (repeatable)"),
+    init: Optional[Path] = typer.Option(None, "--init", help="cocorrrec/duet: start the device part from a trained "
+                                        "run of the device model (scn, or duet's backbone): two-stage training"),
+    freeze_device: bool = typer.Option(False, "--freeze-device", help="with --init: train only the cloud side, so "
+                                       "'no update' stays exactly the --init run"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="replace an existing run dir"),
     device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
@@ -65,6 +69,16 @@ def train(
     if seed_list is not None and (model == "gate" or resume):
         raise ToolkitError("--seeds trains recommenders from scratch; it does not combine with gate or --resume")
     cfg = parse_config(config)
+    if freeze_device and init is None:
+        raise ToolkitError("--freeze-device keeps the device part of --init RUN fixed; give --init")
+    if init is not None:
+        if model not in ("cocorrrec", "duet"):
+            raise ToolkitError(f"--init starts the device part of a cloud model (cocorrrec, duet) from a trained run; "
+                               f"'{model}' has no separate device part")
+        if seed_list is not None:
+            raise ToolkitError("--init names one device run; train one run per seed (each --init its own seed's run)")
+        if not (init / "model.json").is_file():
+            raise ToolkitError(f"--init {init}: not a run dir (no model.json)")
     if model == "duet":
         from toolkit.models.registry import check_duet_config
 
@@ -116,7 +130,8 @@ def train(
 
     settings = TrainSettings(epochs=epochs, patience=None if no_patience else patience, batch_size=batch_size,
                              lr=lr, weight_decay=weight_decay, seed=seed, threads=threads, config=cfg,
-                             device=device, sparse_embeddings=sparse_embeddings)
+                             device=device, sparse_embeddings=sparse_embeddings,
+                             init_run=None if init is None else str(init.resolve()), freeze_device=freeze_device)
     if seed_list is not None:
         from toolkit.train.seeds import train_seeds
 

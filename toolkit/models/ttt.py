@@ -195,6 +195,29 @@ class TTTLinear(nn.Module):
         eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
         return heads(q), heads(k), heads(v), eta
 
+    def project_kv(self, x: torch.Tensor, mask: torch.Tensor):
+        """`project` without q: k, v [B, H, L, d] and eta [B, H, L] (every token updates the state; q is read only
+        where an output is wanted, see `query_selected`)."""
+        B, L, D = x.shape
+        weight = torch.cat([self.wk.weight, self.wv.weight, self.lr_weight], 0)
+        bias = torch.cat([torch.zeros(2 * D, dtype=weight.dtype, device=weight.device), self.lr_bias])
+        yk, v, lr = F.linear(x, weight, bias).split([D, D, self.heads], dim=-1)
+        cos, sin = self.rope_rows(L, x.dtype, x.device)
+        k = yk * cos + self._rotate_half(yk) * sin
+        heads = lambda t: t.reshape(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
+        eta = (torch.sigmoid(lr) * (self.base_lr / self.d)).transpose(1, 2) * mask[:, None, :].to(x.dtype)
+        return heads(k), heads(v), eta
+
+    def query_selected(self, x: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        """q at the token a one-hot `select` [B, L] points to -> [B, H, 1, d] (zeros for a zero row): the projection
+        and RoPE are per token, so selecting x and the position's cos/sin first gives the same q for 1/L of the
+        work."""
+        B, L, D = x.shape
+        cos, sin = self.rope_rows(L, x.dtype, x.device)
+        yq = F.linear((select[:, None, :] @ x).squeeze(1), self.wq.weight)  # [B, D]
+        q = yq * (select @ cos) + self._rotate_half(yq) * (select @ sin)
+        return q.view(B, self.heads, 1, self.d)
+
     # ---- dual form: one mini-batch ---------------------------------------------------------------------------
     def last_tau(self, mask: torch.Tensor) -> torch.Tensor:
         """tau of the last REAL token of each row of a right-padded mini-batch mask [B, n] -> [B] (0 if none).
@@ -267,23 +290,25 @@ class TTTLinear(nn.Module):
         """Dual form over a window, with outputs only where `select` [B, L] (one-hot rows: the last real token; a zero
         row gives zeros) points -> out [B, D], state. The same maths as `forward` followed by the selection, without
         computing outputs nobody reads: every token still takes its inner gradient step (the state needs them all),
-        but q W, tril(Q K^T), (E + E A) G and the output LayerNorm are evaluated for one row per mini-batch.
+        but q (projection and RoPE) is computed at the selected token only, and q W, tril(Q K^T), (E + E A) G and
+        the output LayerNorm are evaluated for one row per mini-batch.
         No corrections here (the corrected path is `forward`)."""
         B, L, _ = x.shape
-        q, k, v, eta = self.project(x, mask)
+        k, v, eta = self.project_kv(x, mask)
         W, b = state if state is not None else (self.W0, self.b0)
         gamma, beta = self.ln_weight[:, None, :], self.ln_bias[:, None, :]
         tau = self.tau()
         sel_all = select.to(x.dtype)
+        q_sel = self.query_selected(x, sel_all)  # [B, H, 1, d]: q is read at the selected token only
         out = None
         starts = list(range(0, L, self.K))
         for m, start in enumerate(starts):
             n = min(self.K, L - start)
             sl = slice(start, start + n)
-            qm, km, vm, em = q[:, :, sl], k[:, :, sl], v[:, :, sl], eta[:, :, sl]
+            km, vm, em = k[:, :, sl], v[:, :, sl], eta[:, :, sl]
             sel = sel_all[:, sl]  # [B, n]
             G = inner_grad(_state_mm(km, W) + b.unsqueeze(-2), vm - km, gamma, beta)  # [B, H, n, d]
-            qs = sel[:, None, None, :] @ qm  # the selected query                     [B, H, 1, d]
+            qs = q_sel * sel.sum(-1)[:, None, None, None]  # the selected query if it is in this mini-batch
             # selected row of E: e[t] = sum_s sel_s tau_s [t <= s] eta_t
             es = ((sel * tau[:n]) @ self.tril[:n, :n])[:, None, None, :] * em[:, :, None, :]  # [B, H, 1, n]
             As = qs @ km.transpose(-1, -2)  # selected row of Q K^T                   [B, H, 1, n]

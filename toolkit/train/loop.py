@@ -42,6 +42,8 @@ class TrainSettings:
     config: dict = field(default_factory=dict)
     device: str = "cpu"  # cpu | cuda | auto (resolved by resolve_device)
     sparse_embeddings: bool = False  # row-wise Adam on a sparse item table (toolkit.train.optim)
+    init_run: str | None = None  # cloud models: start the device part from this run (toolkit.train.warm_start)
+    freeze_device: bool = False  # with init_run: train only the cloud side
 
 
 def resolve_device(device: str) -> str:
@@ -127,7 +129,17 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     device = dist.device if dist is not None else resolve_device(settings.device)
     main = dist is None or dist.is_main
     torch.manual_seed(settings.seed)
-    model = build(name, ds.n_items, **settings.config).to(device)
+    model = build(name, ds.n_items, **settings.config)
+    init = None
+    if settings.init_run is not None:  # two-stage: the device part comes from a trained run
+        from toolkit.train.warm_start import freeze_device_part, init_device_part
+
+        init = init_device_part(name, model, Path(settings.init_run), ds.sha256)
+        if settings.freeze_device:
+            init["trainable_params"] = freeze_device_part(model)
+    elif settings.freeze_device:
+        raise ToolkitError("--freeze-device keeps the device part of --init RUN fixed; give --init")
+    model = model.to(device)
     if main:
         check_vocab(ds, ds.n_items)
     opt = make_optimizer(model, settings.lr, settings.weight_decay, settings.sparse_embeddings)
@@ -252,7 +264,8 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size,
                   "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
                   "threads": torch.get_num_threads(), "device": device,
-                  "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings},
+                  "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings,
+                  **({"init": {**init, "freeze_device": settings.freeze_device}} if init else {})},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)
     write_descriptor_json(run / "model.json", desc)  # sealed: load_run refuses an edited model.json

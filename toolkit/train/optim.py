@@ -52,9 +52,14 @@ class RowSparseAdam(torch.optim.Optimizer):
 
 
 def make_optimizer(model, lr: float, weight_decay: float, sparse_embeddings: bool):
-    """torch.optim.Adam over every parameter (default, unchanged), or RowSparseAdam with a sparse item table."""
+    """torch.optim.Adam over every trainable parameter (default), or RowSparseAdam with a sparse item table.
+
+    Adam is torch's fused kernel (one pass over each tensor instead of a chain of element-wise ops): the same
+    update up to float rounding, and 0.005 s of a 0.029 s compiled SCN step on 1,024 rows here
+    (benches/baselines/train_speed_scn.json)."""
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen device part (--freeze-device) is left out
     if not sparse_embeddings:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if weight_decay:
         raise ToolkitError("--sparse-embeddings updates only the rows a batch touches; it cannot apply "
                            "--weight-decay (drop one of them)")
@@ -62,4 +67,4 @@ def make_optimizer(model, lr: float, weight_decay: float, sparse_embeddings: boo
     if not isinstance(table, torch.nn.Embedding):
         raise ToolkitError(f"--sparse-embeddings needs a model with an item table; {type(model).__name__} has none")
     table.sparse = True
-    return RowSparseAdam(model.parameters(), lr=lr)
+    return RowSparseAdam(params, lr=lr)

@@ -43,9 +43,30 @@ def _ndcg10(scores: np.ndarray) -> np.ndarray:
     return np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
+def _paired(diff: np.ndarray) -> dict:
+    n = len(diff)
+    return {"ndcg@10": float(diff.mean()) if n else 0.0,
+            "se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
+
+
+def _by_history(seqs: np.ndarray, ctx: np.ndarray | None, per_row: dict) -> dict:
+    """The own update's gain, split by whether the cloud's history holds clicks the device window does not.
+
+    Where it holds none (a short history: the cloud reads the same clicks as the device), an update can only add
+    capacity, not information; where it holds more, it can also add what the device has forgotten."""
+    seen = (seqs != 0).sum(1)
+    more = (ctx != 0).sum(1) > seen if ctx is not None else np.zeros(len(seqs), bool)
+    out = {}
+    for name, rows in (("cloud_sees_more", more), ("same_clicks", ~more)):
+        out[name] = {"rows": int(rows.sum()), "own_ndcg@10": float(per_row["own"][rows].mean()) if rows.any() else 0.0,
+                     "own_minus_none": _paired(per_row["own"][rows] - per_row["none"][rows]),
+                     "own_minus_mean": _paired(per_row["own"][rows] - per_row["mean"][rows])}
+    return out
+
+
 def update_ablation(model, ds: Dataset, split: str, seed: int = 0) -> dict:
-    """{"variants": {name: ranking metrics}, "own_minus": {name: {"ndcg@10", "se"}}, "rows", "update_floats",
-    "update_norm": {"mean_row", "of_mean"}} for a cloud model (models/cloud.py) on `split`."""
+    """{"variants": {name: ranking metrics}, "own_minus": {name: {"ndcg@10", "se"}}, "by_history", "rows",
+    "update_floats", "update_norm": {"mean_row", "of_mean"}} for a cloud model (models/cloud.py) on `split`."""
     model = model.cpu().eval()
     seqs, cands = ds.split(split)
     ctx = context_rows(model, ds, split)
@@ -62,5 +83,6 @@ def update_ablation(model, ds: Dataset, split: str, seed: int = 0) -> dict:
     return {"split": split, "rows": int(len(seqs)), "update_floats": int(own.shape[1]),
             "variants": {k: ranking_metrics(s, pos_index=0) for k, s in scores.items()},
             "own_minus": own_minus,
+            "by_history": _by_history(seqs, ctx, per_row),
             "update_norm": {"mean_row": float(own.norm(dim=1).mean()), "of_mean": float(own.mean(0).norm())},
             "shuffle_seed": seed}
