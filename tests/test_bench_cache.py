@@ -50,3 +50,14 @@ def test_damaged_cache_entry_is_rebuilt_and_keys_separate_shapes(tmp_path):
     steps = [cache.key_material("tiny", model.cfg.to_dict(), weights_digest(model), model.contract(L, 5)[1],
                                 "onnxruntime", "fp32", {"dtype": "fp32"}) for L in (4, 40)]
     assert cache.cache_key(steps[0]) == cache.cache_key(steps[1])
+
+
+def test_cache_key_changes_with_the_graph_code(monkeypatch, tmp_path):
+    """An artifact exported by other model/exporter code is another artifact, whatever the package version says."""
+    model = build_tiny(dim=8).eval()
+    entry = model.contract(4, 5)[0]
+    args = ("tiny", model.cfg.to_dict(), weights_digest(model), entry, "onnxruntime", "fp32", {"dtype": "fp32"})
+    key = cache.cache_key(cache.key_material(*args))
+    assert cache.key_material(*args)["graph_code_sha256"] == cache.graph_code_sha256()
+    monkeypatch.setattr(cache, "graph_code_sha256", lambda: "0" * 64)
+    assert cache.cache_key(cache.key_material(*args)) != key

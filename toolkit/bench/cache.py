@@ -10,6 +10,7 @@ sha256), so a corrupted entry is rebuilt rather than measured.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -25,9 +26,25 @@ def default_cache_dir() -> Path:
     return cache_dir("bench")
 
 
+_GRAPH_CODE = ("models", "exporters")  # the packages whose code decides what an exported artifact computes
+
+
+@functools.lru_cache(maxsize=1)
+def graph_code_sha256() -> str:
+    """Digest of the toolkit source that builds and exports graphs: the package version alone does not change
+    when that code does (a checkout, a local edit), and an artifact exported by other code must not be reused."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in _GRAPH_CODE:
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def key_material(model_name: str, config: dict, weights_sha: str, entry, runtime: str, dtype: str,
                  target_export: dict) -> dict:
     return {
+        "graph_code_sha256": graph_code_sha256(),
         "model": model_name,
         "config": config,
         "weights_sha256": weights_sha,

@@ -71,6 +71,8 @@ def analytic_flops(model, entry: EntryPoint, seq_len: int) -> int | None:
         extra = {}
         if "candidates" in names and "candidates" in inspect.signature(model.entry_analytic_macs).parameters:
             extra["candidates"] = entry.inputs[names.index("candidates")].shape[-1]
+        if "with_corrections" in inspect.signature(model.entry_analytic_macs).parameters:
+            extra["with_corrections"] = "corr_attn" in names
         if "tower_table" in inspect.signature(model.entry_analytic_macs).parameters:
             extra["tower_table"] = ships_tower_table(entry)
         macs = model.entry_analytic_macs(entry.name, seq_len, **extra)

@@ -107,29 +107,45 @@ class SCN(Recommender):
         return self.ttt.analytic_macs(seq_len) + seq_len * self.cfg.dim * self.cfg.dim
 
     def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
-                            tower_table: bool = False) -> int | None:
+                            tower_table: bool = False, with_corrections: bool = False) -> int | None:
         """Hand count of what an exported entry (`_DeviceGraph`) computes, including the candidate scoring.
 
         `analytic_macs` is the models.md figure (outputs at every token); the exported graph needs the output at
-        the last real token only: per mini-batch of n every token's k W and (except the window's last mini-batch)
-        the state update, and one row of q W, Q K^T, (E + E A) G; the head once. Averages over the last axis are
-        matmuls with a [1, width] row and are counted too."""
+        the last real token only. Without corrections (the rolled graph): k, v, the lr gate for the window padded
+        to M K slots, q for one row; per mini-batch k W + b, LayerNorm's centring, the inner-gradient averages and
+        (except the last, in a window) the update; the output row once. With corrections: every mini-batch
+        computes its selected row (q W, Q K^T, (E + E A) G). Averages and selectors are matmuls with constant
+        rows and are counted too."""
         if entry_name not in ("window", "step"):
             return None
         D, H, K = self.cfg.dim, self.cfg.heads, self.K
         d = D // H
         L = K if entry_name == "step" else seq_len
-        macs = L * (3 * D * D + H * D) + L * D  # projections + lr gate; in-RMSNorm average
-        starts = list(range(0, L, K))
-        for i, start in enumerate(starts):
-            n = min(K, L - start)
-            macs += H * n * d * d + 4 * H * n * d  # k W; inner-gradient averages
-            macs += n * D + n * n + 2 * H * n * d + H * d * d + 2 * H * d + n  # selected row: q, E, Q K^T, G, q W, LN
-            if entry_name == "step" or i < len(starts) - 1:
-                macs += H * n * d * d + H * n * d + n  # state update (W, b) and tau of the last real token
-        macs += L + L + 2 * D + D * D + D  # selector, count, post-LN averages, projection, out-RMSNorm average
-        macs += candidates * D + (0 if tower_table else candidates * 2 * D * D)  # scores (+ the tower)
-        return macs
+        tail = 2 * D + D * D + D + L  # post-LN averages, projection, out-RMSNorm average, all-padding mask
+        tail += candidates * D + (0 if tower_table else candidates * 2 * D * D)  # scores (+ the tower)
+        if with_corrections:
+            macs = L * (3 * D * D + H * D) + L * D  # projections + lr gate; in-RMSNorm average
+            starts = list(range(0, L, K))
+            for i, start in enumerate(starts):
+                n = min(K, L - start)
+                macs += H * n * d * d + 4 * H * n * d  # k W; inner-gradient averages
+                macs += n * D + n * n + 2 * H * n * d + H * d * d + 2 * H * d + n  # selected row
+                if entry_name == "step" or i < len(starts) - 1:
+                    macs += H * n * d * d + H * n * d + n  # state update (W, b) and tau of the last real token
+            return macs + L + tail
+        M = -(-L // K)
+        n = K if M > 1 else L
+        Lp = M * n
+        macs = L * D + L * L + L * D + D * D + 2 * L * D  # in-RMSNorm, selector, x and q at it, its RoPE rows
+        if M > 1:
+            macs += L * M + M * M * M + M * M * (K * D + K)  # which mini-batch, the roll, rolling x and the mask
+        macs += Lp * (2 * D * D + H * D) + Lp * Lp  # k, v, lr gate; tau of each slot's last real token
+        for i in range(M):
+            macs += H * n * (d + 1) * d + H * n * d * d + 3 * H * n * d  # k W + b, centring, averages
+            if entry_name == "step" or i < M - 1:
+                macs += H * (d + 1) * n * d  # the update of [W; b]
+        macs += 2 * n * n + n + 2 * H * n * d + H * (d + 1) * d + H * d * d + H * d  # the output row, its LN
+        return macs + tail
 
     def state_floats(self) -> int:
         return state_floats(self.cfg.heads, self.cfg.dim // self.cfg.heads)
@@ -183,7 +199,10 @@ class _DeviceGraph(nn.Module):
       only on 4-D inputs over the two innermost axes, and has no `sum`), broadcast back element-wise.
     * No expand/unsqueeze/arange/remainder/cast: the real-token mask comes from a gather of a 0/1 table (like the
       item table), matmuls between runtime tensors are `bmm` with matching batch, broadcasts are element-wise.
-    * Outputs are computed only at the last real token (as `SCN.encode`).
+    * Outputs are computed only at the last real token (as `SCN.encode`). Without correction inputs the window is
+      rolled by whole mini-batches so the one holding that token is the last (`_register_rolled`): the output row is
+      computed once, everything that does not depend on the state is computed for all tokens at once, and each
+      mini-batch is left with k W + b, the inner gradient and one update matmul on the augmented state [W; b].
     Constants are a snapshot of the weights when the entry is built (the contract is built right before export).
     """
 
@@ -256,6 +275,64 @@ class _DeviceGraph(nn.Module):
                 reg(f"mean_n{i}", torch.full((1, n), 1.0 / n))
                 self.blocks.append((start, n))
             reg("ones_d", torch.ones(1, d))
+            if not with_corrections:
+                self._register_rolled(ttt, tau, seq_len)
+
+    def _register_rolled(self, ttt, tau: torch.Tensor, L: int) -> None:
+        """Constants of the rolled window (`_forward_rolled`): the window is moved, by whole mini-batches, so the
+        mini-batch holding the last real click is the graph's last one, into M K slots (L rounded up to K).
+
+        Mini-batches after the last real click are all padding: they never change the state, and nobody reads their
+        outputs. Rolling them to the front (as zero rows) keeps every position's t mod K, so the output is computed
+        once, in the last mini-batch, instead of once per mini-batch behind a selector."""
+        K, H = self.K, self.H
+        M = -(-L // K)
+        self.M = M
+        reg = self.register_buffer
+        block_map = torch.zeros(M, L)  # F.linear(sel, block_map) = which mini-batch holds the last real click
+        for t in range(L):
+            block_map[t // K, t] = 1.0
+        reg("block_map", block_map)
+        # row j of roll [M, M * M]: the [M, M] matrix moving mini-batches 0..j to the end (zeros before them);
+        # it permutes whole mini-batches of the window padded to M K slots ([M, K D] rows)
+        Lp = M * K if M > 1 else L  # one mini-batch (L <= K: the step, short windows) is not rolled
+        self.Lp, self.nb = Lp, (K if M > 1 else L)  # slots, and the size of the last mini-batch
+        roll = torch.zeros(M, M, M)
+        for j in range(M):
+            for blk in range(j + 1):
+                roll[j, blk + (M - 1 - j), blk] = 1.0
+        reg("roll", roll.view(M, M * M).T.contiguous())  # F.linear(block one-hot, roll) = that matrix, flat
+        if Lp > L:
+            reg("pad_x", torch.zeros(Lp - L, self.D))
+            reg("pad_m", torch.zeros(Lp - L, 1))
+        pos = torch.arange(Lp) % K
+        reg("cos_p", ttt.rope_cos[pos].float().repeat(1, H))  # [Lp, D]
+        reg("sin_p", ttt.rope_sin[pos].float().repeat(1, H))
+        reg("cos_t", self.cos.T.contiguous())  # F.linear(sel, cos_t) = cos at the last real click   [1, D]
+        reg("sin_t", self.sin.T.contiguous())
+        n = self.nb
+        S = torch.zeros(n, n)
+        S[torch.arange(1, n), torch.arange(n - 1)] = 1.0
+        reg("sel_map_K", (torch.eye(n) - S).T.contiguous())
+        tril = torch.tril(torch.ones(n, n))
+        reg("e_map_K", (torch.diag(tau[:n]) @ tril).T.contiguous())
+        tdiff = tau[:n] - torch.cat([torch.zeros(1), tau[:n - 1]])
+        reg("ones_K", torch.ones(1, n))
+        # tau of the last real click of each slot's mini-batch, for every slot at once: F.linear(m [1, Lp], .)
+        tl = torch.zeros(Lp, Lp)
+        for blk in range(0, Lp, n):
+            tl[blk:blk + n, blk:blk + n] = tdiff.view(1, n)
+        reg("tlast_all", tl)
+        # the state is kept augmented, Wb = [W; b] [H, d+1, d], so [k, 1] Wb is k W + b in one matmul and the
+        # update of W and b is one matmul too; LayerNorm's centring is a matmul with C = I - 1 1^T / d. (Keeping the
+        # state itself centred would save that matmul, but the drift of its mean then grows ~10x per mini-batch.)
+        d = self.d
+        reg("centre", torch.eye(d) - torch.full((d, d), 1.0 / d))
+        reg("Wb0", torch.cat([self.W0, self.b0], dim=1))  # [H, d+1, d]
+        reg("ones_aug", torch.ones(H, Lp, 1))
+        reg("ones_q", torch.ones(H, 1, 1))
+        reg("gamma2", self.gamma * self.gamma)
+        reg("gbeta", self.gamma * self.beta)
 
     # ---- pieces -------------------------------------------------------------------------------------------------
     def _rms(self, x, w, eps):
@@ -301,12 +378,88 @@ class _DeviceGraph(nn.Module):
     def _heads(self, t, rows):  # [rows, D] -> [H, rows, d]
         return t.view(rows, self.H, self.d).permute(1, 0, 2)
 
-    def forward(self, items, candidates, *rest):
-        if self.with_corrections:
-            corr_attn, corr_bias, *state = rest
+    def _forward_rolled(self, items, candidates, state):
+        """The graph without correction inputs (see `_register_rolled`). Everything that does not depend on the
+        state is computed for every slot at once (k, v, the inner-loss target, each slot's share of its
+        mini-batch's update); per mini-batch only k W + b, the inner gradient and the update are left; q, the
+        output row and its LayerNorm are computed once, at the last real click."""
+        L, D, H, d, K, M, Lp = self.L, self.D, self.H, self.d, self.nb, self.M, self.Lp
+        e = self.item_emb(items).view(L, D)
+        m = F.embedding(items, self.mask_table).view(L, 1)  # 1 = real token
+        x = self._rms(e, self.in_w, self.eps_in)
+        sel = F.linear(m.view(1, L), self.sel_map)  # [1, L] one-hot at the last real token (zeros if none)
+        if M > 1:
+            P = F.linear(F.linear(sel, self.block_map), self.roll).view(1, M, M)
+            xs, ms = (x, m) if Lp == L else (torch.cat([x, self.pad_x]), torch.cat([m, self.pad_m]))
+            xp = torch.bmm(P, xs.view(1, M, K * D)).view(Lp, D)
+            mp = torch.bmm(P, ms.view(1, M, K)).view(Lp, 1)
         else:
-            corr_attn = corr_bias = None
-            state = list(rest)
+            xp, mp = x, m
+        x_sel = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D)
+        yq = F.linear(x_sel, self.wq)
+        q = yq * F.linear(sel, self.cos_t) + self._rotate_half(yq, 1) * F.linear(sel, self.sin_t)  # [1, D]
+        yk = F.linear(xp, self.wk)
+        kh = self._heads(yk * self.cos_p + self._rotate_half(yk, Lp) * self.sin_p, Lp)  # RoPE at t mod K
+        vh = self._heads(F.linear(xp, self.wv), Lp)
+        c = self.gbeta - self.gamma * (vh - kh)  # gamma (beta - target) of the inner loss        [H, Lp, d]
+        eta = torch.sigmoid(F.linear(xp, self.lr_w, self.lr_b)) * self.lr_scale * mp  # [Lp, H]
+        etah = eta.permute(1, 0).view(H, 1, Lp)
+        m_row = mp.view(1, Lp)
+        ka = torch.cat([kh, self.ones_aug], dim=2)  # [H, Lp, d+1]
+        # each slot's k^T scaled by eta_t tau(last real click of its mini-batch): the update is one matmul
+        kTe = ka.permute(0, 2, 1) * (etah * F.linear(m_row, self.tlast_all).view(1, 1, Lp))  # [H, d+1, Lp]
+        qs = q.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
+        Wb = torch.cat([state[0].view(H, d, d), state[1].view(H, 1, d)], dim=1) if state else self.Wb0
+        o = None
+        for i in range(M):
+            st = i * K
+            one = M == 1  # a full-range slice lowers to an alias_copy that XNNPACK does not take
+            kam = ka if one else ka[:, st:st + K]
+            zc = F.linear(torch.bmm(kam, Wb), self.centre)  # k W + b, centred (C is symmetric) [H, K, d]
+            r = torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln))
+            xh = zc * r
+            a = self.gamma2 * xh + (c if one else c[:, st:st + K])
+            G = (a - F.linear(a, self.mean_d) - xh * F.linear(a * xh, self.mean_d)) * r  # inner gradient [H, K, d]
+            if i == M - 1:  # the mini-batch holding the last real click: its output row
+                em = etah if one else etah[:, :, st:st + K]
+                sel_k = F.linear(m_row if one else m_row[:, st:st + K], self.sel_map_K)  # [1, K]
+                es = F.linear(sel_k, self.e_map_K).view(1, 1, K) * em  # selected row of E          [H, 1, K]
+                As = torch.bmm(qs, (kh if one else kh[:, st:st + K]).permute(0, 2, 1))  # row of Q K^T
+                Zs = torch.bmm(torch.cat([qs, self.ones_q], dim=2), Wb) - torch.bmm(es + es * As, G)
+                Zs = F.linear(Zs, self.centre)
+                ln = Zs * torch.rsqrt(F.linear(Zs * Zs, self.mean_d, self.eps_ln)) * self.gamma + self.beta
+                o = qs + F.linear(sel_k, self.ones_K).view(1, 1, 1) * ln
+            if self.step or i < M - 1:
+                Wb = Wb - torch.bmm(kTe if one else kTe[:, :, st:st + K], G)  # W and b together
+        W = b = None
+        if self.step:
+            W, b = Wb[:, :d], Wb[:, d:]
+        return self._scores(o, x_sel, sel, candidates, W, b)
+
+    def _scores(self, o, x_sel, sel, candidates, W, b):
+        """The head on the output row o [H, 1, d] -> scores [1, C] (and the state, for `step`)."""
+        H, d, D = self.H, self.d, self.D
+        h = o.permute(1, 0, 2).reshape(1, D)
+        h = h - F.linear(h, self.mean_D)
+        h = h * torch.rsqrt(F.linear(h * h, self.mean_D, self.eps_post)) * self.post_w + self.post_b
+        h = F.linear(h, self.proj_w)
+        if self.residual:
+            h = x_sel + h
+        u = self._rms(h, self.out_w, self.eps_out) * F.linear(sel, self.ones_L)  # all padding -> zeros
+        C = candidates.shape[1]
+        if self.tower is None:
+            cand = F.embedding(candidates, self.tower_table).view(1, C, D)
+        else:
+            cand = self.tower(self.item_emb(candidates)).view(1, C, D)
+        scores = torch.bmm(cand, u.view(1, D, 1)).view(1, C)
+        if not self.step:
+            return scores
+        return scores, W.view(1, H, d, d), b.view(1, H, d)
+
+    def forward(self, items, candidates, *rest):
+        if not self.with_corrections:
+            return self._forward_rolled(items, candidates, list(rest))
+        corr_attn, corr_bias, *state = rest
         W, b = state if state else (None, None)
         L, D, H, d, K = self.L, self.D, self.H, self.d, self.K
         e = self.item_emb(items).view(L, D)
@@ -362,22 +515,8 @@ class _DeviceGraph(nn.Module):
                 e_last = em * tl  # [H, 1, n]
                 W = W - torch.bmm(kT * e_last, G)
                 b = b - torch.bmm(e_last, G)
-        h = o.permute(1, 0, 2).reshape(1, D)
-        h = h - F.linear(h, self.mean_D)
-        h = h * torch.rsqrt(F.linear(h * h, self.mean_D, self.eps_post)) * self.post_w + self.post_b
-        h = F.linear(h, self.proj_w)
-        if self.residual:
-            h = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) + h
-        u = self._rms(h, self.out_w, self.eps_out) * F.linear(sel, self.ones_L)  # all padding -> zeros
-        C = candidates.shape[1]
-        if self.tower is None:
-            cand = F.embedding(candidates, self.tower_table).view(1, C, D)
-        else:
-            cand = self.tower(self.item_emb(candidates)).view(1, C, D)
-        scores = torch.bmm(cand, u.view(1, D, 1)).view(1, C)
-        if not self.step:
-            return scores
-        return scores, W.view(1, H, d, d), b.view(1, H, d)
+        x_sel = torch.bmm(sel.view(1, 1, L), x.view(1, L, D)).view(1, D) if self.residual else None
+        return self._scores(o, x_sel, sel, candidates, W, b)
 
 
 @dataclass
@@ -516,8 +655,8 @@ class CoCorrRec(nn.Module):
         return self.scn.analytic_macs(seq_len)
 
     def entry_analytic_macs(self, entry_name: str, seq_len: int, candidates: int = 100,
-                            tower_table: bool = False) -> int | None:
-        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates, tower_table)
+                            tower_table: bool = False, with_corrections: bool = False) -> int | None:
+        return self.scn.entry_analytic_macs(entry_name, seq_len, candidates, tower_table, with_corrections)
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = True,
                  tower_table: bool = False) -> list[EntryPoint]:
