@@ -21,6 +21,7 @@ from cli_helpers import cli, run_inprocess
 CLOUD_MODELS = [("duet", {"backbone": b, "context_len": 20}) for b in ("sasrec", "gru4rec", "din", "scn")] + [
     ("duet", {"backbone": "gru4rec", "rank": 4, "context_len": 20}),
     ("cocorrrec", {"cloud": "history", "context_len": 20}),
+    ("cocorrrec", {"cloud": "history", "context_len": 20, "cloud_table": True}),
     ("cocorrrec", {"cloud": "paper"}),
 ]
 
@@ -310,3 +311,24 @@ def test_eval_updates_refuses_a_device_only_run(synth_dataset, synth_dataset_dir
     code, stdout, stderr = run_inprocess("eval", tmp_path / "scn", "--data", synth_dataset_dir, "--updates")
     err = (stdout + stderr).strip()
     assert code == 2 and "needs a model with a cloud update" in err and len(err.splitlines()) == 1
+
+
+def test_cloud_table_is_the_clouds_own_and_not_shipped():
+    """cloud_table=true: the cloud embeds the history with its own table (counted as cloud parameters); the device
+    part, what is exported, is the same SCN as without it."""
+    torch.manual_seed(0)
+    with_table = build("cocorrrec", 50, cloud="history", cloud_table=True)
+    torch.manual_seed(0)
+    without = build("cocorrrec", 50, cloud="history")
+    table = with_table.cloud_emb.weight.numel()
+    assert with_table.param_counts()["cloud_params"] == without.param_counts()["cloud_params"] + table
+    assert with_table.param_counts()["device_params_excluding_item_table"] == \
+        without.param_counts()["device_params_excluding_item_table"]
+    ctx = torch.randint(1, 51, (3, 20))
+    _randomise_update_heads(with_table)
+    with torch.no_grad():
+        a = with_table.cloud_update(ctx)
+        with_table.scn.item_emb.weight.normal_()  # the device's table does not move the cloud's update ...
+        assert torch.equal(with_table.cloud_update(ctx), a) and a.abs().max() > 0
+        with_table.cloud_emb.weight.normal_()  # ... its own does
+        assert not torch.equal(with_table.cloud_update(ctx), a)

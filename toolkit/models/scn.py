@@ -530,6 +530,7 @@ class CoCorrRecConfig(SCNConfig):
     context_len: int = 20  # "history" only: clicks of history the cloud reads (GRU cost grows with it)
     cloud_hidden: int = 64  # "history" only: width of the cloud's GRU + MLP
     update_dropout: float = 0.0  # "history" only: share of training rows with no update (toolkit.models.cloud)
+    cloud_table: bool = False  # "history" only: the cloud embeds the history with its own item table (not shipped)
 
 
 CLOUD_KINDS = ("paper", "history")
@@ -550,6 +551,11 @@ class CoCorrRec(nn.Module):
             from toolkit.errors import ToolkitError
 
             raise ToolkitError(f"unknown cocorrrec cloud '{cfg.cloud}' (valid: {', '.join(CLOUD_KINDS)})")
+        if cfg.cloud_table and cfg.cloud != "history":
+            from toolkit.errors import ToolkitError
+
+            raise ToolkitError("cocorrrec cloud_table=true is a cloud=history option (the paper's GCN reads the "
+                               "device's own embeddings)")
         self.cfg = cfg
         self.scn = SCN(cfg)
         H, d = cfg.heads, cfg.dim // cfg.heads
@@ -560,6 +566,9 @@ class CoCorrRec(nn.Module):
             from toolkit.models.cloud import HistoryEncoder
 
             self.cloud = HistoryEncoder(cfg.dim, cfg.cloud_hidden, cfg.cloud_hidden)
+            # the cloud's own item table: the device's table is shaped by what the device needs, the cloud's by
+            # what the correction needs (it stays in the cloud: nothing of it is downloaded)
+            self.cloud_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0) if cfg.cloud_table else None
             self.state_head = nn.Linear(cfg.cloud_hidden, H * (d * d + d))
             nn.init.zeros_(self.state_head.weight)
             nn.init.zeros_(self.state_head.bias)
@@ -594,7 +603,8 @@ class CoCorrRec(nn.Module):
         if self.cfg.cloud == "paper":
             ca, cb = self.corrections(context)
             return torch.cat([ca.flatten(1), cb.flatten(1)], dim=1)
-        return self.state_head(self.cloud(self.scn.embed(context), context != 0))
+        x = self.scn.embed(context) if self.cloud_emb is None else self.scn.in_norm(self.cloud_emb(context))
+        return self.state_head(self.cloud(x, context != 0))
 
     def _split(self, items: torch.Tensor, update: torch.Tensor):
         B, L = items.shape
