@@ -1,5 +1,5 @@
 """`python -m toolkit` runs the CLI (the pipeline uses it to run each stage with this interpreter)."""
 
-from toolkit.cli import main
+from toolkit.cli import entry
 
-main()
+entry()
