@@ -38,15 +38,13 @@ def load_before(rev: str):
     tmp = Path(tempfile.mkdtemp())
     mods = {}
     for name, path, fix in (("ttt_before", "toolkit/models/ttt.py", None),
-                            ("scn_before", "toolkit/models/scn.py", (("from toolkit.models.ttt import",
-                                                                      "from ttt_before import"),
-                                                                     ("toolkit.exporters.contract",  # since moved
-                                                                      "toolkit.models.contract")))):
+                            ("scn_before", "toolkit/models/scn.py", (
+                                ("from toolkit.models.ttt import", "from ttt_before import", True),
+                                ("toolkit.exporters.contract", "toolkit.models.contract", False)))):  # since moved
         src = _git_show(rev, path)
-        for a, b in fix or ():
-            if a == "from toolkit.models.ttt import":
-                assert a in src
-            src = src.replace(a, b)
+        for old, new, required in fix or ():
+            assert old in src or not required, old
+            src = src.replace(old, new)
         (tmp / f"{name}.py").write_text(src)
         spec = importlib.util.spec_from_file_location(name, tmp / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)

@@ -69,12 +69,10 @@ def train(
     if seed_list is not None and (model == "gate" or resume):
         raise ToolkitError("--seeds trains recommenders from scratch; it does not combine with gate or --resume")
     cfg = parse_config(config)
-    if freeze_device and init is None:
-        raise ToolkitError("--freeze-device keeps the device part of --init RUN fixed; give --init")
+    from toolkit.train.warm_start import check_init_flags
+
+    check_init_flags(model, init, freeze_device)
     if init is not None:
-        if model not in ("cocorrrec", "duet"):
-            raise ToolkitError(f"--init starts the device part of a cloud model (cocorrrec, duet) from a trained run; "
-                               f"'{model}' has no separate device part")
         if seed_list is not None:
             raise ToolkitError("--init names one device run; train one run per seed (each --init its own seed's run)")
         if not (init / "model.json").is_file():

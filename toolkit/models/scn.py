@@ -233,7 +233,6 @@ class _DeviceGraph(nn.Module):
             reg("eps_out", torch.full((1,), scn.out_norm.eps))
             reg("eps_post", torch.full((1,), scn.post_ln.eps))
             reg("eps_ln", torch.full((1,), LN_EPS))
-            reg("eps_fuse", torch.full((1,), 1e-6))
             reg("in_w", c(scn.in_norm.weight))
             reg("out_w", c(scn.out_norm.weight))
             reg("post_w", c(scn.post_ln.weight))
@@ -250,8 +249,6 @@ class _DeviceGraph(nn.Module):
             reg("sin", ttt.rope_sin[pos].float().repeat(1, H))
             reg("gamma", c(ttt.ln_weight).view(H, 1, d))
             reg("beta", c(ttt.ln_bias).view(H, 1, d))
-            reg("W0", c(ttt.W0))  # [H, d, d]
-            reg("b0", c(ttt.b0).view(H, 1, d))
             tau = c(ttt.tau())
             # last-real selector over the window: sel = m - m_next = m @ (I - S), S[s+1, s] = 1
             S = torch.zeros(seq_len, seq_len)
@@ -259,24 +256,34 @@ class _DeviceGraph(nn.Module):
             S[idx + 1, idx] = 1
             reg("sel_map", (eye(seq_len) - S).T.contiguous())  # F.linear(m_row, sel_map) = m_row @ (I - S)
             reg("ones_L", torch.ones(1, seq_len))
-            self.blocks = []
-            for start in range(0, seq_len, K):
-                n = min(K, seq_len - start)
-                tril = torch.tril(torch.ones(n, n))
-                prev = torch.cat([torch.zeros(1), tau[:n - 1]])
-                i = len(self.blocks)
-                # selected row of E: es[t] = sum_s sel_s tau_s [t <= s] (times eta_t) = sel @ (diag(tau) tril)
-                reg(f"e_map{i}", (torch.diag(tau[:n]) @ tril).T.contiguous())
-                # tau of the last real token of a right-padded mask m: sum_s (m_s - m_{s+1}) tau_s
-                #   = sum_s m_s (tau_s - tau_{s-1}), tau_0 = 0
-                reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
-                reg(f"ones{i}", torch.ones(1, n))
-                reg(f"tril{i}", tril.T.contiguous())  # F.linear(sel, .) = sel @ tril: the selected row's mask
-                reg(f"mean_n{i}", torch.full((1, n), 1.0 / n))
-                self.blocks.append((start, n))
-            reg("ones_d", torch.ones(1, d))
-            if not with_corrections:
+            if with_corrections:
+                self._register_blocks(ttt, tau, seq_len)
+            else:
                 self._register_rolled(ttt, tau, seq_len)
+
+    def _register_blocks(self, ttt, tau: torch.Tensor, L: int) -> None:
+        """Constants of the corrected graph, which computes its output row in every mini-batch: per mini-batch the
+        E row map, tau of the last real token, its masks and averaging rows, and the initial state."""
+        K, H, d = self.K, self.H, self.d
+        reg = self.register_buffer
+        reg("eps_fuse", torch.full((1,), 1e-6))
+        reg("W0", ttt.W0.detach().clone().float())  # [H, d, d]
+        reg("b0", ttt.b0.detach().clone().float().view(H, 1, d))
+        self.blocks = []
+        for start in range(0, L, K):
+            n = min(K, L - start)
+            tril = torch.tril(torch.ones(n, n))
+            prev = torch.cat([torch.zeros(1), tau[:n - 1]])
+            i = len(self.blocks)
+            # selected row of E: es[t] = sum_s sel_s tau_s [t <= s] (times eta_t) = sel @ (diag(tau) tril)
+            reg(f"e_map{i}", (torch.diag(tau[:n]) @ tril).T.contiguous())
+            # tau of the last real token of a right-padded mask m: sum_s (m_s - m_{s+1}) tau_s
+            #   = sum_s m_s (tau_s - tau_{s-1}), tau_0 = 0
+            reg(f"tlast{i}", (tau[:n] - prev).view(1, n))
+            reg(f"ones{i}", torch.ones(1, n))
+            reg(f"tril{i}", tril.T.contiguous())  # F.linear(sel, .) = sel @ tril: the selected row's mask
+            reg(f"mean_n{i}", torch.full((1, n), 1.0 / n))
+            self.blocks.append((start, n))
 
     def _register_rolled(self, ttt, tau: torch.Tensor, L: int) -> None:
         """Constants of the rolled window (`_forward_rolled`): the window is moved, by whole mini-batches, so the
@@ -328,7 +335,7 @@ class _DeviceGraph(nn.Module):
         # state itself centred would save that matmul, but the drift of its mean then grows ~10x per mini-batch.)
         d = self.d
         reg("centre", torch.eye(d) - torch.full((d, d), 1.0 / d))
-        reg("Wb0", torch.cat([self.W0, self.b0], dim=1))  # [H, d+1, d]
+        reg("Wb0", torch.cat([ttt.W0.detach(), ttt.b0.detach().view(H, 1, d)], dim=1).float())  # [H, d+1, d]
         reg("ones_aug", torch.ones(H, Lp, 1))
         reg("ones_q", torch.ones(H, 1, 1))
         reg("gamma2", self.gamma * self.gamma)
@@ -411,9 +418,9 @@ class _DeviceGraph(nn.Module):
         qs = q.view(1, H, d).permute(1, 0, 2)  # [H, 1, d]
         Wb = torch.cat([state[0].view(H, d, d), state[1].view(H, 1, d)], dim=1) if state else self.Wb0
         o = None
+        one = M == 1  # one mini-batch is used unsliced: a full-range slice lowers to an alias_copy XNNPACK refuses
         for i in range(M):
             st = i * K
-            one = M == 1  # a full-range slice lowers to an alias_copy that XNNPACK does not take
             kam = ka if one else ka[:, st:st + K]
             zc = F.linear(torch.bmm(kam, Wb), self.centre)  # k W + b, centred (C is symmetric) [H, K, d]
             r = torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln))

@@ -182,31 +182,27 @@ class TTTLinear(nn.Module):
 
     def project(self, x: torch.Tensor, mask: torch.Tensor):
         """x [B, L, D], mask [B, L] -> q, k, v [B, H, L, d] (RoPE at t mod K applied) and eta [B, H, L]."""
-        B, L, D = x.shape
-        weight, bias = self.fused_projection()
-        y = F.linear(x, weight, bias)  # [B, L, 3D + H]
-        cos, sin = self.rope_rows(L, x.dtype, x.device)
-        # split, not slicing: a slice's backward zero-fills the whole fused output once per slice
-        yq, yk, v, lr = y.split([D, D, D, self.heads], dim=-1)
-        q = yq * cos + self._rotate_half(yq) * sin
-        k = yk * cos + self._rotate_half(yk) * sin
-        heads = lambda t: t.reshape(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
-        eta = torch.sigmoid(lr) * (self.base_lr / self.d)  # [B, L, H]
-        eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
-        return heads(q), heads(k), heads(v), eta
+        return self._project(x, mask, with_q=True)
 
     def project_kv(self, x: torch.Tensor, mask: torch.Tensor):
         """`project` without q: k, v [B, H, L, d] and eta [B, H, L] (every token updates the state; q is read only
         where an output is wanted, see `query_selected`)."""
+        return self._project(x, mask, with_q=False)
+
+    def _project(self, x: torch.Tensor, mask: torch.Tensor, with_q: bool):
         B, L, D = x.shape
-        weight = torch.cat([self.wk.weight, self.wv.weight, self.lr_weight], 0)
-        bias = torch.cat([torch.zeros(2 * D, dtype=weight.dtype, device=weight.device), self.lr_bias])
-        yk, v, lr = F.linear(x, weight, bias).split([D, D, self.heads], dim=-1)
+        weight, bias = self.fused_projection()
+        if not with_q:  # the fused rows are q, k, v, lr gate: drop q's
+            weight, bias = weight[D:], bias[D:]
+        y = F.linear(x, weight, bias)  # [B, L, (3 or 2) D + H]
         cos, sin = self.rope_rows(L, x.dtype, x.device)
-        k = yk * cos + self._rotate_half(yk) * sin
+        # split, not slicing: a slice's backward zero-fills the whole fused output once per slice
+        *qk, v, lr = y.split([D] * (3 if with_q else 2) + [self.heads], dim=-1)
+        rotated = [t * cos + self._rotate_half(t) * sin for t in qk]
         heads = lambda t: t.reshape(B, L, self.heads, self.d).transpose(1, 2)  # noqa: E731
-        eta = (torch.sigmoid(lr) * (self.base_lr / self.d)).transpose(1, 2) * mask[:, None, :].to(x.dtype)
-        return heads(k), heads(v), eta
+        eta = torch.sigmoid(lr) * (self.base_lr / self.d)  # [B, L, H]
+        eta = eta.transpose(1, 2) * mask[:, None, :].to(x.dtype)  # padding tokens never update the state
+        return (*(heads(t) for t in rotated), heads(v), eta)
 
     def query_selected(self, x: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
         """q at the token a one-hot `select` [B, L] points to -> [B, H, 1, d] (zeros for a zero row): the projection

@@ -131,14 +131,13 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     torch.manual_seed(settings.seed)
     model = build(name, ds.n_items, **settings.config)
     init = None
-    if settings.init_run is not None:  # two-stage: the device part comes from a trained run
-        from toolkit.train.warm_start import freeze_device_part, init_device_part
+    if settings.init_run is not None or settings.freeze_device:  # two-stage: the device part from a trained run
+        from toolkit.train.warm_start import check_init_flags, freeze_device_part, init_device_part
 
+        check_init_flags(name, settings.init_run, settings.freeze_device)
         init = init_device_part(name, model, Path(settings.init_run), ds.sha256)
         if settings.freeze_device:
             init["trainable_params"] = freeze_device_part(model)
-    elif settings.freeze_device:
-        raise ToolkitError("--freeze-device keeps the device part of --init RUN fixed; give --init")
     model = model.to(device)
     if main:
         check_vocab(ds, ds.n_items)

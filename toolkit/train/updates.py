@@ -44,6 +44,7 @@ def _ndcg10(scores: np.ndarray) -> np.ndarray:
 
 
 def _paired(diff: np.ndarray) -> dict:
+    """Mean of a per-row difference and its paired standard error."""
     n = len(diff)
     return {"ndcg@10": float(diff.mean()) if n else 0.0,
             "se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
@@ -76,10 +77,7 @@ def update_ablation(model, ds: Dataset, split: str, seed: int = 0) -> dict:
                "none": torch.zeros_like(own)}
     scores = {k: _scores(model, seqs, cands, u) for k, u in updates.items()}
     per_row = {k: _ndcg10(s) for k, s in scores.items()}
-    own_minus = {}
-    for k in ("mean", "shuffled", "none"):
-        diff = per_row["own"] - per_row[k]
-        own_minus[k] = {"ndcg@10": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+    own_minus = {k: _paired(per_row["own"] - per_row[k]) for k in ("mean", "shuffled", "none")}
     return {"split": split, "rows": int(len(seqs)), "update_floats": int(own.shape[1]),
             "variants": {k: ranking_metrics(s, pos_index=0) for k, s in scores.items()},
             "own_minus": own_minus,

@@ -11,35 +11,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from toolkit.errors import ToolkitError
 
+CLOUD_MODELS = ("cocorrrec", "duet")  # models whose device part can start from another run
 
-def device_model_name(model) -> str | None:
+
+def check_init_flags(name: str, init_run, freeze_device: bool) -> None:
+    """One line for a combination of --init / --freeze-device that cannot be trained (before anything is built)."""
+    if freeze_device and init_run is None:
+        raise ToolkitError("--freeze-device keeps the device part of --init RUN fixed; give --init")
+    if init_run is not None and name not in CLOUD_MODELS:
+        raise ToolkitError(f"--init starts the device part of a cloud model ({', '.join(CLOUD_MODELS)}) from a "
+                           f"trained run; '{name}' has no separate device part")
+
+
+def device_model_name(model) -> str:
     """The registered model a cloud model runs on the device (cocorrrec -> scn, duet -> its backbone)."""
-    cfg = getattr(model, "cfg", None)
-    if getattr(model, "name", None) == "cocorrrec":
-        return "scn"
-    if getattr(model, "name", None) == "duet":
-        return cfg.backbone
-    return None
+    from toolkit.models.registry import device_name
 
-
-def check_init_target(name: str, model) -> str:
-    """The device model name for `--init`, or one line saying which models take it."""
-    want = device_model_name(model)
-    if want is None:
-        raise ToolkitError(f"--init starts the device part of a cloud model (cocorrrec, duet) from a trained run; "
-                           f"'{name}' has no separate device part")
-    return want
+    return model.cfg.backbone if model.name == "duet" else device_name(model.name)
 
 
 def init_device_part(name: str, model, init_run: Path, dataset_sha256: str) -> dict:
     """Load `init_run`'s weights into `model.device` (exact keys and shapes); returns what model.json records."""
     from toolkit.models.runs import load_run
 
-    want = check_init_target(name, model)
+    want = device_model_name(model)
     init, desc = load_run(init_run)
     if desc["model"] != want:
         raise ToolkitError(f"--init {init_run}: a '{desc['model']}' run; the device part of this {name} is "
@@ -62,8 +59,4 @@ def freeze_device_part(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def trainable(model) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-__all__ = ["init_device_part", "freeze_device_part", "check_init_target", "device_model_name", "trainable"]
+__all__ = ["init_device_part", "freeze_device_part", "check_init_flags", "device_model_name", "CLOUD_MODELS"]
