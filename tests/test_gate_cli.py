@@ -120,7 +120,7 @@ def test_curve_endpoints_equal_direct_evaluations(gate_run, base_run, synth_data
 
     out = tmp_path / "curve"
     cli("gate", "curve", gate_run, "--data", synth_dataset_dir, "--out", out, "--budgets", "0.1,0.5,1.0",
-        "--policies", "gate,random,lof,ocsvm,oracle", "--no-timing", "--fit-cap", 400)
+        "--policies", "gate,random,lag,lof,ocsvm,oracle", "--no-timing", "--fit-cap", 400)
     res = json.loads((out / "curve.json").read_text())
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, _ = load_run(base_run)
@@ -148,7 +148,7 @@ def test_curve_endpoints_equal_direct_evaluations(gate_run, base_run, synth_data
         assert res["endpoints"]["never"][k] == pytest.approx(direct_never[k], abs=1e-6)
         assert res["endpoints"]["none"][k] == pytest.approx(direct_none[k], abs=1e-6)
     # a 100% budget requests every time: the always endpoint, with its bytes
-    for name in ("gate", "random", "lof", "ocsvm"):
+    for name in ("gate", "random", "lag", "lof", "ocsvm"):
         full = res["policies"][name]["points"][-1]
         assert full["request_rate"] == 1.0 and full["ndcg@10"] == pytest.approx(res["endpoints"]["always"]["ndcg@10"])
         assert full["bytes_sent_per_1000"] == 1000 * 2560 and full["bytes_received_per_1000"] == 1000 * 4160
@@ -161,6 +161,25 @@ def test_curve_endpoints_equal_direct_evaluations(gate_run, base_run, synth_data
         assert res["policies"][name]["points"][-1]["se_vs_never_ndcg@10"] == pytest.approx(
             res["summary"]["always_minus_never_se"]["ndcg@10"], abs=1e-6)
     assert res["update_kind"].startswith("cocorrrec (paper GCN)") and res["update_payload"]["download_bytes"] == 4160
+    assert set(res["summary"]["gate_at_or_above"]) == {"random", "lag", "lof", "ocsvm"}
+
+
+def test_lag_policy_requests_the_longest_waits_first(gate_run, synth_dataset):
+    """`lag` is "request every k clicks": at any threshold every requested decision waited at least as long as every
+    kept one, and the budget's quantile on recent decisions lands near the budget on new ones."""
+    from toolkit.gate.calibrate import decision_features, open_gate, quantile_threshold
+    from toolkit.gate.policies import make_policy
+
+    gate, model, _ = open_gate(gate_run)
+    recent, outs = decision_features(gate, model, synth_dataset, "valid", (1, 5))
+    test, test_outs = decision_features(gate, model, synth_dataset, "test", (1, 5), mode="sample", seed=0)
+    pol = make_policy("lag", gate).fit(recent, outs, seed=0)
+    for budget in (0.1, 0.3, 0.6):
+        thr, _ = quantile_threshold(pol.priority(recent, outs), budget, recent.user_weights())
+        req = pol.priority(test, test_outs) <= thr
+        assert req.any() and (~req).any()
+        assert test.lag[req].min() >= test.lag[~req].max()
+        assert abs(req.mean() - budget) < 0.1
 
 
 def test_policy_decisions_are_timed_on_one_thread(gate_run, synth_dataset):
@@ -170,8 +189,15 @@ def test_policy_decisions_are_timed_on_one_thread(gate_run, synth_dataset):
     gate, model, _ = open_gate(gate_run)
     pairs, outs = decision_features(gate, model, synth_dataset, "valid", (1, 5))
     threads = torch.get_num_threads()
-    for name in ("gate", "random", "ocsvm"):
+    for name in ("gate", "random", "lag", "ocsvm"):
         pol = make_policy(name, gate, fit_cap=300).fit(pairs, outs, seed=0)
         t = time_decisions(pol, pairs, 0.5, n=15, warmup=2)
         assert t["n"] == 15 and 0 < t["median_ms"] <= t["p90_ms"]
     assert torch.get_num_threads() == threads  # restored
+
+
+def test_the_cli_default_policies_are_the_librarys():
+    from toolkit.cli.gate import DEFAULT_POLICIES as CLI_DEFAULT
+    from toolkit.gate.policies import DEFAULT_POLICIES, POLICIES
+
+    assert tuple(CLI_DEFAULT.split(",")) == DEFAULT_POLICIES and set(DEFAULT_POLICIES) <= set(POLICIES)

@@ -83,3 +83,24 @@ def test_y_limits():
     assert hi - lo >= 0.005 and lo < 0.5 < hi
     lo, hi = y_limits([0.1, 0.2], [0.05], 0.1)
     assert lo < 0.1 and hi > 0.2 and hi - lo == pytest.approx(0.2 * 1.2)
+
+
+def _pt(rate, ndcg, budget):
+    return {"budget": budget, "request_rate": rate, "uauc": ndcg, "ndcg@10": ndcg, "hr@10": ndcg}
+
+
+def test_policies_are_compared_at_the_same_request_rate():
+    """A baseline that overspends its budget (requests 40% at budget 0.3) is not "better" at that budget: the gate
+    is compared with the baseline's curve at the gate's own achieved rate, and the exact-rate share interpolates."""
+    from toolkit.gate.curve import at_rate, summarise
+
+    endpoints = {"never": _pt(0.0, 0.20, 0.0), "always": _pt(1.0, 0.30, 1.0), "none": _pt(0.0, 0.1, 0.0)}
+    gate = {"deployable": True, "points": [_pt(0.1, 0.26, 0.1), _pt(0.3, 0.28, 0.3), _pt(1.0, 0.30, 1.0)]}
+    greedy = {"deployable": True, "points": [_pt(0.2, 0.262, 0.1), _pt(0.4, 0.285, 0.3), _pt(1.0, 0.30, 1.0)]}
+    assert at_rate(greedy, endpoints, 0.1, "ndcg@10") == pytest.approx(0.231)  # halfway from never to (0.2, 0.262)
+    assert at_rate(greedy, endpoints, 0.3, "ndcg@10") == pytest.approx(0.2735)
+    s = summarise(endpoints, {"gate": gate, "lag": greedy})
+    assert s["gate_at_or_above"]["lag"]["ndcg@10"] == "2/2"  # although 0.262 > 0.26 and 0.285 > 0.28 per budget
+    assert s["recovered_share_at_exact_rate"] == {"gate": pytest.approx(0.6), "lag": pytest.approx(0.31)}
+    worse = {"deployable": True, "points": [_pt(0.1, 0.27, 0.1), _pt(0.3, 0.27, 0.3), _pt(1.0, 0.30, 1.0)]}
+    assert summarise(endpoints, {"gate": gate, "lag": worse})["gate_at_or_above"]["lag"]["ndcg@10"] == "1/2"

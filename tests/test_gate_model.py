@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,13 +79,14 @@ def test_contract_is_deterministic_and_matches_forward():
     gate = _gate()
     (entry,) = gate.contract()
     assert entry.name == "mrs" and entry.outputs == ["mrs"] and entry.states == []
-    assert [s.name for s in entry.inputs] == ["r_now", "r_stale", "noise"]
-    assert [s.shape for s in entry.inputs] == [(1, 64), (1, 64), (1, gate.cfg.n_samples, gate.cfg.z_dim)]
+    assert [s.name for s in entry.inputs] == ["r_now", "r_stale", "noise", "lag"]
+    assert [s.shape for s in entry.inputs] == [(1, 64), (1, 64), (1, gate.cfg.n_samples, gate.cfg.z_dim), (1,)]
     assert all(s.dtype == torch.float32 for s in entry.inputs)
     x = entry.example_inputs(seed=3)
+    assert 1 <= float(x[3]) <= gate.cfg.lag_cap and float(x[3]) == int(x[3])  # a count, carried as a float
     with torch.no_grad():
         a, b = entry.module(*x), entry.module(*x)
-        parts = gate.parts(x[0], x[1], x[2])
+        parts = gate.parts(x[0], x[1], x[2], x[3])
     assert a.shape == (1,) and torch.equal(a, b)
     assert 0.0 < float(a) < 1.0
     assert torch.allclose(a, parts["mrs"])
@@ -126,3 +129,57 @@ def test_exported_graph_equals_the_gate_with_every_part_active():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         joint.append(abs(float(parts["logit"]) - float(parts["mrd_logit"])))
     assert max(joint) > 0.1  # the joint head contributes
+
+
+def test_paper_form_reads_the_two_windows_only():
+    gate = _gate(lag_input=False)
+    (entry,) = gate.contract()
+    assert [s.name for s in entry.inputs] == ["r_now", "r_stale", "noise"]
+    assert gate.mrd.hidden.in_features == 3 * gate.cfg.mrd_hidden + 2
+    x = entry.example_inputs(seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(entry.module(*x), gate(*x), rtol=1e-5, atol=1e-6)
+
+
+def test_saved_gates_without_the_lag_key_load_in_the_paper_form():
+    cfg = _gate().cfg.to_dict()
+    cfg.pop("lag_input")
+    cfg.pop("lag_cap")
+    assert GateConfig.from_dict(cfg).lag_input is False
+    assert GateConfig.from_dict({**cfg, "lag_input": True}).lag_input is True
+
+
+def test_lag_feature_by_hand():
+    from toolkit.models.gate import lag_feature
+
+    lag = torch.tensor([0.0, 1.0, 5.0, 50.0, 400.0])
+    want = torch.tensor([0.0, 0.0, math.log(5) / math.log(50), 1.0, 1.0])  # clamped to 1..cap, log, / log(cap)
+    torch.testing.assert_close(lag_feature(lag, 50), want)
+
+
+def test_the_lag_changes_the_score_and_the_exported_graph_follows_it():
+    """Across lags below 1, inside 1..cap and above the cap, the device graph equals Gate.forward, and the lag
+    moves the MRS (its hidden-layer column is live); lags beyond the cap read as the cap."""
+    torch.manual_seed(2)
+    gate = _gate(lag_cap=20)
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    (entry,) = gate.contract()
+    r_now, r_stale, noise, _ = entry.example_inputs(seed=5)
+    got = {}
+    for lag in (0.0, 1.0, 2.0, 7.0, 20.0, 21.0, 500.0):
+        lg = torch.tensor([lag])
+        with torch.no_grad():
+            got[lag] = entry.module(r_now, r_stale, noise, lg)
+            torch.testing.assert_close(got[lag], gate(r_now, r_stale, noise, lg), rtol=1e-5, atol=1e-6)
+    assert torch.equal(got[0.0], got[1.0]) and torch.equal(got[20.0], got[500.0])
+    assert abs(float(got[1.0]) - float(got[20.0])) > 1e-3
+
+
+def test_a_gate_that_reads_the_lag_refuses_to_score_without_it():
+    from toolkit.errors import ToolkitError
+
+    gate = _gate()
+    with pytest.raises(ToolkitError, match="lag"):
+        gate.parts(torch.randn(2, 64), torch.randn(2, 64))

@@ -10,6 +10,8 @@ import typer
 from toolkit.cli.common import check_number, check_out, check_seed, check_threads, console, parse_csv
 from toolkit.errors import ToolkitError
 
+DEFAULT_POLICIES = "gate,mrd,random,lag,lof,ocsvm,oracle"  # toolkit.gate.policies.DEFAULT_POLICIES (no torch here)
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -72,8 +74,8 @@ def curve(
     data: Path = typer.Option(..., "--data", help="dataset dir (test split = the decisions evaluated)"),
     out: Path = typer.Option(..., "--out", help="output dir for curve.json and curve.png"),
     budgets: str = typer.Option("0.05,0.1,0.2,0.3,0.5,0.7,1.0", "--budgets", help="comma-separated request budgets"),
-    policies: str = typer.Option("gate,mrd,random,lof,ocsvm,oracle", "--policies",
-                                 help="any of gate, mrd, dm, random, lof, ocsvm, oracle"),
+    policies: str = typer.Option(DEFAULT_POLICIES, "--policies",
+                                 help="any of gate, mrd, dm, random, lag, lof, ocsvm, oracle"),
     lags: Optional[str] = typer.Option(None, "--lags", help="stale lag in clicks, N or MIN-MAX (default: the gate's)"),
     base: Optional[Path] = typer.Option(None, "--model", help="the gate's base run (cocorrrec or duet), if it moved"),
     seed: int = typer.Option(0, help="seed of the lags drawn and of the random policy"),

@@ -4,7 +4,8 @@ A budget b becomes a threshold the same way for every learned policy: the b-quan
 (validation) decisions, sent to the device; the device requests when its priority <= threshold.
 - gate: the MRS of the full gate (MRD + DM).   mrd: the MRD logit alone (the paper's "w/o DM" ablation).
 - dm: minus the uncertainty alone ("w/o MRD").   random: a uniform draw per decision (request iff draw < b).
-- lof / ocsvm: scikit-learn novelty detectors fitted on recent decisions' (r_T, r_t') -- the gate's inputs --
+- lag: request the decisions with the most clicks since the last request first (request every k clicks).
+- lof / ocsvm: scikit-learn novelty detectors fitted on recent decisions' (r_T, r_t', log lag) -- the gate's inputs --
   priority = their normality score (unusual decisions request first). The paper notes these only run at their own
   native operating point; `native_rate` reports that point, the budget sweep calibrates their scores like the gate's.
 - oracle (evaluation only, not deployable): requests where the fresh update lifts NDCG@10 most (an upper bound).
@@ -21,13 +22,13 @@ from toolkit.errors import ToolkitError
 from toolkit.gate.dataset import PairSet
 from toolkit.models.gate import Gate
 
-POLICIES = ("gate", "mrd", "dm", "random", "lof", "ocsvm", "oracle")
-DEFAULT_POLICIES = ("gate", "mrd", "random", "lof", "ocsvm", "oracle")
+POLICIES = ("gate", "mrd", "dm", "random", "lag", "lof", "ocsvm", "oracle")
+DEFAULT_POLICIES = ("gate", "mrd", "random", "lag", "lof", "ocsvm", "oracle")
 
 
 def features(pairs: PairSet) -> np.ndarray:
-    """What LOF / OC-SVM see: the gate's inputs (r_T, r_t') side by side [N, 2D]."""
-    return np.concatenate([pairs.r_now, pairs.r_stale], axis=1)
+    """What LOF / OC-SVM see: the gate's inputs (r_T, r_t') and log(lag) side by side [N, 2D + 1]."""
+    return np.concatenate([pairs.r_now, pairs.r_stale, np.log(np.maximum(pairs.lag, 1))[:, None]], axis=1)
 
 
 class Policy:
@@ -40,8 +41,8 @@ class Policy:
     def priority(self, pairs: PairSet, gate_out: dict) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def decide_one(self, r_now: np.ndarray, r_stale: np.ndarray, threshold: float) -> bool:
-        """One device-side decision from one window pair (what the latency timing measures)."""
+    def decide_one(self, r_now: np.ndarray, r_stale: np.ndarray, lag: int, threshold: float) -> bool:
+        """One device-side decision from one window pair and its lag (what the latency timing measures)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
 
@@ -55,13 +56,13 @@ class GatePolicy(Policy):
         return gate_out[self.key]
 
     @torch.no_grad()
-    def decide_one(self, r_now, r_stale, threshold):
-        rn, rs = torch.from_numpy(r_now[None]), torch.from_numpy(r_stale[None])
+    def decide_one(self, r_now, r_stale, lag, threshold):
+        rn, rs, lg = torch.from_numpy(r_now[None]), torch.from_numpy(r_stale[None]), torch.tensor([float(lag)])
         if self.key == "mrd_logit":
-            return bool(self.gate.mrd(rn, rs)[0] <= threshold)
+            return bool(self.gate.mrd(rn, rs, lg)[0] <= threshold)
         if self.key == "u":
             return bool(-self.gate.dm.uncertainty(rn, self.gate.default_noise)[0] <= threshold)
-        return bool(self.gate(rn, rs, self.gate.default_noise)[0] <= threshold)
+        return bool(self.gate(rn, rs, self.gate.default_noise, lg)[0] <= threshold)
 
 
 class RandomPolicy(Policy):
@@ -77,8 +78,30 @@ class RandomPolicy(Policy):
     def priority(self, pairs, gate_out):
         return self.rng.random(len(pairs))  # uniform: the b-quantile is b, so a rate-b coin flip
 
-    def decide_one(self, r_now, r_stale, threshold):
+    def decide_one(self, r_now, r_stale, lag, threshold):
         return bool(self.rng.random() <= threshold)
+
+
+class LagPolicy(Policy):
+    """Request every k clicks, the rule a team writes first: the longer since the last request (the lag), the
+    sooner to request; ties (equal lags) broken at random. Needs no model, so it is the bar a learned gate must
+    clear to be worth its parameters."""
+
+    name = "lag"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, recent, gate_out, seed):
+        self.seed = seed + 13
+        return self
+
+    def priority(self, pairs, gate_out):
+        tie = np.random.default_rng(self.seed).random(len(pairs))  # in [0, 1): never reorders different lags
+        return -(pairs.lag.astype(np.float64) + tie)
+
+    def decide_one(self, r_now, r_stale, lag, threshold):
+        return bool(-(float(lag) + 0.5) <= threshold)
 
 
 class NoveltyPolicy(Policy):
@@ -114,8 +137,8 @@ class NoveltyPolicy(Policy):
         """The detector's own operating point: request where it predicts an outlier."""
         return self.model.predict(self.scaler.transform(features(pairs))) == -1
 
-    def decide_one(self, r_now, r_stale, threshold):
-        x = self.scaler.transform(np.concatenate([r_now, r_stale])[None])
+    def decide_one(self, r_now, r_stale, lag, threshold):
+        x = self.scaler.transform(np.concatenate([r_now, r_stale, [np.log(max(lag, 1))]])[None])
         return bool(self.model.score_samples(x)[0] <= threshold)
 
 
@@ -139,7 +162,7 @@ class OraclePolicy(Policy):
         tie = np.random.default_rng(11).random(len(pairs)) * 1e-9
         return -(gain + 1e-3 * rank_gain + tie)
 
-    def decide_one(self, r_now, r_stale, threshold):  # pragma: no cover - not deployable
+    def decide_one(self, r_now, r_stale, lag, threshold):  # pragma: no cover - not deployable
         raise ToolkitError("the oracle policy cannot decide on a device")
 
 
@@ -152,6 +175,8 @@ def make_policy(name: str, gate: Gate, fit_cap: int = 5000) -> Policy:
         return GatePolicy(gate, "u", "dm")
     if name == "random":
         return RandomPolicy()
+    if name == "lag":
+        return LagPolicy()
     if name in ("lof", "ocsvm"):
         return NoveltyPolicy(name, fit_cap)
     if name == "oracle":
@@ -173,9 +198,9 @@ def time_decisions(policy: Policy, pairs: PairSet, threshold: float, n: int = 30
     try:
         with threadpool_limits(limits=1):
             for k, i in enumerate(idx):
-                rn, rs = pairs.r_now[i], pairs.r_stale[i]
+                rn, rs, lag = pairs.r_now[i], pairs.r_stale[i], int(pairs.lag[i])
                 t0 = time.perf_counter()
-                policy.decide_one(rn, rs, threshold)
+                policy.decide_one(rn, rs, lag, threshold)
                 if k >= warmup:
                     times.append(time.perf_counter() - t0)
     finally:

@@ -73,8 +73,11 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
                            f"(valid: {', '.join(sorted(arch_keys | train_keys))})")
     if "dim" in config and int(config["dim"]) != dim:
         raise ToolkitError(f"gate dim must equal the base model's dim ({dim}), got {config['dim']}")
-    arch = GateConfig(**{**{k: v for k, v in config.items() if k in arch_keys}, "dim": dim})
     tcfg = GateTrainConfig(**{k: v for k, v in config.items() if k in train_keys})
+    # the lag the MRD reads is capped at the largest lag it trains on (unless set explicitly)
+    arch = GateConfig(**{"lag_cap": tcfg.lag_max, **{k: v for k, v in config.items() if k in arch_keys}, "dim": dim})
+    if not isinstance(arch.lag_input, bool):
+        raise ToolkitError(f"lag_input must be true or false, got {arch.lag_input!r}")
     if tcfg.label not in LABELS:
         raise ToolkitError(f"unknown MRD label '{tcfg.label}' (expected {', '.join(LABELS)})")
     if tcfg.mrd_rows not in ("valid", "train"):
@@ -85,8 +88,9 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
         raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
     if tcfg.beta < 0 or min(tcfg.max_samples, tcfg.max_valid_samples) < 1:
         raise ToolkitError("beta must be >= 0, max_samples and max_valid_samples >= 1")
-    if min(arch.z_dim, arch.n_samples, arch.dm_hidden, arch.next_hidden, arch.mrd_hidden, arch.joint_hidden) < 1:
-        raise ToolkitError("gate widths, z_dim and n_samples must be >= 1")
+    if min(arch.z_dim, arch.n_samples, arch.dm_hidden, arch.next_hidden, arch.mrd_hidden, arch.joint_hidden,
+           arch.lag_cap) < 1:
+        raise ToolkitError("gate widths, z_dim, n_samples and lag_cap must be >= 1")
     return arch, tcfg
 
 
@@ -259,7 +263,8 @@ def gate_outputs(gate: Gate, pairs: PairSet, batch: int = 8192) -> dict[str, np.
     gate.eval()
     out: dict[str, list] = {}
     for a in range(0, len(pairs), batch):
-        p = gate.parts(torch.from_numpy(pairs.r_now[a:a + batch]), torch.from_numpy(pairs.r_stale[a:a + batch]))
+        p = gate.parts(torch.from_numpy(pairs.r_now[a:a + batch]), torch.from_numpy(pairs.r_stale[a:a + batch]),
+                       lag=torch.from_numpy(pairs.lag[a:a + batch]).float())
         for k, v in p.items():
             out.setdefault(k, []).append(v.numpy())
     return {k: np.concatenate(v) for k, v in out.items()} if out else {}
@@ -364,32 +369,36 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     # ---- stage 2: MRD; stage 3: joint ------------------------------------------------------------------------------
     gain_scale = float(train_p.margin_gain().std()) or 1.0  # one scale for train and valid (label=gain)
     tr = {"now": torch.from_numpy(train_p.r_now), "stale": torch.from_numpy(train_p.r_stale),
+          "lag": torch.from_numpy(train_p.lag).float(),
           "y": torch.from_numpy(train_p.label(tcfg.label, gain_scale)), "u": u_train_std}
     va = {"now": torch.from_numpy(valid_p.r_now), "stale": torch.from_numpy(valid_p.r_stale),
+          "lag": torch.from_numpy(valid_p.lag).float(),
           "y": torch.from_numpy(valid_p.label(tcfg.label, gain_scale)), "u": u_valid_std}
+
+    def mrd_of(d, idx=slice(None)):
+        return gate.mrd(d["now"][idx], d["stale"][idx], d["lag"][idx])
 
     def mrd_batch(idx, part=None):
         n, idx = len(idx), idx if part is None else idx[part]
-        return _soft_bce(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["y"][idx]) * (len(idx) / n)
+        return _soft_bce(mrd_of(tr, idx), tr["y"][idx]) * (len(idx) / n)
 
     @torch.no_grad()
     def mrd_valid():
-        return float(_soft_bce(gate.mrd(va["now"], va["stale"]), va["y"]))
+        return float(_soft_bce(mrd_of(va), va["y"]))
 
     stages["mrd"] = _stage("MRD", gate, list(gate.mrd.parameters()), len(train_p), tcfg.mrd_epochs or epochs,
                            batch_size, lr, seed + 1, mrd_batch, mrd_valid, console, dist=dist)
 
     def joint_batch(idx, part=None):
         n, idx = len(idx), idx if part is None else idx[part]
-        return _soft_bce(gate.joint(gate.mrd(tr["now"][idx], tr["stale"][idx]), tr["u"][idx]), tr["y"][idx]) * (
-            len(idx) / n)
+        return _soft_bce(gate.joint(mrd_of(tr, idx), tr["u"][idx]), tr["y"][idx]) * (len(idx) / n)
 
     @torch.no_grad()
     def joint_valid():
-        return float(_soft_bce(gate.joint(gate.mrd(va["now"], va["stale"]), va["u"]), va["y"]))
+        return float(_soft_bce(gate.joint(mrd_of(va), va["u"]), va["y"]))
 
     with torch.no_grad():
-        mrd_only_valid = gate.mrd(va["now"], va["stale"]).numpy()
+        mrd_only_valid = mrd_of(va).numpy()
     stages["joint"] = _stage("joint", gate, list(gate.mrd.parameters()) + list(gate.joint.parameters()),
                              len(train_p), tcfg.joint_epochs or epochs, batch_size, lr, seed + 2, joint_batch,
                              joint_valid, console, keep_initial=True, dist=dist)

@@ -21,6 +21,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: torch.dtype
     # For int64 id inputs: valid values are 0..high (inclusive); used to build example inputs and to range-check.
+    # For a float input: a count carried as a float (the gate's lag), example values drawn from 1..high.
     high: int | None = None
 
     def to_dict(self) -> dict:
@@ -56,13 +57,16 @@ class EntryPoint:
     description: str = ""
 
     def example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Deterministic valid inputs: ids in 1..high, floats ~N(0, 1) (corrections, noise)."""
+        """Deterministic valid inputs: ids in 1..high, floats ~N(0, 1) (corrections, noise), float counts in
+        1..high."""
         g = torch.Generator().manual_seed(seed)
         out = []
         for spec in self.inputs:
             if spec.dtype in (torch.int64, torch.int32):
                 hi = spec.high if spec.high is not None else 1
                 out.append(torch.randint(1, max(hi, 1) + 1, spec.shape, generator=g, dtype=spec.dtype))
+            elif spec.high is not None:
+                out.append(torch.randint(1, max(spec.high, 1) + 1, spec.shape, generator=g).to(spec.dtype))
             else:
                 out.append(torch.randn(spec.shape, generator=g, dtype=spec.dtype))
         return tuple(out)

@@ -21,6 +21,7 @@ head, about 5.1k parameters with the defaults (the paper's gate: about 5.06k). T
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class GateConfig:
     mrd_hidden: int = 16
     joint_hidden: int = 8
     noise_seed: int = 0  # seeds the shipped default noise buffer
+    lag_input: bool = True  # the MRD also reads the lag: clicks since the device last asked (known on the device)
+    lag_cap: int = 50  # lags above it read as lag_cap (the MRD was trained on 1..lag_max; train sets it so)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +59,7 @@ class GateConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ToolkitError(f"unknown gate config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
-        return cls(**d)
+        return cls(**{"lag_input": False, **d})  # gates saved before the lag input existed read (r_T, r_t') only
 
 
 def _count(*modules: nn.Module) -> int:
@@ -119,25 +122,41 @@ def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0).sum(-1)
 
 
+def lag_feature(lag: torch.Tensor, cap: int) -> torch.Tensor:
+    """log(min(max(lag, 1), cap)) / log(cap): the lag on a 0..1 scale (log: the first clicks after a request change
+    the most; clamped: the device may wait longer than any lag the MRD saw in training)."""
+    scale = 1.0 / math.log(cap) if cap > 1 else 0.0
+    return torch.log(torch.clamp(lag, 1.0, float(max(cap, 1)))) * scale
+
+
 class MisRecommendationDetector(nn.Module):
-    """(r_T, r_t') -> logit that the correction computed at t' still recommends correctly at T."""
+    """(r_T, r_t'[, lag]) -> logit that the update computed at t' still recommends correctly at T.
+
+    The paper's MRD reads the two windows only. The lag (clicks since t') is known on the device and is the
+    strongest single predictor of how much a fresh update adds (curve.json's per_lag), so by default it is an input
+    too (`lag_input=false` restores the paper's form)."""
 
     def __init__(self, cfg: GateConfig):
         super().__init__()
         m = cfg.mrd_hidden
+        self.lag_input, self.lag_cap = bool(cfg.lag_input), int(cfg.lag_cap)
         self.proj = nn.Linear(cfg.dim, m)  # shared by both windows
-        self.hidden = nn.Linear(3 * m + 2, m)
+        self.hidden = nn.Linear(3 * m + 2 + self.lag_input, m)
         self.out = nn.Linear(m, 1)
 
-    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor) -> torch.Tensor:
+    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor, lag: torch.Tensor | None = None) -> torch.Tensor:
         a, b = torch.tanh(self.proj(r_now)), torch.tanh(self.proj(r_stale))  # [B, m]
         dot = (r_now * r_stale).sum(-1, keepdim=True)
         cos = dot / (torch.sqrt((r_now * r_now).sum(-1, keepdim=True) * (r_stale * r_stale).sum(-1, keepdim=True))
                      + 1e-6)
         diff = r_now - r_stale
         dist = torch.sqrt((diff * diff).mean(-1, keepdim=True) + 1e-6)  # how far the window moved since t'
-        x = torch.cat([a, b, a * b, cos, dist], dim=-1)
-        return self.out(torch.tanh(self.hidden(x))).squeeze(-1)  # [B]
+        feats = [a, b, a * b, cos, dist]
+        if self.lag_input:
+            if lag is None:
+                raise ToolkitError("this gate's MRD reads the lag (clicks since the last request); none was given")
+            feats.append(lag_feature(lag.to(r_now.dtype).reshape(-1, 1), self.lag_cap))
+        return self.out(torch.tanh(self.hidden(torch.cat(feats, dim=-1)))).squeeze(-1)  # [B]
 
 
 class JointHead(nn.Module):
@@ -156,7 +175,8 @@ class JointHead(nn.Module):
 
 
 class Gate(nn.Module):
-    """The device-side gate: forward(r_now [B, D], r_stale [B, D], noise [B|1, n, z]) -> MRS [B] in (0, 1)."""
+    """The device-side gate: forward(r_now [B, D], r_stale [B, D], noise [B|1, n, z], lag [B]) -> MRS [B] in (0, 1);
+    lag (clicks since the stale update was computed) only when `cfg.lag_input`."""
 
     name = "gate"
 
@@ -179,17 +199,18 @@ class Gate(nn.Module):
     def standardise_u(self, u: torch.Tensor) -> torch.Tensor:
         return (torch.log(u + U_EPS) - self.u_log_mean) / self.u_log_std
 
-    def parts(self, r_now, r_stale, noise=None) -> dict[str, torch.Tensor]:
+    def parts(self, r_now, r_stale, noise=None, lag=None) -> dict[str, torch.Tensor]:
         """Every intermediate the policies and ablations use: mrd_logit, u, logit, mrs (all [B])."""
         noise = self.default_noise if noise is None else noise
-        mrd_logit = self.mrd(r_now, r_stale)
+        mrd_logit = self.mrd(r_now, r_stale, lag)
         u = self.dm.uncertainty(r_now, noise)
         logit = self.joint(mrd_logit, self.standardise_u(u))
         return {"mrd_logit": mrd_logit, "u": u, "logit": logit, "mrs": torch.sigmoid(logit)}
 
-    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, r_now: torch.Tensor, r_stale: torch.Tensor, noise: torch.Tensor,
+                lag: torch.Tensor | None = None) -> torch.Tensor:
         u = self.dm.uncertainty(r_now, noise)
-        return torch.sigmoid(self.joint(self.mrd(r_now, r_stale), self.standardise_u(u)))
+        return torch.sigmoid(self.joint(self.mrd(r_now, r_stale, lag), self.standardise_u(u)))
 
     def param_counts(self) -> dict[str, int]:
         device = _count(self.dm, self.mrd, self.joint)
@@ -205,17 +226,20 @@ class Gate(nn.Module):
         }
 
     def contract(self) -> list[EntryPoint]:
-        """One stateless entry point: (r_now [1, D], r_stale [1, D], noise [1, n, z]) -> mrs [1]."""
+        """One stateless entry point: (r_now [1, D], r_stale [1, D], noise [1, n, z][, lag [1]]) -> mrs [1]."""
         D, n, z = self.cfg.dim, self.cfg.n_samples, self.cfg.z_dim
+        lag = [TensorSpec("lag", (1,), torch.float32, high=self.cfg.lag_cap)] if self.cfg.lag_input else []
         return [EntryPoint(
             name="mrs",
             module=_MRSEntry(self).eval(),
             inputs=[TensorSpec("r_now", (1, D), torch.float32), TensorSpec("r_stale", (1, D), torch.float32),
-                    TensorSpec("noise", (1, n, z), torch.float32)],
+                    TensorSpec("noise", (1, n, z), torch.float32), *lag],
             outputs=["mrs"],
-            description=f"Mis-Recommendation Score of keeping the correction from the stale window: inputs are the "
-                        f"SCN's uncorrected user states now and at t', and {n} standard-normal draws (the run ships "
-                        f"them as the `default_noise` buffer); request a new correction when mrs <= threshold",
+            description=f"Mis-Recommendation Score of keeping the update from the stale window: inputs are the "
+                        f"device's uncorrected user states now and at t', {n} standard-normal draws (the run ships "
+                        f"them as the `default_noise` buffer)"
+                        + (", and the lag: clicks since t', as a float" if lag else "")
+                        + "; request a new update when mrs <= threshold",
         )]
 
 
@@ -264,6 +288,11 @@ class _MRSEntry(nn.Module):
             reg("hid_ab", W[:, 2 * m:3 * m].contiguous())
             reg("hid_cos", W[:, 3 * m].view(1, m).contiguous())
             reg("hid_dist", W[:, 3 * m + 1].view(1, m).contiguous())
+            if mrd.lag_input:  # lag_feature's clamp bounds and scale, and its hidden-layer column
+                reg("lag_lo", torch.ones(1))
+                reg("lag_hi", torch.full((1,), float(max(mrd.lag_cap, 1))))
+                reg("lag_scale", torch.full((1,), 1.0 / math.log(mrd.lag_cap) if mrd.lag_cap > 1 else 0.0))
+                reg("hid_lag", W[:, 3 * m + 2].view(1, m).contiguous())
             reg("hid_bias", c(mrd.hidden.bias))
             reg("mrd_out_w", c(mrd.out.weight))
             reg("mrd_out_b", c(mrd.out.bias))
@@ -272,9 +301,9 @@ class _MRSEntry(nn.Module):
             reg("j_b", c(joint.inp.bias).view(1, -1))
             reg("j_out_w", c(joint.out.weight))
             reg("j_out_b", c(joint.out.bias))
-        self.n, self.z = n, z
+        self.n, self.z, self.lag_input = n, z, mrd.lag_input
 
-    def forward(self, r_now, r_stale, noise):
+    def forward(self, r_now, r_stale, noise, lag=None):
         # distribution mapper: the across-sample variance of f(r, z_i), summed over D
         h = torch.tanh(F.linear(r_now, self.trunk_w, self.trunk_b))  # [1, h]
         mu = F.linear(h, self.mu_w, self.mu_b)  # [1, z]
@@ -295,6 +324,9 @@ class _MRSEntry(nn.Module):
         dist = torch.sqrt(F.linear(diff * diff, self.mean_D, self.eps_cos))
         x = (F.linear(a, self.hid_a) + F.linear(b, self.hid_b) + F.linear(a * b, self.hid_ab) + cos * self.hid_cos
              + dist * self.hid_dist + self.hid_bias)
+        if self.lag_input:
+            lag_f = torch.log(torch.minimum(torch.maximum(lag, self.lag_lo), self.lag_hi)) * self.lag_scale  # [1]
+            x = x + lag_f.view(1, 1) * self.hid_lag
         mrd_logit = F.linear(torch.tanh(x), self.mrd_out_w, self.mrd_out_b)  # [1, 1]
         # joint head
         j = torch.tanh(mrd_logit * self.j_w_logit + u_std * self.j_w_u + self.j_b)
@@ -337,4 +369,4 @@ def load_gate_run(run: Path, desc: dict) -> Gate:
 
 
 __all__ = ["Gate", "GateConfig", "DistributionMapper", "Posterior", "MisRecommendationDetector", "JointHead",
-           "gaussian_kl", "load_gate_run", "check_base"]
+           "gaussian_kl", "lag_feature", "load_gate_run", "check_base"]
