@@ -530,6 +530,11 @@ GATE_ROWS = [
         lambda w: edit_json(w / "base/model.json", lambda d: d["config"].update(dim=32))),
     Row("gate-config-negative", ["train", "gate", "--data", "data", "--model", "base", "--out", "g2", "--config",
                                  "z_dim=-1"], 2, "--config z_dim must be >= 0", absent=["g2"]),
+    Row("gate-config-lag-input-not-bool", ["train", "gate", "--data", "data", "--model", "base", "--out", "g2",
+                                           "--config", "lag_input=3"], 2, "lag_input must be true or false",
+        absent=["g2"]),
+    Row("gate-config-lag-cap-zero", ["train", "gate", "--data", "data", "--model", "base", "--out", "g2", "--config",
+                                     "lag_cap=0"], 2, "gate lag_cap must be >= 1", absent=["g2"]),
 ]
 
 

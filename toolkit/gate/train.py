@@ -88,9 +88,10 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
         raise ToolkitError(f"lag_min/lag_max must satisfy 1 <= lag_min <= lag_max, got {tcfg.lag_min}..{tcfg.lag_max}")
     if tcfg.beta < 0 or min(tcfg.max_samples, tcfg.max_valid_samples) < 1:
         raise ToolkitError("beta must be >= 0, max_samples and max_valid_samples >= 1")
-    if min(arch.z_dim, arch.n_samples, arch.dm_hidden, arch.next_hidden, arch.mrd_hidden, arch.joint_hidden,
-           arch.lag_cap) < 1:
-        raise ToolkitError("gate widths, z_dim, n_samples and lag_cap must be >= 1")
+    small = [k for k in ("z_dim", "n_samples", "dm_hidden", "next_hidden", "mrd_hidden", "joint_hidden", "lag_cap")
+             if getattr(arch, k) < 1]
+    if small:
+        raise ToolkitError(f"gate {', '.join(small)} must be >= 1 (widths, z_dim, n_samples and lag_cap)")
     return arch, tcfg
 
 
