@@ -60,6 +60,7 @@ def test_calibrate_cli_writes_threshold(gate_run, synth_dataset_dir):
     assert "threshold" in proc.stdout and "warning" not in proc.stdout
     thr = load_threshold(gate_run)
     assert thr["budget"] == 0.2 and thr["split"] == "valid" and thr["n_users"] == 300
+    assert thr["device_inputs"] == ["r_now", "r_stale", "noise", "lag"]
     # on its own data the weighted quantile overshoots by at most one user's weight
     assert 0.2 <= thr["achieved_request_rate"] <= 0.2 + 1 / thr["n_users"] + 1e-9
 

@@ -62,7 +62,7 @@ class TensorRecord:
     name: str
     shape: tuple[int, ...]
     dtype: str
-    high: int | None = None  # integer id inputs: valid values 0..high
+    high: int | None = None  # integer id inputs: valid values 0..high; a float count (the gate's lag): its cap
 
 
 @dataclass(frozen=True)
