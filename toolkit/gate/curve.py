@@ -184,6 +184,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
         atomic_write_bytes(tmp / "curve.png", plot(result))
     console.print(curve_table(result))
     console.print(summary_lines(result))
+    console.print(share_table(result))
     console.print(f"curve written to {out} (curve.json, curve.png)")
     return result
 
@@ -272,6 +273,24 @@ def curve_table(result: dict) -> Table:
     return t
 
 
+def share_table(result: dict) -> Table:
+    """Per policy: the share of the always-over-never gain it recovers at the summary's budget, and (NDCG@10) at
+    exactly that request rate; whether the gate is at or above it at the gate's own rate, budget by budget."""
+    s = result["summary"]
+    exact, above = s.get("recovered_share_at_exact_rate", {}), s.get("gate_at_or_above", {})
+    b = f"{s['budget']:.0%}"
+    t = Table(title=f"share of the always-over-never gain recovered at a {b} budget")
+    t.add_column("policy", no_wrap=True)
+    for col in ("UAUC", "NDCG@10", "HR@10", f"NDCG@10, exactly {b} requests", "gate >= it (NDCG@10 budgets)"):
+        t.add_column(col, justify="right")
+    pct = lambda v, f=".0%": "n/a" if v is None else format(v, f)  # noqa: E731
+    for name, share in s["recovered_share"].items():
+        deployable = result["policies"].get(name, {}).get("deployable", True)
+        t.add_row(name if deployable else f"{name}*", *(pct(share.get(k)) for k in SHOWN),
+                  pct(exact.get(name), ".1%"), above.get(name, {}).get("ndcg@10", "-"))
+    return t
+
+
 def summary_lines(result: dict) -> str:
     s = result["summary"]
     se = s.get("always_minus_never_se", {})
@@ -286,18 +305,6 @@ def summary_lines(result: dict) -> str:
         lines.append(f"[yellow]warning:[/] the always-over-never gain in {', '.join(noise)} is within 2 standard "
                      "errors of zero: requesting fresh corrections buys nothing measurable here, and the shares "
                      "below are noise")
-    exact = s.get("recovered_share_at_exact_rate", {})
-    for name, share in s["recovered_share"].items():
-        txt = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in share.items())
-        if exact.get(name) is not None:
-            txt += f"; ndcg@10 at exactly {s['budget']:.0%} of requests {exact[name]:.1%}"
-        lines.append(f"share of that gain recovered at budget {s['budget']:.0%} by {name}: {txt}")
-    if "gate_beats_random" in s:
-        lines.append("gate beats random at " + ", ".join(f"{k} {v}" for k, v in s["gate_beats_random"].items())
-                     + " budgets (< 100%)")
-    for name, wins in s.get("gate_at_or_above", {}).items():
-        lines.append(f"gate at or above {name} at its own request rate at " + ", ".join(
-            f"{k} {v}" for k, v in wins.items()) + " budgets (< 100%)")
     lat = result["latency_ms_single_thread"]
     if lat:
         lines.append("per-decision latency, one thread (median ms): " + ", ".join(
