@@ -105,7 +105,7 @@ class LagPolicy(Policy):
 
 
 class NoveltyPolicy(Policy):
-    """LOF or one-class SVM on standardised (r_T, r_t')."""
+    """LOF or one-class SVM on standardised (r_T, r_t', log lag)."""
 
     def __init__(self, kind: str, fit_cap: int = 5000):
         self.name, self.fit_cap = kind, fit_cap

@@ -9,7 +9,8 @@ Inputs are the frozen SCN's user state *without* corrections, r = scn.encode(win
       posterior Q(z | r, next item) exists for training only. Uncertainty (paper eq. 17-18):
       u = sum over the D dimensions of the across-sample variance of f(r, z_i), z_i = mu_p + sigma_p * noise_i,
       with the n noise draws an explicit input so exported graphs are deterministic.
-  MRD (paper 3.2.2): logit of "the stale correction still recommends correctly" from (r_T, r_t').
+  MRD (paper 3.2.2): logit of "the stale correction still recommends correctly" from (r_T, r_t') and, unless
+      `lag_input=false` (the paper's form), the lag: clicks since t', which the device counts.
   Joint head (paper A.3 step 4): logit = mrd_logit + g(mrd_logit, standardised log u); MRS = sigmoid(logit).
 The request rule is MRS <= threshold (paper eq. 20; the threshold is the budget-quantile of MRS, A.3). The paper
 writes MRS = 1 - f_MRD, which would request the *most* trustworthy corrections under that rule; we follow its
