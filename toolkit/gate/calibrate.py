@@ -111,7 +111,7 @@ def calibrate(gate_dir: Path, ds: Dataset, budget: float, split: str = "valid", 
         "split": split,
         "lags": list(lags),
         "noise": "the gate's default_noise buffer",
-        "device_inputs": [spec.name for spec in gate.contract()[0].inputs],  # what the device passes per decision
+        "device_inputs": [spec.name for spec in gate.input_specs()],  # what the device passes per decision
         "dataset_sha256": ds.sha256,
         "gate_weights_sha256": desc["weights_sha256"],
         "versions": versions(),

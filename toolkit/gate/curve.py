@@ -229,20 +229,18 @@ def summarise(endpoints: dict, results: dict, gain_se: dict | None = None, none_
             wins[k] = f"{sum(g > r for g, r in pairs)}/{len(pairs)}"
         out["gate_beats_random"] = wins
     if "gate" in results:  # at or above every deployable baseline, at the gate's own request rate (< 100%)
+        gp = [p for p in results["gate"]["points"] if p["budget"] < 1.0]
         out["gate_at_or_above"] = {}
         for name in ("random", "lag", "lof", "ocsvm"):
             if name in results:
-                gp = [p for p in results["gate"]["points"] if p["budget"] < 1.0]
                 wins = {k: sum(p[k] >= at_rate(results[name], endpoints, p["request_rate"], k) - 1e-12 for p in gp)
                         for k in SHOWN}
                 out["gate_at_or_above"][name] = {k: f"{v}/{len(gp)}" for k, v in wins.items()}
     # the share at exactly the budget's request rate (calibration lands each policy near, not on, the budget)
-    out["recovered_share_at_exact_rate"] = {}
-    for name, entry in results.items():
-        d = endpoints["always"]["ndcg@10"] - endpoints["never"]["ndcg@10"]
-        out["recovered_share_at_exact_rate"][name] = (
-            round((at_rate(entry, endpoints, at, "ndcg@10") - endpoints["never"]["ndcg@10"]) / d, 4)
-            if abs(d) > 1e-12 else None)
+    never, gain = endpoints["never"]["ndcg@10"], endpoints["always"]["ndcg@10"] - endpoints["never"]["ndcg@10"]
+    out["recovered_share_at_exact_rate"] = {
+        name: round((at_rate(entry, endpoints, at, "ndcg@10") - never) / gain, 4) if abs(gain) > 1e-12 else None
+        for name, entry in results.items()}
     return out
 
 

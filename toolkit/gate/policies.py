@@ -26,9 +26,13 @@ POLICIES = ("gate", "mrd", "dm", "random", "lag", "lof", "ocsvm", "oracle")
 DEFAULT_POLICIES = ("gate", "mrd", "random", "lag", "lof", "ocsvm", "oracle")
 
 
-def features(pairs: PairSet) -> np.ndarray:
+def feature_rows(r_now: np.ndarray, r_stale: np.ndarray, lag: np.ndarray) -> np.ndarray:
     """What LOF / OC-SVM see: the gate's inputs (r_T, r_t') and log(lag) side by side [N, 2D + 1]."""
-    return np.concatenate([pairs.r_now, pairs.r_stale, np.log(np.maximum(pairs.lag, 1))[:, None]], axis=1)
+    return np.concatenate([r_now, r_stale, np.log(np.maximum(lag, 1))[:, None]], axis=1)
+
+
+def features(pairs: PairSet) -> np.ndarray:
+    return feature_rows(pairs.r_now, pairs.r_stale, pairs.lag)
 
 
 class Policy:
@@ -138,7 +142,7 @@ class NoveltyPolicy(Policy):
         return self.model.predict(self.scaler.transform(features(pairs))) == -1
 
     def decide_one(self, r_now, r_stale, lag, threshold):
-        x = self.scaler.transform(np.concatenate([r_now, r_stale, [np.log(max(lag, 1))]])[None])
+        x = self.scaler.transform(feature_rows(r_now[None], r_stale[None], np.array([lag])))
         return bool(self.model.score_samples(x)[0] <= threshold)
 
 

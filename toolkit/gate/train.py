@@ -37,6 +37,7 @@ from toolkit.gate.dataset import PairSet, encode_plain, expand_lags, label_balan
 from toolkit.io import atomic_write_json, write_descriptor_json
 from toolkit.metrics import roc_auc
 from toolkit.models.gate import Gate, GateConfig, gaussian_kl
+from toolkit.models.registry import CLOUD_MODELS
 from toolkit.models.runs import WEIGHTS, load_run, model_descriptor, save_weights
 
 VALID_CANDS = 5  # validation targets keep 1 positive + 4 negatives, like training rows
@@ -95,7 +96,6 @@ def split_config(config: dict, dim: int) -> tuple[GateConfig, GateTrainConfig]:
     return arch, tcfg
 
 
-GATEABLE = ("cocorrrec", "duet")  # models with a cloud update to decide about (toolkit.models.cloud)
 
 
 def load_base(base_run: Path):
@@ -103,9 +103,9 @@ def load_base(base_run: Path):
     from toolkit.models.runs import read_descriptor
 
     kind = read_descriptor(base_run).get("model")
-    if kind not in GATEABLE:
+    if kind not in CLOUD_MODELS:
         raise ToolkitError(f"the gate decides when to ask the cloud for an update; {base_run} is a '{kind}' run, "
-                           f"which has none (usable: {', '.join(GATEABLE)})")
+                           f"which has none (usable: {', '.join(CLOUD_MODELS)})")
     model, desc = load_run(base_run)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -459,4 +459,4 @@ def _summary_table(gate: Gate, metrics: dict) -> Table:
     return t
 
 
-__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "GATEABLE", "mrd_targets", "gate_outputs", "progress_bar"]
+__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "mrd_targets", "gate_outputs", "progress_bar"]

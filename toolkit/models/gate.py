@@ -226,20 +226,25 @@ class Gate(nn.Module):
             "training_only_params": _count(self.posterior),
         }
 
-    def contract(self) -> list[EntryPoint]:
-        """One stateless entry point: (r_now [1, D], r_stale [1, D], noise [1, n, z][, lag [1]]) -> mrs [1]."""
+    def input_specs(self) -> list[TensorSpec]:
+        """What the device passes per decision: r_now [1, D], r_stale [1, D], noise [1, n, z][, lag [1]]."""
         D, n, z = self.cfg.dim, self.cfg.n_samples, self.cfg.z_dim
         lag = [TensorSpec("lag", (1,), torch.float32, high=self.cfg.lag_cap)] if self.cfg.lag_input else []
+        return [TensorSpec("r_now", (1, D), torch.float32), TensorSpec("r_stale", (1, D), torch.float32),
+                TensorSpec("noise", (1, n, z), torch.float32), *lag]
+
+    def contract(self) -> list[EntryPoint]:
+        """One stateless entry point: `input_specs()` -> mrs [1]."""
+        n = self.cfg.n_samples
         return [EntryPoint(
             name="mrs",
             module=_MRSEntry(self).eval(),
-            inputs=[TensorSpec("r_now", (1, D), torch.float32), TensorSpec("r_stale", (1, D), torch.float32),
-                    TensorSpec("noise", (1, n, z), torch.float32), *lag],
+            inputs=self.input_specs(),
             outputs=["mrs"],
             description=f"Mis-Recommendation Score of keeping the update from the stale window: inputs are the "
                         f"device's uncorrected user states now and at t', {n} standard-normal draws (the run ships "
                         f"them as the `default_noise` buffer)"
-                        + (", and the lag: clicks since t', as a float" if lag else "")
+                        + (", and the lag: clicks since t', as a float" if self.cfg.lag_input else "")
                         + "; request a new update when mrs <= threshold",
         )]
 

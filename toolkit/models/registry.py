@@ -20,6 +20,9 @@ MODEL_NAMES = tuple(_MODELS)
 # the model whose graph runs on the device, where it is another registered model: a cocorrrec run ships its SCN
 # (the cloud correction arrives as an input), so its artifacts, bench rows and budgets are SCN's
 _DEVICE_PART = {"cocorrrec": "scn"}
+# models with a device part and a cloud update (toolkit.models.cloud): what the gate decides about, and what
+# `--init` can start from a trained device run
+CLOUD_MODELS = ("cocorrrec", "duet")
 
 
 def device_name(name: str) -> str:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-
-CLOUD_MODELS = ("cocorrrec", "duet")  # models whose device part can start from another run
+from toolkit.models.registry import CLOUD_MODELS
 
 
 def check_init_flags(name: str, init_run, freeze_device: bool) -> None:
@@ -59,4 +58,4 @@ def freeze_device_part(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["init_device_part", "freeze_device_part", "check_init_flags", "device_model_name", "CLOUD_MODELS"]
+__all__ = ["init_device_part", "freeze_device_part", "check_init_flags", "device_model_name"]
