@@ -2,7 +2,7 @@
 
 import pytest
 
-from test_bench_fixtures import build_tiny, tiny_source
+from bench_fixtures import build_tiny, tiny_source
 from toolkit.bench import budgets, cache
 from toolkit.exporters.sources import weights_digest
 from toolkit.bench.sweep import BenchRequest, run_bench

@@ -3,7 +3,7 @@ counts, and grows with L for `window` while `step` does not depend on the histor
 
 import pytest
 
-from test_bench_fixtures import build_tiny, hand_flops_window
+from bench_fixtures import build_tiny, hand_flops_window
 from toolkit.models import flops
 from toolkit.models.registry import build
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from test_bench_cli import assert_row_schema
-from test_bench_fixtures import hand_flops_window, tiny_source
+from bench_fixtures import hand_flops_window, tiny_source
 from toolkit.bench import budgets, report
 from toolkit.bench.sweep import BenchRequest, run_bench
 from toolkit.bench.targets import load_target

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from artifact_dirs import D, N_ITEMS, make_artifact_dir, rewrite_manifest
 
-from toolkit.device.budgets import check_budget
+from toolkit.device.budgets import apply_budgets
 from toolkit.device.emulated import LocalPythonTransport, run_cases_emulated
 from toolkit.device.plan import (
     build_cases,
@@ -116,17 +116,31 @@ def _row(**kw):
     return row
 
 
-def test_check_budget_instructions_and_latency():
+def _budget_file(path: Path, target: str, limits: str) -> Path:
+    path.write_text(f'[[budget]]\nmodel = "scn"\ntarget = "{target}"\n{limits}\n')
+    return path
+
+
+def test_apply_budgets_instructions_and_latency(tmp_path):
+    """The function `toolkit device run` applies (plan.run_document), on the rows of each target kind."""
+    instr = _budget_file(tmp_path / "instr.toml", "arm64-a76", "instructions = 1e6")
     ok = _row(instructions_per_inference=900_000)
-    assert check_budget(ok, {"instructions": 1e6})["pass"] is True and ok["budget"]["instructions"] == 1e6
     over = _row(instructions_per_inference=2_000_000)
-    res = check_budget(over, {"instructions": 1e6})
-    assert res["pass"] is False and "instructions" in res["broken"][0]
-    phone = _row(target="android:X", latency_ms={"p50": 3.0, "p90": 6.0, "p99": 9.0, "mean": 4.0, "runs": 10})
-    assert check_budget(phone, {"latency_ms": 5.0})["pass"] is True  # p50 by default
-    assert check_budget(phone, {"latency_ms": 5.0, "latency_stat": "p90"})["pass"] is False
     failed = _row(status="failed", error="boom", instructions_per_inference=None)
-    assert check_budget(failed, {"instructions": 1e6})["pass"] is False
+    assert apply_budgets([ok, over, failed], instr) == str(instr)
+    assert ok["budget"]["pass"] is True and ok["budget"]["instructions"] == 1e6
+    assert over["budget"]["pass"] is False and "instructions" in over["budget"]["broken"][0]
+    assert failed["budget"]["pass"] is False
+    latency = {"p50": 3.0, "p90": 6.0, "p99": 9.0, "mean": 4.0, "runs": 10}
+    p50 = _row(target="android:X", latency_ms=latency)
+    apply_budgets([p50], _budget_file(tmp_path / "p50.toml", "android:X", "latency_ms = 5.0"))
+    assert p50["budget"]["pass"] is True  # p50 by default
+    p90 = _row(target="android:X", latency_ms=latency)
+    apply_budgets([p90], _budget_file(tmp_path / "p90.toml", "android:X", 'latency_ms = 5.0\nlatency_stat = "p90"'))
+    assert p90["budget"]["pass"] is False
+    elsewhere = _row(target="android:Y", latency_ms=latency)
+    apply_budgets([elsewhere], _budget_file(tmp_path / "p50b.toml", "android:X", "latency_ms = 5.0"))
+    assert "budget" not in elsewhere  # no rule for this target: the row is left without a verdict
 
 
 def test_make_row_failed_measurement_keeps_schema(tmp_path):

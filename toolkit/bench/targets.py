@@ -15,7 +15,6 @@ from toolkit.errors import ToolkitError
 from toolkit.io import resource_dir
 from toolkit.io import read_toml
 
-DEFAULT_TARGET = "host-1t"
 KINDS = ("host", "emulated")
 _KNOWN = {"name", "description", "kind", "threads", "pin", "cpus", "emulation", "runtimes"}
 

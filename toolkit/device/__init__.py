@@ -6,6 +6,6 @@ Entry points:
     toolkit.device.emulated.bench_onnx           one ONNX artifact, for `toolkit bench --target arm64-a76`
     toolkit.device.adb.run_on_device             run an export on a phone with a user-built runner -> rows (ms)
     toolkit.device.targets.list_targets          host, emulated arm64 (ready or why not), adb devices
-    toolkit.device.budgets.check_budget          a row against one budget (same rules as `toolkit bench`)
+    toolkit.device.budgets.apply_budgets         rows against a budgets TOML (same rules as `toolkit bench`)
 Modules import lazily: importing `toolkit.device` costs nothing.
 """

@@ -1,4 +1,4 @@
-"""Budgets for device rows: the same rules as `toolkit bench` (toolkit.bench.budgets), usable row by row.
+"""Budgets for device rows: the same rules and the same TOML file as `toolkit bench` (toolkit.bench.budgets).
 
 Row fields a budget reads (agreed with the bench): `instructions_per_inference` (emulated ARM64),
 `latency_ms.<stat>` (Android devices; stat p50 unless the budget says `latency_stat`), `memory` (see
@@ -8,26 +8,6 @@ toolkit.bench.budgets.memory_value), `status` (a failed row fails its budget).
 from __future__ import annotations
 
 from pathlib import Path
-
-
-
-def check_budget(row: dict, budget: dict) -> dict:
-    """Check one row against one budget {"instructions"?, "latency_ms"?, "memory_bytes"?, "latency_stat"?}.
-
-    Returns the row's `budget` field ({..., "pass": bool, "broken": [...]}) and sets it on the row.
-    """
-    from toolkit.bench.budgets import Budgets, rule
-
-    one = rule({"model": row["model"], "target": row["target"], **budget}, "budget")
-    out = _check(row, Budgets([one], "inline"))
-    row["budget"] = out
-    return out
-
-
-def _check(row: dict, budgets) -> dict:
-    from toolkit.bench import budgets as bench_budgets
-
-    return bench_budgets.check(row, budgets)
 
 
 def apply_budgets(rows: list[dict], path: str | Path | None) -> str | None:

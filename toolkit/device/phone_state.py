@@ -17,10 +17,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-# android.os.PowerManager THERMAL_STATUS_* and android.os.Temperature TYPE_*
+# android.os.PowerManager THERMAL_STATUS_*
 THERMAL_STATUS = {0: "none", 1: "light", 2: "moderate", 3: "severe", 4: "critical", 5: "emergency", 6: "shutdown"}
-TEMP_TYPES = {0: "cpu", 1: "gpu", 2: "battery", 3: "skin", 4: "usb_port", 5: "power_amplifier", 6: "bcl_voltage",
-              7: "bcl_current", 8: "bcl_percentage", 9: "npu"}
 # android.os.BatteryManager BATTERY_STATUS_*
 BATTERY_STATUS = {1: "unknown", 2: "charging", 3: "discharging", 4: "not charging", 5: "full"}
 

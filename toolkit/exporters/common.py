@@ -18,7 +18,6 @@ from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.exporters.manifest import STATE_IN, STATE_OUT, np_dtype, state_output_name  # noqa: F401
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-FILE_EXT = {"executorch": ".pte", "onnx": ".onnx", "coreml": ".mlpackage"}
 
 
 
@@ -42,15 +41,6 @@ def cast_entry(entry: EntryPoint, compute: str) -> EntryPoint:
     inputs = [TensorSpec(s.name, s.shape, dt if s.dtype.is_floating_point else s.dtype, s.high) for s in entry.inputs]
     states = [StateSpec(s.name, s.initial.detach().to(dt)) for s in entry.states]
     return EntryPoint(entry.name, module, inputs, list(entry.outputs), states, entry.description)
-
-
-def cast_inputs(values, specs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
-    """Inputs (tensors or arrays) to the dtypes the specs declare."""
-    out = []
-    for v, s in zip(values, specs):
-        t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
-        out.append(t.to(s.dtype))
-    return tuple(out)
 
 
 def first_line(e: BaseException) -> str:

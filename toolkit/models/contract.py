@@ -9,7 +9,6 @@ Runtimes derive everything from this declaration (models.md / export.md "one sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -110,6 +109,3 @@ class BufferedState(nn.Module):
 
 def buffer_name(state: str) -> str:
     return "state_" + state.replace(".", "_")
-
-
-ContractFactory = Callable[..., list[EntryPoint]]

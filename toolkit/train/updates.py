@@ -20,8 +20,6 @@ from toolkit.data.store import Dataset
 from toolkit.metrics import positive_rank, ranking_metrics
 from toolkit.train.loop import EVAL_BATCH, context_rows
 
-VARIANTS = ("own", "mean", "shuffled", "none")
-
 
 @torch.no_grad()
 def _updates(model, ctx: np.ndarray) -> torch.Tensor:

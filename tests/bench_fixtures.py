@@ -76,7 +76,7 @@ def build_tiny(n_items: int = 50, dim: int = 8, K: int = 4, fail_len: int = 0) -
 
 
 def tiny_source(name: str = "tiny", **config) -> ModelSource:
-    return ModelSource("factory", name, config=config, factory="test_bench_fixtures:build_tiny", factory_path=HERE)
+    return ModelSource("factory", name, config=config, factory="bench_fixtures:build_tiny", factory_path=HERE)
 
 
 def hand_flops_window(L: int, C: int, D: int) -> int:
