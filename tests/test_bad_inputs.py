@@ -1,4 +1,4 @@
-"""Every bad input of issue 13 (and the ones that already held), one table row each.
+"""Every bad input the CLI must refuse with one line, one table row each (ROWS, GATE_ROWS).
 
 Each row plants its bad input in a fresh copy of a small workspace (a tiny dataset + a 2-epoch gru4rec run with its
 checkpoint), runs the real CLI entry point (`toolkit.cli.main`) in-process and asserts: the exit code, exactly one
@@ -184,7 +184,7 @@ class Row:
 
 
 ROWS = [
-    # ---- code execution (found 1) and pickles in every file kind the toolkit reads
+    # ---- code execution: pickles in every file kind the toolkit reads
     Row("resume-checkpoint-pickle", [*RESUME, "--epochs", "3"], 2, "holds more than tensors and plain values",
         plant_checkpoint_pickle, marker=True),
     Row("weights-pickle-resealed", EVAL, 2, "run weights is corrupt", plant_weights_pickle, marker=True),
@@ -203,7 +203,7 @@ ROWS = [
         lambda w: (w / "t.toml").write_bytes(pickle_bytes(w / "MARKER")), marker=True),
     Row("seqfile-pickle", ["data", "prepare", "p.txt", "--out", "ds"], 2, "not a UTF-8 text file",
         lambda w: (w / "p.txt").write_bytes(pickle_bytes(w / "MARKER")), marker=True, absent=["ds"]),
-    # ---- integrity cannot be switched off (found 4)
+    # ---- integrity cannot be switched off
     Row("dataset-n_items-edited", TRAIN, 2, "does not match its descriptor_sha256",
         lambda w: edit_json(w / "data/dataset.json", lambda d: d.update(n_items=5000)), absent=["newrun"]),
     Row("dataset-digest-removed", TRAIN, 2, "has no descriptor_sha256",
@@ -229,7 +229,7 @@ ROWS = [
     Row("weights-flipped-byte", EVAL, 2, "checksum mismatch",
         lambda w: (w / "run/weights.safetensors").write_bytes(
             (lambda b: b[:-10] + bytes([b[-10] ^ 0x55]) + b[-9:])((w / "run/weights.safetensors").read_bytes()))),
-    # ---- tracebacks turned into one line (found 5)
+    # ---- would-be tracebacks: one line each
     Row("out-under-a-file", [*TRAIN[:4], "--out", "afile/run"], 2, "afile is a file, not a folder"),
     Row("out-in-proc", [*TRAIN[:4], "--out", "/proc/toolkit-x/run"], 2, "cannot write in /proc"),
     Row("out-unwritable", ["data", "synth", "--out", "/sys/toolkit-x"], 2, "cannot write in /sys"),
@@ -299,16 +299,16 @@ ROWS = [
         absent=["ds"]),
     Row("lr-not-a-number", [*TRAIN, "--lr", "abc"], 2, "Invalid value for '--lr'", absent=["newrun"]),
     Row("unknown-option", [*TRAIN, "--bogus"], 2, "No such option: --bogus", absent=["newrun"]),
-    # ---- leftovers and resume (found 6, 7)
+    # ---- leftovers and resume
     Row("resume-missing-dir", ["train", "gru4rec", "--data", "data", "--out", "nothere", "--resume", "--epochs", "3"], 2,
         "nothing to resume: run dir nothere not found", absent=["nothere"]),
     Row("resume-fewer-epochs", [*RESUME, "--epochs", "1"], 2, "has 2 epochs done, more than --epochs 1"),
-    # ---- user ids (found 8)
+    # ---- user ids from the source
     Row("negatives-impossible-names-user-id", ["data", "prepare", "log.csv", "--out", "ds", "--min-user-count", "3"],
         2, "user 'alice' touched", write("log.csv", "user,item,timestamp\n"
                                          + "".join(f"alice,i{k},{k}\nbob,i{k},{k}\n" for k in range(6))),
         absent=["ds"]),
-    # ---- held before this issue, kept
+    # ---- missing or conflicting inputs
     Row("dataset-dir-missing", [*TRAIN[:3], "nowhere", *TRAIN[4:]], 2, "dataset dir not found", absent=["newrun"]),
     Row("run-dir-exists", [*TRAIN[:4], "--out", "run"], 2, "is not empty (use --resume"),
     Row("arrays-garbage", TRAIN, 2, "dataset arrays is corrupt", write("data/arrays.npz", b"PK\x03\x04 junk"),

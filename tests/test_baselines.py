@@ -245,7 +245,7 @@ def test_din_analytic_macs_match_flop_counter(L, C):
 
 
 def test_analytic_macs_reproduce_the_design_note_hand_counts():
-    """models.md 6 cross-check figures for D = 64 (GRU4Rec 295k / 725k, SASRec 553k / 1.42M at L = 10 / 25)."""
+    """docs/models.md §9 cross-check figures for D = 64 (GRU4Rec 295k / 725k, SASRec 553k / 1.42M at L = 10 / 25)."""
     gru, sas = GRU4Rec(GRU4RecConfig(n_items=N_ITEMS)), SASRec(SASRecConfig(n_items=N_ITEMS))
     assert round(gru.analytic_macs(10), -3) == 295_000 and round(gru.analytic_macs(25), -3) == 725_000
     assert round(sas.analytic_macs(10), -3) == 553_000 and round(sas.analytic_macs(25), -4) == 1_420_000
@@ -254,7 +254,7 @@ def test_analytic_macs_reproduce_the_design_note_hand_counts():
 @pytest.mark.slow  # real ExecuTorch exports
 @pytest.mark.parametrize("name", NAMES + ["gate"])
 def test_window_pte_is_one_xnnpack_graph(name, tmp_path):
-    """Issue 11 deliverable 5: the gate's and every baseline's .pte is one XNNPACK partition; outside it only the
+    """The gate's and every baseline's .pte is one XNNPACK partition; outside it only the
     embedding gathers (item table, 0/1 real-token mask) and nothing else, and it passes its trajectory parity."""
     from toolkit.exporters import export_artifacts
     from toolkit.exporters.sources import fresh

@@ -1,4 +1,4 @@
-"""The cloud-model interface (models.md 7): DUET parameter generation and CoCorrRec's history correction.
+"""The cloud-model interface (docs/models.md §4-§5): DUET parameter generation and CoCorrRec's history correction.
 
 Pinned here: "no update" is exactly the device model, an update computed from an earlier history is what the gate's
 stale scores use (checked against a hand-built history, not Dataset.windows), the bytes on the wire, and the CLI's

@@ -67,7 +67,7 @@ def test_export_refuses_a_run_whose_weights_fail_their_checksum(monkeypatch, cap
 
 
 def test_export_refuses_config_with_a_run_dir(monkeypatch, capsys, tmp_path):
-    """--config used to be ignored silently for a RUN (a branch that could never be true)."""
+    """--config with a RUN is refused, never ignored silently (the run's model.json fixes the config)."""
     code, _, err = run_cli(monkeypatch, capsys, "export", tmp_path / "run", "--config", "dim=3", "--target", "onnx",
                            "--out", tmp_path / "o")
     assert code == 2 and "--config applies to --model only" in _one_line_error(err)

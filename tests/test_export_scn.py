@@ -74,8 +74,8 @@ def test_scn_artifacts_pass_their_checks(scn, scn_manifest):
         d_info = _rec(m, entry, "executorch")["delegation"]
         assert d_info["compute_fallback_ops"] == {}, d_info
         assert d_info["compute_ops_delegated"] == d_info["compute_ops_total"] > 0
-        # issue 11: one graph for XNNPACK; outside it only the embedding gathers (the step's block spans its whole
-        # window, and a full-range slice would lower to alias_copy outside XNNPACK and split it in two)
+        # one graph for XNNPACK (docs/models.md §3.3); outside it only the embedding gathers (the step's block spans
+        # its whole window, and a full-range slice would lower to alias_copy outside XNNPACK and split it in two)
         assert set(d_info["fallback_ops"]) == {"aten_embedding_default"}, d_info["fallback_ops"]
         assert d_info["partitions"] == 1, d_info["partitions"]
     cm = _rec(m, "step", "coreml")

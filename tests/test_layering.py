@@ -1,4 +1,4 @@
-"""The house rules that can be checked statically (issue 12): no import cycle between toolkit modules, no import of
+"""The house rules that can be checked statically: no import cycle between toolkit modules, no import of
 another package's private name, one owner for the artifact dir, one percentile definition, one model source."""
 
 from __future__ import annotations

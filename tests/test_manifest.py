@@ -1,5 +1,5 @@
-"""The artifact dir's one reader (toolkit.exporters.manifest) and `toolkit verify`'s distrust of it (issue 13 items
-2-3): the manifest's own checksum, empty lists, paths outside DIR, unlisted files. Fast: a hand-built ONNX dir."""
+"""The artifact dir's one reader (toolkit.exporters.manifest) and `toolkit verify`'s distrust of it: the
+manifest's own checksum, empty lists, paths outside DIR, unlisted files. Fast: a hand-built ONNX dir."""
 
 from __future__ import annotations
 

@@ -87,9 +87,9 @@ def test_padding_does_not_touch_the_state_or_earlier_outputs():
 def test_scn_params_and_state_size():
     scn = SCN(SCNConfig(n_items=100))
     counts = scn.param_counts()
-    assert 26_000 <= counts["params_excluding_item_table"] <= 27_000  # models.md: about 26.4k
+    assert 26_000 <= counts["params_excluding_item_table"] <= 27_000  # docs/models.md §3.1: about 26.4k
     assert scn.state_floats() == 1088
-    assert scn.analytic_macs(10) == 216_320 and scn.analytic_macs(25) == 536_000  # models.md: ~216k / ~536k
+    assert scn.analytic_macs(10) == 216_320 and scn.analytic_macs(25) == 536_000  # docs/models.md §9
 
 
 def test_scn_step_three_times_equals_window_of_3K():

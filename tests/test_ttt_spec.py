@@ -1,7 +1,7 @@
-"""TTT-Linear pinned to the spec (models.md 1.1) by a hand-written reference.
+"""TTT-Linear pinned to the spec (docs/models.md §2) by a hand-written reference.
 
-The reference below is written from the text of models.md with explicit Python loops over batch, head and token,
-in fp64 and at small sizes, and calls none of the layer's own helpers (no `project`, `apply_rope`, `rope_tables`,
+The reference below is written from the text of docs/models.md §2 with explicit Python loops over batch, head and
+token, in fp64 and at small sizes, and calls none of the layer's own helpers (no `project`, `apply_rope`, `rope_tables`,
 `ln_l2_grad`, `layer_norm`, `tau`). It reads only the layer's parameters. The tests compare the layer's outputs AND
 its carried state (W, b) against it, so a copy without the padding mask, without RoPE, with RoPE positions
 shifted, without the /d in eta, or carrying the state with tau of the padded length fails here.
@@ -96,7 +96,7 @@ def ref_projections(layer: TTTLinear, x: torch.Tensor, mask: torch.Tensor):
 
 
 def ref_ttt(layer: TTTLinear, x: torch.Tensor, mask: torch.Tensor, state=None):
-    """Mini-batch gradient descent exactly as models.md 1.1 states it, token by token.
+    """Mini-batch gradient descent exactly as docs/models.md §2.4 states it, token by token.
 
     Returns the outputs [B, L, D] (padding positions left at 0) and the state (W [B, H, d, d], b [B, H, d]) after
     the last REAL token of every row (a mini-batch of r real tokens carries W0 - tau_r * sum_t eta_t k_t^T g_t).

@@ -3,7 +3,7 @@
 Runs inside the measuring worker (toolkit.bench.worker), after the cell's timing, never during it:
 
 - ONNX Runtime: the runtime's own profiler (`SessionOptions.enable_profiling`) in a SEPARATE session over the same
-  file and options, so profiling never slows the timed session (docs/export.md: profile and time apart). Node
+  file and options, so profiling never slows the timed session (docs/export.md §7: profile and time apart). Node
   events of the measured runs (warm-up runs dropped) are summed per op type and per node, per run. The profiler
   costs several µs per node, so a profiled run is many times the timed p50 for graphs of ~300 small nodes: the
   row records that ratio (`profiled_run_over_timed_p50`); read shares and node counts, not absolute µs.

@@ -10,8 +10,8 @@ pipeline proves the commands compose exactly as a user would chain them. Indepen
 
 Two sizes. The default is a first run in minutes: fewer synthetic users and epochs, fewer timed runs, every stage
 real. `--full` is the heavier job (2,000 users, 5 epochs, every baseline, 50 timed runs per bench cell). On the
-synthetic default the recommenders train with batch 256 and lr 3e-3, the settings that converged there (session 2's
-edge_cloud_synth record); on --data the training defaults apply.
+synthetic default the recommenders train with batch 256 and lr 3e-3, the settings that converged there
+(benches/baselines/edge_cloud_synth.json); on --data the training defaults apply.
 """
 
 from __future__ import annotations

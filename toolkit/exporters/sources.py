@@ -80,7 +80,7 @@ def run_source(run: str | Path) -> ModelSource:
 
 
 def _build_fresh(name: str, n_items: int, config: dict):
-    if name == "gate":  # the gate has no item table: its inputs are SCN user states (models.md 3)
+    if name == "gate":  # the gate has no item table: its inputs are SCN user states (docs/models.md §6.1)
         from toolkit.models import gate as gate_mod
 
         return gate_mod.Gate(gate_mod.GateConfig(**config))

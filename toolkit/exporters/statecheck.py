@@ -1,4 +1,4 @@
-"""State check: the buffers an ExportedProgram mutates vs what each artifact actually keeps (export.md).
+"""State check: the buffers an ExportedProgram mutates vs what each artifact actually keeps (docs/export.md §3).
 
 Two halves:
 - contract vs graph: export `BufferedState(entry)` and read `graph_signature.buffers_to_mutate` (after

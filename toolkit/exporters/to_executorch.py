@@ -1,6 +1,6 @@
 """ExecuTorch exporter: BufferedState -> torch.export -> [PT2E int8] -> XNNPACK lowering -> .pte (+ .bpte).
 
-Traps handled here (export.md): export under no_grad; state buffers get their initial values serialised with
+Traps handled here (docs/export.md §2): export under no_grad; state buffers get their initial values serialised with
 InitializedMutableBufferPass given the exact placeholder names of the state buffers; the updated state is also
 returned as `state_out.*` outputs so parity can watch it; delegation coverage is measured on the lowered graph.
 """

@@ -1,6 +1,6 @@
 """ONNX exporter: the *functional* entry point, states lifted to `state_in.*` inputs and `state_out.*` outputs.
 
-torch.onnx.export(dynamo=True) drops in-place buffer updates without a warning (export.md), so the stateful
+torch.onnx.export(dynamo=True) drops in-place buffer updates without a warning (docs/export.md §2), so the stateful
 wrapper is never exported here; the runner feeds state_out back as state_in between calls.
 """
 

@@ -14,7 +14,7 @@ cloud generates device parameters). "Update" below is whichever of the two the b
 3. Joint: MRD + joint head on (MRD logit, uncertainty u of the frozen DM) -> the same label.
 MRD samples come from rows the base model was never fitted on (`mrd_rows=valid`, default): the validation targets
 (time n-2, all 100 candidates) of 80% of the users train the MRD, the other 20% select each stage's epoch. The base
-model only *selected* its epoch on those rows; on its own training rows (`mrd_rows=train`, the earlier behaviour)
+model only *selected* its epoch on those rows; on its own training rows (`mrd_rows=train`)
 stale and fresh updates both look right, because the model has fitted those very targets.
 """
 
@@ -49,7 +49,7 @@ LABELS = ("margin", "gain", "paper")
 @dataclass
 class GateTrainConfig:
     lag_min: int = 1  # clicks between the stale moment t' and now T
-    lag_max: int = 50  # every earlier moment t' = T-50..T-1 with a non-empty window (models.md 7: the paper's range)
+    lag_max: int = 50  # every earlier moment t' = T-50..T-1 with a non-empty window (docs/models.md §6.5)
     mrd_rows: str = "valid"  # "valid": rows the base model never fitted (80/20 users); "train": its training rows
     mrd_valid_share: float = 0.2  # share of users whose decisions select the epochs when mrd_rows=valid
     max_samples: int = 250_000  # cap on MRD training samples (uniform subsample, seeded)
@@ -432,7 +432,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         "base_run": str(base_run), "base_model": base_desc["model"], "base_weights_sha256": base_desc["weights_sha256"],
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                   "threads": torch.get_num_threads(), **tcfg.to_dict(),
-                  **({"workers": dist.world} if dist is not None else {})},  # 1 process: as before
+                  **({"workers": dist.world} if dist is not None else {})},  # data-parallel runs only
         "dataset_path": str(ds.path)})
     atomic_write_json(out / "metrics.json", metrics)
     write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed

@@ -1,4 +1,4 @@
-"""Cloud updates (models.md 7): what the device can ask the cloud for, behind one interface.
+"""Cloud updates (docs/models.md §4.1): what the device can ask the cloud for, behind one interface.
 
 A cloud model has a device part (the exported artifact) and a cloud part that reads the click history the cloud
 keeps for the user (`context_len` items, at least the device's window) and returns an *update*: one flat float

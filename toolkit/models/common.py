@@ -26,7 +26,7 @@ class RMSNorm(nn.Module):
 
 
 class CandidateTower(nn.Module):
-    """Item embedding -> Linear + tanh + Linear (models.md 1, step 4); the table is shared with the encoder."""
+    """Item embedding -> Linear + tanh + Linear (docs/models.md §1); the table is shared with the encoder."""
 
     def __init__(self, dim: int):
         super().__init__()

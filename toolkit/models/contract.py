@@ -1,6 +1,6 @@
 """The export contract: every exportable entry point declares its inputs, outputs and state once.
 
-Runtimes derive everything from this declaration (models.md / export.md "one state contract"):
+Runtimes derive everything from this declaration (docs/export.md §1-§2):
 - `module` is the *functional* form: forward(*inputs, *states) -> (*outputs, *new_states). No hidden mutation.
 - ONNX exports it as is: states become `state_in.<name>` inputs and `state_out.<name>` outputs.
 - ExecuTorch and Core ML wrap it so each state is a mutable buffer updated in place (see `BufferedState`).
@@ -77,8 +77,8 @@ class EntryPoint:
 class BufferedState(nn.Module):
     """Stateful wrapper for ExecuTorch / Core ML: states live in buffers named `state_<name>`, updated in place.
 
-    The update is written `buf.add_(new - buf)` rather than `buf.copy_(new)`: export.md notes XNNPACK lowering can
-    crash on read-then-copy buffers (executorch #21855).
+    The update is written `buf.add_(new - buf)` rather than `buf.copy_(new)`: XNNPACK lowering can crash on
+    read-then-copy buffers (executorch #21855; docs/export.md §2).
     """
 
     def __init__(self, entry: EntryPoint, expose_states: bool = False):

@@ -1,4 +1,4 @@
-"""FLOPs of an exported entry point: the operator-level counter and the analytic count (models.md 6).
+"""FLOPs of an exported entry point: the operator-level counter and the analytic count (docs/models.md §9).
 
 It sits with the models because the cost is theirs: the exporter records the counted FLOPs in each manifest record,
 and the bench reads them from there for the artifacts it measures (and counts them itself for fresh models).

@@ -1,6 +1,6 @@
 """IntellectReq's request gate on the device: Distribution Mapper (conditional VAE) + Mis-Recommendation Detector.
 
-Question it answers at each new window T (models.md 3): is the correction the device holds, computed by the cloud
+Question it answers at each new window T (docs/models.md §6): is the correction the device holds, computed by the cloud
 from the window at an earlier time t', still good for the window at T, or should it request a new one?
 
 Inputs are the frozen SCN's user state *without* corrections, r = scn.encode(window) [D]:
@@ -40,7 +40,7 @@ U_EPS = 1e-8  # log(u + eps): u is exactly 0 when every noise draw is equal
 @dataclass
 class GateConfig:
     dim: int = 64  # D of the base SCN's user state
-    z_dim: int = 16  # models.md says 32; 16 keeps the device part at the paper's ~5k parameters
+    z_dim: int = 16  # IntellectReq uses 32; 16 keeps the device part at the paper's ~5k parameters
     n_samples: int = 10  # n draws from the prior for the uncertainty
     dm_hidden: int = 16  # h(r): the DM trunk shared by the prior and the next-item net
     next_hidden: int = 16
@@ -251,7 +251,8 @@ class Gate(nn.Module):
 
 class _MRSEntry(nn.Module):
     """The gate as exported: `Gate.forward` for a static batch of 1, written so XNNPACK takes the whole graph (the
-    treatment of SCN's `_DeviceGraph`, issue 11). Constants are a snapshot of the weights when the entry is built.
+    treatment of SCN's `_DeviceGraph`, docs/models.md §3.3). Constants are a snapshot of the weights when the entry
+    is built.
 
     * Reductions are matmuls with constant rows (XNNPACK has no `sum` and delegates `mean.dim` only on 4-D inputs):
       sums and means over D with a [1, D] row, the mean over the n samples with a [1, n] row.

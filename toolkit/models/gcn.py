@@ -2,7 +2,7 @@
 
 Input: the device's RMSNorm'd embeddings X of each mini-batch ([K, D], 2.56 KB fp32 uploaded).
 Output per mini-batch: a correction for the attention matrix A ([H, K, K], 400 floats) and for the bias trajectory
-b_bar ([H, K, d], 640 floats): 1,040 floats, 4.16 KB downloaded (models.md 2).
+b_bar ([H, K, d], 640 floats): 1,040 floats, 4.16 KB downloaded (docs/models.md §4.2).
 """
 
 from __future__ import annotations

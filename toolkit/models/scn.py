@@ -1,6 +1,6 @@
 """CoCorrRec's on-device Self-Correction Network (SCN) and CoCorrRec = SCN + cloud GCN trained jointly.
 
-SCN (models.md 1): Embedding -> RMSNorm -> TTT-Linear -> LayerNorm -> Linear (no residual, no FFN by default) ->
+SCN (docs/models.md §3): Embedding -> RMSNorm -> TTT-Linear -> LayerNorm -> Linear (no residual, no FFN by default) ->
 RMSNorm; the user state u is the output at the last real position; score = dot(u, tower(candidate)).
 Two exported entry points: `window` (static [1, L], from the learned initial state) and `step` (the next K clicks
 plus the carried TTT state (W, b) -> scores and the new state).
@@ -110,8 +110,8 @@ class SCN(Recommender):
                             tower_table: bool = False, with_corrections: bool = False) -> int | None:
         """Hand count of what an exported entry (`_DeviceGraph`) computes, including the candidate scoring.
 
-        `analytic_macs` is the models.md figure (outputs at every token); the exported graph needs the output at
-        the last real token only. Without corrections (the rolled graph): k, v, the lr gate for the window padded
+        `analytic_macs` is the docs/models.md §9 figure (outputs at every token); the exported graph needs the output
+        at the last real token only. Without corrections (the rolled graph): k, v, the lr gate for the window padded
         to M K slots, q for one row; per mini-batch k W + b, LayerNorm's centring, the inner-gradient averages and
         (except the last, in a window) the update; the output row once. With corrections: every mini-batch
         computes its selected row (q W, Q K^T, (E + E A) G). Averages and selectors are matmuls with constant
@@ -152,7 +152,7 @@ class SCN(Recommender):
 
     def contract(self, seq_len: int, candidates: int = 100, with_corrections: bool = False,
                  tower_table: bool = False) -> list[EntryPoint]:
-        """The exported entry points (export.md contract): `window` and `step`, static shapes.
+        """The exported entry points (docs/export.md §1, docs/models.md §3.2): `window` and `step`, static shapes.
 
         Both are `_DeviceGraph`s (built for XNNPACK: one partition for the window). tower_table=True ships the candidate
         tower's output for every item ([n_items + 1, D], a pure function of the item) and gathers candidate rows
@@ -190,7 +190,7 @@ class SCN(Recommender):
 
 class _DeviceGraph(nn.Module):
     """SCN as exported (window and step, with or without correction inputs): the same maths as `SCN.encode` / `SCN.step`, written
-    for a static batch of 1 so XNNPACK can take the whole graph (export.md, issue 11).
+    for a static batch of 1 so XNNPACK can take the whole graph (docs/models.md §3.3).
 
     * Every shape-only quantity is a constant built here once: RoPE cos/sin rows at t mod K for each position, tau
       folded into the E row maps and into the "tau of the last real token" vector, the last-real-token selector,
@@ -351,7 +351,7 @@ class _DeviceGraph(nn.Module):
         return zc * torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln)) * self.gamma + self.beta
 
     def _inner_grad(self, z, target):
-        """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, models.md 1.1), z/target [H, n, d]."""
+        """g = d/dz 1/2 ||LN_h(z) - target||^2 (closed form, docs/models.md §2.2), z/target [H, n, d]."""
         zc = z - F.linear(z, self.mean_d)
         r = torch.rsqrt(F.linear(zc * zc, self.mean_d, self.eps_ln))
         xh = zc * r
@@ -503,7 +503,7 @@ class _DeviceGraph(nn.Module):
             As = torch.bmm(qs, kT)  # selected row of Q K^T [H, 1, n]
             if corr_attn is None:
                 Zs = torch.bmm(qs, W) + b - torch.bmm(es + es * As, G)
-            else:  # the selected row of models.md 2's fusion (row-wise, so the row alone is exact)
+            else:  # the selected row of docs/models.md §4.2's fusion (row-wise, so the row alone is exact)
                 ca = corr_attn.view(-1, H, K, K)[i:i + 1, :, :n, :n].view(H, n, n)
                 cb = corr_bias.view(-1, H, K, d)[i:i + 1, :, :n, :].view(H, n, d)
                 trow = F.linear(sel_m, getattr(self, f"tril{i}")).view(1, 1, n)  # [t <= s*]
@@ -528,8 +528,8 @@ class _DeviceGraph(nn.Module):
 
 @dataclass
 class CoCorrRecConfig(SCNConfig):
-    # "paper": the GCN reads the device's window and corrects A and b_bar with re-standardised fusion (models.md 2,
-    #          CoCorrRec as published; kept for comparison).
+    # "paper": the GCN reads the device's window and corrects A and b_bar with re-standardised fusion
+    #          (docs/models.md §4.2, CoCorrRec as published; kept for comparison).
     # "history": the cloud reads the user's longer history (context_len clicks) and sends a per-user correction of
     #          the TTT initial state (delta W, b: H (d^2 + d) floats) that persists through the window; its head
     #          starts at zero, so training starts exactly at SCN and learns each user's own correction size.
@@ -544,7 +544,7 @@ CLOUD_KINDS = ("paper", "history")
 
 
 class CoCorrRec(nn.Module):
-    """SCN on the device + a cloud correction trained jointly (models.md 2 and 7); see CoCorrRecConfig.cloud.
+    """SCN on the device + a cloud correction trained jointly (docs/models.md §4); see CoCorrRecConfig.cloud.
 
     Implements the cloud-model interface of toolkit.models.cloud. With cloud="paper" the update is the GCN's
     (corr_attn, corr_bias) of every mini-batch flattened, and the device artifact is the SCN with correction inputs.

@@ -2,7 +2,7 @@
 
 The hidden state of each head is a linear model (W [d, d], b [d]). Every token takes a self-supervised gradient
 step on l_t = 1/2 ||LN_h(k_t W + b) - (v_t - k_t)||^2. Inside a mini-batch of K tokens every gradient is taken at
-the mini-batch's starting (W0, b0) (models.md 1.1), which is what makes the dual form a few matmuls.
+the mini-batch's starting (W0, b0) (docs/models.md §2.4-§2.5), which is what makes the dual form a few matmuls.
 
 Shapes: B batch, H heads, L tokens, K mini-batch size, k <= K tokens in the current mini-batch, d head width.
 Corrections (CoCorrRec's GCN) are per mini-batch: attn [B, M, H, K, K], bias [B, M, H, K, d]; zeros = none.
@@ -109,7 +109,7 @@ def _state_mm(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_correction(corr: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Standardise `corr` along its last axis, rescale it to `target`'s own per-row mean/std (models.md 2).
+    """Standardise `corr` along its last axis, rescale it to `target`'s own per-row mean/std (docs/models.md §4.2).
 
     A row of zeros stays zero, so an all-zero correction means "no correction" exactly.
     """
@@ -218,8 +218,8 @@ class TTTLinear(nn.Module):
     def last_tau(self, mask: torch.Tensor) -> torch.Tensor:
         """tau of the last REAL token of each row of a right-padded mini-batch mask [B, n] -> [B] (0 if none).
 
-        The state carried out of a mini-batch of r real tokens is W0 - tau_r * sum_t eta_t k_t^T g_t (models.md 1.1):
-        padding must not stretch r to the padded length."""
+        The state carried out of a mini-batch of r real tokens is W0 - tau_r * sum_t eta_t k_t^T g_t
+        (docs/models.md §2.6): padding must not stretch r to the padded length."""
         m = mask.to(self.tau_offset.dtype)
         nxt = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], dim=1)
         return (m * (1 - nxt)) @ self.tau()[: m.shape[1]]

@@ -1,4 +1,4 @@
-"""Streaming accuracy (models.md 1.2): score targets the way the exported `step` runs on a phone.
+"""Streaming accuracy (docs/models.md §3.4): score targets the way the exported `step` runs on a phone.
 
 Windowed inference (what training and `toolkit eval` use) re-reads the last L clicks from the learned initial TTT
 state. Streaming starts at the user's first click and carries the TTT state (W, b) through every mini-batch of K

@@ -7,8 +7,8 @@
 
 If `own` beats `mean` and `shuffled` by more than their paired standard error, the update carries per-user signal;
 if `mean` does as well as `own`, the cloud only learned a global shift the device could have learned itself
-(issue 10: the first GCN's corrections were this case). Paired s.e.: the standard error over rows of the per-row
-NDCG@10 difference, since the variants score the very same rows.
+(the paper's GCN, `cloud=paper`, measured as this case on Beauty: docs/models.md §4.2). Paired s.e.: the standard
+error over rows of the per-row NDCG@10 difference, since the variants score the very same rows.
 """
 
 from __future__ import annotations

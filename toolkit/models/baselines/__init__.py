@@ -1,4 +1,4 @@
-"""Baseline recommenders users compare against (models.md 4): GRU4Rec, SASRec, DIN.
+"""Baseline recommenders users compare against (docs/models.md §7): GRU4Rec, SASRec, DIN.
 
 All share the item table and candidate tower of `toolkit.models.common.Recommender`, train with
 `model(items, candidates) -> scores`, and export one stateless `window` entry point via `contract(seq_len)`.

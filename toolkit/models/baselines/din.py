@@ -158,10 +158,10 @@ class DIN(Recommender):
 
 
 class _DeviceGraph(nn.Module):
-    """DIN's window as exported: `DIN.forward` for a static batch of 1 (the treatment of SCN's `_DeviceGraph`, issue
-    11): broadcasts are views + element-wise ops (no unsqueeze/expand), the padding mask a gather of a 0/1 table (no
-    `!=`, no cast), the weighted pooling one bmm, and the per-candidate dot products a matmul with a constant ones
-    row (XNNPACK has no `sum`)."""
+    """DIN's window as exported: `DIN.forward` for a static batch of 1 (the treatment of SCN's `_DeviceGraph`,
+    docs/models.md §3.3): broadcasts are views + element-wise ops (no unsqueeze/expand), the padding mask a gather
+    of a 0/1 table (no `!=`, no cast), the weighted pooling one bmm, and the per-candidate dot products a matmul
+    with a constant ones row (XNNPACK has no `sum`)."""
 
     def __init__(self, model: "DIN", seq_len: int, tower_table: bool = False):
         super().__init__()

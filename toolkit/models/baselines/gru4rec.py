@@ -1,6 +1,6 @@
 """GRU4Rec baseline: a GRU over the window's item embeddings; the user state is the GRU output at the last real item.
 
-Architecture (the CoCorrRec authors' GRU4Rec baseline, which is also what models.md 6's hand count describes):
+Architecture (the CoCorrRec authors' GRU4Rec baseline, which is also what docs/models.md §9's hand count describes):
   E = item_emb(items)                       [B, L, D]
   X = tanh(Linear(D, D)(E))                 input transform (`in_transform`, on by default)
   h_t = GRU(X_t, h_{t-1}), h_0 = 0          1 layer, hidden D
@@ -103,7 +103,7 @@ class GRU4Rec(Recommender):
                  + O * D^2              output MLP (O = out_layers)
 
         Defaults (D = 64, T = 1, O = 2): (7L + 2) D^2 = 294,912 at L = 10 and 724,992 at L = 25, the figures of
-        models.md 6. Elementwise work (gates' sigmoid/tanh, biases) is not counted.
+        docs/models.md §9. Elementwise work (gates' sigmoid/tanh, biases) is not counted.
         """
         D, L = self.cfg.dim, seq_len
         return (int(self.cfg.in_transform) + 6) * L * D * D + self.cfg.out_layers * D * D
@@ -116,10 +116,10 @@ class GRU4Rec(Recommender):
 
 class _DeviceGraph(nn.Module):
     """GRU4Rec's window as exported: `GRU4Rec.forward` for a static batch of 1 (the treatment of SCN's
-    `_DeviceGraph`, issue 11): the initial state is a constant zero row (no `full`), the real-token mask a gather of a
-    0/1 table (no `!=`, no cast), the last real output a one-hot bmm (no `sum`, no `zeros_like`), the outputs a
-    concat of [1, D] rows (no stack), `1 - z` against a constant (a Python 1 is lifted and cast at run time), the
-    scores one bmm."""
+    `_DeviceGraph`, docs/models.md §3.3): the initial state is a constant zero row (no `full`), the real-token mask
+    a gather of a 0/1 table (no `!=`, no cast), the last real output a one-hot bmm (no `sum`, no `zeros_like`), the
+    outputs a concat of [1, D] rows (no stack), `1 - z` against a constant (a Python 1 is lifted and cast at run
+    time), the scores one bmm."""
 
     def __init__(self, model: "GRU4Rec", seq_len: int, tower_table: bool = False):
         super().__init__()

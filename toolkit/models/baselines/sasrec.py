@@ -9,7 +9,7 @@ key so an all-padding row stays finite). With right padding, real positions only
 FFN is pointwise Linear(D, m D) -> ReLU -> Linear(m D, D).
 
 Defaults follow the CoCorrRec authors' SASRec baseline (one encoder layer, FFN width 4D, input transform, 2-layer
-output MLP), because that is the model behind the paper's table and the hand count in models.md 6
+output MLP), because that is the model behind the paper's table and the hand count in docs/models.md §9
 (553k / 1.42M MACs at L = 10 / 25). The original SASRec paper uses 2 blocks with FFN width D:
 `SASRecConfig(n_blocks=2, ffn_mult=1)`. Heads default to 1 as in the SASRec paper; the head count does not change
 the multiply-adds. We add what the authors' baseline lacks and the SASRec paper has: causal and padding masks,
@@ -141,7 +141,7 @@ class SASRec(Recommender):
                  + O * D^2                                   output MLP
 
         Defaults (D = 64, N = 1, m = 4, T = 1, O = 2): 13 L D^2 + 2 L^2 D + 2 D^2 = 553,472 at L = 10 and
-        1,419,392 at L = 25 (models.md 6: 553k / 1.42M). Independent of the head count. Elementwise work (softmax,
+        1,419,392 at L = 25 (docs/models.md §9). Independent of the head count. Elementwise work (softmax,
         LayerNorm, ReLU, masking, biases, positional add) is not counted.
         """
         D, L, c = self.cfg.dim, seq_len, self.cfg
@@ -157,7 +157,7 @@ class SASRec(Recommender):
 
 class _DeviceGraph(nn.Module):
     """SASRec's window as exported: `SASRec.forward` for a static batch of 1, written so XNNPACK takes the whole graph
-    (the treatment of SCN's `_DeviceGraph`, issue 11); eval mode (dropout is the identity).
+    (the treatment of SCN's `_DeviceGraph`, docs/models.md §3.3); eval mode (dropout is the identity).
 
     * Shape-only quantities are constants built here once: the positions' rows, the causal and own-key masks, the
       last-real-token selector map, the averaging row of LayerNorm.
