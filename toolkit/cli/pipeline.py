@@ -4,7 +4,7 @@ The bench stage times the artifact dirs the verify stages proved (out/artifacts/
 and every row of out/bench/bench.json names the sha256 listed in out/artifacts/*/manifest.json.
 
 Each stage is the real `toolkit` command run as its own process, chained only through the files the stage before it
-wrote (architecture.md: data flows one way through files on disk). So every stage can be re-run alone, and the
+wrote (ARCHITECTURE.md: data flows one way through files on disk). So every stage can be re-run alone, and the
 pipeline proves the commands compose exactly as a user would chain them. Independent stages run side by side
 (`--jobs`, default 2: see toolkit/cli/stages.py); the bench runs alone at the end.
 
