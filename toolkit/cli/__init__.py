@@ -50,11 +50,12 @@ def _global_options(
 
 
 def _register() -> None:
-    from toolkit.cli import bench, data, device, evaluate, export, gate, pipeline, train, verify
+    from toolkit.cli import bench, compare, data, device, evaluate, export, gate, pipeline, train, verify
 
     app.add_typer(data.app, name="data", help="Prepare real datasets or generate the synthetic default.")
     app.command("train", help="Train a model (scn, cocorrrec, gru4rec, sasrec, din) or the request gate.")(train.train)
     app.command("eval", help="Re-score a saved run on a dataset split.")(evaluate.evaluate)
+    app.command("compare", help="One table across runs, mean ± std over seeds, baselines beside.")(compare.compare)
     app.add_typer(gate.app, name="gate", help="Calibrate the request gate and draw its request-frequency curve.")
     app.command("export", help="Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML.")(export.export)
     app.command("verify", help="Re-hash an artifact dir and re-run trajectory parity.")(verify.verify)

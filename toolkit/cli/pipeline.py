@@ -52,7 +52,7 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
     data_dep: tuple[str, ...] = ()
     if data is None:
         stages.append(Stage("data: synthetic default", ["data", "synth", "--out", str(data_dir), "--users", str(users),
-                                                        *f]))
+                                                        "--seq-len", str(seq_len), *f]))
         data_dep = ("data: synthetic default",)
     # CoCorrRec with the cloud correction that carries per-user signal (the TTT state correction from the cloud's
     # longer history): the gate then decides about an update worth asking for, and the device artifact is the SCN
@@ -96,6 +96,22 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
     return stages
 
 
+def _window(data: Optional[Path], seq_len: Optional[int]) -> int:
+    """The job's window: --seq-len, or the dataset's; longer than the dataset's windows is refused (the models
+    would be exported at positions they never trained on: prepare the dataset with that --seq-len instead)."""
+    if data is None:
+        return 25 if seq_len is None else seq_len
+    from toolkit.io import read_json
+
+    prepared = read_json(data / "dataset.json", "dataset descriptor").get("seq_len")
+    if not isinstance(prepared, int) or isinstance(prepared, bool) or prepared < 1:
+        raise ToolkitError(f"--data {data}: dataset.json has no valid seq_len; prepare it again")
+    if seq_len is not None and seq_len > prepared:
+        raise ToolkitError(f"--seq-len {seq_len} is longer than the {prepared}-click windows {data} was prepared "
+                           f"with: prepare it with `toolkit data prepare ... --seq-len {seq_len}`")
+    return prepared if seq_len is None else seq_len
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -107,7 +123,9 @@ def pipeline(
                               "runs, all three baselines (about 3.6 min on an idle 2-core machine; the default "
                               "about 2.1)"),
     epochs: Optional[int] = typer.Option(None, help="training epochs per model and gate stage [default: 4; --full 5]"),
-    seq_len: int = typer.Option(25, "--seq-len", help="static window length of the exported artifacts and bench"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="window length the models train on and the "
+                                          "artifacts are exported and benched at [default: 25 on synthetic data; "
+                                          "with --data, the dataset's window, and never longer]"),
     targets: str = typer.Option("executorch,onnx,coreml", "--format", "--target",
                                 help="export formats (--target: older spelling)"),
     runs: Optional[int] = typer.Option(None, help="timed runs per bench cell [default: 30; --full 50]"),
@@ -142,6 +160,7 @@ def pipeline(
     if data is not None and not (data / "dataset.json").is_file():
         raise ToolkitError(f"--data {data} is not a prepared dataset dir (no dataset.json); "
                            "run `toolkit data prepare` first")
+    seq_len = _window(data, seq_len)
     base = parse_csv(baselines, "baseline", BASELINES) if baselines.strip() else []
     stages = plan(out, data, epochs, seq_len, targets, runs, users, base, budget, force)
     exe = [sys.executable, "-m", "toolkit"]

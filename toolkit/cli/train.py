@@ -11,11 +11,13 @@ import typer
 from toolkit.cli.common import check_number, check_out, check_seed, check_threads, console, metrics_table, parse_config
 from toolkit.errors import Interrupted, ToolkitError
 
-TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate")
+TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate", "pop", "cooc")
+COUNTS = ("pop", "cooc")  # non-learned baselines: counted, not trained
 
 
 def train(
-    model: str = typer.Argument(..., help="scn, cocorrrec, duet, gru4rec, sasrec, din, or gate"),
+    model: str = typer.Argument(..., help="scn, cocorrrec, duet, gru4rec, sasrec, din, gate, or the non-learned "
+                                "baselines pop and cooc"),
     data: Path = typer.Option(..., "--data", help="dataset dir from `toolkit data prepare|synth`"),
     out: Path = typer.Option(..., "--out", help="run dir to write"),
     base_run: Optional[Path] = typer.Option(None, "--model", help="gate only: the trained cocorrrec or duet run"),
@@ -32,6 +34,19 @@ def train(
     seed: int = typer.Option(0, help="seed for init, shuffling and dropout"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
     config: Optional[list[str]] = typer.Option(None, "--config", help="model config override key=value (repeatable)"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="default (chosen on validation: fresh negatives "
+                                         "every step, sampled softmax, a loss at every position) or paper (the "
+                                         "dataset's fixed 1:4 negatives, BCE, last position)"),
+    negatives: Optional[int] = typer.Option(None, "--negatives", help="negatives per positive (over the recipe)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bce or ce (sampled softmax), over the recipe"),
+    positions: Optional[str] = typer.Option(None, "--positions", help="last or all (every prefix predicts its "
+                                            "next click), over the recipe"),
+    resample: Optional[bool] = typer.Option(None, "--resample/--fixed-negatives", help="fresh negatives every "
+                                            "step, or the dataset's fixed ones (over the recipe)"),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="key=v1,v2 (repeatable): one run per grid "
+                                              "point in OUT/<point>, the best on validation named in "
+                                              "OUT/sweep.json; keys: lr, weight_decay, batch_size, negatives, "
+                                              "loss, positions, resample, or a model config key"),
     init: Optional[Path] = typer.Option(None, "--init", help="cocorrrec/duet: start the device part from a trained "
                                         "run of the device model (scn, or duet's backbone): two-stage training"),
     freeze_device: bool = typer.Option(False, "--freeze-device", help="with --init: train only the cloud side, so "
@@ -63,6 +78,21 @@ def train(
     check_seed(seed)
     check_threads(threads)
     check_out(out)
+    recipe_over = {"negatives": negatives, "loss": loss, "positions": positions, "resample": resample}
+    if model in COUNTS or model == "gate":
+        _refuse_for_counts(model, recipe=recipe, recipe_over=recipe_over, sweep=sweep, seeds=seeds, init=init,
+                           freeze_device=freeze_device, resume=resume, nproc=nproc, nnodes=nnodes, config=config)
+    from toolkit.train.recipes import resolve_recipe
+
+    resolve_recipe(recipe or "default", recipe_over)  # one line before any heavy import
+    grid = None
+    if sweep:
+        from toolkit.train.sweep import parse_sweep
+
+        grid = parse_sweep(sweep)
+        if seeds is not None or resume or init is not None or nproc != 1 or nnodes != 1:
+            raise ToolkitError("--sweep trains one seed per point in this process; pick a setting, then train it "
+                               "with --seeds (no --resume, --init or --nproc with --sweep)")
     if patience is not None and patience < 1:
         raise ToolkitError(f"--patience must be >= 1 epoch, got {patience} (use --no-patience to run every epoch)")
     seed_list = parse_seeds(seeds) if seeds is not None else None
@@ -103,6 +133,14 @@ def train(
     from toolkit.data import load_dataset
 
     ds = load_dataset(data)
+    if model in COUNTS:
+        from toolkit.train.counts import fit_run
+
+        metrics = fit_run(model, ds, out)
+        console.print(metrics_table(f"{model}: counted on the training rows ({metrics['train_seconds']:.1f}s)",
+                                    {"valid": metrics["valid"], "test": metrics["test"]}))
+        console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+        return
     if model == "gate":
         from toolkit.gate.train import train_gate
 
@@ -129,7 +167,17 @@ def train(
     settings = TrainSettings(epochs=epochs, patience=None if no_patience else patience, batch_size=batch_size,
                              lr=lr, weight_decay=weight_decay, seed=seed, threads=threads, config=cfg,
                              device=device, sparse_embeddings=sparse_embeddings,
-                             init_run=None if init is None else str(init.resolve()), freeze_device=freeze_device)
+                             init_run=None if init is None else str(init.resolve()), freeze_device=freeze_device,
+                             recipe=recipe or "default", recipe_overrides={k: v for k, v in recipe_over.items()
+                                                                           if v is not None})
+    if grid is not None:
+        from toolkit.train.sweep import check_points, run_sweep
+
+        summary = run_sweep(model, ds, out, check_points(model, ds.n_items, settings, grid), grid, console=console)
+        console.print(sweep_table(model, summary))
+        console.print(f"runs written to {out}/<point>; picked on validation: {out / summary['best']} "
+                      f"({out / 'sweep.json'})")
+        return
     if seed_list is not None:
         from toolkit.train.seeds import train_seeds
 
@@ -170,6 +218,34 @@ def _train_distributed(req, model: str, ds, out: Path, settings, resume: bool) -
     if req.node_rank != 0:
         return None
     return read_json(out / "metrics.json", "metrics")
+
+
+def _refuse_for_counts(model: str, **given) -> None:
+    """Flags that mean nothing to a count baseline (or, for the recipe ones, to the gate): one line naming them."""
+    meaningless = {"--recipe": given["recipe"] is not None, "--sweep": bool(given["sweep"]),
+                   **{f"--{k}": v is not None for k, v in given["recipe_over"].items()}}
+    if model in COUNTS:
+        meaningless.update({"--seeds": given["seeds"] is not None, "--init": given["init"] is not None,
+                            "--freeze-device": given["freeze_device"], "--resume": given["resume"],
+                            "--nproc": given["nproc"] != 1, "--nnodes": given["nnodes"] != 1,
+                            "--config": bool(given["config"])})
+    named = [flag for flag, on in meaningless.items() if on]
+    if named:
+        what = "a count baseline: nothing is trained" if model in COUNTS else "the gate (it has its own loss)"
+        raise ToolkitError(f"{', '.join(named)} mean nothing to {model}, {what}")
+
+
+def sweep_table(model: str, summary: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{model}: sweep, picked on {summary['selected_on']}")
+    for c in ("point", "valid ndcg@10", "test ndcg@10", "test hr@10", "best epoch"):
+        t.add_column(c, justify="left" if c == "point" else "right")
+    for p in summary["points"]:
+        mark = " *" if p["run"] == summary["best"] else ""
+        t.add_row(p["run"] + mark, f"{p['valid']['ndcg@10']:.4f}", f"{p['test']['ndcg@10']:.4f}",
+                  f"{p['test']['hr@10']:.4f}", str(p["best_epoch"]))
+    return t
 
 
 def parse_seeds(value: str) -> list[int]:

@@ -123,6 +123,9 @@ def load(source: ModelSource):
         run = Path(source.run)
         model, desc = load_run(run)
         trained = desc.get("model", type(model).__name__.lower())
+        if not hasattr(model, "contract"):
+            raise ToolkitError(f"{run} is a {trained} run, a non-learned count baseline: it has nothing to export "
+                               "(compare it with `toolkit compare`)")
         info = {"source": "run", "source_model": trained, "run": str(run.resolve()),
                 "model_json_sha256": sha256_file(run / "model.json"),
                 "weights_sha256": desc.get("weights_sha256"), "config": desc.get("config", model_config(model)),

@@ -105,8 +105,22 @@ def drop_updates(update: torch.Tensor, p: float, training: bool) -> torch.Tensor
     return update * keep
 
 
+def cloud_position_scores(model, items, candidates, context) -> torch.Tensor:
+    """Every-position training scores [B, L, C] of a cloud model. Positions before the last real click score with
+    the device alone (no update): the cloud's history at the row's time holds the very clicks those positions
+    predict, so an update there would leak them. The last real position scores with the row's fresh update. The
+    device part thus also learns to rank well offline, with the backbone's own loss."""
+    from toolkit.models.common import last_real_onehot
+
+    scores = model.device.position_scores(items, candidates)
+    last = model(items, candidates, context=context)  # [B, C], update dropout applies
+    sel = last_real_onehot(items).to(scores.dtype)[..., None]  # [B, L, 1]
+    return scores * (1 - sel) + last[:, None, :] * sel
+
+
 def is_cloud_model(model) -> bool:
     return all(hasattr(model, a) for a in ("context_len", "cloud_update", "score_update", "device_encode"))
 
 
-__all__ = ["HistoryEncoder", "UpdateWindowEntry", "update_window_entry", "is_cloud_model", "drop_updates", "param_split"]
+__all__ = ["HistoryEncoder", "UpdateWindowEntry", "cloud_position_scores", "update_window_entry", "is_cloud_model",
+           "drop_updates", "param_split"]

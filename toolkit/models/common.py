@@ -135,6 +135,16 @@ class Recommender(nn.Module):
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode(items), candidates)
 
+    def position_states(self, items: torch.Tensor) -> torch.Tensor:
+        """The user state after each position [B, L, D]; position t depends only on items[:, :t+1]. Training's
+        every-position loss reads it (`encode` is its value at the last real position)."""
+        raise ToolkitError(f"{self.name}: no per-position user states (train it with positions=last)")
+
+    def position_scores(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [B, L, C] of every candidate after every prefix of the window (training only)."""
+        cand = self.tower(self.item_emb(candidates))  # [B, C, D]
+        return torch.einsum("bld,bcd->blc", self.position_states(items), cand)
+
     def param_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         table = self.item_emb.weight.numel()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.cloud import HistoryEncoder, drop_updates, param_split, update_window_entry
+from toolkit.models.cloud import HistoryEncoder, cloud_position_scores, drop_updates, param_split, update_window_entry
 from toolkit.models.common import BaseConfig
 from toolkit.models.registry import build, check_duet_config
 
@@ -34,6 +34,7 @@ class DuetConfig(BaseConfig):
     gen_layers: int = 2  # generated residual layers on the device
     rank: int = 0  # 0: full DUET weights; r > 0: APG low-rank U diag(s) V with U, V on the device
     update_dropout: float = 0.0  # training only: share of rows trained with no update (toolkit.models.cloud)
+    offline_loss: bool = True  # training only: every row also scored with no update, with the backbone's own loss
 
 
 class Duet(nn.Module):
@@ -68,7 +69,7 @@ class Duet(nn.Module):
         return self.backbone
 
     # ---- the cloud-model interface (toolkit.models.cloud) ----------------------------------------------------------
-    def update_floats(self) -> int:
+    def update_floats(self, seq_len: int | None = None) -> int:
         return sum(self._sizes)
 
     def device_encode(self, items: torch.Tensor) -> torch.Tensor:
@@ -117,6 +118,10 @@ class Duet(nn.Module):
             raise ToolkitError("duet scores with a cloud update: pass the history context (or use score_update)")
         update = drop_updates(self.cloud_update(context), self.cfg.update_dropout, self.training)
         return self.score_update(items, candidates, update)
+
+    def position_scores(self, items, candidates, context=None):
+        """Training with a loss at every position (toolkit.models.cloud.cloud_position_scores)."""
+        return cloud_position_scores(self, items, candidates, context)
 
     # ---- accounting ----------------------------------------------------------------------------------------------
     def payload(self, seq_len: int = 10) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from toolkit.errors import ToolkitError
+from toolkit.models.counts import COUNT_MODELS
 from toolkit.io import atomic_write_bytes, contained, load_safetensors, read_descriptor_json, sha256_file, versions
 
 WEIGHTS = "weights.safetensors"
@@ -71,7 +72,12 @@ def load_run(run: str | Path):
         return load_gate_run(run, desc), desc
     if not isinstance(desc["config"].get("n_items"), int):
         raise ToolkitError(f"run descriptor {run / 'model.json'}: config lacks an integer n_items")
-    model = from_config(desc["model"], desc["config"])
+    if desc["model"] in COUNT_MODELS:
+        from toolkit.models.counts import from_config as count_model
+
+        model = count_model(desc["model"], desc["config"])
+    else:
+        model = from_config(desc["model"], desc["config"])
     try:
         model.load_state_dict(load_safetensors(wpath, "run weights"))
     except RuntimeError as e:

@@ -27,6 +27,7 @@ class SCNConfig(BaseConfig):
     base_lr: float = 1.0
     rope_theta: float = 1e4
     residual: bool = False  # the authors' block has none; a switch for experiments
+    dropout: float = 0.0  # training only: dropout on the normalised item embeddings (identity when exported)
     # training only: run the uncorrected forward (encode + scores) through torch.compile (same maths; ~2x faster per step on CPU,
     # at the price of a one-off compile of about a minute, and another when the batch size changes)
     compile_train: bool = False
@@ -43,6 +44,7 @@ class SCN(Recommender):
         self.post_ln = nn.LayerNorm(D)
         self.proj = nn.Linear(D, D, bias=False)
         self.out_norm = RMSNorm(D)
+        self.emb_drop = nn.Dropout(cfg.dropout)
         self._compiled_forward = None  # built on first use when cfg.compile_train
 
     @property
@@ -51,7 +53,7 @@ class SCN(Recommender):
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         """RMSNorm'd embeddings X [B, L, D]: what the device uploads to the cloud GCN."""
-        return self.in_norm(self.item_emb(items))
+        return self.emb_drop(self.in_norm(self.item_emb(items)))
 
     def _head(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         h = self.proj(self.post_ln(o))
@@ -70,6 +72,10 @@ class SCN(Recommender):
             h, _ = self.hidden(items, corr_attn, corr_bias, need_state=False)
             return last_real(h, items)
         return self._encode_last(items)
+
+    def position_states(self, items):
+        """Per-token outputs [B, L, D]: the dual form is causal, so token t sees only clicks up to t."""
+        return self.hidden(items, need_state=False)[0]
 
     def _encode_last(self, items, state=None):
         # the head is per token, so taking the last real position first gives the same u for 1/L of the work
@@ -538,6 +544,7 @@ class CoCorrRecConfig(SCNConfig):
     cloud_hidden: int = 64  # "history" only: width of the cloud's GRU + MLP
     update_dropout: float = 0.0  # "history" only: share of training rows with no update (toolkit.models.cloud)
     cloud_table: bool = False  # "history" only: the cloud embeds the history with its own item table (not shipped)
+    offline_loss: bool = True  # training only: every row also scored with no update, with SCN's own loss
 
 
 CLOUD_KINDS = ("paper", "history")
@@ -645,6 +652,12 @@ class CoCorrRec(nn.Module):
 
         update = self.cloud_update(items if context is None else context)
         return self.score_update(items, candidates, drop_updates(update, self.cfg.update_dropout, self.training))
+
+    def position_scores(self, items, candidates, context=None):
+        """Training with a loss at every position (toolkit.models.cloud.cloud_position_scores)."""
+        from toolkit.models.cloud import cloud_position_scores
+
+        return cloud_position_scores(self, items, candidates, context)
 
     def payload(self, seq_len: int = 10) -> dict:
         """Bytes on the wire per update, beside the paper's 2.56 KB up / 4.16 KB down."""

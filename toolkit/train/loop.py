@@ -1,4 +1,5 @@
-"""One training loop for every recommender: Adam + BCE on 1:4 rows, validation-based selection, checkpoints, resume.
+"""One training loop for every recommender: Adam on a recipe's loss (toolkit.train.objective), validation-based
+selection, checkpoints, resume.
 
 Determinism: the shuffle (and dropout) of epoch e is seeded from (seed, e), so a run resumed after epoch e reproduces
 the uninterrupted run exactly. The best epoch is chosen on validation NDCG@10, never on test.
@@ -23,6 +24,8 @@ from toolkit.metrics import ranking_metrics
 from toolkit.models.common import check_item_ids
 from toolkit.models.registry import build
 from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+from toolkit.train.objective import NegativeSampler, PositionScorer, batch_loss_sum, step_candidates
+from toolkit.train.recipes import resolve_recipe
 from toolkit.train.optim import make_optimizer
 
 SELECT_METRIC = "ndcg@10"
@@ -44,6 +47,8 @@ class TrainSettings:
     sparse_embeddings: bool = False  # row-wise Adam on a sparse item table (toolkit.train.optim)
     init_run: str | None = None  # cloud models: start the device part from this run (toolkit.train.warm_start)
     freeze_device: bool = False  # with init_run: train only the cloud side
+    recipe: str = "default"  # toolkit.train.objective.RECIPES: negatives, loss, positions
+    recipe_overrides: dict = field(default_factory=dict)  # knobs over the named recipe (negatives=64, loss=ce, ...)
 
 
 def resolve_device(device: str) -> str:
@@ -72,7 +77,7 @@ def forward_rows(model, seqs: torch.Tensor, cands: torch.Tensor, ctx: torch.Tens
 def score_split(model, seqs: np.ndarray, cands: np.ndarray, ctx: np.ndarray | None = None) -> np.ndarray:
     """Scores [n, C] of every candidate row, in eval mode, fixed batch size (on the model's device)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = next(iter(model.state_dict().values())).device  # count baselines hold buffers, no parameters
     out = []
     for i in range(0, len(seqs), EVAL_BATCH):
         s = torch.tensor(seqs[i:i + EVAL_BATCH], device=device)
@@ -129,6 +134,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     device = dist.device if dist is not None else resolve_device(settings.device)
     main = dist is None or dist.is_main
     torch.manual_seed(settings.seed)
+    recipe = resolve_recipe(settings.recipe, settings.recipe_overrides)
     model = build(name, ds.n_items, **settings.config)
     init = None
     if settings.init_run is not None or settings.freeze_device:  # two-stage: the device part from a trained run
@@ -169,11 +175,12 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
         console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
 
-    net = dist.wrap(model) if dist is not None else model  # DDP averages the workers' gradients
+    scorer = PositionScorer(model)  # one module call per step, so DDP sees the forward of every recipe
+    net = dist.wrap(scorer) if dist is not None else scorer  # DDP averages the workers' gradients
     ctx_len = getattr(model, "context_len", 0)  # the cloud's history rows, gathered per step like the rest
     n = len(ds.train_seqs)
     steps = math.ceil(n / settings.batch_size)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    sampler = NegativeSampler(ds, settings.seed) if recipe.resample else None
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
@@ -189,7 +196,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen).numpy()
-        model.train()
+        scorer.train()  # and the model inside it
         t0 = time.perf_counter()
         total, seen = 0.0, 0
         with Progress(*columns, console=console, transient=True) as bar:
@@ -197,23 +204,22 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
             for i in range(steps):
                 idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
                 batch_rows = len(idx)
+                cands = step_candidates(recipe, ds, idx, sampler, epoch, i)  # drawn for the global batch
                 if dist is not None:
-                    idx = idx[dist.local_slice(batch_rows)]  # this worker's slice of the global batch
+                    local = dist.local_slice(batch_rows)  # this worker's slice of the global batch
+                    idx, cands = idx[local], cands[local]
                 # rows are gathered per step (not the whole table up front): a memory-mapped dataset pages in
                 # only the rows this process trains on
                 s_rows = torch.from_numpy(np.ascontiguousarray(ds.train_seqs[idx])).to(device)
-                c_rows = torch.from_numpy(np.ascontiguousarray(ds.train_cands[idx])).to(device)
+                c_rows = torch.from_numpy(np.ascontiguousarray(cands)).to(device)
                 x_rows = None if not ctx_len else torch.from_numpy(
                     ds.windows(ds.train_user[idx].astype(np.int64), ds.train_time[idx].astype(np.int64), ctx_len)
                 ).to(device)
-                labels = torch.zeros(c_rows.shape, dtype=torch.float32, device=device)
-                labels[:, 0] = 1.0
-                logits = forward_rows(net, s_rows, c_rows, x_rows)
+                loss_sum, per_row = batch_loss_sum(net, s_rows, c_rows, x_rows, recipe)
                 if dist is None:
-                    loss = loss_fn(logits, labels)
+                    loss = loss_sum / (len(idx) * per_row)
                 else:  # sum / global count x N: DDP's average of the N gradients = the global batch mean
-                    loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
-                            * (dist.world / labels.shape[1] / batch_rows))
+                    loss = loss_sum * (dist.world / per_row / batch_rows)
                 if not torch.isfinite(loss):
                     kept = (f"the last good checkpoint is {run / CHECKPOINT}" if (run / CHECKPOINT).is_file()
                             else "no epoch had finished, nothing was checkpointed")
@@ -256,7 +262,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     model.load_state_dict(best_state)
     metrics = {"valid": evaluate(model, ds, "valid"), "test": evaluate(model, ds, "test"),
                "best_epoch": best_epoch + 1, "epochs_run": len(history), "train_seconds": round(spent, 3),
-               "selected_on": f"valid {SELECT_METRIC}",
+               "selected_on": f"valid {SELECT_METRIC}", "recipe": {"name": settings.recipe, **recipe.to_dict()},
                "history": history}
     wsha = save_weights(run / WEIGHTS, model)
     desc = model_descriptor(name, model, ds.meta, wsha, {
@@ -264,6 +270,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                   "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
                   "threads": torch.get_num_threads(), "device": device,
                   "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings,
+                  "recipe": {"name": settings.recipe, **recipe.to_dict()},
                   **({"init": {**init, "freeze_device": settings.freeze_device}} if init else {})},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)

@@ -31,6 +31,7 @@ from toolkit.models.common import BaseConfig, Recommender, real_mask_table, regi
 class DINConfig(BaseConfig):
     att_hidden: int = 36  # hidden width of the local activation unit (DIN paper, Fig. 2: PReLU(36) -> Linear(1))
     in_transform: bool = True  # Linear(D, D) + tanh on the history embeddings (authors' baseline)
+    dropout: float = 0.0  # training only: dropout on the history embeddings (identity when exported)
 
 
 class ActivationUnit(nn.Module):
@@ -87,10 +88,11 @@ class DIN(Recommender):
         D = cfg.dim
         self.in_proj = nn.Linear(D, D) if cfg.in_transform else None
         self.att = ActivationUnit(D, cfg.att_hidden)
+        self.emb_drop = nn.Dropout(cfg.dropout)
 
     def history(self, items: torch.Tensor) -> torch.Tensor:
         """h [B, L, D]: the (transformed) history embeddings; padding rows are masked out later."""
-        h = self.item_emb(items)
+        h = self.emb_drop(self.item_emb(items))
         return torch.tanh(self.in_proj(h)) if self.in_proj is not None else h
 
     def candidate_repr(self, candidates: torch.Tensor) -> torch.Tensor:
@@ -114,6 +116,14 @@ class DIN(Recommender):
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """items [B, L] right-padded, candidates [B, C] -> scores [B, C]."""
         return self.attend_and_score(items, self.candidate_repr(candidates))
+
+    def position_scores(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [B, L, C] after every prefix: DIN's weights are unnormalised, so the score after position t is
+        the running sum over i <= t of w(c, h_i) * <h_i, c> (training only)."""
+        c = self.candidate_repr(candidates)  # [B, C, D]
+        h = self.history(items)  # [B, L, D]
+        w = self.att(h, c) * (items != 0)[:, None, :].to(h.dtype)  # [B, C, L]
+        return torch.cumsum(w * torch.einsum("bld,bcd->bcl", h, c), dim=-1).transpose(1, 2)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """DIN has no candidate-independent user vector: refuse loudly rather than score with a stand-in.

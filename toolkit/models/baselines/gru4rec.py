@@ -31,6 +31,7 @@ from toolkit.models.common import (BaseConfig, Recommender, device_scores, last_
 class GRU4RecConfig(BaseConfig):
     in_transform: bool = True  # Linear(D, D) + tanh on every item embedding before the GRU (authors' baseline)
     out_layers: int = 2  # Linear(D, D) layers on the final GRU state, tanh between them (0 = u is the GRU state)
+    dropout: float = 0.0  # training only: dropout on the item embeddings of the window (identity when exported)
 
 
 def output_mlp(dim: int, layers: int) -> nn.Module:
@@ -82,10 +83,11 @@ class GRU4Rec(Recommender):
         self.in_proj = nn.Linear(D, D) if cfg.in_transform else None
         self.gru = GRUCellUnrolled(D)
         self.out = output_mlp(D, cfg.out_layers)
+        self.emb_drop = nn.Dropout(cfg.dropout)
 
     def hidden(self, items: torch.Tensor) -> torch.Tensor:
         """GRU outputs at every position [B, L, D]; position t depends only on items[:, :t+1]."""
-        x = self.item_emb(items)
+        x = self.emb_drop(self.item_emb(items))
         if self.in_proj is not None:
             x = torch.tanh(self.in_proj(x))
         return self.gru(x)
@@ -93,6 +95,9 @@ class GRU4Rec(Recommender):
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """items [B, L] right-padded -> u [B, D]: the output at position len-1, so trailing padding is ignored."""
         return self.out(last_real(self.hidden(items), items))
+
+    def position_states(self, items: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(items))
 
     def analytic_macs(self, seq_len: int, candidates: int = 100) -> int:
         """Multiply-adds per user window, excluding the item lookup, the candidate tower and the final dot product

@@ -130,6 +130,9 @@ class SASRec(Recommender):
         """items [B, L] right-padded -> u [B, D] from the output at position len-1."""
         return self.out(last_real(self.hidden(items), items))
 
+    def position_states(self, items: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(items))
+
     def analytic_macs(self, seq_len: int, candidates: int = 100) -> int:
         """Multiply-adds per user window, excluding the item lookup, the candidate tower and the final dot product
         (`candidates` does not change the count; accepted for a uniform signature):
