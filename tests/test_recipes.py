@@ -86,7 +86,7 @@ def test_every_loss_option_learns_a_known_ranking(loss, positions, resample, tmp
     m = train("gru4rec", ds, tmp_path / "run", TrainSettings(epochs=12, batch_size=64, lr=1e-2, threads=1,
                                                               recipe="default", recipe_overrides=over))
     assert m["test"]["hr@5"] > 0.9, m["test"]  # the next item is ranked near the top for nearly every user
-    assert m["recipe"] == {"name": "default", **over}
+    assert m["recipe"] == {"name": "default", **over, "lr": 1e-2, "dropout": 0.5}
 
 
 def test_cooc_reads_nothing_of_validation_or_test_targets(synth_dataset_dir, tmp_path):
@@ -183,7 +183,7 @@ def test_recipe_bad_input_is_one_line_and_touches_nothing(args, msg, synth_datas
 
 
 def test_resolve_recipe_overrides_and_names():
-    assert resolve_recipe("paper") == Recipe(4, False, "bce", "last")
+    assert resolve_recipe("paper") == Recipe(4, False, "bce", "last", 1e-3, None)
     r = resolve_recipe("paper", {"resample": True, "negatives": 8, "loss": "ce"})
     assert (r.negatives, r.resample, r.loss, r.positions) == (8, True, "ce", "last")
 
@@ -219,3 +219,37 @@ def test_cloud_models_also_train_the_no_update_path(name, config, synth_dataset)
     for b in range(8):
         t = int(last[b])
         assert torch.allclose(pos[b, :t], dev[b, :t]) and torch.allclose(pos[b, t], both[b], atol=1e-5)
+
+
+def test_pipeline_refuses_a_window_longer_than_the_dataset_and_trains_on_its_own(synth_dataset_dir, tmp_path):
+    before = _tree(synth_dataset_dir)
+    code, out, err = run_inprocess("pipeline", "--data", synth_dataset_dir, "--seq-len", "50", "--out",
+                                   tmp_path / "p")
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "longer than the 10-click windows" in lines[0], lines
+    assert not (tmp_path / "p").exists() and _tree(synth_dataset_dir) == before
+    code, out, _ = run_inprocess("pipeline", "--data", synth_dataset_dir, "--out", tmp_path / "p", "--dry-run")
+    assert code == 0 and "--seq-len 10" in out and "--seq-len 25" not in out  # the dataset's own window
+    code, out, _ = run_inprocess("pipeline", "--out", tmp_path / "p", "--dry-run")
+    synth = " ".join(out.split()).split("data synth", 1)[1].split("data: ")[0].split(" train ")[0]
+    assert code == 0 and "--seq-len 25" in synth, synth
+
+
+@pytest.mark.slow
+def test_seq_len_50_end_to_end(tmp_path):
+    """prepare (synth) -> train -> eval -> export -> verify -> bench with 50-click windows, the literature's."""
+    data, run, art = tmp_path / "d50", tmp_path / "sasrec", tmp_path / "art"
+    cli("data", "synth", "--out", data, "--users", 150, "--items", 200, "--seq-len", 50)
+    assert json.loads((data / "dataset.json").read_text())["seq_len"] == 50
+    cli("train", "sasrec", "--data", data, "--out", run, "--epochs", 1, "--threads", 1, "--negatives", 16)
+    metrics = json.loads((run / "metrics.json").read_text())
+    out = json.loads(cli("eval", run, "--data", data, "--json").stdout)
+    assert out["metrics"] == metrics["test"]
+    cli("export", run, "--format", "onnx,executorch", "--seq-len", 50, "--out", art)
+    m = json.loads((art / "manifest.json").read_text())
+    assert all(r["parity"]["pass"] for r in m["artifacts"])
+    assert {tuple(i["shape"]) for r in m["artifacts"] for i in r["inputs"] if i["name"] == "items"} == {(1, 50)}
+    cli("verify", art)
+    cli("bench", art, "--seq-len", 50, "--runs", 3, "--warmup", 1, "--budget", "none", "--json", tmp_path / "b.json")
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert rows and all(r["status"] == "ok" and r["seq_len"] == 50 for r in rows)

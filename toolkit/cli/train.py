@@ -29,7 +29,8 @@ def train(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per "
                                         "seed in OUT/seed-S plus OUT/seeds.json with mean and std"),
     batch_size: int = typer.Option(1024, help="rows per optimisation step"),
-    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate [default: the recipe's, 3e-3; paper 1e-3; "
+                                       "the gate 1e-3]"),
     weight_decay: float = typer.Option(0.0, help="Adam weight decay"),
     seed: int = typer.Option(0, help="seed for init, shuffling and dropout"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
@@ -148,7 +149,7 @@ def train(
             raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
         if resume:
             raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with --force)")
-        gate_args = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads, config=cfg)
+        gate_args = dict(epochs=epochs, batch_size=batch_size, lr=1e-3 if lr is None else lr, seed=seed, threads=threads, config=cfg)
         if req.distributed:
             from toolkit.train.distributed import available_cores, launch
 

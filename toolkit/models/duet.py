@@ -35,6 +35,7 @@ class DuetConfig(BaseConfig):
     rank: int = 0  # 0: full DUET weights; r > 0: APG low-rank U diag(s) V with U, V on the device
     update_dropout: float = 0.0  # training only: share of rows trained with no update (toolkit.models.cloud)
     offline_loss: bool = True  # training only: every row also scored with no update, with the backbone's own loss
+    dropout: float = 0.0  # training only: the backbone's item-embedding dropout
 
 
 class Duet(nn.Module):
@@ -48,7 +49,7 @@ class Duet(nn.Module):
         self.cfg = cfg
         self.context_len = cfg.context_len
         D, r = cfg.dim, cfg.rank
-        self.backbone = build(cfg.backbone, cfg.n_items, dim=D)
+        self.backbone = build(cfg.backbone, cfg.n_items, dim=D, dropout=cfg.dropout)
         self.generator = HistoryEncoder(D, cfg.gen_hidden, cfg.code_dim)
         per_w = D * D if r == 0 else r
         self._sizes = [per_w, D] * cfg.gen_layers  # W_i (or s_i), b_i for each layer, in order

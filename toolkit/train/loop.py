@@ -38,7 +38,7 @@ class TrainSettings:
     epochs: int = 10  # ceiling; with `patience` training stops earlier
     patience: int | None = None  # stop after this many epochs without a better validation NDCG@10
     batch_size: int = 1024
-    lr: float = 1e-3
+    lr: float | None = None  # None: the recipe's (toolkit.train.recipes)
     weight_decay: float = 0.0
     seed: int = 0
     threads: int | None = None
@@ -92,6 +92,18 @@ def evaluate(model, ds: Dataset, split: str) -> dict:
     return ranking_metrics(score_split(model, seqs, cands, context_rows(model, ds, split)), pos_index=0)
 
 
+def with_recipe_dropout(name: str, config: dict, recipe) -> dict:
+    """The model config with the recipe's dropout where the model has a `dropout` field and the config sets none."""
+    import dataclasses
+
+    from toolkit.models.registry import classes
+
+    if recipe.dropout is None or "dropout" in config:
+        return config
+    fields = {f.name for f in dataclasses.fields(classes(name)[0])}
+    return {**config, "dropout": recipe.dropout} if "dropout" in fields else config
+
+
 def check_vocab(ds: Dataset, n_items: int) -> None:
     """Every id the model will see must be inside its table: name the first offender otherwise."""
     for what in ("train_seqs", "train_cands", "valid_seqs", "valid_cands", "test_seqs", "test_cands"):
@@ -135,7 +147,10 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     main = dist is None or dist.is_main
     torch.manual_seed(settings.seed)
     recipe = resolve_recipe(settings.recipe, settings.recipe_overrides)
-    model = build(name, ds.n_items, **settings.config)
+    lr = recipe.lr if settings.lr is None else settings.lr
+    model = build(name, ds.n_items, **with_recipe_dropout(name, settings.config, recipe))
+    applied = {"name": settings.recipe, **recipe.to_dict(), "lr": lr,  # what this run trained with
+               "dropout": getattr(getattr(model, "cfg", None), "dropout", None)}
     init = None
     if settings.init_run is not None or settings.freeze_device:  # two-stage: the device part from a trained run
         from toolkit.train.warm_start import check_init_flags, freeze_device_part, init_device_part
@@ -147,7 +162,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     model = model.to(device)
     if main:
         check_vocab(ds, ds.n_items)
-    opt = make_optimizer(model, settings.lr, settings.weight_decay, settings.sparse_embeddings)
+    opt = make_optimizer(model, lr, settings.weight_decay, settings.sparse_embeddings)
     if main and not resume:
         run.mkdir(parents=True, exist_ok=True)
 
@@ -161,6 +176,9 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         if ck.get("model_name") != name or ck.get("dataset_sha256") != ds.sha256:
             raise ToolkitError(f"checkpoint in {run} is for model '{ck.get('model_name')}' on another dataset "
                                "or model; start a fresh run dir")
+        if ck.get("recipe", recipe.to_dict()) != recipe.to_dict():
+            raise ToolkitError(f"checkpoint in {run} was trained with recipe {ck['recipe']}, not "
+                               f"{recipe.to_dict()}: resume with the same --recipe and knobs")
         if ck["epoch"] + 1 > settings.epochs:
             raise ToolkitError(f"checkpoint in {run} has {ck['epoch'] + 1} epochs done, more than --epochs "
                                f"{settings.epochs}: refused (model.json would misstate the training); resume with "
@@ -251,7 +269,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                       + ("  [green]best[/]" if improved else ""))
         _save_checkpoint(run, model, opt, epoch, {
             "best": best, "best_epoch": best_epoch, "history": history, "train_seconds": spent,
-            "best_state": best_state, "model_name": name, "dataset_sha256": ds.sha256})
+            "best_state": best_state, "model_name": name, "dataset_sha256": ds.sha256, "recipe": recipe.to_dict()})
         if dist is not None:
             dist.barrier()  # the others wait here while rank 0 validates and checkpoints
 
@@ -262,15 +280,15 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     model.load_state_dict(best_state)
     metrics = {"valid": evaluate(model, ds, "valid"), "test": evaluate(model, ds, "test"),
                "best_epoch": best_epoch + 1, "epochs_run": len(history), "train_seconds": round(spent, 3),
-               "selected_on": f"valid {SELECT_METRIC}", "recipe": {"name": settings.recipe, **recipe.to_dict()},
+               "selected_on": f"valid {SELECT_METRIC}", "recipe": applied,
                "history": history}
     wsha = save_weights(run / WEIGHTS, model)
     desc = model_descriptor(name, model, ds.meta, wsha, {
         "train": {"epochs": settings.epochs, "patience": settings.patience, "batch_size": settings.batch_size,
-                  "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
+                  "lr": lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
                   "threads": torch.get_num_threads(), "device": device,
                   "workers": dist.world if dist is not None else 1, "sparse_embeddings": settings.sparse_embeddings,
-                  "recipe": {"name": settings.recipe, **recipe.to_dict()},
+                  "recipe": applied,
                   **({"init": {**init, "freeze_device": settings.freeze_device}} if init else {})},
         "dataset_path": str(ds.path)})
     atomic_write_json(run / "metrics.json", metrics)

@@ -29,16 +29,18 @@ class Recipe:
     resample: bool = False
     loss: str = "bce"
     positions: str = "last"
+    lr: float = 1e-3  # Adam's learning rate unless --lr is given
+    dropout: float | None = None  # item-embedding dropout of models that have one (None: the model's own default)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 RECIPES = {
-    "paper": Recipe(negatives=4, resample=False, loss="bce", positions="last"),
-    "default": Recipe(negatives=64, resample=True, loss="ce", positions="last"),
+    "paper": Recipe(negatives=4, resample=False, loss="bce", positions="last", lr=1e-3, dropout=None),
+    "default": Recipe(negatives=64, resample=True, loss="ce", positions="last", lr=3e-3, dropout=0.5),
 }
-RECIPE_KEYS = ("negatives", "resample", "loss", "positions")
+RECIPE_KEYS = ("negatives", "resample", "loss", "positions")  # the knobs --negatives ... override
 
 
 def check_recipe(r: Recipe) -> Recipe:
