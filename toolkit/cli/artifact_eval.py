@@ -56,7 +56,7 @@ def results_table(res: dict):
 def precision_rich(rows: list[dict]):
     from rich.table import Table
 
-    from toolkit.cli.common import _human_bytes  # noqa: PLC2701 - same package
+    from toolkit.cli.export import _human_bytes  # noqa: PLC2701 - same package
 
     t = Table(title="precision table: size, per-call p50 and ranking accuracy per artifact (drop = eager - artifact)")
     for c in ("artifact", "dtype", "size", "vs fp32", "p50 ms", "NDCG@10", "HR@10", "UAUC", "NDCG drop ± s.e.",
@@ -98,14 +98,15 @@ def evaluate_artifact_dirs(paths: list[Path], data: Path, split: str, users: Opt
     from toolkit.io import atomic_write_json, dumps_json
 
     ds = load_dataset(data)
-    results = []
+    results, eager_cache = [], {}
     with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
         for p in paths:
             results.append(evaluate_artifacts(
                 p, ds, split, users, seed, run_dir, threads, regimes,
-                progress=lambda w, d, t: bar.update(task, completed=d, total=t, description=w)))
+                progress=lambda w, d, t: bar.update(task, completed=d, total=t, description=w),
+                eager_cache=eager_cache))
     table = precision_table(results)
     payload = {"schema": "toolkit.artifact_eval/1", "results": results, "precision_table": table}
     if out is not None:
@@ -122,3 +123,51 @@ def evaluate_artifact_dirs(paths: list[Path], data: Path, split: str, users: Opt
     for f in (out, png):
         if f is not None:
             console.print(f"wrote {f}")
+
+
+def budget_override(max_ndcg_drop: Optional[float], relative: Optional[float]) -> dict | None:
+    """--max-ndcg-drop / --max-ndcg-drop-relative -> a budget that replaces the recipes' (checked before imports)."""
+    from toolkit.cli.common import check_number
+
+    out = {}
+    if max_ndcg_drop is not None:
+        out["max_ndcg_drop"] = float(check_number(max_ndcg_drop, "--max-ndcg-drop", lo=0))
+    if relative is not None:
+        out["max_ndcg_drop_relative"] = float(check_number(relative, "--max-ndcg-drop-relative", lo=0))
+    return out or None
+
+
+def check_accuracy(dirs: list[Path], data: Optional[Path], users: Optional[int], seed: int,
+                   override: dict | None, console, threads: int = 1) -> dict:
+    """The accuracy budget of `toolkit verify` / `toolkit bench`: each dir's artifacts ranked through their runtime on
+    the test split of --data, each drop from eager checked against its budget. Prints one line per budgeted
+    artifact; returns {"evaluations", "verdicts", "failed": [lines]}. Without --data: nothing evaluated, and an
+    artifact whose recipe sets a budget is reported as not checked (never as passed)."""
+    from toolkit.exporters.evaluate import accuracy_verdicts, evaluate_artifacts
+    from toolkit.exporters.manifest import read_manifest
+
+    if data is None:
+        budgeted = [r.file for d in dirs for r in read_manifest(d).artifacts if r.raw.get("accuracy_budget")]
+        if budgeted or override:
+            console.print(f"[yellow]note:[/] accuracy budget not checked ({len(budgeted)} artifact(s) carry one): "
+                          "pass --data DATASET_DIR to rank the test users through them", highlight=False)
+        return {"checked": False, "reason": "no --data", "budgeted": budgeted, "failed": []}
+    from toolkit.data import load_dataset
+
+    ds = load_dataset(data)
+    evaluations, verdicts, failed = [], [], []
+    for d in dirs:
+        res = evaluate_artifacts(d, ds, "test", users, seed, threads=threads)
+        evaluations.append(res)
+        for v in accuracy_verdicts(res, override):
+            v["dir"] = res["dir"]
+            verdicts.append(v)
+            if v["status"] == "failed":
+                failed.append(v["line"])
+                console.print(f"[red]accuracy FAIL[/] {v['line']}", highlight=False, soft_wrap=True)
+            elif v["status"] == "passed":
+                console.print(f"[green]accuracy ok[/] {v['line']}", highlight=False, soft_wrap=True)
+            elif v["status"] == "skipped":
+                console.print(f"[yellow]accuracy skipped[/] {v['file']}: {v['reason']} (not passed)",
+                              highlight=False, soft_wrap=True)
+    return {"checked": True, "split": "test", "evaluations": evaluations, "verdicts": verdicts, "failed": failed}

@@ -259,9 +259,11 @@ def stream_artifact_scores(runner, rec: ArtifactRecord, ds, split: str, rows: np
 
 def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users: int | None = None, seed: int = 0,
                        run: str | Path | None = None, threads: int = 1, regimes=("window", "stream"),
-                       progress: Progress | None = None, allow_extra: bool = False) -> dict:
+                       progress: Progress | None = None, allow_extra: bool = False,
+                       eager_cache: dict | None = None) -> dict:
     """Rank a split's users through every evaluable artifact of the dir; compare each with eager, paired per user.
 
+    eager_cache: a dict shared by calls over dirs exported from the same run (the eager scores are computed once).
     Returns a JSON-able dict: the dir, split, users (evaluated / of / sampled, seed), the eager source and metrics
     per regime, and one row per artifact record (evaluated or skipped with its reason)."""
     from toolkit.exporters.common import quiet_libraries
@@ -283,13 +285,19 @@ def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users:
     eager_per: dict[str, dict] = {}
     eager_raw: dict[str, np.ndarray] = {}
 
+    cache = eager_cache if eager_cache is not None else {}
+    info = manifest.raw.get("model_info") or {}
+    ident = (eager_src, info.get("weights_sha256"), info.get("seed"), ds.sha256, split, users, seed)
+
     def eager_for(regime: str):
         if model is None:
             return None
         if regime not in eager_per:
             tell(f"eager {regime}", 0, 1)
             t0 = time.perf_counter()
-            eager_raw[regime] = eager_scores(model, ds, split, regime, rows)
+            if (ident, regime) not in cache:
+                cache[(ident, regime)] = eager_scores(model, ds, split, regime, rows)
+            eager_raw[regime] = cache[(ident, regime)]
             eager_per[regime] = per_user(eager_raw[regime])
             eager[regime] = {**summarise(eager_per[regime]), "seconds": round(time.perf_counter() - t0, 3)}
         return eager_per[regime]
@@ -298,7 +306,8 @@ def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users:
     for rec in manifest.artifacts:
         row = {"file": rec.file, "runtime": rec.runtime, "entry": rec.entry, "recipe": rec.raw.get("recipe"),
                "dtype": rec.raw.get("dtype"), "embedding": rec.raw.get("embedding_quantization", "none"),
-               "bytes": rec.raw.get("bytes"), "sha256": rec.sha256}
+               "bytes": rec.raw.get("bytes"), "sha256": rec.sha256,
+               "accuracy_budget": rec.raw.get("accuracy_budget")}
         regime = "stream" if rec.states else "window"
         row["regime"] = regime
         why = evaluable(rec)
@@ -336,15 +345,32 @@ def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users:
 
 # ---- the accuracy budget ---------------------------------------------------------------------------------------------
 
-def accuracy_verdicts(result: dict, budget_of: Callable[[dict], float | None]) -> list[dict]:
-    """Per artifact row: status passed / failed / skipped against its largest allowed NDCG@10 drop (absolute, eager
-    minus artifact, the point estimate of the paired difference); `budget_of(row)` gives the budget (None: none set).
-    An artifact that cannot be evaluated here is skipped, never passed."""
+BUDGET_KEYS = ("max_ndcg_drop", "max_ndcg_drop_relative")
+
+
+def check_budget(budget: dict, where: str) -> dict:
+    """An [accuracy] table (recipe) or the CLI's override: known keys, finite non-negative numbers."""
+    if not isinstance(budget, dict):
+        raise ToolkitError(f"{where}: the accuracy budget must be a table, got {type(budget).__name__}")
+    bad = [k for k in budget if k not in BUDGET_KEYS]
+    if bad:
+        raise ToolkitError(f"{where}: unknown accuracy budget key '{bad[0]}' (valid: {', '.join(BUDGET_KEYS)})")
+    for k, v in budget.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ToolkitError(f"{where}: {k} must be a finite number >= 0, got {v!r}")
+    return {k: float(v) for k, v in budget.items()}
+
+
+def accuracy_verdicts(result: dict, override: dict | None = None) -> list[dict]:
+    """Per artifact row: passed / failed / skipped against its accuracy budget: the recipe's (recorded in the
+    manifest as `accuracy_budget`) or `override` (the CLI's). The drop is eager minus artifact NDCG@10, the point
+    estimate of the per-user paired difference (absolute; `max_ndcg_drop_relative` divides it by eager's NDCG@10),
+    reported with its 95% interval. An artifact that cannot be evaluated here is skipped, never passed."""
     out = []
     for row in result["artifacts"]:
-        budget = budget_of(row)
-        v = {"file": row["file"], "runtime": row["runtime"], "max_ndcg_drop": budget}
-        if budget is None:
+        budget = dict(override) if override else dict(row.get("accuracy_budget") or {})
+        v = {"file": row["file"], "runtime": row["runtime"], "entry": row["entry"], "budget": budget or None}
+        if not budget:
             v.update(status="no budget")
         elif row["status"] != "evaluated":
             v.update(status="skipped", reason=row.get("reason"))
@@ -352,11 +378,20 @@ def accuracy_verdicts(result: dict, budget_of: Callable[[dict], float | None]) -
             v.update(status="skipped", reason=f"no eager model to compare with ({result['eager']['source']})")
         else:
             p = row["vs_eager"]["ndcg@10"]
+            eager = result["eager"][row["regime"]]["ndcg@10"]
             drop, lo, hi = -p["diff"], -p["ci95"][1], -p["ci95"][0]
-            v.update(drop=drop, se=p["se"], ci95=[lo, hi], status="failed" if drop > budget else "passed")
-            v["line"] = (f"{row['file']}: NDCG@10 drop {drop:+.5f} (95% CI {lo:+.5f}..{hi:+.5f}, "
-                         f"{result['users']['evaluated']} users) {'exceeds' if drop > budget else 'within'} "
-                         f"max_ndcg_drop {budget:g}")
+            rel = drop / eager if eager else 0.0
+            broken = []
+            if "max_ndcg_drop" in budget and drop > budget["max_ndcg_drop"]:
+                broken.append(f"max_ndcg_drop {budget['max_ndcg_drop']:g}")
+            if "max_ndcg_drop_relative" in budget and rel > budget["max_ndcg_drop_relative"]:
+                broken.append(f"max_ndcg_drop_relative {budget['max_ndcg_drop_relative']:g}")
+            limits = ", ".join(f"{k} {x:g}" for k, x in budget.items())
+            v.update(drop=drop, relative_drop=rel, se=p["se"], ci95=[lo, hi],
+                     status="failed" if broken else "passed",
+                     line=(f"{row['file']}: NDCG@10 drop {drop:+.5f} ({rel:+.3%} of eager {eager:.4f}; 95% CI "
+                           f"{lo:+.5f}..{hi:+.5f}, {result['users']['evaluated']} users) "
+                           + (f"breaks {', '.join(broken)}" if broken else f"within {limits}")))
         out.append(v)
     return out
 
