@@ -58,8 +58,18 @@ def bench(
                                  "profiler, the torch profiler, ExecuTorch partitions + non-delegated nodes."),
     wide: bool = typer.Option(False, "--wide", help="Print every column (FLOPs, params, memory split, p99, cold start, "
                               "floor, budget details) instead of the 100-column verdict table."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset dir: also rank its test users through every "
+                                        "benched artifact dir and check the accuracy budget (recipe [accuracy] or "
+                                        "--max-ndcg-drop); exit 1 naming the artifact and its drop when broken."),
+    users: Optional[int] = typer.Option(None, "--users", help="With --data: a seeded sample of N test users."),
+    max_ndcg_drop: Optional[float] = typer.Option(None, "--max-ndcg-drop", help="With --data: largest allowed "
+                                                  "NDCG@10 drop from eager (absolute), for every artifact."),
 ) -> None:
+    from toolkit.cli.artifact_eval import budget_override, check_flags
     from toolkit.cli.common import check_out
+
+    override = budget_override(max_ndcg_drop, None)
+    check_flags(users, 0, 1)
 
     for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
         if path is not None:
@@ -97,6 +107,16 @@ def bench(
         written.append(str(plot))
     report.print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
     summ = result["summary"]
+    if data is not None or override:  # ranking accuracy of the files just timed, against their budgets
+        from toolkit.cli.artifact_eval import check_accuracy
+
+        dirs = [Path(d["dir"]) for d in result["environment"].get("artifact_dirs", [])]
+        result["accuracy"] = check_accuracy(dirs, data, users, 0, override, console)
+        report.write_json(result, json_out)
+        if result["accuracy"]["failed"]:
+            bad = result["accuracy"]["failed"]
+            more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise CheckFailed(f"bench: accuracy budget broken: {bad[0]}{more}")
     if not summ["pass"]:
         raise CheckFailed(f"bench: {summ['over_budget']} of {summ['rows']} row(s) broke a budget, "
                           f"{summ['failed']} cell(s) failed")

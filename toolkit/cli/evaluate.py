@@ -1,8 +1,13 @@
-"""`toolkit eval RUN --data DIR`: re-score a saved run; reproduces metrics.json exactly."""
+"""`toolkit eval RUN --data DIR`: re-score a saved run; reproduces metrics.json exactly.
+
+`toolkit eval ARTIFACT_DIR... --data DIR`: rank the split through the exported files themselves
+(toolkit.exporters.evaluate), each against the eager model of its run; several dirs (one per recipe) -> one precision
+table (+ JSON, PNG)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,22 +17,43 @@ from toolkit.io import dumps_json
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="run dir from `toolkit train`"),
+    paths: list[Path] = typer.Argument(..., metavar="RUN_OR_ARTIFACT_DIR...",
+                                       help="run dir from `toolkit train`, or artifact dir(s) from `toolkit export`"),
     data: Path = typer.Option(..., "--data", help="the dataset dir the run was trained on"),
     split: str = typer.Option("test", help="valid or test"),
-    regime: str = typer.Option("window", help="window (the last L clicks from the initial state, as trained), "
+    regime: Optional[str] = typer.Option(None, help="window (the last L clicks from the initial state, as trained), "
                                "stream (the TTT state carried through the whole history, as `step` runs on a "
-                               "phone; scn/cocorrrec) or both"),
+                               "phone; scn/cocorrrec) or both (default: window for a run; both for artifact dirs: "
+                               "the window entry windowed, the step entry streamed)"),
     updates: bool = typer.Option(False, "--updates", help="cloud models (cocorrrec, duet): score the split with each "
                                  "user's own update, one mean update for everyone, another user's update, and none, "
                                  "with paired standard errors: is the update specific to the user?"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     device: str = typer.Option("cpu", "--device", help="cpu (default), cuda, or auto (cuda when present)"),
+    users: Optional[int] = typer.Option(None, "--users", help="artifact dirs: evaluate a seeded sample of N users"),
+    seed: int = typer.Option(0, "--seed", help="artifact dirs: seed of the --users sample"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="artifact dirs: the run they were exported from, "
+                                           "when it moved (default: the run the manifest names)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="artifact dirs: write the JSON report here "
+                                       "(default: the table only; --json prints it)"),
+    png: Optional[Path] = typer.Option(None, "--png", help="artifact dirs: plot size vs NDCG@10 drop here"),
+    threads: int = typer.Option(1, "--threads", help="artifact dirs: runtime threads"),
 ) -> None:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
-    if regime not in ("window", "stream", "both"):
+    if regime is not None and regime not in ("window", "stream", "both"):
         raise ToolkitError(f"unknown regime '{regime}' (valid: window, stream, both)")
+    from toolkit.exporters.evaluate import is_artifact_dir
+
+    if any(is_artifact_dir(p) for p in paths):
+        from toolkit.cli.artifact_eval import evaluate_artifact_dirs
+
+        evaluate_artifact_dirs(paths, data, split, users, seed, run_dir, out, png, threads, as_json, regime)
+        return
+    if len(paths) != 1:
+        raise ToolkitError(f"one run dir at a time ({len(paths)} given; several paths are for artifact dirs)")
+    run = paths[0]
+    regime = regime or "window"
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
     from toolkit.train.loop import check_vocab, evaluate as evaluate_split, resolve_device

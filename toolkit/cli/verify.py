@@ -45,6 +45,14 @@ def verify(
     expect: Optional[str] = typer.Option(None, "--expect", metavar="SHA",
                                          help="The manifest.json sha256 `toolkit export` printed (pins the manifest)."),
     allow_extra: bool = typer.Option(False, "--allow-extra", help="Files the manifest does not list are only a note."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset dir: also rank its test users through each "
+                                        "artifact and check the accuracy budget (recipe [accuracy] or the flags)."),
+    users: Optional[int] = typer.Option(None, "--users", help="With --data: a seeded sample of N test users."),
+    seed: int = typer.Option(0, "--seed", help="With --users: the sample's seed."),
+    max_ndcg_drop: Optional[float] = typer.Option(None, "--max-ndcg-drop", help="With --data: largest allowed "
+                                                  "NDCG@10 drop from eager (absolute), for every artifact."),
+    max_ndcg_drop_relative: Optional[float] = typer.Option(None, "--max-ndcg-drop-relative", help="With --data: "
+                                                           "largest allowed drop as a share of eager's NDCG@10."),
 ) -> None:
     """Check manifest.json (its own sha256), re-hash every listed file, re-run trajectory parity in each runtime."""
     from rich.console import Console
@@ -53,6 +61,12 @@ def verify(
     from toolkit.cli.export import positive_int
 
     n_threads = positive_int(threads, "--threads", hi=4096)  # before torch/executorch load: answers at once
+    from toolkit.cli.artifact_eval import budget_override, check_flags
+
+    override = budget_override(max_ndcg_drop, max_ndcg_drop_relative)
+    check_flags(users, seed, n_threads)
+    if data is not None and not (Path(data) / "dataset.json").is_file():
+        raise ToolkitError(f"--data {data}: not a dataset dir (no dataset.json)")
     if expect is not None and (len(expect.strip()) != 64 or any(c not in "0123456789abcdef" for c in expect.strip().lower())):
         raise ToolkitError(f"--expect: '{expect}' is not a sha256 (64 hex digits)")
     from toolkit.exporters.common import quiet_libraries
@@ -71,6 +85,11 @@ def verify(
         task = bar.add_task("starting", total=None)
         report = verify_dir(artifact_dir, threads=n_threads, expect=expect, allow_extra=allow_extra,
                             progress=lambda what, d, t: bar.update(task, completed=d, total=t, description=what))
+    if report["pass"]:  # the accuracy budget: only files that verified are ranked
+        from toolkit.cli.artifact_eval import check_accuracy
+
+        report["accuracy"] = check_accuracy([artifact_dir], data, users, seed, override,
+                                            Console(file=terminal()) if to_stdout else console, n_threads)
     if to_stdout:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -93,6 +112,10 @@ def verify(
                             f"(remove them, or pass --allow-extra)")
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckFailed(f"verify failed: {problems[0]}{more}")
+    bad = report.get("accuracy", {}).get("failed") or []
+    if bad:
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckFailed(f"accuracy budget broken: {bad[0]}{more}")
     if not to_stdout:
         n = report["counts"]
         what = (f"all {len(report['artifacts'])} artifacts verified" if not n["skipped"] else

@@ -244,6 +244,8 @@ def _export_one(entry, target, recipe, tmp, stem, base, inputs, ref, calib, requ
         **_flops(entry),
     }
     record.update(specific)
+    if recipe.accuracy:  # the recipe's accuracy budget travels with the file (verify/bench --data check it)
+        record["accuracy_budget"] = dict(recipe.accuracy)
     # trajectory parity through the real runtime
     tell(f"{stem}: parity ({len(inputs)} steps)", done, total)
     state_names = [s.name for s in entry.states]

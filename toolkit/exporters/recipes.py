@@ -47,6 +47,11 @@ class Recipe:
     def opt(self, key: str, default=None):
         return self.options.get(key, default)
 
+    @property
+    def accuracy(self) -> dict | None:
+        """The [accuracy] budget (largest allowed NDCG@10 drop from eager), None when the recipe sets none."""
+        return self.raw.get("accuracy") or None
+
     def to_dict(self) -> dict:
         return {"name": self.name, "target": self.target, "dtype": self.dtype, "options": dict(self.options),
                 "parity": {"atol": self.atol, "rtol": self.rtol}}
@@ -62,6 +67,10 @@ def _parse(path: Path) -> Recipe:
     if raw["dtype"] not in DTYPES:
         raise ToolkitError(f"recipe {path.name}: unknown dtype '{raw['dtype']}' (valid: {', '.join(DTYPES)})")
     parity = raw.get("parity", {})
+    if "accuracy" in raw:  # [accuracy] max_ndcg_drop / max_ndcg_drop_relative: checked by verify/bench --data
+        from toolkit.exporters.evaluate import check_budget
+
+        raw = {**raw, "accuracy": check_budget(raw["accuracy"], f"recipe {path.name} [accuracy]")}
     return Recipe(name=raw["name"], target=raw["target"], dtype=raw["dtype"], description=raw.get("description", ""),
                   options=dict(raw.get(raw["target"], {})), atol=float(parity.get("atol", 1e-4)),
                   rtol=float(parity.get("rtol", 1e-4)), path=str(path), raw=raw)

@@ -109,7 +109,14 @@ def export_executorch(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: st
     wrap = BufferedState(ent, expose_states=True).eval()
     example = ent.example_inputs()
     quant = recipe.opt("quantize", "none")
+    from toolkit.exporters.quant_tables import check_mode, rewrite_graph_module
+
+    emb = check_mode(recipe.opt("embedding", "none"), recipe.name)
+    tables = None
     with torch.no_grad():
+        if emb == "int8":  # int8 tables + per-row scales as aten.embedding, a cast and a mul (quant_tables.py)
+            wrap = torch.export.export(wrap, example, strict=False).module()
+            tables = rewrite_graph_module(wrap)
         if quant == "int8-dynamic-per-channel":
             wrap = _quantize_int8(wrap, ent, example, calib or [example])
         elif quant != "none":
@@ -152,6 +159,9 @@ def export_executorch(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: st
         "init_buffer_patterns": init_patterns,
         "state_outputs": [STATE_OUT + s.name for s in ent.states],
     }
+    if tables is not None:
+        record["embedding_quantization"] = emb
+        record["quantized_tables"] = tables
     return Exported(model_file=path, record=record, state_check=check, reference_entry=ent, handle=et)
 
 

@@ -34,6 +34,18 @@ def _export_quietly(module, args, path: Path, input_names, output_names, opset: 
         prog.save(str(path))
 
 
+def _int8_tables(path: Path) -> list[dict]:
+    """int8 tables + per-row scales as Gather, Cast, Gather, Mul (toolkit.exporters.quant_tables), in place."""
+    import onnx
+
+    from toolkit.exporters.quant_tables import rewrite_onnx_model
+
+    model = onnx.load(str(path))
+    tables = rewrite_onnx_model(model)
+    onnx.save(model, str(path))
+    return tables
+
+
 def export_onnx(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, base_check: dict) -> Exported:
     import onnx
 
@@ -47,14 +59,22 @@ def export_onnx(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, bas
     args = ent.example_inputs() + ent.initial_states()
     path = out_dir / f"{stem}.onnx"
     quant = recipe.opt("quantize", "none")
+    from toolkit.exporters.quant_tables import check_mode
+
+    emb = check_mode(recipe.opt("embedding", "none"), recipe.name)
+    tables = None
     with torch.no_grad():
         if quant == "none":
             _export_quietly(ent.module.eval(), args, path, names_in, names_out, opset)
+            if emb == "int8":
+                tables = _int8_tables(path)
         elif quant == "int8-dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             fp32 = out_dir / f".{stem}.fp32.onnx"
             _export_quietly(ent.module.eval(), args, fp32, names_in, names_out, opset)
+            if emb == "int8":  # before the MatMul quantization, which would give the table one per-tensor scale
+                tables = _int8_tables(fp32)
             root = logging.getLogger()
             root_level = root.level
             root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" warning through the root logger
@@ -84,6 +104,9 @@ def export_onnx(entry: EntryPoint, recipe: Recipe, out_dir: Path, stem: str, bas
         "state_outputs": [STATE_OUT + s.name for s in ent.states],
         "op_histogram": dict(sorted(ops.items())),
     }
+    if tables is not None:
+        record["embedding_quantization"] = emb
+        record["quantized_tables"] = tables
     return Exported(model_file=path, extra_files=extra, record=record, state_check=check, reference_entry=ent)
 
 

@@ -1,0 +1,160 @@
+"""`toolkit eval ARTIFACT_DIR`: ranking through the exported files agrees with eager; a damaged artifact breaks the
+accuracy budget (exit 1, naming it and its drop); an artifact made for another dataset is one line, exit 2; the int8
+tables are a plain decomposition that is exact to its per-row rounding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_helpers import cli, run_inprocess
+
+
+@pytest.fixture(scope="module")
+def scn_run(synth_dataset_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "scn"
+    cli("train", "scn", "--data", synth_dataset_dir, "--out", run, "--epochs", 2, "--batch-size", 256,
+        "--lr", 3e-3, "--threads", 1)
+    return run
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(scn_run, synth_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "fp32"
+    cli("export", scn_run, "--format", "onnx", "--dtype", "fp32", "--seq-len", synth_dataset.seq_len,
+        "--candidates", synth_dataset.test_cands.shape[1], "--out", out)
+    return out
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_quantize_rows_is_exact_to_half_a_step():
+    from toolkit.exporters.quant_tables import quantize_rows
+
+    w = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    w[0] = 0  # the padding row stays exactly zero
+    q, s = quantize_rows(w)
+    assert q.dtype == np.int8 and s.shape == (300, 1)
+    assert np.all(np.abs(q.astype(np.float32) * s - w) <= s / 2 + 1e-7)
+    assert np.all(q[0] == 0) and s[0, 0] == 0
+
+
+def test_per_user_metrics_average_to_ranking_metrics():
+    from toolkit.exporters.evaluate import per_user, summarise
+    from toolkit.metrics import ranking_metrics
+
+    scores = np.random.default_rng(1).normal(size=(500, 20)).astype(np.float32)
+    scores[:7] = 0.0  # ties: pessimistic in both
+    got, want = summarise(per_user(scores)), ranking_metrics(scores)
+    for k in ("ndcg@10", "hr@10", "uauc"):
+        assert got[k] == pytest.approx(want[k], abs=1e-12)
+
+
+def test_fp32_artifacts_rank_as_eager(scn_run, onnx_fp32, synth_dataset_dir):
+    out = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--json").stdout)
+    res = out["results"][0]
+    assert res["users"]["sampled"] is False and res["eager"]["source"].startswith("run ")
+    want = json.loads((scn_run / "metrics.json").read_text())["test"]
+    for k in ("ndcg@10", "hr@10", "uauc"):
+        assert res["eager"]["window"][k] == pytest.approx(want[k], abs=1e-12)  # eager = the run's metrics.json
+    rows = {a["file"]: a for a in res["artifacts"]}
+    assert {a["regime"] for a in rows.values()} == {"window", "stream"}
+    for a in rows.values():
+        assert a["status"] == "evaluated", a
+        for k in ("ndcg@10", "hr@10", "uauc"):
+            assert abs(a["vs_eager"][k]["diff"]) <= 1e-4, (a["file"], k, a["vs_eager"][k])
+        assert a["max_abs_score_diff"] < 1e-4
+    win = [a for a in rows.values() if a["regime"] == "window"]
+    for a in win:
+        assert a["metrics"]["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-4)
+
+
+def test_users_sample_is_seeded_and_said(onnx_fp32, synth_dataset_dir):
+    a = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
+                       "--regime", "window").stdout)
+    b = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
+                       "--regime", "window").stdout)
+    u = a["results"][0]["users"]
+    assert u["evaluated"] == 50 and u["sampled"] and u["seed"] == 3
+    assert a["results"][0]["eager"]["window"] == {**b["results"][0]["eager"]["window"],
+                                                  "seconds": a["results"][0]["eager"]["window"]["seconds"]}
+    text = cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--regime", "window").stdout
+    assert "seeded sample" in text
+
+
+def test_a_damaged_artifact_breaks_the_accuracy_budget(scn_run, synth_dataset, synth_dataset_dir, tmp_path):
+    import torch
+
+    from toolkit.exporters.export import export_artifacts
+    from toolkit.exporters.sources import entries_for, from_run
+
+    model, name, info = from_run(scn_run)
+    with torch.no_grad():  # weights scaled: every item row by its own factor in [0, 2)
+        w = model.item_emb.weight
+        w.mul_(2 * torch.rand(w.shape[0], 1, generator=torch.Generator().manual_seed(0)))
+    entries, _ = entries_for(model, synth_dataset.seq_len, synth_dataset.test_cands.shape[1])
+    damaged = tmp_path / "damaged"
+    export_artifacts([e for e in entries if e.name == "window"], name, ["onnx"], damaged, model_info=info)
+    proc = cli("verify", damaged, "--data", synth_dataset_dir, "--max-ndcg-drop", 0.01, check_rc=1)
+    line = _one_line(proc.stderr)
+    assert "scn.window.onnx-ort-fp32.onnx" in line and "NDCG@10 drop" in line and "95% CI" in line, line
+    assert "max_ndcg_drop 0.01" in line
+
+
+def test_undamaged_artifact_passes_the_budget(onnx_fp32, synth_dataset_dir, tmp_path):
+    report = tmp_path / "v.json"
+    proc = cli("verify", onnx_fp32, "--data", synth_dataset_dir, "--max-ndcg-drop", 1e-4, "--json", report)
+    assert "accuracy ok" in proc.stdout
+    acc = json.loads(report.read_text())["accuracy"]
+    assert acc["checked"] and not acc["failed"]
+    assert {v["status"] for v in acc["verdicts"]} == {"passed"}
+
+
+def test_artifact_for_another_window_length_or_vocabulary_is_one_line(scn_run, synth_dataset, synth_dataset_dir,
+                                                                     tmp_path):
+    L, C = synth_dataset.seq_len, synth_dataset.test_cands.shape[1]
+    longer = tmp_path / "L"
+    cli("export", scn_run, "--format", "onnx", "--seq-len", L + 2, "--candidates", C, "--out", longer)
+    code, _, err = run_inprocess("eval", longer, "--data", synth_dataset_dir)
+    line = _one_line(err)
+    assert code == 2 and f"windows of {L + 2} items" in line and f"windows of {L}" in line and str(longer) in line
+    fresh = tmp_path / "fresh"
+    cli("export", "--model", "scn", "--n-items", synth_dataset.n_items - 20, "--format", "onnx", "--seq-len", L,
+        "--candidates", C, "--out", fresh)
+    code, _, err = run_inprocess("eval", fresh, "--data", synth_dataset_dir)
+    line = _one_line(err)
+    assert code == 2 and f"{synth_dataset.n_items - 20} items" in line and f"{synth_dataset.n_items} items" in line
+
+
+def test_eval_flags_are_checked_first(onnx_fp32, synth_dataset_dir):
+    code, _, err = run_inprocess("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 0)
+    assert code == 2 and "--users" in _one_line(err)
+    code, _, err = run_inprocess("verify", onnx_fp32, "--data", synth_dataset_dir, "--max-ndcg-drop", -1)
+    assert code == 2 and "--max-ndcg-drop" in _one_line(err)
+
+
+@pytest.mark.slow
+def test_int8_tables_shrink_executorch_and_onnx_and_keep_the_ranking(scn_run, synth_dataset, synth_dataset_dir,
+                                                                      tmp_path):
+    L, C = synth_dataset.seq_len, synth_dataset.test_cands.shape[1]
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    for out, dt in ((fp32, "fp32"), (int8, "int8")):
+        cli("export", scn_run, "--format", "executorch,onnx", "--dtype", dt, "--seq-len", L, "--candidates", C,
+            "--out", out)
+    m8 = json.loads((int8 / "manifest.json").read_text())
+    m32 = json.loads((fp32 / "manifest.json").read_text())
+    size32 = {(a["runtime"], a["entry"]): a["bytes"] for a in m32["artifacts"]}
+    for a in m8["artifacts"]:
+        assert a["embedding_quantization"] == "int8" and a["quantized_tables"], a["file"]
+        assert a["parity"]["status"] == "passed"
+    res = json.loads(cli("eval", fp32, int8, "--data", synth_dataset_dir, "--json").stdout)
+    for r in res["precision_table"]:
+        assert r["status"] == "evaluated"
+        if r["dtype"] == "int8":
+            assert r["bytes"] < size32[(r["runtime"], r["entry"])]
