@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, _tail
+from toolkit.device.plan import Measurement
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write_json, cache_dir, read_json, sha256_file
 
@@ -103,7 +105,8 @@ def _run(cmd: list, what: str, fix: str, timeout: float = 1800, cwd: Path | None
         raise ToolkitError(f"{what}: timed out after {timeout:.0f}s") from None
     if p.returncode != 0:
         lines = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()]
+        errors = [ln for ln in lines if "error" in ln.lower() or "undefined reference" in ln]
+        errors = [ln for ln in errors if "ld returned" not in ln] or errors
         raise ToolkitError(f"{what} failed (exit {p.returncode}): {' | '.join((errors or lines)[-2:])} ({fix})")
     return p.stdout
 
@@ -199,13 +202,14 @@ def _prepare_lib(lane: Lane, portable: Path, readelf: str, cc: str, rpath: str) 
     return names
 
 
-def _compile_runner(lane: Lane, portable: Path, cxx: str, rpath: str, rpath_link: list[Path]) -> None:
+def _compile_runner(lane: Lane, portable: Path, cxx: str, rpath: str, rpath_link: list[Path],
+                    extra_libs: tuple[Path, ...] = ()) -> None:
     lane.runner.parent.mkdir(parents=True, exist_ok=True)
     tmp = lane.runner.with_name(f".{RUNNER_NAME}.{os.getpid()}")
     cmd = [cxx, "-std=c++17", "-O2", "-Wall", "-Wno-unused-parameter", f"-I{lane.include}",
            f"-I{lane.include / 'executorch' / 'runtime' / 'core' / 'portable_type' / 'c10'}",
            "-DC10_USING_CUSTOM_GENERATED_MACROS", "-o", tmp, RUNNER_SOURCE, lane.lib / portable.name,
-           lane.lib / "libtoolkit_pystub.so", f"-Wl,-rpath,{rpath}", "-Wl,--allow-shlib-undefined",
+           *extra_libs, lane.lib / "libtoolkit_pystub.so", f"-Wl,-rpath,{rpath}", "-Wl,--allow-shlib-undefined",
            "-Wl,--no-as-needed", *[f"-Wl,-rpath-link,{d}" for d in rpath_link], "-lpthread"]
     _run(cmd, f"compiling the ExecuTorch C++ runner ({lane.arch})",
          f"{cxx} and the executorch headers must be present")
@@ -327,6 +331,7 @@ def build_host(cache: str | Path | None = None) -> Lane:
         raise ToolkitError(f"the installed executorch ships no runtime headers ({include})")
     # The x86_64 wheel keeps the runtime core in a neighbour library (see the module docstring): link it too.
     core_dirs = [torch_dir / "lib"]
+    core_libs: list[Path] = []
     needed = _run(["readelf", "-d", portable], f"reading {portable.name}", "binutils must be installed")
     for m in re.findall(r"\[(lib[^\]]+\.so[^\]]*)\]", needed):
         if m in DROP_NEEDED or (torch_dir / "lib" / m).is_file() or m.startswith(("libc.", "libm.", "libdl.",
@@ -337,6 +342,7 @@ def build_host(cache: str | Path | None = None) -> Lane:
         if not hits:
             raise ToolkitError(f"{portable.name} needs {m}, which the installed executorch does not ship")
         core_dirs.append(hits[0].parent)
+        core_libs.append(hits[0])
     lane.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=lane.root))
     try:
@@ -346,7 +352,7 @@ def build_host(cache: str | Path | None = None) -> Lane:
         rpath = ":".join(str(d) for d in core_dirs)
         py = _prepare_lib(stage, portable, "readelf", "gcc", rpath)
         final_lib = lane.lib
-        _compile_runner(stage, portable, "g++", f"{final_lib}:{rpath}", [stage.lib, *core_dirs])
+        _compile_runner(stage, portable, "g++", f"{final_lib}:{rpath}", [stage.lib, *core_dirs], tuple(core_libs))
         _write_stamp(stage, versions, {"python_symbols": py, "core_libraries": [str(d) for d in core_dirs],
                                        "dropped_needed": list(DROP_NEEDED)})
         for sub in ("lib", "bin", "build", "include"):
@@ -367,3 +373,151 @@ def runner_results(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ToolkitError(f"the ExecuTorch C++ runner wrote no readable results ({path.name}: {e})") from None
+
+
+# ------------------------------------------------------------------------------ the runner in the device loop
+
+
+class CppRunner(DeviceRunner):
+    """et_runner in the device loop (toolkit.device.orchestrator.run_cases): one process per artifact, inputs as raw
+    files, outputs as .npy. Under qemu the plugin's counts are read; on the host the runner's wall times."""
+
+    name = "toolkit et_runner (ExecuTorch C++)"
+    runtimes = ("executorch",)
+
+    def __init__(self, threads: int = 1, markers: bool = True, history: int | None = None):
+        self.threads, self.markers, self.history = threads, markers, history
+        self.binary = None
+
+    def stage(self, cases, stage: Path, warmup: int, runs: int, parity_steps: int):
+        import numpy as np
+
+        invs = []
+        for c in cases:
+            d = stage / f"c{c.index}"
+            (d / "out").mkdir(parents=True)
+            (d / "out" / ".keep").write_text("")
+            shutil.copy2(c.path, d / c.path.name)
+            steps = []
+            for s in range(max(1, c.n_parity_steps(parity_steps))):
+                files = []
+                for k, value in enumerate(c.step_feeds(s, {}).values()):
+                    (d / f"step{s}_in{k}.bin").write_bytes(np.ascontiguousarray(value).tobytes())
+                    files.append(f"c{c.index}/step{s}_in{k}.bin")
+                steps += ["--step", ",".join(files)]
+            argv = [RUNNER_NAME, "--model", f"c{c.index}/{c.path.name}", "--method", c.artifact.get("method", "forward"),
+                    "--id", str(c.index), "--threads", str(self.threads), "--out", f"c{c.index}/out",
+                    "--results", f"results_c{c.index}.json", "--warmup", str(warmup), "--runs", str(runs), *steps]
+            if self.history is not None:
+                argv += ["--history", str(self.history)]
+            if self.markers:
+                argv.append("--markers")
+            invs.append(Invocation(argv, [c.index], [f"results_c{c.index}.json", f"c{c.index}/out"], label=c.key))
+        return invs
+
+    def parse(self, inv, res, stage: Path, cases):
+        import numpy as np
+
+        (i,) = inv.cases
+        case = {c.index: c for c in cases}[i]
+        path = stage / inv.pulls[0]
+        if not path.is_file():
+            raise ToolkitError(f"et_runner exited {res.rc} without results: {_tail(res.output)}")
+        data = runner_results(path)
+        r = data["cases"][0]
+        m = Measurement(error=r.get("error"))
+        names = case.output_names()
+        for step in r.get("outputs", []):
+            if len(step) != len(names):
+                m.error = m.error or (f"the program returned {len(step)} outputs, the manifest lists {len(names)} "
+                                      f"({', '.join(names)})")
+                break
+            m.outputs.append({n: np.load(stage / step[str(k)]) for k, n in enumerate(names)})
+        m.extra["runner"] = {"name": self.name, "threadpool_threads": data.get("threadpool_threads"),
+                             "load_program_ms": r.get("load_program_ms"), "load_method_ms": r.get("load_method_ms"),
+                             "history": r.get("history")}
+        icount = res.extra.get("icount")
+        if icount is not None:
+            oh = icount.regions.get(int(data.get("overhead_region", -1)), [])
+            overhead = oh[-1] if oh else None
+            counts = [icount.regions.get(rid, [None])[-1] for rid in r.get("regions", [])]
+            if m.error is None and (not counts or any(c is None for c in counts)):
+                m.error = "instruction counts missing for some calls (plugin not loaded?)"
+            m.instructions = [c for c in counts if c is not None]
+            m.marker_overhead = overhead
+            rnames = data.get("ranges", [])
+            per_call = [icount.ranges.get(rid, [None])[-1] for rid in r.get("regions", [])]
+            if rnames and per_call and all(pc is not None and len(pc) == len(rnames) for pc in per_call):
+                m.by_code = {n: [pc[k] for pc in per_call] for k, n in enumerate(rnames)}
+            m.threads_alive = max((icount.threads.get(rid, 0) for rid in r.get("regions", [])), default=None)
+            first = [icount.regions.get(rid, [None])[-1] for rid in r.get("parity_regions", [])[:1]]
+            if first and first[0] is not None:
+                m.extra["first_call_instructions"] = first[0] - (overhead or 0)
+        else:
+            m.latency_ms = list(r.get("wall_ms", []))
+            m.extra["cold_start_ms"] = {"load": (r.get("load_program_ms") or 0) + (r.get("load_method_ms") or 0),
+                                        "first_inference": r.get("first_call_ms")}
+        return {i: m}
+
+
+
+class HostTransport(Transport):
+    """The host runner in a local folder, pinned to `cpus` (the bench target's CPU set): wall time per call."""
+
+    target = "host"
+    measured_on = "host ExecuTorch C++ runner (wall time)"
+
+    def __init__(self, lane: Lane, cpus: list[int] | None = None):
+        self.lane, self.cpus = lane, cpus
+
+    def preflight(self, runner) -> dict:
+        return {"device": f"host {platform.machine()}", "runner": str(self.lane.runner)}
+
+    def push(self, stage: Path) -> str:
+        return str(stage)
+
+    def execute(self, inv, remote: str, timeout: float) -> ExecResult:
+        cpus = self.cpus
+        pin = (lambda: os.sched_setaffinity(0, set(cpus))) if cpus and hasattr(os, "sched_setaffinity") else None
+        try:
+            p = subprocess.run([str(self.lane.runner), *inv.argv[1:]], capture_output=True, text=True,
+                               timeout=timeout, cwd=remote, preexec_fn=pin,
+                               env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+        except subprocess.TimeoutExpired:
+            return ExecResult(124, f"et_runner timed out after {timeout:.0f}s")
+        return ExecResult(p.returncode, (p.stdout or "") + (p.stderr or ""))
+
+    def pull(self, remote: str, names: list[str], stage: Path) -> None:
+        pass
+
+
+def measure_host(manifest, rec, histories: list[int | None], *, runs: int, warmup: int, threads: int = 1,
+                 cpus: list[int] | None = None, parity_steps: int = 3) -> dict:
+    """Time one .pte through the host C++ runner (`toolkit bench --runtimes executorch-cpp`), one point per history
+    (None: a stateless call). Returns the bench worker's result shape; failures as {"ok": False, "error": line}."""
+    from toolkit.device.orchestrator import run_cases
+    from toolkit.device.plan import build_cases, max_abs_err
+    from toolkit.rows import latency_summary
+
+    try:
+        lane = build_host()
+        points, cold, parity = [], None, None
+        for h in histories:
+            cases = build_cases(manifest, [rec])
+            c = cases[0]
+            _, meas = run_cases(HostTransport(lane, cpus), CppRunner(threads=threads, markers=False, history=h),
+                                cases, warmup=warmup, runs=runs, parity_steps=parity_steps)
+            m = meas[c.index]
+            if m.error:
+                return {"ok": False, "error": f"et_runner: {m.error}"}
+            if c.expected and m.outputs:
+                n = min(len(c.expected), len(m.outputs))
+                parity = max_abs_err(m.outputs[:n], [{k: v for k, v in e.items() if k in m.outputs[0]}
+                                                     for e in c.expected[:n]])
+            cold = cold or m.extra.get("cold_start_ms")
+            points.append({"latency_ms": latency_summary(m.latency_ms)})
+    except ToolkitError as e:
+        return {"ok": False, "error": str(e)}
+    return {"ok": True, "points": points, "memory": {}, "cpus": cpus, "cold_start_ms": cold,
+            "timed_call": "et_runner: Method::set_input (every input) + Method::execute, C++ runtime API, no Python",
+            "parity_cpp_vs_test_vectors": parity}
