@@ -28,7 +28,8 @@ from toolkit.io import read_toml
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 _MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")
 _LIMIT_KEYS = ("latency_ms", "memory_bytes", "instructions")
-_RUNS_IN = {"onnxruntime-ort": "onnxruntime"}  # the .ort of an ONNX export runs in onnxruntime: its budgets apply
+_RUNS_IN = {"onnxruntime-ort": "onnxruntime",  # the .ort of an ONNX export runs in onnxruntime: its budgets apply
+            "executorch-cpp": "executorch"}  # the same .pte through the C++ runner: the ExecuTorch budgets apply
 _KEYS = set(_MATCH_KEYS) | set(_LIMIT_KEYS) | {"latency_stat", "note"}
 
 

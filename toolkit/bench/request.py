@@ -11,7 +11,8 @@ from pathlib import Path
 from toolkit.errors import ToolkitError
 
 # onnxruntime-ort: the ORT-format (.ort) file of an ONNX export, what ORT Mobile loads; asked for by name only
-RUNTIMES = ("executorch", "onnxruntime", "onnxruntime-ort", "torch")
+# executorch-cpp: the same .pte through the ExecuTorch C++ runner (toolkit.device.et_cpp), the way an app calls it
+RUNTIMES = ("executorch", "executorch-cpp", "onnxruntime", "onnxruntime-ort", "torch")
 ENTRIES = ("window", "step", "mrs")
 
 
@@ -100,6 +101,11 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
     tgt = load_target(target or s.target)
     if runtime_names is None:
         runtime_names = [r for r in s.runtimes if tgt.runtimes is None or r in tgt.runtimes] or list(tgt.runtimes or [])
+        if tgt.emulated and "executorch" in runtime_names:  # the opt-in ExecuTorch lane: only once it is built
+            from toolkit.device import arm64
+
+            if not arm64.status().executorch:
+                runtime_names = [r for r in runtime_names if r != "executorch"] or runtime_names
     elif tgt.runtimes is not None:
         bad = [r for r in runtime_names if r not in tgt.runtimes]
         if bad:

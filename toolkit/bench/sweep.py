@@ -100,6 +100,12 @@ class Job:
 
 # ---- planning ---------------------------------------------------------------------------------------------------
 
+def artifact_runtime(runtime: str) -> str:
+    """The manifest runtime a bench runtime measures: executorch-cpp times the ExecuTorch .pte through the C++
+    runner (toolkit.device.et_cpp) instead of the Python binding."""
+    return "executorch" if runtime == "executorch-cpp" else runtime
+
+
 def fit_fresh_source(source: ModelSource, longest: int) -> ModelSource:
     """A fresh model whose config caps the window length (SASRec's learned positions, `max_len`) is built long
     enough for the longest requested L: shape-only cost at L = 100 needs 100 positions. Trained runs are not
@@ -146,7 +152,8 @@ def plan_artifacts(req: BenchRequest) -> list[Job]:
     jobs = []
     for d in req.artifact_dirs:
         m = verified(d)
-        recs = [r for r in m.artifacts if r.runtime in req.runtimes
+        wanted = {artifact_runtime(rt) for rt in req.runtimes}
+        recs = [r for r in m.artifacts if r.runtime in wanted
                 and (req.entries is None or r.entry in req.entries)]
         if not recs:
             have = sorted({f"{r.entry}/{r.runtime}" for r in m.artifacts})
@@ -169,7 +176,8 @@ def plan_artifacts(req: BenchRequest) -> list[Job]:
                     "flops": rec.raw.get("flops"), "flops_analytic": rec.raw.get("flops_analytic"),
                     "flops_by_op": rec.raw.get("flops_by_op"), "config": (m.raw.get("model_info") or {}).get("config", {}),
                     "source": f"artifact dir {m.root} (manifest sha256 {m.digest[:12]}...)"}
-            jobs.append(Job(src, None, None, {}, rec.runtime, pts, info, manifest=m, record=rec))
+            for rt in [rt for rt in req.runtimes if artifact_runtime(rt) == rec.runtime]:
+                jobs.append(Job(src, None, None, {}, rt, pts, info, manifest=m, record=rec))
     return jobs
 
 
@@ -280,7 +288,7 @@ def _static_memory(job: Job) -> dict:
     path = job.manifest.member(job.record.file)
     if job.runtime == "onnxruntime":
         mem["weights_bytes"] = memory.onnx_weights_bytes(path)
-    elif job.runtime == "executorch":
+    elif job.runtime in ("executorch", "executorch-cpp"):
         mem["weights_bytes"] = memory.pte_weights_bytes(path)
         planned = rec.get("planned_activation_bytes")
         if planned is None:
@@ -321,6 +329,9 @@ def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, e
             if pt.get("instructions_per_inference") is not None:
                 row["instructions_per_inference"] = pt["instructions_per_inference"]
                 row["instructions"] = pt.get("instructions")
+            if result.get("parity_cpp_vs_test_vectors") is not None:  # executorch-cpp: the runner's own outputs
+                row["parity_cpp_vs_test_vectors"] = result["parity_cpp_vs_test_vectors"]
+                row["parity_max_abs_err"] = max(row["parity_max_abs_err"] or 0.0, result["parity_cpp_vs_test_vectors"])
             if pt.get("parity_arm64_vs_host") is not None:
                 row["parity_arm64_vs_host"] = pt["parity_arm64_vs_host"]
                 row["parity_max_abs_err"] = max(row["parity_max_abs_err"] or 0.0, pt["parity_arm64_vs_host"])
@@ -384,6 +395,11 @@ def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int)
 
 
 def _measure_host(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
+    if job.runtime == "executorch-cpp":  # the C++ runner, no Python in the timed path
+        from toolkit.device import et_cpp
+
+        return et_cpp.measure_host(job.manifest, job.record, [p.steps_before for p in job.points], runs=req.runs,
+                                   warmup=req.warmup, threads=req.target.threads, cpus=req.target.resolve_cpus())
     npz = workdir / f"job{n}.inputs.npz"
     names, n_sets = _write_inputs(job, npz)
     spec = {
@@ -416,16 +432,17 @@ def emulated_preflight(target: Target) -> None:
 
 
 def _measure_emulated(req: BenchRequest, job: Job) -> dict:
-    """Hand the ONNX artifact to toolkit.device's emulated target: instruction counts, not time."""
-    if job.runtime != "onnxruntime":
-        return {"ok": False, "error": f"target {req.target.name} measures ONNX artifacts only "
+    """Hand the artifact to toolkit.device's emulated target: instruction counts, not time (ONNX through the guest's
+    onnxruntime, .pte through the ExecuTorch C++ runner)."""
+    if job.runtime not in ("onnxruntime", "executorch"):
+        return {"ok": False, "error": f"target {req.target.name} measures ONNX and ExecuTorch artifacts only "
                                       f"(runtime '{job.runtime}' is not emulated there)"}
     from toolkit.device import emulated  # lazy: only an emulated target needs it
 
+    bench = emulated.bench_executorch if job.runtime == "executorch" else emulated.bench_onnx
     points = []
     for p in job.points:
-        res = emulated.bench_onnx(job.manifest, job.record, target=req.target.to_dict(), runs=req.runs,
-                                  steps_before=p.steps_before)
+        res = bench(job.manifest, job.record, target=req.target.to_dict(), runs=req.runs, steps_before=p.steps_before)
         if not res.get("ok"):
             return {"ok": False, "error": f"emulated arm64: {res.get('error') or 'no result'}"}
         points.append({"latency_ms": None, "instructions_per_inference": res.get("instructions_per_inference"),
@@ -437,15 +454,16 @@ def _measure_emulated(req: BenchRequest, job: Job) -> dict:
 def _export_job(req: BenchRequest, job: Job, cache_root: Path) -> tuple[Manifest, ArtifactRecord, bool]:
     """Export the job's entry through the export cache (toolkit.exporters.export), then read the dir back like any
     other artifact dir (verified): the bench measures the file a user would get from `toolkit export`."""
+    runtime = artifact_runtime(job.runtime)  # executorch-cpp measures the same cached .pte as executorch
     material = key_material(job.source.name, job.info["config"], job.info["weights_sha256"], job.entry,
-                            job.runtime, req.dtype, {"dtype": req.dtype})
-    directory, _, hit = export_cached(cache_root, material, job.entry, device_name(job.source.name), job.runtime,
+                            runtime, req.dtype, {"dtype": req.dtype})
+    directory, _, hit = export_cached(cache_root, material, job.entry, device_name(job.source.name), runtime,
                                       req.dtype,
                                    req.parity_steps, {"source": job.info["source"], "config": job.info["config"]})
     m = verified(directory)
-    rec = next((r for r in m.artifacts if r.entry == job.entry.name and r.runtime == job.runtime), None)
+    rec = next((r for r in m.artifacts if r.entry == job.entry.name and r.runtime == runtime), None)
     if rec is None:
-        raise ToolkitError(f"{m.path}: no '{job.runtime}' artifact for entry '{job.entry.name}'")
+        raise ToolkitError(f"{m.path}: no '{runtime}' artifact for entry '{job.entry.name}'")
     return m, rec, hit
 
 

@@ -37,7 +37,8 @@ def bench(
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="One length (25) or a sweep (10,15,20,25)."),
     runtimes: Optional[str] = typer.Option(None, "--runtimes",
                                            help="Comma list: executorch,onnxruntime,torch; onnxruntime-ort (the "
-                                                ".ort of an ONNX export) on request."),
+                                                ".ort of an ONNX export) and executorch-cpp (the .pte through "
+                                                "the ExecuTorch C++ runner, no Python) on request."),
     target: Optional[str] = typer.Option(None, "--target", help="Target profile (benches/targets), default host-1t."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget TOML (default benches/budgets.toml; 'none')."),
     budget_ms: Optional[str] = typer.Option(None, "--budget-ms", help="One latency limit (ms, p50) for every row."),

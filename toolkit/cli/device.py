@@ -41,7 +41,7 @@ def setup(
     force: bool = typer.Option(False, "--force", help="rebuild every piece even when it checks out"),
     no_apt: bool = typer.Option(False, "--no-apt", help="never call apt-get; fail with the command to run instead"),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror for the arm64 sysroot (default deb.debian.org or $TOOLKIT_DEBIAN_MIRROR)"),
-    with_executorch: bool = typer.Option(False, "--with-executorch", help="also install the aarch64 ExecuTorch runtime (~4 GB: needs aarch64 torch)"),
+    with_executorch: bool = typer.Option(False, "--with-executorch", help="also build the ExecuTorch C++ runner for aarch64 (~450 MB download from PyPI, needs g++-aarch64-linux-gnu + patchelf)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build the emulated ARM64 target into a cache folder (idempotent: a second run only checks)."""
@@ -165,7 +165,7 @@ def run(
     warmup: Optional[int] = typer.Option(None, "--warmup", help="calls before measuring (default: target profile / 20 on a phone)"),
     runs: Optional[int] = typer.Option(None, "--runs", help="measured calls (default: target profile / 100 on a phone)"),
     repeat: int = typer.Option(1, "--repeat", help="emulated: run everything N times and require identical counts"),
-    with_executorch: bool = typer.Option(False, "--with-executorch", help="emulated: also ExecuTorch artifacts (opt-in, ~4 GB runtime)"),
+    with_executorch: bool = typer.Option(False, "--with-executorch", help="emulated: also ExecuTorch artifacts (C++ runner; `toolkit device setup arm64 --with-executorch`)"),
     cpu: Optional[int] = typer.Option(None, "--cpu", help="phone: core to pin to (default: the highest max frequency)"),
     no_pin: bool = typer.Option(False, "--no-pin", help="phone: do not pin with taskset"),
     lib: list[Path] = typer.Option([], "--lib", help="phone: shared library the runner needs (pushed beside it; repeatable)"),

@@ -18,6 +18,7 @@ from toolkit.device import arm64
 from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, ToolkitPythonRunner, Transport, run_cases
 from toolkit.device.plan import (
     Case,
+    Measurement,
     build_cases,
     host_reference,
     load_manifest,
@@ -56,7 +57,10 @@ class QemuTransport(Transport):
         self._lock = None
 
     def preflight(self, runner: DeviceRunner) -> dict:
-        self.lay = arm64.require_executorch(self.cache) if self.executorch else arm64.require_ready(self.cache)
+        from toolkit.device.et_cpp import CppRunner
+
+        et = self.executorch or isinstance(runner, CppRunner)
+        self.lay = arm64.require_executorch(self.cache) if et else arm64.require_ready(self.cache)
         st = arm64.status(self.cache)
         return {"device": f"qemu-aarch64 -cpu {self.cpu}", "status": st.reason, "cache": str(self.lay.root)}
 
@@ -85,13 +89,19 @@ class QemuTransport(Transport):
         work = Path(remote)
         icount_path = work.parent / "icount.txt"
         icount_path.unlink(missing_ok=True)
-        if inv.argv[0] != "python3":
-            raise ToolkitError(f"the emulated target runs the toolkit Python runner only, not {inv.argv[0]}")
-        extra_site = [self.lay.site_executorch, self.lay.site_executorch / "_cuda"] if self.executorch else None
-        argv = qemu_argv(self.lay, icount_path, cpu=self.cpu) + inv.argv[1:]
+        from toolkit.device import et_cpp
+
+        if inv.argv[0] == "python3":
+            argv = qemu_argv(self.lay, icount_path, cpu=self.cpu) + inv.argv[1:]
+        elif inv.argv[0] == et_cpp.RUNNER_NAME:  # the ExecuTorch C++ runner, cross-compiled for aarch64
+            program = et_cpp.aarch64_lane(self.lay.root).runner
+            argv = qemu_argv(self.lay, icount_path, cpu=self.cpu, program=program) + inv.argv[1:]
+        else:
+            raise ToolkitError(f"the emulated target runs the toolkit runners only (python3 ort_runner.py, "
+                               f"{et_cpp.RUNNER_NAME}), not {inv.argv[0]}")
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=work,
-                               env=guest_env(self.lay, work.parent, extra_site))
+                               env=guest_env(self.lay, work.parent))
         except subprocess.TimeoutExpired:
             return ExecResult(124, f"qemu run timed out after {timeout:.0f}s")
         output = (p.stdout or "") + (p.stderr or "")
@@ -164,16 +174,33 @@ def run_cases_emulated(
     repeat: int = 1,
     progress: Callable[[str], None] | None = None,
     keep: Path | None = None,
+    history: int | None = None,
 ) -> tuple[list[dict], dict]:
-    """Run `cases` through the toolkit runner `repeat` times; rows carry parity and the repeat check."""
+    """Run `cases` `repeat` times (ONNX artifacts through the toolkit Python runner, ExecuTorch ones through the C++
+    runner); rows carry parity and the repeat check. `history`: ExecuTorch step artifacts are measured after that
+    many calls from a fresh load (the ONNX path feeds the state instead, see _advance_states)."""
+    from toolkit.device.et_cpp import CppRunner
+
     progress = progress or (lambda m: None)
-    runner = ToolkitPythonRunner(threads=int(getattr(transport, "profile", {}).get("threads", 1)))
+    threads = int(getattr(transport, "profile", {}).get("threads", 1))
+    groups = [(ToolkitPythonRunner(threads=threads), [c for c in cases if c.runtime != "executorch"]),
+              (CppRunner(threads=threads, history=history), [c for c in cases if c.runtime == "executorch"])]
     attempts = []
     info: dict = {}
     for r in range(max(1, repeat)):
-        info, meas = run_cases(transport, runner, cases, warmup=warmup, runs=runs, parity_steps=parity_steps,
-                               progress=lambda m, r=r: progress(f"[{r + 1}/{repeat}] {m}" if repeat > 1 else m),
-                               keep=keep if r == 0 else None)
+        meas: dict = {}
+        for runner, group in groups:
+            if not group:
+                continue
+            try:
+                info, got = run_cases(transport, runner, group, warmup=warmup, runs=runs, parity_steps=parity_steps,
+                                      progress=lambda m, r=r: progress(f"[{r + 1}/{repeat}] {m}" if repeat > 1 else m),
+                                      keep=keep if r == 0 else None)
+            except ToolkitError as e:  # e.g. the ExecuTorch lane not set up: its rows fail, the others still report
+                if runner is groups[0][0]:
+                    raise
+                got = {c.index: Measurement(error=str(e)) for c in group}
+            meas.update(got)
         attempts.append(meas)
     rows = []
     for c in cases:
@@ -198,6 +225,11 @@ def run_cases_emulated(
         row = make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest,
                        parity_err=worst, parity_tol=parity_atol, parity_note=note or "host onnxruntime", extra=extra)
         row["parity"].update({"vs_host_runtime": err, "vs_test_vectors": vec_err, "steps": steps})
+        first = row.pop("first_call_instructions", None)
+        if first is not None and row.get("instructions"):  # the first call after load_method vs a steady one
+            row["instructions"]["first_call"] = first
+            steady = row["instructions"].get("per_inference")
+            row["instructions"]["first_call_over_steady"] = round(first / steady, 3) if steady else None
         if m.instructions and len(attempts) > 1:
             per = [a[c.index].instructions for a in attempts]
             same = all(p == per[0] for p in per)
@@ -253,7 +285,7 @@ def run_artifacts(
     runtimes = ("onnxruntime", "executorch") if with_executorch else ("onnxruntime",)
     arts = select_artifacts(manifest, runtimes, models, entries, files)
     if with_executorch:
-        arm64.require_executorch(cache)  # explains the ~4 GB runtime when it is not installed
+        arm64.require_executorch(cache)  # one line saying how to build the C++ runner when it is not there
     cases = build_cases(manifest, arts)
     transport = QemuTransport(cache, profile, executorch=with_executorch)
     rows, info = run_cases_emulated(
@@ -295,6 +327,47 @@ def bench_onnx(
             warmup=int(profile.get("warmup", 2)), runs=runs,
             parity_steps=int(profile.get("parity_steps", 3)), parity_atol=float(profile.get("parity_atol", 1e-4)),
             repeat=repeat)
+    except ToolkitError as e:
+        return {"ok": False, "error": str(e), "instructions_per_inference": None, "latency_ms": None}
+    row = rows[0]
+    return {
+        "ok": row["status"] == "ok",
+        "error": row["error"],
+        "instructions_per_inference": row.get("instructions_per_inference"),
+        "instructions": row.get("instructions"),
+        "parity_max_abs_err": row.get("parity_max_abs_err"),
+        "latency_ms": None,
+        "row": row,
+    }
+
+
+def bench_executorch(
+    manifest: Manifest,
+    rec: ArtifactRecord,
+    *,
+    target: dict | None = None,
+    runs: int = 5,
+    steps_before: int | None = None,
+    cache: str | Path | None = None,
+    repeat: int = 1,
+) -> dict:
+    """One .pte of a verified manifest through the ExecuTorch C++ runner under qemu, for `toolkit bench` cells.
+
+    Same return shape as bench_onnx. A stateful program keeps its state inside: `steps_before` calls are made from a
+    fresh load before each measured call (a user with that much history). A runner or lane failure comes back as
+    {"ok": False, "error": <one line>}, never as an exception.
+    """
+    profile = target_profile((target or {}).get("name", TARGET))
+    profile.update({k: v for k, v in (target or {}).items() if k != "extra"})
+    profile.update((target or {}).get("extra") or {})
+    runs = max(1, min(int(runs), int(profile.get("max_runs", 5))))
+    try:
+        cases = build_cases(manifest, [rec])
+        rows, _ = run_cases_emulated(
+            manifest.raw, cases, transport=QemuTransport(cache, profile, executorch=True),
+            warmup=int(profile.get("warmup", 2)), runs=runs,
+            parity_steps=int(profile.get("parity_steps", 3)), parity_atol=float(profile.get("parity_atol", 1e-4)),
+            repeat=repeat, history=int(steps_before) if rec.states and steps_before is not None else None)
     except ToolkitError as e:
         return {"ok": False, "error": str(e), "instructions_per_inference": None, "latency_ms": None}
     row = rows[0]

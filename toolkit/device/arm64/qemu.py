@@ -21,8 +21,11 @@ from toolkit.errors import ToolkitError
 RESERVED_VA = "0x1000000000"  # 64 GiB of guest address space, reserved at start (qemu -R)
 
 
-def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL) -> list[str]:
-    """qemu-aarch64 ... python3.11 (the caller appends the script and its arguments)."""
+def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL, program: Path | None = None) -> list[str]:
+    """qemu-aarch64 ... python3.11 (the caller appends the script and its arguments), or ... `program` (an aarch64
+    executable, e.g. the ExecuTorch C++ runner) in the same fixed guest setting, minus libfaketime: the runner
+    segfaults under its advancing clock (libtorch_cpu's start-up), and nothing it counts takes time-based branches
+    (its clock reads are outside the marked regions)."""
     qemu = qemu_binary()
     if not qemu:
         raise ToolkitError("qemu-aarch64 not found (apt-get install qemu-user, or `toolkit device setup arm64`)")
@@ -38,11 +41,11 @@ def qemu_argv(lay: Layout, plugin_out: Path | None, cpu: str = CPU_MODEL) -> lis
         "TZ": "UTC",
     }
     argv = [qemu, "-R", RESERVED_VA, "-cpu", cpu, "-L", str(lay.sysroot)]
-    for k, v in guest_only.items():
+    for k, v in guest_only.items() if program is None else {"TZ": "UTC"}.items():
         argv += ["-E", f"{k}={v}"]
     if plugin_out is not None:
         argv += ["-plugin", f"{lay.plugin},out={plugin_out}"]
-    return argv + [str(lay.guest_python), "-B", "-s"]
+    return argv + ([str(program)] if program is not None else [str(lay.guest_python), "-B", "-s"])
 
 
 def guest_env(lay: Layout, workdir: Path, extra_site: list[Path] | None = None) -> dict[str, str]:

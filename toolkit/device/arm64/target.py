@@ -10,7 +10,8 @@ Pieces, each checked on every `setup` and rebuilt only when missing or stale (so
               about the CPU, not the library version)
   plugin      qemu_icount.c built with gcc into a TCG plugin (instruction count between markers)
   smoke       the guest Python imports numpy + onnxruntime under qemu with the plugin and counts one region
-Optional (`--with-executorch`): the aarch64 executorch wheel, which pulls the CUDA build of aarch64 torch (~4 GB).
+Optional (`--with-executorch`): the ExecuTorch C++ runner for aarch64 (toolkit.device.et_cpp: the runtime library
+of the executorch aarch64 wheel + libtorch_cpu's CPU libraries, cross-compiled runner), checked under qemu.
 """
 
 from __future__ import annotations
@@ -75,10 +76,11 @@ class Status:
     cache: Path
     pieces: dict[str, str] = field(default_factory=dict)  # piece -> "ok" | reason
     executorch: bool = False
+    executorch_reason: str = ""  # why the ExecuTorch lane is not usable ("" when it is)
 
     def to_dict(self) -> dict:
         return {"ready": self.ready, "reason": self.reason, "cache": str(self.cache), "pieces": self.pieces,
-                "executorch": self.executorch}
+                "executorch": self.executorch, "executorch_reason": self.executorch_reason}
 
 
 def _piece_problems(lay: Layout) -> dict[str, str]:
@@ -134,14 +136,16 @@ def status(cache: str | Path | None = None) -> Status:
     lay = layout(cache)
     probs = _piece_problems(lay)
     bad = {k: v for k, v in probs.items() if v != "ok"}
-    et = (_read_stamp(lay, "executorch") or {}).get("ok", False)
+    et_problem = executorch_problem(lay)
+    et = et_problem is None
     if not bad:
         d = _read_stamp(lay, "smoke") or {}
         return Status(True, f"ready: {d.get('qemu', 'qemu')}, onnxruntime {d.get('onnxruntime')} (aarch64), "
-                            f"-cpu {CPU_MODEL}", lay.root, probs, et)
+                            f"-cpu {CPU_MODEL}" + (", ExecuTorch C++ runner" if et else ""), lay.root, probs, et,
+                      et_problem or "")
     first = next(iter(bad))
     fix = "toolkit device setup arm64" + (f" --cache {lay.root}" if lay.root != default_cache_dir() else "")
-    return Status(False, f"{first}: {bad[first]}; run `{fix}`", lay.root, probs, et)
+    return Status(False, f"{first}: {bad[first]}; run `{fix}`", lay.root, probs, et, et_problem or "")
 
 
 def require_ready(cache: str | Path | None = None) -> Layout:
@@ -381,9 +385,15 @@ def setup(
          ", ".join(f"{k} {v}" for k, v in host_versions().items()))
     step("plugin", probs["plugin"] != "ok", lambda: build_plugin(lay), str(lay.plugin))
     step("smoke", _piece_problems(lay)["smoke"] != "ok", lambda: smoke_test(lay), "checked before")
+    et_error = None
     if with_executorch:
-        step("executorch", not (_read_stamp(lay, "executorch") or {}).get("ok"), lambda: install_executorch(lay),
-             "installed before")
+        try:
+            step("executorch", executorch_problem(lay) is not None, lambda: install_executorch(lay, apt),
+                 "built and checked before")
+        except ToolkitError as e:  # the ONNX lane above stays usable; the refusal is reported after the descriptor
+            et_error = e
+            results.append(PieceResult("executorch", "failed", 0.0, str(e)))
+            report("executorch", "failed")
     st = status(cache)
     atomic_write_json(lay.descriptor, {
         "target": "arm64-a76",
@@ -398,63 +408,63 @@ def setup(
         "disk_bytes": size_path(lay.root),
         "setup_seconds": {r.piece: round(r.seconds, 1) for r in results},
     })
+    if et_error is not None:
+        raise ToolkitError(f"--with-executorch: {et_error} (the ONNX lane is {'ready' if st.ready else 'not ready'})")
     return st, results
 
 
-# Pure-Python (or aarch64-wheel) packages `import torch` + `executorch.runtime` need; the full dependency sets
-# of both wheels pull in training / export tools we do not run in the guest.
-EXECUTORCH_GUEST_DEPS = ("typing_extensions", "sympy", "mpmath==1.3.0", "networkx", "jinja2", "MarkupSafe",
-                         "filelock", "fsspec", "packaging", "flatbuffers", "pyyaml", "ruamel.yaml", "tabulate")
-AARCH64_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
-                     "manylinux2014_aarch64")
+def executorch_problem(lay: Layout) -> str | None:
+    """None when the aarch64 ExecuTorch C++ runner is built, current and passed its check under qemu; else why not."""
+    from toolkit.device import et_cpp
+
+    st = _read_stamp(lay, "executorch") or {}
+    lane = et_cpp.aarch64_lane(lay.root)
+    problem = lane.problem()
+    if problem is not None:
+        return problem
+    if not st.get("ok") or st.get("runner_build") != (lane.info() or {}).get("runner_source_sha256"):
+        return "ExecuTorch C++ runner not yet checked under qemu"
+    return None
 
 
-def install_executorch(lay: Layout) -> str:
-    """Opt-in ExecuTorch lane: executorch + aarch64 torch + the CUDA runtime wheels that torch preloads.
+def install_executorch(lay: Layout, apt: bool = True) -> str:
+    """Opt-in ExecuTorch lane: build the aarch64 C++ runner (toolkit.device.et_cpp), then check it under qemu.
 
-    PyPI's aarch64 torch is the CUDA build: `import torch` refuses to start without its CUDA libraries, which
-    is where the ~4 GB goes. The CUDA requirements are read from the torch wheel's own metadata.
+    The check loads the runtime (libtorch_cpu's static initialisers run: ~4 s of emulated time), resets the
+    threadpool to one thread and records the plugin's marker region; a file that is not there must come back as
+    the runner's own error line, not a crash.
     """
-    try:
-        versions = {d: metadata.version(d) for d in ("executorch", "torch")}
-    except metadata.PackageNotFoundError as e:
-        raise ToolkitError(f"{e.name} is not installed on the host; the guest copies the host's version") from None
-    torch_ver = versions["torch"].split("+")[0]
-    free = shutil.disk_usage(lay.root).free
-    if free < 12e9:
-        raise ToolkitError(f"--with-executorch: {EXECUTORCH_NOTE}; only {free / 1e9:.1f} GB free in {lay.root}")
-    plat = [x for p in AARCH64_PLATFORMS for x in ("--platform", p)]
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", *plat, "--python-version", "3.11",
-           "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:"]
-    tmp = Path(tempfile.mkdtemp(prefix=".site-et.", dir=lay.root))
-    try:
-        _run([*pip, "--no-deps", "--target", str(tmp), f"executorch=={versions['executorch']}",
-              f"torch=={torch_ver}", *EXECUTORCH_GUEST_DEPS],
-             "pip download of aarch64 torch + executorch", f"{EXECUTORCH_NOTE}; pip needs access to PyPI",
-             timeout=7200)
-        meta = next(tmp.glob("torch-*.dist-info")) / "METADATA"
-        cuda = [line.split(":", 1)[1].split(";")[0].strip() for line in meta.read_text().splitlines()
-                if line.startswith("Requires-Dist:") and ("cuda" in line or "nvidia" in line) and "extra ==" not in line]
-        if cuda:
-            _run([*pip, "--target", str(tmp / "_cuda"), *cuda], "pip download of the CUDA runtime wheels aarch64 "
-                 "torch preloads", f"{EXECUTORCH_NOTE}; these must exist as aarch64 wheels for torch=={torch_ver}",
-                 timeout=7200)
-        if lay.site_executorch.exists():
-            shutil.rmtree(lay.site_executorch)
-        os.replace(tmp, lay.site_executorch)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _write_stamp(lay, "executorch", {"ok": True, "versions": versions})
-    return f"executorch {versions['executorch']}, torch {torch_ver} (aarch64, CUDA build)"
+    from toolkit.device import et_cpp
+
+    detail = et_cpp.build_aarch64(lay.root, apt=apt)
+    lane = et_cpp.aarch64_lane(lay.root)
+    with tempfile.TemporaryDirectory(prefix="toolkit-arm64-et-smoke-") as tmp:
+        out = Path(tmp) / "icount.txt"
+        argv = qemu_argv(lay, plugin_out=out, program=lane.runner) + [
+            "--model", "missing.pte", "--step", "missing.bin", "--results", "r.json", "--markers"]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=guest_env(lay, Path(tmp)), cwd=tmp)
+        res = Path(tmp) / "r.json"
+        if p.returncode != 0 or not res.is_file():
+            tail = " | ".join([ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()][-2:])
+            raise ToolkitError(f"ExecuTorch C++ runner check under qemu failed (exit {p.returncode}): {tail}")
+        data = et_cpp.runner_results(res)
+        err = data["cases"][0]["error"] or ""
+        if "cannot open missing.pte" not in err or data.get("threadpool_threads", [0, 0])[1] != 1:
+            raise ToolkitError(f"ExecuTorch C++ runner check under qemu: unexpected result {err!r}, threadpool "
+                               f"{data.get('threadpool_threads')}")
+        if data["overhead_region"] not in parse_icount(out).regions:
+            raise ToolkitError("ExecuTorch C++ runner check under qemu: the plugin recorded no marker region")
+    _write_stamp(lay, "executorch", {"ok": True, "route": "cpp", "versions": (lane.info() or {}).get("versions"),
+                                     "runner_build": (lane.info() or {}).get("runner_source_sha256")})
+    return detail
 
 
 def require_executorch(cache: str | Path | None = None) -> Layout:
     lay = require_ready(cache)
-    if not (_read_stamp(lay, "executorch") or {}).get("ok") or not lay.site_executorch.is_dir():
+    problem = executorch_problem(lay)
+    if problem is not None:
         raise ToolkitError(
-            f"ExecuTorch on emulated ARM64 is not set up: {EXECUTORCH_NOTE}. If you want it, run "
-            f"`toolkit device setup arm64 --with-executorch`; otherwise drop --with-executorch (ONNX artifacts run "
-            f"without it)"
+            f"ExecuTorch on emulated ARM64 is not set up ({problem}): run `toolkit device setup arm64 "
+            f"--with-executorch` ({EXECUTORCH_NOTE}); ONNX artifacts run without it"
         )
     return lay
