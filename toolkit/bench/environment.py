@@ -91,9 +91,10 @@ def cpu_stat() -> dict | None:
 
 
 def process_cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of this process and of `pids` (their /proc/PID/stat; gone ones count 0)."""
+    """User + system CPU seconds of this process, its waited-for children, and of `pids` (live processes, from their
+    /proc/PID/stat; gone ones count 0)."""
     t = os.times()
-    total = t.user + t.system
+    total = t.user + t.system + t.children_user + t.children_system
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:

@@ -187,7 +187,7 @@ def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
     if emulated:
         t.add_column("instr/inf", justify="right")
     else:
-        for col in ("p50 ms", "±95%", "rounds", "p90 ms", "p99 ms", "load ms", "1st ms", "floor ms", "x floor"):
+        for col in ("p50 ms", "±95%", "p90 ms", "p99 ms", "load ms", "1st ms", "floor ms", "x floor"):
             t.add_column(col, justify="right")
     t.add_column("limit", justify="right")
     t.add_column("headroom", justify="right")
@@ -218,9 +218,7 @@ def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
         else:
             floor = r.get("floor") or {}
             xf = r.get("x_of_floor")
-            nz = r.get("noise") or {}
-            cells += [_ms(lat.get("p50")), _ci(r), "-" if not nz else f"{nz['rounds']} {nz.get('stopped', '')}",
-                      _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(cold.get("load")),
+            cells += [_ms(lat.get("p50")), _ci(r), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(cold.get("load")),
                       _ms(cold.get("first_inference")), _ms(floor.get("ms")), "-" if xf is None else f"{xf:.1f}x"]
         limits = [x for x in (None if b.get("latency_ms") is None else _limit_text(b, "latency"),
                               None if b.get("memory_bytes") is None else _limit_text(b, "memory"),
@@ -313,7 +311,7 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
     the verdict sentence as the last two lines (print_closing)."""
     console = console or Console()
     if wide:
-        out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 240))
+        out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 256))
     else:
         out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 100))
     out.print(table(result, wide=wide, width=out.width))
