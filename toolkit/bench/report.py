@@ -358,9 +358,10 @@ def noise_lines(result: dict) -> list[str]:
     if timed:
         cap = [r for r in timed if r["noise"].get("stopped") == "time cap"]
         stops = {g["stop"] for g in rnd.get("groups") or []}
-        how = (f"timed in {'/'.join(str(g['rounds']) for g in rnd.get('groups') or [])} interleaved rounds of "
-               f"{rnd.get('calls_per_round')} calls per row ({sum(g['seconds'] for g in rnd.get('groups') or []):.0f}"
-               f" s)")
+        groups = rnd.get("groups") or []
+        how = (f"timed in {'/'.join(str(g['rounds']) for g in groups)} interleaved rounds of "
+               f"{rnd.get('calls_per_round')} calls per row ({sum(g['seconds'] for g in groups):.0f} s)"
+               if groups else "timed in rounds")
         if rnd.get("target_ci"):
             tgt = f"±{100 * rnd['target_ci']:g}%"
             if cap:
