@@ -101,18 +101,23 @@ class WorkerSession:
         self.close()
         return rep
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Let the process end (stdin closed: it exits at its next command); `wait=False` (an error or a signal
+        in the parent): kill it at once. Either way it is reaped."""
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
             try:
+                if not wait:
+                    raise subprocess.TimeoutExpired(self.proc.args, 0)
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()  # our own child, by its handle
                 self.proc.wait()
-        self._err.close()
+        if not self._err.closed:
+            self._err.close()
 
 
 @dataclass

@@ -551,49 +551,55 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
                                  "threads": req.target.threads, "cpus": req.target.resolve_cpus()},
                                 workdir, -1, req.timeout_s, req.target.threads)
         indexed = list(enumerate(jobs))
-        for group in (rounds_mod.groups(indexed, req.max_sessions) if not req.target.emulated else [indexed]):
-            live: list[tuple[Job, object, rounds_mod.WorkerSession]] = []
-            for n, job in group:
-                label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
-                label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
-                hit = None  # None: benched from a given artifact dir, no export
-                error = None
-                if job.runtime != "torch" and job.record is None:
-                    progress(f"export {label}", done, total)
-                    try:
-                        job.manifest, job.record, hit = _export_job(req, job, cache_root)
-                    except Exception as e:
-                        error = f"export: {_err(e)}"
-                    done += 1
-                result = None
-                if error is None and req.target.emulated:
-                    progress(f"measure {label}", done, total)
-                    try:
-                        result = _measure_emulated(req, job)
-                    except ToolkitError:
-                        raise
-                    except Exception as e:
-                        result = {"ok": False, "error": _err(e)}
-                    if not result.get("ok"):
-                        error = f"measure: {result.get('error', 'unknown error')}"
-                elif error is None:  # host: load it in its own process, kept loaded for the rounds
-                    progress(f"load {label}", done, total)
-                    try:
-                        sess = _start_session(req, job, workdir, n)
-                    except ToolkitError:
-                        raise
-                    except Exception as e:
-                        sess, error = None, f"measure: {_err(e)}"
-                    if sess is not None and sess.error is not None:
-                        error = f"measure: {sess.error}"
-                    elif sess is not None:
-                        live.append((job, hit, sess))
+        opened: list[rounds_mod.WorkerSession] = []
+        try:
+            for group in (rounds_mod.groups(indexed, req.max_sessions) if not req.target.emulated else [indexed]):
+                live: list[tuple[Job, object, rounds_mod.WorkerSession]] = []
+                for n, job in group:
+                    label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
+                    label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
+                    hit = None  # None: benched from a given artifact dir, no export
+                    error = None
+                    if job.runtime != "torch" and job.record is None:
+                        progress(f"export {label}", done, total)
+                        try:
+                            job.manifest, job.record, hit = _export_job(req, job, cache_root)
+                        except Exception as e:
+                            error = f"export: {_err(e)}"
                         done += 1
-                        continue
-                done += 1
-                rows.extend(_rows_for_job(req, job, hit, result, error))
-            if live:
-                rows.extend(_time_in_rounds(req, live, progress, done, total, round_runs))
+                    result = None
+                    if error is None and req.target.emulated:
+                        progress(f"measure {label}", done, total)
+                        try:
+                            result = _measure_emulated(req, job)
+                        except ToolkitError:
+                            raise
+                        except Exception as e:
+                            result = {"ok": False, "error": _err(e)}
+                        if not result.get("ok"):
+                            error = f"measure: {result.get('error', 'unknown error')}"
+                    elif error is None:  # host: load it in its own process, kept loaded for the rounds
+                        progress(f"load {label}", done, total)
+                        try:
+                            sess = _start_session(req, job, workdir, n)
+                            opened.append(sess)
+                        except ToolkitError:
+                            raise
+                        except Exception as e:
+                            sess, error = None, f"measure: {_err(e)}"
+                        if sess is not None and sess.error is not None:
+                            error = f"measure: {sess.error}"
+                        elif sess is not None:
+                            live.append((job, hit, sess))
+                            done += 1
+                            continue
+                    done += 1
+                    rows.extend(_rows_for_job(req, job, hit, result, error))
+                if live:
+                    rows.extend(_time_in_rounds(req, live, progress, done, total, round_runs))
+        finally:  # an error or a signal mid-run: no measuring process outlives the bench
+            for sess in opened:
+                sess.close(wait=False)
     machine = environment.busy(start_snap, environment.snapshot())
     if round_runs:  # the timed rounds are what matters for noise: their own steal / other-process CPU
         machine["rounds"] = [r["machine"] for r in round_runs]
