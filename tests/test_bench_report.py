@@ -64,7 +64,7 @@ def test_compact_table_fits_100_columns_and_never_cuts_the_verdict_numbers():
     for p50, head, verdict in (("2.130", "+29%", "pass"), ("0.257", "+91%", "pass"), ("41.7", "-1290%", "OVER lat")):
         line = next(ln for ln in table_part.splitlines() if f" {p50} " in ln)
         assert "3 ms" in line and head in line and verdict in line, line
-    assert re.search(r"din\s+window\s+executorch\s+25\s+-\s+-\s+3 ms\s+-\s+FAILED", table_part), table_part
+    assert re.search(r"din\s+window\s+executorch\s+25\s+-\s+-\s+-\s+3 ms\s+-\s+FAILED", table_part), table_part
     # the long name folds over lines instead of being cut
     assert LONG not in table_part and "cocorrrec" in table_part
     assert "h=200" in table_part  # a step row says the history it was timed at

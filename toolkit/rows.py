@@ -14,7 +14,8 @@ params_excluding_item_table, artifact_bytes, artifact {file, sha256, manifest, m
 {weights_bytes, activations_bytes, state_bytes, arena_peak_bytes, rss_peak_delta_bytes}, latency_ms {p50, p90, p99,
 mean, min, runs}, instructions_per_inference, parity_max_abs_err, budget {latency_ms, memory_bytes, pass}.
 Host bench rows add floor {ms, compute_ms, empty_call_ms, matmul_gflops, flops} and x_of_floor (None where not
-timed), and with `--profile` a profile (toolkit.bench.profile).
+timed), and with `--profile` a profile (toolkit.bench.profile). `noise` (None where not timed in rounds): the p50's
+95% interval and the spread between rounds (toolkit.bench.noise / rounds); with `--compare`, `compare`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def base_row(*, model: str, entry: str, runtime: str, seq_len: int | None, targe
         "artifact_bytes": None, "artifact": None, "memory": empty_memory(), "latency_ms": None,
         "instructions_per_inference": None, "parity_max_abs_err": None,
         "budget": {"latency_ms": None, "memory_bytes": None, "pass": None},
+        "noise": None,
     }
     row.update(extra)
     return row

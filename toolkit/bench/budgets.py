@@ -12,7 +12,9 @@ File format (benches/budgets.toml):
     memory_bytes = 64e6      # limit on the peak RSS delta (see memory_value)
     instructions = 3e6       # emulated targets only: instructions per inference
 
-Every matching rule applies (the tightest limit wins). A failed cell under a budget fails the budget.
+Every matching rule applies (the tightest limit wins). A failed cell under a budget fails the budget. A p50 limit
+that lies inside the row's 95% interval of the p50 (host rows timed in rounds, toolkit.bench.noise) is
+"inconclusive": `pass` is None and `verdict` says so (the run then neither passes nor fails on that row).
 """
 
 from __future__ import annotations
@@ -164,9 +166,14 @@ def check(row: dict, budgets: Budgets) -> dict:
             out["memory_bytes"] = r.memory_bytes
         if r.instructions is not None and (out["instructions"] is None or r.instructions < out["instructions"]):
             out["instructions"] = r.instructions
+    inconclusive = []
     if ok:
         lat = (row.get("latency_ms") or {}).get(out["latency_stat"] or "p50")
-        if out["latency_ms"] is not None and lat is not None and lat > out["latency_ms"]:
+        ci = latency_interval(row, out["latency_stat"] or "p50")
+        if out["latency_ms"] is not None and lat is not None and ci is not None and ci[0] < out["latency_ms"] < ci[1]:
+            inconclusive.append(f"latency {out['latency_stat']} {lat:.4g} ms, 95% interval {ci[0]:.4g}-{ci[1]:.4g} "
+                                f"ms, straddles {out['latency_ms']:.4g} ms")
+        elif out["latency_ms"] is not None and lat is not None and lat > out["latency_ms"]:
             broken.append(f"latency {out['latency_stat']} {lat:.4g} ms > {out['latency_ms']:.4g} ms")
         mem = memory_value(row)
         if out["memory_bytes"] is not None and mem is not None and mem > out["memory_bytes"]:
@@ -174,11 +181,22 @@ def check(row: dict, budgets: Budgets) -> dict:
         ins = row.get("instructions_per_inference")
         if out["instructions"] is not None and ins is not None and ins > out["instructions"]:
             broken.append(f"instructions {ins:.4g} > {out['instructions']:.4g}")
-    out["pass"] = not broken
+    # a limit inside the p50's interval is neither met nor broken: pass = None, verdict "inconclusive" (the bench
+    # exits 0 with a warning for it unless --inconclusive fail); a broken limit still fails the row
+    out["pass"] = False if broken else (None if inconclusive else True)
     out["broken"] = broken
+    out["inconclusive"] = inconclusive
+    out["verdict"] = ("failed" if not ok else "over") if broken else ("inconclusive" if inconclusive else "pass")
     if ok:
         out.update(headroom(row, out))
     return out
+
+
+def latency_interval(row: dict, stat: str) -> tuple[float, float] | None:
+    """The 95% interval of the row's latency statistic where the bench measured one (the p50's, from the
+    interleaved rounds: toolkit.bench.noise); None for other statistics and for rows without one."""
+    ci = (row.get("noise") or {}).get("p50_ci95") if stat == "p50" else None
+    return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
 
 
 def headroom(row: dict, limits: dict) -> dict:

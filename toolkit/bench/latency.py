@@ -32,28 +32,27 @@ def summarize(samples_s: Sequence[float]) -> dict:
     return latency_summary([x * 1e3 for x in samples_s])
 
 
-def time_window(call: Callable[[int], object], warmup: int, runs: int) -> dict:
-    """`call(i)` runs inference on input set i; warm-up calls are discarded."""
-    for i in range(warmup):
-        call(i)
+def window_samples(call: Callable[[int], object], runs: int, start: int = 0) -> list[float]:
+    """Seconds per call of `runs` calls of `call(i)` (input sets start, start + 1, ...), gc off while timing."""
     samples = []
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        for i in range(runs):
+        for i in range(start, start + runs):
             t0 = time.perf_counter()
             call(i)
             samples.append(time.perf_counter() - t0)
     finally:
         if gc_was:
             gc.enable()
-    return summarize(samples)
+    return samples
 
 
-def time_step(reset: Callable[[], None], call: Callable[[int], object], steps_before: int, warmup: int,
-              runs: int) -> dict:
-    """Time one streaming step at history steps_before * K: reset, replay untimed, then time the next step."""
-    def one(timed: bool) -> float:
+def step_samples(reset: Callable[[], None], call: Callable[[int], object], steps_before: int,
+                 runs: int) -> list[float]:
+    """Seconds of one streaming step at history steps_before * K, `runs` times: reset, replay untimed, time the next
+    step."""
+    def one() -> float:
         reset()
         for j in range(steps_before):
             call(j)
@@ -61,13 +60,24 @@ def time_step(reset: Callable[[], None], call: Callable[[int], object], steps_be
         call(steps_before)
         return time.perf_counter() - t0
 
-    for _ in range(warmup):
-        one(False)
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        samples = [one(True) for _ in range(runs)]
+        return [one() for _ in range(runs)]
     finally:
         if gc_was:
             gc.enable()
-    return summarize(samples)
+
+
+def time_window(call: Callable[[int], object], warmup: int, runs: int) -> dict:
+    """`call(i)` runs inference on input set i; warm-up calls are discarded."""
+    for i in range(warmup):
+        call(i)
+    return summarize(window_samples(call, runs))
+
+
+def time_step(reset: Callable[[], None], call: Callable[[int], object], steps_before: int, warmup: int,
+              runs: int) -> dict:
+    """Time one streaming step at history steps_before * K: reset, replay untimed, then time the next step."""
+    step_samples(reset, call, steps_before, warmup)
+    return summarize(step_samples(reset, call, steps_before, runs))

@@ -61,10 +61,13 @@ def short_name(r: dict) -> str:
 
 
 def verdict(r: dict) -> str:
-    """One word per row: pass, OVER (which limit), FAILED (not measured), or 'no budget'."""
+    """One word per row: pass, OVER (which limit), FAILED (not measured), inconclusive (the limit lies inside the
+    p50's 95% interval), or 'no budget'."""
     if r["status"] != "ok":
         return "FAILED"
     b = r.get("budget") or {}
+    if b.get("verdict") == "inconclusive":
+        return "inconclusive"
     if b.get("pass") is True:
         return "pass"
     if b.get("pass") is False:
@@ -97,17 +100,36 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:+.0f}%"
 
 
+def _ci(r: dict) -> str:
+    """The p50's 95% interval as +-% of the p50 (its larger side), '-' where not timed in rounds."""
+    hw = (r.get("noise") or {}).get("ci_halfwidth_pct")
+    return "-" if hw is None else (f"{hw:.1f}%" if hw < 9.95 else f"{hw:.0f}%")
+
+
+def _vs(r: dict) -> str:
+    """--compare: the ratio to the baseline p50 and the verdict in a few characters (e.g. '1.12x slower')."""
+    c = r.get("compare") or {}
+    if c.get("ratio") is None:
+        return "-"
+    word = {"slower": " slower", "faster": " faster"}.get(c["verdict"], " =")
+    return f"{c['ratio']:.2f}x{word}"
+
+
 def compact_table(result: dict, width: int | None = None) -> Table:
     """The default table: one line per row that fits 100 columns; the numbers a verdict needs are never cut.
 
-    Columns: model, entry, runtime, L (step rows: the history h), p50, p90, limit, headroom (% of the limit left,
-    negative = over), verdict, load (cold-start: opening the artifact; left out below 90 columns, the line under the
-    table names the slowest load). Name columns fold; number columns never wrap.
+    Columns: model, entry, runtime, L (step rows: the history h), p50, +-95% (the p50's 95% interval, its larger
+    side in % of the p50), p90, limit, headroom (% of the limit left, negative = over), verdict, load (cold-start:
+    opening the artifact; left out below 90 columns or with --compare, the line under the table names the slowest
+    load); with --compare, vs base (p50 / baseline p50 and its verdict) instead of p90. Name columns fold; number
+    columns never wrap.
     """
     emulated = result["environment"]["target"].get("kind") == "emulated"
-    load_col = not emulated and (width is None or width >= 90)
-    caption = (_caption(result) + "; headroom = share of the limit left (negative: over); h = a streaming step timed"
-               " after h clicks of history; load = opening the artifact (cold start); --wide: every column")
+    compared = "compare" in result
+    load_col = not emulated and not compared and (width is None or width >= 90)
+    caption = (_caption(result) + "; ±95% = the p50's 95% interval (% of p50); headroom = share of the limit left "
+               "(negative: over); h = a streaming step timed after h clicks of history; load = opening the artifact "
+               "(cold start); --wide: every column")
     t = Table(title=f"toolkit bench - {result['environment']['target']['name']}", caption=caption,
               box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
     for col in ("model", "entry", "runtime"):
@@ -117,7 +139,11 @@ def compact_table(result: dict, width: int | None = None) -> Table:
         t.add_column("instr/inf", justify="right", no_wrap=True)
     else:
         t.add_column("p50 ms", justify="right", no_wrap=True)
-        t.add_column("p90 ms", justify="right", no_wrap=True)
+        t.add_column("±95%", justify="right", no_wrap=True)
+        if compared:
+            t.add_column("vs base", justify="right", no_wrap=True)
+        else:
+            t.add_column("p90 ms", justify="right", no_wrap=True)
     t.add_column("limit", justify="right", no_wrap=True)
     t.add_column("headroom", justify="right", no_wrap=True)
     t.add_column("verdict", no_wrap=True)
@@ -128,13 +154,13 @@ def compact_table(result: dict, width: int | None = None) -> Table:
         lat = r.get("latency_ms") or {}
         kind = _limit_kind(b)
         v = verdict(r)
-        style = {"pass": "green", "FAILED": "red", "no budget": "dim"}.get(v, "red")
+        style = {"pass": "green", "FAILED": "red", "no budget": "dim", "inconclusive": "yellow"}.get(v, "red")
         L = f"h={r['history']}" if r.get("history") is not None else str(r["seq_len"])
         cells = [r["model"], r["entry"], r["runtime"], L]
         if emulated:
             cells.append(_si(r.get("instructions_per_inference")))
         else:
-            cells += [_ms(lat.get("p50")), _ms(lat.get("p90"))]
+            cells += [_ms(lat.get("p50")), _ci(r), _vs(r) if compared else _ms(lat.get("p90"))]
         cells += [_limit_text(b, kind), _pct(b.get(f"{kind}_headroom_pct") if kind else None), f"[{style}]{v}[/]"]
         if load_col:
             cells.append(_ms((r.get("cold_start_ms") or {}).get("load")))
@@ -161,7 +187,7 @@ def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
     if emulated:
         t.add_column("instr/inf", justify="right")
     else:
-        for col in ("p50 ms", "p90 ms", "p99 ms", "load ms", "1st ms", "floor ms", "x floor"):
+        for col in ("p50 ms", "±95%", "p90 ms", "p99 ms", "load ms", "1st ms", "floor ms", "x floor"):
             t.add_column(col, justify="right")
     t.add_column("limit", justify="right")
     t.add_column("headroom", justify="right")
@@ -174,6 +200,8 @@ def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
         act = mem.get("activations_bytes") if mem.get("activations_bytes") is not None else mem.get("arena_peak_bytes")
         if r["status"] != "ok":
             budget = "[red]FAILED[/]"
+        elif b.get("verdict") == "inconclusive":
+            budget = "[yellow]inconclusive[/]"
         elif b.get("pass") is True:
             budget = "[green]pass[/]"
         elif b.get("pass") is False:
@@ -190,7 +218,7 @@ def table(result: dict, wide: bool = False, width: int | None = None) -> Table:
         else:
             floor = r.get("floor") or {}
             xf = r.get("x_of_floor")
-            cells += [_ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(cold.get("load")),
+            cells += [_ms(lat.get("p50")), _ci(r), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(cold.get("load")),
                       _ms(cold.get("first_inference")), _ms(floor.get("ms")), "-" if xf is None else f"{xf:.1f}x"]
         limits = [x for x in (None if b.get("latency_ms") is None else _limit_text(b, "latency"),
                               None if b.get("memory_bytes") is None else _limit_text(b, "memory"),
@@ -242,6 +270,7 @@ def closing_sentence(result: dict) -> str:
     within = [r for r in rows if verdict(r) == "pass"]
     over = [r for r in rows if verdict(r).startswith("OVER")]
     failed = [r for r in rows if r["status"] != "ok"]
+    unsure = [r for r in rows if verdict(r) == "inconclusive"]
     unjudged = [r for r in rows if verdict(r) == "no budget"]
     tightest = ", ".join(_tightest(within))
     rows_word = "row" if n == 1 else "rows"
@@ -254,6 +283,8 @@ def closing_sentence(result: dict) -> str:
                       + _names(over, why=lambda r: "; ".join((r.get("budget") or {}).get("broken") or []))))
     if failed:
         parts.append((len(failed), f"failed, not measured: {_names(failed)}"))
+    if unsure:
+        parts.append((len(unsure), "inconclusive (the limit is inside the p50's 95% interval): " + _names(unsure)))
     if within:
         parts.append((len(within), "within budget" + (f" ({tightest})" if tightest else "")))
     if unjudged:
@@ -270,8 +301,9 @@ def summary_line(result: dict) -> str:
     s = result["summary"]
     total = s["rows"]
     within = s.get("within_budget", 0)
+    unsure = f", {s['inconclusive']} inconclusive" if s.get("inconclusive") else ""
     return (f"{total} row{'' if total == 1 else 's'}: {within} within budget, {s.get('over_budget', 0)} over budget, "
-            f"{s['failed']} failed, {s.get('no_budget', 0)} without a budget")
+            f"{s['failed']} failed, {s.get('no_budget', 0)} without a budget{unsure}")
 
 
 def print_result(result: dict, console: Console | None = None, wide: bool = False, closing: bool = True) -> None:
@@ -279,7 +311,7 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
     the verdict sentence as the last two lines (print_closing)."""
     console = console or Console()
     if wide:
-        out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 240))
+        out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 256))
     else:
         out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 100))
     out.print(table(result, wide=wide, width=out.width))
@@ -289,6 +321,11 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
         elif (r.get("budget") or {}).get("pass") is False:
             console.print(f"[red]over budget[/] {escape(row_name(r))}: {escape('; '.join(r['budget'].get('broken') or []))}",
                           highlight=False, soft_wrap=True)
+        elif (r.get("budget") or {}).get("verdict") == "inconclusive":
+            console.print(f"[yellow]inconclusive[/] {escape(row_name(r))}: "
+                          f"{escape('; '.join(r['budget'].get('inconclusive') or []))}", highlight=False, soft_wrap=True)
+    for line in noise_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     probe = result["environment"].get("floor") or {}
     if probe.get("ok") and (wide or any("profile" in r for r in result["rows"])):  # the floor: --wide, --profile
         empties = ", ".join(f"{k} {v * 1e3:.1f} us" for k, v in sorted(probe.get("empty_call_ms", {}).items()))
@@ -309,6 +346,49 @@ def print_result(result: dict, console: Console | None = None, wide: bool = Fals
                       soft_wrap=True)
     if closing:
         print_closing(result, console)
+
+
+def noise_lines(result: dict) -> list[str]:
+    """How the rows were timed and how sure the numbers are: the rounds, rows that hit the time cap, the spread
+    between rounds, --compare's changes, and a warning when the machine was busy."""
+    env = result["environment"]
+    out = []
+    timed = [r for r in result["rows"] if r.get("noise")]
+    rnd = env.get("rounds") or {}
+    if timed:
+        cap = [r for r in timed if r["noise"].get("stopped") == "time cap"]
+        stops = {g["stop"] for g in rnd.get("groups") or []}
+        groups = rnd.get("groups") or []
+        how = (f"timed in {'/'.join(str(g['rounds']) for g in groups)} interleaved rounds of "
+               f"{rnd.get('calls_per_round')} calls per row ({sum(g['seconds'] for g in groups):.0f} s)"
+               if groups else "timed in rounds")
+        if rnd.get("target_ci"):
+            tgt = f"±{100 * rnd['target_ci']:g}%"
+            if cap:
+                how += (f"; {len(timed) - len(cap)} of {len(timed)} rows within {tgt} (95% interval), time cap "
+                        f"{rnd.get('max_seconds'):g} s reached first for: {_names(cap)}")
+            else:
+                how += f"; every row's 95% interval within {tgt} of its p50"
+        elif stops == {"fixed"}:
+            how += " (fixed: no --target-ci)"
+        spread = max(timed, key=lambda r: r["noise"].get("round_spread_pct") or 0)
+        how += (f"; widest spread between rounds: {short_name(spread)}, round p50s "
+                f"{_ms(spread['noise']['round_p50_min'])}-{_ms(spread['noise']['round_p50_max'])} ms")
+        out.append(how)
+    cmp_ = result.get("compare")
+    if cmp_:
+        from toolkit.bench.compare import sentence
+
+        out.append(sentence(cmp_))
+        for r in result["rows"]:
+            c = r.get("compare") or {}
+            if c.get("verdict") in ("slower", "faster"):
+                lo, hi = c["ratio_ci95"]
+                out.append(f"  {c['verdict']}: {short_name(r)} {c['ratio']:.3f}x the baseline p50 (95% interval "
+                           f"{lo:.3f}-{hi:.3f}x; {_ms(c['baseline_p50'])} -> {_ms(r['latency_ms']['p50'])} ms)")
+    for w in env.get("warnings") or []:
+        out.append(f"warning: {w}")
+    return out
 
 
 def print_closing(result: dict, console: Console, wrote: list[str] | None = None) -> None:
@@ -374,6 +454,8 @@ def write_junit(result: dict, path: str | Path) -> Path:
             ET.SubElement(case, "error", {"message": str(r.get("error"))[:500], "type": "CellFailed"})
         elif b.get("pass") is False:
             ET.SubElement(case, "failure", {"message": "; ".join(b.get("broken", [])), "type": "BudgetBroken"})
+        elif b.get("verdict") == "inconclusive":
+            ET.SubElement(case, "skipped", {"message": "inconclusive: " + "; ".join(b.get("inconclusive") or [])})
         elif b.get("pass") is None:
             ET.SubElement(case, "skipped", {"message": "no budget for this cell"})
         out = ET.SubElement(case, "system-out")

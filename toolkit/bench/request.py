@@ -67,16 +67,25 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
                        budget_ms: str | None = None, budget_mb: str | None = None, runs: str | None = None,
                        warmup: str | None = None, entries: str | None = None, history: str | None = None,
                        candidates: str | None = None, n_items: str | None = None, suite: str | None = None,
-                       cache: Path | None = None, command: str | None = None, profile: bool = False):
+                       cache: Path | None = None, command: str | None = None, profile: bool = False,
+                       rounds: str | None = None, target_ci: str | None = None, max_seconds: str | None = None):
     """The BenchRequest the flags describe. `paths`: artifact dirs (a manifest.json inside: benched as shipped,
-    after their hashes check out) and run dirs (exported first)."""
+    after their hashes check out) and run dirs (exported first).
+
+    Rounds: the runs per row are timed in `rounds` interleaved rounds; with a target (`--target-ci`, else the
+    suite's, 0.03) rounds continue until each p50's 95% interval is within +-target or `max_seconds`. An explicit
+    `--runs N` without `--target-ci` keeps its old meaning: exactly N timed calls per row (still interleaved)."""
     # numbers first, before anything imports torch: a bad flag answers at once
     for text, flag in ((seq_len, "--seq-len"), (history, "--history")):
         parse_int_list(text, flag)
     for text, flag, kind, lo in ((runs, "--runs", int, 1), (warmup, "--warmup", int, 0),
                                  (candidates, "--candidates", int, 1), (n_items, "--n-items", int, 1),
-                                 (budget_ms, "--budget-ms", float, None), (budget_mb, "--budget-mb", float, None)):
+                                 (budget_ms, "--budget-ms", float, None), (budget_mb, "--budget-mb", float, None),
+                                 (rounds, "--rounds", int, 1), (target_ci, "--target-ci", float, 0),
+                                 (max_seconds, "--max-seconds", float, None)):
         parse_positive(text, flag, kind, minimum=lo)
+    if target_ci is not None and not float(target_ci) < 1:
+        raise ToolkitError(f"--target-ci is a share of the p50 (0.03 = +-3%), got {target_ci}")
     from toolkit.bench import budgets as budgets_mod
     from toolkit.bench.suites import load_suite
     from toolkit.bench.sweep import BenchRequest
@@ -140,7 +149,17 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
     if model_names is not None or not (sources or artifact_dirs):
         sources += [fresh_source(m, vocab) for m in (model_names if model_names is not None else s.models)]
 
+    n_rounds = parse_positive(rounds, "--rounds", int, minimum=1) or s.rounds
+    ci = parse_positive(target_ci, "--target-ci", float, minimum=0)
+    if ci is None:
+        ci = None if runs is not None else s.target_ci  # an explicit --runs N: exactly N calls
+    cap = parse_positive(max_seconds, "--max-seconds", float)
+    cap = s.max_seconds if cap is None else cap
+    if cap == float("inf"):
+        raise ToolkitError("--max-seconds must be finite (it caps the rounds when the target is not reached)")
+
     return BenchRequest(
+        rounds=n_rounds, target_ci=ci or None, max_seconds=cap or None,
         sources=sources, seq_lens=seq_lens, runtimes=runtime_names, target=tgt, budgets=budgets, runs=n_runs,
         warmup=n_warm, entries=entry_names, histories=histories if histories is not None else s.histories,
         candidates=n_cand, cache_dir=cache, suite=s.name, artifact_dirs=artifact_dirs,

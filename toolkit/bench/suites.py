@@ -13,7 +13,7 @@ from toolkit.io import read_toml
 RUNTIMES = ("executorch", "onnxruntime", "torch")
 ENTRIES = ("window", "step", "mrs")
 _KEYS = {"description", "models", "seq_lens", "runtimes", "entries", "histories", "runs", "warmup", "candidates",
-         "n_items", "target"}
+         "n_items", "target", "rounds", "target_ci", "max_seconds"}
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Suite:
     candidates: int = 100
     n_items: int = 12101
     target: str = "host-1t"
+    rounds: int = 10  # the runs are taken in this many interleaved rounds (toolkit.bench.rounds)
+    target_ci: float = 0.03  # then rounds continue until each p50's 95% interval is within +-3% (0 = never)...
+    max_seconds: float = 30.0  # ... or the rounds took this long
     path: str | None = None
 
 
@@ -70,7 +73,13 @@ def load_suite(name_or_path: str) -> Suite:
             if not (isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)):
                 raise ToolkitError(f"{where}: '{k}' must be a list of positive integers, got {v!r}")
             setattr(s, k, v)
-    for k in ("runs", "warmup", "candidates", "n_items"):
+    for k in ("target_ci", "max_seconds"):
+        if k in data:
+            v = data[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0) or v == float("inf"):
+                raise ToolkitError(f"{where}: '{k}' must be a number >= 0, got {v!r}")
+            setattr(s, k, float(v))
+    for k in ("runs", "warmup", "candidates", "n_items", "rounds"):
         if k in data:
             v = data[k]
             lo = 0 if k == "warmup" else 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ import numpy as np
 
 from toolkit.bench import budgets as budgets_mod
 from toolkit.bench import environment, memory
+from toolkit.bench import rounds as rounds_mod
 from toolkit.models import flops
 from toolkit.bench import profile as profile_mod
 from toolkit.bench.budgets import Budgets
@@ -38,7 +40,7 @@ from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
 from toolkit.models.registry import device_name
-from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory
+from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory, latency_summary
 
 N_INPUT_SETS = 4
 EMULATED_LABEL = "emulated ARM64 (neoverse-n1), instructions not time"
@@ -67,6 +69,12 @@ class BenchRequest:
     artifact_dirs: list[Path] = field(default_factory=list)  # verified artifact dirs benched as they are
     artifact_seq_lens: list[int] | None = None  # histories for their stateful entries (default: each dir's L)
     profile: bool = False  # per-op profile of every cell (toolkit.bench.profile), after its timing
+    rounds: int = 10  # the `runs` timed calls per row are taken in this many interleaved rounds (toolkit.bench.rounds)
+    target_ci: float | None = None  # keep adding rounds until every row's 95% p50 interval is within +-this share
+    max_seconds: float | None = None  # ... or the rounds have taken this long (the `runs` minimum is always taken)
+    slice_warmup: int = 2  # untimed calls at the start of each row's slice of a round
+    max_sessions: int = 16  # artifacts loaded (and interleaved) together; more are benched in consecutive groups
+    on_planned: Callable[[list[dict]], None] | None = None  # called with the rows to come before any export/timing
 
 
 @dataclass
@@ -324,6 +332,7 @@ def _rows_for_job(req: BenchRequest, job: Job, cache_hit, result: dict | None, e
         if result is not None and result.get("ok"):
             pt = result["points"][i]
             row["latency_ms"] = pt.get("latency_ms")
+            row["noise"] = pt.get("noise")
             row["memory"].update({k: v for k, v in result["memory"].items() if k in row["memory"] or k.startswith("arena")
                                   or k == "rss_method"})
             if pt.get("instructions_per_inference") is not None:
@@ -394,12 +403,16 @@ def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int)
     return {"ok": False, "error": f"measuring process {why}: {tail[0][:300]}".rstrip(": ")}
 
 
-def _measure_host(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
-    if job.runtime == "executorch-cpp":  # the C++ runner, no Python in the timed path
-        from toolkit.device import et_cpp
+def _measure_cpp(req: BenchRequest, job: Job) -> dict:
+    """A .pte through the C++ runner (toolkit.device.et_cpp), no Python in the timed path: the runner times its own
+    calls in one process, so it is not interleaved with the rounds of the other rows."""
+    from toolkit.device import et_cpp
 
-        return et_cpp.measure_host(job.manifest, job.record, [p.steps_before for p in job.points], runs=req.runs,
-                                   warmup=req.warmup, threads=req.target.threads, cpus=req.target.resolve_cpus())
+    return et_cpp.measure_host(job.manifest, job.record, [p.steps_before for p in job.points], runs=req.runs,
+                               warmup=req.warmup, threads=req.target.threads, cpus=req.target.resolve_cpus())
+
+
+def _host_spec(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
     npz = workdir / f"job{n}.inputs.npz"
     names, n_sets = _write_inputs(job, npz)
     spec = {
@@ -415,7 +428,74 @@ def _measure_host(req: BenchRequest, job: Job, workdir: Path, n: int) -> dict:
         spec |= {"artifact_dir": str(job.manifest.root), "record": job.record.raw}
         if job.runtime == "onnxruntime":
             spec["onnx_file"] = str(job.manifest.member(job.record.file))
-    return _run_worker(spec, workdir, n, req.timeout_s, req.target.threads)
+    return spec
+
+
+def _start_session(req: BenchRequest, job: Job, workdir: Path, n: int) -> rounds_mod.WorkerSession:
+    """The job's measuring process, set up (loaded, first call, warm-up) and waiting for its slices."""
+    env = dict(os.environ) | thread_env(req.target.threads)
+    return rounds_mod.WorkerSession(_host_spec(req, job, workdir, n), workdir, n, env, req.timeout_s)
+
+
+def _round_plan(req: BenchRequest) -> tuple[int, int]:
+    """(minimum rounds, calls per row per round): the requested runs split over `rounds` rounds."""
+    n_rounds = max(1, min(req.rounds, req.runs))
+    return n_rounds, math.ceil(req.runs / n_rounds)
+
+
+def _time_in_rounds(req: BenchRequest, live: list, progress: Progress, done: int, total: int,
+                    runs_log: list[dict]) -> list[dict]:
+    """Time the loaded sessions' points in interleaved rounds (toolkit.bench.rounds), then finish each session
+    (peak RSS, arena, profile) and make its rows."""
+    n_rounds, per_round = _round_plan(req)
+    slots, by_job = [], []
+    for job, hit, sess in live:
+        mine = [rounds_mod.Slot(sess, i, per_round, req.slice_warmup if p.steps_before is None else 1,
+                                label=f"{job.source.name}/{job.entry_name}/{job.runtime}")
+                for i, p in enumerate(job.points)]
+        slots.extend(mine)
+        by_job.append((job, hit, sess, mine))
+    target = f" to +-{100 * req.target_ci:g}%" if req.target_ci else ""
+
+    def on_round(r: int, within: int, n_live: int, seconds: float) -> None:
+        cap = f"/{req.max_seconds:g}" if req.target_ci and req.max_seconds else ""
+        progress(f"round {r}: {len(slots)} rows interleaved{target}, {within}/{n_live} there, {seconds:.0f}{cap} s",
+                 done, total)
+
+    progress(f"round 1: {len(slots)} rows interleaved{target}", done, total)
+    run = rounds_mod.run_rounds(slots, min_rounds=n_rounds, target_ci=req.target_ci, max_seconds=req.max_seconds,
+                                timeout=req.timeout_s, progress=on_round)
+    runs_log.append(run)
+    rows = []
+    for job, hit, sess, mine in by_job:
+        error, result = None, None
+        fin = sess.finish(req.timeout_s) if sess.error is None else {"ok": False, "error": sess.error}
+        if not fin.get("ok") or any(not s.rounds for s in mine):
+            error = f"measure: {fin.get('error') or sess.error or 'no samples'}"
+        else:
+            result = fin | {"points": [{"latency_ms": latency_summary([x for r in s.rounds for x in r]),
+                                        "noise": rounds_mod.slot_noise(s, run)} for s in mine]}
+        rows.extend(_rows_for_job(req, job, hit, result, error))
+    return rows
+
+
+def planned_rows(req: BenchRequest, jobs: list[Job]) -> list[dict]:
+    """The identity of every row the jobs will make (model, entry, runtime, seq_len, history, target)."""
+    return [{"model": device_name(j.source.name), "entry": j.entry_name, "runtime": j.runtime, "seq_len": p.seq_len,
+             "history": p.history, "target": req.target.name} for j in jobs for p in j.points]
+
+
+def _rounds_env(req: BenchRequest, runs: list[dict]) -> dict | None:
+    if req.target.emulated:
+        return None
+    n_rounds, per_round = _round_plan(req)
+    return {"min_rounds": n_rounds, "calls_per_round": per_round, "target_ci": req.target_ci,
+            "max_seconds": req.max_seconds, "slice_warmup": req.slice_warmup, "max_sessions": req.max_sessions,
+            "groups": [{k: r[k] for k in ("rounds", "seconds", "stop", "seed")} for r in runs],
+            "how": "each row gets calls_per_round timed calls per round (after slice_warmup untimed ones), rows in "
+                   "a seeded shuffled order each round, every artifact kept loaded in its own process across "
+                   "rounds; rounds continue past min_rounds until each row's 95% p50 interval is within "
+                   "+-target_ci of its p50 or max_seconds of rounds (toolkit.bench.rounds, toolkit.bench.noise)"}
 
 
 def emulated_preflight(target: Target) -> None:
@@ -476,8 +556,12 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     if req.target.emulated:
         emulated_preflight(req.target)
     load_start = environment.load_average()
+    start_snap = environment.snapshot()
+    round_runs: list[dict] = []
     progress("building models", 0, 1)
     jobs = plan_artifacts(req) + plan(req, rows)
+    if req.on_planned is not None:  # e.g. --compare: refuse rows its baseline cannot compare before any work
+        req.on_planned(planned_rows(req, jobs) + [dict(r) for r in rows])
     total = sum(2 if j.runtime != "torch" and j.record is None else 1 for j in jobs)
     done = 0
     probe = None
@@ -488,34 +572,65 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
             probe = _run_worker({"kind": "floor", "runtimes": sorted({j.runtime for j in jobs}),
                                  "threads": req.target.threads, "cpus": req.target.resolve_cpus()},
                                 workdir, -1, req.timeout_s, req.target.threads)
-        for n, job in enumerate(jobs):
-            label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
-            label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
-            hit = None  # None: benched from a given artifact dir, no export
-            error = None
-            if job.runtime != "torch" and job.record is None:
-                progress(f"export {label}", done, total)
-                try:
-                    job.manifest, job.record, hit = _export_job(req, job, cache_root)
-                except Exception as e:
-                    error = f"export: {_err(e)}"
-                done += 1
-            progress(f"measure {label}", done, total)
-            result = None
-            if error is None:
-                try:
-                    if req.target.emulated:
-                        result = _measure_emulated(req, job)
-                    else:
-                        result = _measure_host(req, job, workdir, n)
-                except ToolkitError:
-                    raise
-                except Exception as e:
-                    result = {"ok": False, "error": _err(e)}
-                if not result.get("ok"):
-                    error = f"measure: {result.get('error', 'unknown error')}"
-            done += 1
-            rows.extend(_rows_for_job(req, job, hit, result, error))
+        indexed = list(enumerate(jobs))
+        opened: list[rounds_mod.WorkerSession] = []
+        try:
+            for group in (rounds_mod.groups(indexed, req.max_sessions) if not req.target.emulated else [indexed]):
+                live: list[tuple[Job, object, rounds_mod.WorkerSession]] = []
+                for n, job in group:
+                    label = f"{job.source.name}/{job.entry_name}/{job.runtime}"
+                    label += f" L={job.points[0].seq_len}" if job.points[0].history is None else " (streaming)"
+                    hit = None  # None: benched from a given artifact dir, no export
+                    error = None
+                    if job.runtime != "torch" and job.record is None:
+                        progress(f"export {label}", done, total)
+                        try:
+                            job.manifest, job.record, hit = _export_job(req, job, cache_root)
+                        except Exception as e:
+                            error = f"export: {_err(e)}"
+                        done += 1
+                    result = None
+                    if error is None and (req.target.emulated or job.runtime == "executorch-cpp"):
+                        progress(f"measure {label}", done, total)
+                        try:
+                            result = _measure_emulated(req, job) if req.target.emulated else _measure_cpp(req, job)
+                        except ToolkitError:
+                            raise
+                        except Exception as e:
+                            result = {"ok": False, "error": _err(e)}
+                        if not result.get("ok"):
+                            error = f"measure: {result.get('error', 'unknown error')}"
+                    elif error is None:  # host: load it in its own process, kept loaded for the rounds
+                        progress(f"load {label}", done, total)
+                        try:
+                            sess = _start_session(req, job, workdir, n)
+                            opened.append(sess)
+                        except ToolkitError:
+                            raise
+                        except Exception as e:
+                            sess, error = None, f"measure: {_err(e)}"
+                        if sess is not None and sess.error is not None:
+                            error = f"measure: {sess.error}"
+                        elif sess is not None:
+                            live.append((job, hit, sess))
+                            done += 1
+                            continue
+                    done += 1
+                    rows.extend(_rows_for_job(req, job, hit, result, error))
+                if live:
+                    rows.extend(_time_in_rounds(req, live, progress, done, total, round_runs))
+        finally:  # an error or a signal mid-run: no measuring process outlives the bench
+            for sess in opened:
+                sess.close(wait=False)
+    machine = environment.busy(start_snap, environment.snapshot())
+    if round_runs:  # the timed rounds are what matters for noise: their own steal / other-process CPU
+        machine["rounds"] = [r["machine"] for r in round_runs]
+        for key in ("steal_pct", "other_cpu_cores"):
+            vals = [r["machine"][key] for r in round_runs if r["machine"].get(key) is not None]
+            machine[key] = max(vals) if vals else machine[key]
+        reasons = [x for r in round_runs for x in r["machine"]["busy_reasons"] if not x.startswith("load average")]
+        machine["busy_reasons"] = [x for x in machine["busy_reasons"] if x.startswith("load average")] + reasons
+        machine["busy"] = bool(machine["busy_reasons"])
         progress("done", total, total)
     for row in rows:
         row["budget"] = budgets_mod.check(row, req.budgets)
@@ -530,6 +645,10 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
         "suite": req.suite, "runs": req.runs, "warmup": req.warmup, "candidates": req.candidates,
         "dtype": req.dtype, "budgets": req.budgets.describe(), "cache_dir": str(cache_root),
         "load_average_start": load_start,
+        "machine_load": machine,
+        "warnings": ([f"machine busy while benching: {'; '.join(machine['busy_reasons'])}: timings are noisier "
+                      "than on an idle machine"] if machine.get("busy") else []),
+        "rounds": _rounds_env(req, round_runs),
         "floor": probe,
         "command": req.command,
         "flops_counter": {"tool": flops.COUNTER, "covers": flops.COVERS, "ops": flops.counted_ops()},
@@ -547,20 +666,24 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Counts over rows, each row in exactly one of: within budget, over budget, failed (not measured), no budget.
+    """Counts over rows, each row in exactly one of: within budget, over budget, failed (not measured), no budget,
+    inconclusive (a p50 limit inside the p50's 95% interval; `pass` does not count it as a failure).
 
     `budget_checked` (rows a budget applies to, failed cells included) and `budget_broken` (rows whose budget check
     did not pass: over budget or failed under a budget) keep their meaning for readers of older results."""
     def verdict(r: dict) -> str:
         if r["status"] != "ok":
             return "failed"
+        if (r.get("budget") or {}).get("verdict") == "inconclusive":
+            return "inconclusive"
         p = (r.get("budget") or {}).get("pass")
         return "no_budget" if p is None else ("within_budget" if p else "over_budget")
 
-    counts = {k: 0 for k in ("within_budget", "over_budget", "failed", "no_budget")}
+    counts = {k: 0 for k in ("within_budget", "over_budget", "failed", "no_budget", "inconclusive")}
     for r in rows:
         counts[verdict(r)] += 1
-    checked = [r for r in rows if (r.get("budget") or {}).get("pass") is not None]
+    checked = [r for r in rows if (r.get("budget") or {}).get("pass") is not None
+               or (r.get("budget") or {}).get("verdict") == "inconclusive"]
     broken = [r for r in rows if (r.get("budget") or {}).get("pass") is False]
     return {"rows": len(rows), **counts, "budget_checked": len(checked), "budget_broken": len(broken),
             "pass": counts["failed"] == 0 and counts["over_budget"] == 0}

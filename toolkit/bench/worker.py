@@ -1,6 +1,8 @@
 """The fresh measuring process: one artifact (or eager module), pinned, timed, with its peak RSS delta.
 
-Run as `python -m toolkit.bench.worker SPEC.json OUT.json`. Each job gets a new process so the RSS delta is not
+Run as `python -m toolkit.bench.worker --serve SPEC.json` (the bench's interleaved rounds: the artifact stays
+loaded and is timed slice by slice on command, see `serve`) or `python -m toolkit.bench.worker SPEC.json OUT.json`
+(one shot: the floor probe, or every point timed in one go). Each job gets a new process so the RSS delta is not
 polluted by earlier cells and a runtime that crashes takes down only its own cell. Imports happen before the RSS
 mark is reset, so the delta is what loading and running the artifact costs, not what importing the runtime costs.
 """
@@ -97,64 +99,131 @@ def _make_runner(spec: dict):
     return open_runner(spec["artifact_dir"], spec["record"], threads=threads)
 
 
-def measure(spec: dict) -> dict:
-    from toolkit.bench import latency, memory
+class Session:
+    """One artifact loaded in this process and kept loaded: set up once (pin, imports, RSS mark, load = cold start,
+    first call, warm-up), then timed in slices (`time`) as often as the parent asks, then `finish` (peak RSS,
+    arena profile, per-op profile). The interleaved rounds (toolkit.bench.rounds) drive one Session per artifact."""
 
-    cpus = latency.pin(spec.get("cpus"))
-    runtime = spec["runtime"]
-    if runtime == "torch":
-        import torch
+    def __init__(self, spec: dict):
+        from toolkit.bench import latency, memory
 
-        torch.set_num_threads(spec["threads"])
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
-    _preload(runtime)
-    sets = _load_inputs(spec)
-    base, rss_method = memory.reset_peak_rss()
+        self.spec, self.latency, self.memory = spec, latency, memory
+        self.cpus = latency.pin(spec.get("cpus"))
+        runtime = spec["runtime"]
+        if runtime == "torch":
+            import torch
 
-    # Cold start, in this process, after the runtime's imports: `load` = opening the artifact (ORT session creation,
-    # ExecuTorch load_program + load_method, eager: building the module from its source) until it can be called;
-    # `first_inference` = the first call afterwards, through the same path the timed calls take.
-    t0 = time.perf_counter()
-    runner = _make_runner(spec)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    call, timed = _timed_call(runner, sets)  # checks every input set up front: a wrong input fails loudly here
-    t0 = time.perf_counter()
-    first = call(0)
-    first_ms = (time.perf_counter() - t0) * 1e3
-    finite = all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in first if np.asarray(o).dtype.kind == "f")
-    points = []
-    for p in spec["points"]:
-        if p["steps_before"] is None:  # stateless entry: time the call itself
-            lat = latency.time_window(call, spec["warmup"], spec["runs"])
-        else:
-            if not hasattr(runner, "reset"):
+            torch.set_num_threads(spec["threads"])
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass
+        _preload(runtime)
+        self.sets = _load_inputs(spec)
+        self.base, self.rss_method = memory.reset_peak_rss()
+
+        # Cold start, in this process, after the runtime's imports: `load` = opening the artifact (ORT session
+        # creation, ExecuTorch load_program + load_method, eager: building the module from its source) until it can
+        # be called; `first_inference` = the first call afterwards, through the same path the timed calls take.
+        t0 = time.perf_counter()
+        self.runner = _make_runner(spec)
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.call, self.timed = _timed_call(self.runner, self.sets)  # checks every input set: a wrong input fails here
+        t0 = time.perf_counter()
+        first = self.call(0)
+        self.first_ms = (time.perf_counter() - t0) * 1e3
+        self.finite = all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in first
+                          if np.asarray(o).dtype.kind == "f")
+        self.points = spec["points"]
+        self.next_input = [0] * len(self.points)
+        for i, p in enumerate(self.points):  # warm-up per point, as the one-row-after-another bench did
+            if p["steps_before"] is not None and not hasattr(self.runner, "reset"):
                 raise RuntimeError("runner has no reset(): cannot time a step at a fixed history")
-            lat = latency.time_step(runner.reset, call, p["steps_before"], min(spec["warmup"], 10), spec["runs"])
-        points.append({"latency_ms": lat})
-    peak = memory.peak_rss(rss_method)
-    mem = {"rss_peak_delta_bytes": None if (peak is None or base is None) else max(0, peak - base),
-           "rss_method": rss_method}
-    if runtime == "onnxruntime" and spec.get("onnx_file"):
-        try:  # informative only: a profiling problem must not throw away the timing just measured
-            with tempfile.TemporaryDirectory() as d:
-                feeds = _ort_feeds(spec["onnx_file"], spec["input_names"], sets[:3])
-                mem |= memory.ort_allocator_peak(spec["onnx_file"], feeds, spec["threads"], d)
-        except Exception as e:
-            mem["arena_error"] = f"{type(e).__name__}: {e}"[:300]
-    out = {"ok": True, "points": points, "memory": mem, "cpus": cpus, "outputs_finite": bool(finite),
-           "timed_call": timed, "pid": os.getpid(),
-           "cold_start_ms": {"load": load_ms, "first_inference": first_ms}}
-    if spec.get("profile"):  # after the timing, in sessions of its own: profiling never slows the timed calls
-        from toolkit.bench import profile
+            self.samples(i, spec["warmup"] if p["steps_before"] is None else min(spec["warmup"], 10))
 
+    def samples(self, point: int, n: int) -> list[float]:
+        """Seconds per timed call of `n` calls at point `point` (a step point: n reset + replay + step samples)."""
+        p = self.points[point]
+        if n <= 0:
+            return []
+        if p["steps_before"] is None:
+            start = self.next_input[point]
+            self.next_input[point] += n
+            return self.latency.window_samples(self.call, n, start)
+        return self.latency.step_samples(self.runner.reset, self.call, p["steps_before"], n)
+
+    def info(self) -> dict:
+        return {"ok": True, "cpus": self.cpus, "outputs_finite": bool(self.finite), "timed_call": self.timed,
+                "pid": os.getpid(), "cold_start_ms": {"load": self.load_ms, "first_inference": self.first_ms}}
+
+    def finish(self) -> dict:
+        """Peak RSS delta since the mark, then (informative, after all timing) the ORT arena and the profile."""
+        spec, memory = self.spec, self.memory
+        peak = memory.peak_rss(self.rss_method)
+        mem = {"rss_peak_delta_bytes": None if (peak is None or self.base is None) else max(0, peak - self.base),
+               "rss_method": self.rss_method}
+        if spec["runtime"] == "onnxruntime" and spec.get("onnx_file"):
+            try:  # informative only: a profiling problem must not throw away the timing just measured
+                with tempfile.TemporaryDirectory() as d:
+                    feeds = _ort_feeds(spec["onnx_file"], spec["input_names"], self.sets[:3])
+                    mem |= memory.ort_allocator_peak(spec["onnx_file"], feeds, spec["threads"], d)
+            except Exception as e:
+                mem["arena_error"] = f"{type(e).__name__}: {e}"[:300]
+        out = self.info() | {"memory": mem}
+        if spec.get("profile"):  # after the timing, in sessions of its own: profiling never slows the timed calls
+            from toolkit.bench import profile
+
+            try:
+                out["profile"] = profile.profile_cell(spec, self.runner, self.sets)
+            except Exception as e:
+                out["profile"] = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]}
+        return out
+
+
+def measure(spec: dict) -> dict:
+    """One-shot: set up, time `runs` calls per point one point after another, finish (no interleaving)."""
+    from toolkit.bench import latency
+
+    sess = Session(spec)
+    points = [{"latency_ms": latency.summarize(sess.samples(i, spec["runs"]))} for i in range(len(sess.points))]
+    return sess.finish() | {"points": points}
+
+
+def serve(spec: dict, commands, replies) -> int:
+    """The interleaved protocol, one JSON object per line: after set-up this process answers `{"ok", cpus,
+    cold_start_ms, ...}` (or `{"ok": false, "error"}`), then per command line `{"cmd": "time", "point": i, "n": k,
+    "warm": w}` -> `{"ok": true, "samples": [seconds...]}` (w untimed calls first: the other rows' slices ran in
+    between and evicted this one's caches), `{"cmd": "finish"}` -> the memory/profile record, and exits."""
+    def send(obj: dict) -> None:
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
+    try:
+        sess = Session(spec)
+    except BaseException as e:
+        send(_failure(e))
+        return 1
+    send(sess.info())
+    for line in commands:
         try:
-            out["profile"] = profile.profile_cell(spec, runner, sets)
-        except Exception as e:
-            out["profile"] = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]}
-    return out
+            cmd = json.loads(line)
+            if cmd["cmd"] == "time":
+                sess.samples(cmd["point"], int(cmd.get("warm", 0)))
+                send({"ok": True, "samples": sess.samples(cmd["point"], int(cmd["n"]))})
+            elif cmd["cmd"] == "finish":
+                send(sess.finish())
+                return 0
+            else:
+                send({"ok": False, "error": f"unknown command {cmd['cmd']!r}"})
+        except BaseException as e:
+            send(_failure(e))
+            return 1
+    return 0
+
+
+def _failure(e: BaseException) -> dict:
+    return {"ok": False, "error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:500],
+            "traceback": traceback.format_exc()[-4000:]}
 
 
 def floor(spec: dict) -> dict:
@@ -189,13 +258,17 @@ def _ort_feeds(onnx_file: str, names: list[str], sets: list[list[np.ndarray]]) -
 
 
 def main(argv: list[str]) -> int:
+    if argv[1] == "--serve":  # python -m toolkit.bench.worker --serve SPEC.json: commands on stdin, replies on stdout
+        spec = json.loads(Path(argv[2]).read_text())
+        replies = os.fdopen(os.dup(1), "w")  # the protocol's own fd: a runtime printing to stdout cannot corrupt it
+        os.dup2(2, 1)
+        return serve(spec, sys.stdin, replies)
     spec_path, out_path = argv[1], argv[2]
     spec = json.loads(Path(spec_path).read_text())
     try:
         result = floor(spec) if spec.get("kind") == "floor" else measure(spec)
     except BaseException as e:  # the parent marks the cell failed with this text
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:500],
-                  "traceback": traceback.format_exc()[-4000:]}
+        result = _failure(e)
     Path(out_path).write_text(json.dumps(result))
     return 0 if result["ok"] else 1
 

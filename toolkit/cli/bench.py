@@ -19,11 +19,19 @@ HELP = "\n".join((  # rich help keeps line breaks: one paragraph per line, one e
     "ends with one sentence: all rows within budget or not, the tightest, the rows over. --wide prints every column. "
     "The JSON (--json) holds every number: per row its limits and headroom (budget.*) and cold start (cold_start_ms).",
     "",
+    "Noise: rows are timed in interleaved rounds (every row gets --runs / --rounds calls per round, rows shuffled "
+    "each round, every artifact kept loaded); rounds continue until each row's p50 has a 95% interval within "
+    "± the --target-ci share of it (default 3%; an explicit --runs alone: exactly that many calls) or --max-seconds of rounds. "
+    "±95% in the table is that interval. A p50 budget inside it is 'inconclusive'. Load average, steal time and other "
+    "processes' CPU are recorded; a busy machine is warned about.",
+    "",
     "Exit codes:",
-    "  0    every row measured and within its budget (rows without a budget do not fail the run)",
+    "  0    every row measured and within its budget (rows without a budget do not fail the run); inconclusive rows "
+    "only warn (--inconclusive fail: exit 1)",
     "  1    a row broke a budget or a cell failed to export or run (JSON, JUnit and plot are still written), "
-    "or an artifact dir did not verify",
-    "  2    bad input: an option, a budget / suite / target file, an unwritable output path",
+    "or an artifact dir did not verify, or (--compare) a row is slower than the baseline",
+    "  2    bad input: an option, a budget / suite / target file, an unwritable output path, a --compare baseline "
+    "that is missing, corrupt or from another machine or lacks rows of this run",
     "  130  interrupted (Ctrl-C); 143 terminated (SIGTERM)",
 ))
 
@@ -65,9 +73,37 @@ def bench(
     users: Optional[int] = typer.Option(None, "--users", help="With --data: a seeded sample of N test users."),
     max_ndcg_drop: Optional[float] = typer.Option(None, "--max-ndcg-drop", help="With --data: largest allowed "
                                                   "NDCG@10 drop from eager (absolute), for every artifact."),
+    rounds: Optional[str] = typer.Option(None, "--rounds", help="Interleaved rounds the --runs are split over "
+                                         "(default 10)."),
+    target_ci: Optional[str] = typer.Option(None, "--target-ci", help="Add rounds until every p50's 95% interval is "
+                                            "within ± this share of it (default 0.03; 0 = no extra rounds)."),
+    max_seconds: Optional[str] = typer.Option(None, "--max-seconds", help="Stop adding rounds after this many seconds "
+                                              "of timing (default 30; the --runs minimum is always taken)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="A bench JSON to compare with: each row faster / "
+                                           "slower / no change, with the p50 ratio and its 95% interval."),
+    min_change: Optional[str] = typer.Option(None, "--min-change", help="--compare: smallest change reported "
+                                             "(share of the p50, default 0.05)."),
+    inconclusive: str = typer.Option("warn", "--inconclusive", help="A budget inside a p50's interval: warn (exit 0) "
+                                     "or fail (exit 1)."),
 ) -> None:
     from toolkit.cli.artifact_eval import budget_override, check_flags
     from toolkit.cli.common import check_out
+    from toolkit.errors import ToolkitError
+
+    if inconclusive not in ("warn", "fail"):
+        raise ToolkitError(f"--inconclusive: '{inconclusive}' is not one of warn, fail")
+    change = None
+    if min_change is not None:
+        from toolkit.bench.request import parse_positive
+
+        change = parse_positive(min_change, "--min-change", float, minimum=0)
+        if not change < 1:
+            raise ToolkitError(f"--min-change is a share of the p50 (0.05 = 5%), got {min_change}")
+    baseline = None
+    if compare is not None:  # missing / corrupt: one line before anything heavy
+        from toolkit.bench import compare as compare_mod
+
+        baseline = compare_mod.load_baseline(compare)
 
     override = budget_override(max_ndcg_drop, None)
     check_flags(users, 0, 1)
@@ -81,7 +117,19 @@ def bench(
         run_dirs, models=models, seq_len=seq_len, runtimes=runtimes, target=target, budget=budget,
         budget_ms=budget_ms, budget_mb=budget_mb, runs=runs, warmup=warmup, entries=entries, history=history,
         candidates=candidates, n_items=n_items, suite=suite, cache=cache, profile=profile,
+        rounds=rounds, target_ci=target_ci, max_seconds=max_seconds,
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None)
+    if baseline is not None:
+        import os
+
+        from toolkit.bench import environment
+
+        if req.target.emulated:
+            raise ToolkitError(f"--compare: target {req.target.name} counts instructions (identical run to run); "
+                               "compare latency on a host target")
+        compare_mod.check_machine(baseline, {"cpu_model": environment.cpu_model(), "cores": os.cpu_count(),
+                                             "target": req.target.name, "threads": req.target.threads})
+        req.on_planned = lambda rows: compare_mod.check_rows(baseline, rows)  # before any export or timing
     from toolkit.bench import report
     from toolkit.bench.sweep import run_bench
 
@@ -97,6 +145,8 @@ def bench(
 
         result = run_bench(req, on_progress)
 
+    if baseline is not None:
+        compare_mod.compare(result, baseline, compare_mod.MIN_CHANGE if change is None else change)
     report.print_result(result, console, wide=wide, closing=False)
     report.write_json(result, json_out)
     written = [str(json_out)]
@@ -121,3 +171,9 @@ def bench(
     if not summ["pass"]:
         raise CheckFailed(f"bench: {summ['over_budget']} of {summ['rows']} row(s) broke a budget, "
                           f"{summ['failed']} cell(s) failed")
+    if inconclusive == "fail" and summ.get("inconclusive"):
+        raise CheckFailed(f"bench: {summ['inconclusive']} of {summ['rows']} row(s) inconclusive against their budget "
+                          "(--inconclusive fail)")
+    slower = (result.get("compare") or {}).get("slower")
+    if slower:
+        raise CheckFailed(f"bench: {slower} of {summ['rows']} row(s) slower than {compare}")
