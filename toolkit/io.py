@@ -418,42 +418,171 @@ def contained(root: str | os.PathLike, name: str, what: str) -> Path:
     return Path(root) / name
 
 
+# ---- directories: locked, built beside the old one, swapped in whole ----
+_HELD_LOCKS: set[Path] = set()  # lock files this process holds (dir_lock is re-entrant within a process)
+LOCK_FRESH_S = 5.0  # a lock file without a readable pid younger than this is a writer that is just starting
+
+
+def lock_path(final: str | os.PathLike) -> Path:
+    final = Path(os.path.abspath(final))
+    return final.with_name(f".{final.name}.lock")
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def dir_lock(final: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Hold `.NAME.lock` (O_EXCL, holding this pid) beside `final` while it is written: a second writer of the same
+    dir is refused naming the holder's pid. A lock whose process is gone is taken over (a SIGKILLed writer)."""
+    final = Path(os.path.abspath(final))
+    lock = lock_path(final)
+    if lock in _HELD_LOCKS:
+        yield lock
+        return
+    _mkdir_parent(final)
+    for _ in range(5):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _lock_holder(lock)
+            if pid is None:
+                try:
+                    young = time.time() - lock.lstat().st_mtime < LOCK_FRESH_S
+                except OSError:
+                    continue  # released meanwhile: try again
+                if young:
+                    raise ToolkitError(f"{what} {final} is being written by another toolkit process (lock {lock} "
+                                       "was just taken); wait for it to finish") from None
+            elif _pid_alive(pid) and pid != os.getpid():
+                raise ToolkitError(f"{what} {final} is being written by another toolkit process (pid {pid}; lock "
+                                   f"{lock}): wait for it to finish or stop it") from None
+            with contextlib.suppress(OSError):  # stale: its writer is gone
+                lock.unlink()
+            continue
+        except OSError as e:
+            raise ToolkitError(f"cannot lock {what} {final} ({lock}): {_reason(e)}") from None
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise ToolkitError(f"cannot lock {what} {final}: {lock} keeps changing (another writer?)")
+    _HELD_LOCKS.add(lock)
+    try:
+        yield lock
+    finally:
+        _HELD_LOCKS.discard(lock)
+        if _lock_holder(lock) == os.getpid():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving inside the block are held and re-raised after it: for a few renames that must not
+    be split (the swap of a finished dir). Only the main thread can hold signals; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(got):
+            signal.raise_signal(s)
+
+
+def check_not_symlink(final: str | os.PathLike, flag: str = "--out") -> None:
+    if Path(final).is_symlink():
+        raise ToolkitError(f"{flag} {final} is a symbolic link (to {os.readlink(final)}): refusing to replace it; "
+                           "give the folder it points to, or remove the link")
+
+
+def swap_in(tmp: Path, final: Path, force: bool) -> None:
+    """Move the finished dir `tmp` to `final`; an existing `final` (force) is moved aside first and removed only
+    once the new one is in place. Signals are held during the renames, and a failed second rename puts the old
+    dir back: at every moment `final` is the old dir or the new one, whole."""
+    try:
+        with signals_deferred():
+            if final.exists() or final.is_symlink():
+                if not force:
+                    raise ToolkitError(f"output exists: {final} (use --force to replace it)")
+                check_not_symlink(final, "output")
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(old, final)
+                    raise
+            else:
+                old = None
+                os.replace(tmp, final)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # interrupted here: swept as a stale `.NAME.old-PID` later
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temp name beside `final`, rename it into place only on success.
 
     On any exception (SIGTERM included, see toolkit.cli) the temp dir is removed, so a failed command leaves no
-    partial output; leftovers of a SIGKILLed run are swept here on the next run.
-    With force=True an existing `final` is replaced (after the new one is complete).
+    partial output and an existing `final` exactly as it was; leftovers of a SIGKILLed run are swept here on the
+    next run. `final` is locked (dir_lock) while it is written: a second writer is refused.
+    With force=True an existing `final` is replaced (after the new one is complete); a symlink is not replaced.
     """
     final = Path(final)
     check_output_path(final)
+    if force:
+        check_not_symlink(final, "output")
     if final.exists() and not final.is_dir() and force:
         raise ToolkitError(f"output {final} is a file, not a directory: refusing to replace it")
-    _mkdir_parent(final)
-    sweep_stale_temps(final)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    except OSError as e:
-        raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
-    try:
-        yield tmp
+    with dir_lock(final):
+        _mkdir_parent(final)
+        sweep_stale_temps(final)
         try:
-            if final.exists():
-                if not force:
-                    raise ToolkitError(f"output exists: {final} (use --force to replace it)")
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         except OSError as e:
             raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        try:
+            yield tmp
+            swap_in(tmp, final, force)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def check_apart(out: str | os.PathLike, inputs: dict[str, Any], flag: str = "--out") -> None:
+    """Refuse an output that is, contains or lies inside one of the command's inputs ({flag: path}): writing it
+    (or replacing it with --force) would destroy or change what the command reads."""
+    o = Path(os.path.abspath(out)).resolve()
+    for name, p in inputs.items():
+        if p is None:
+            continue
+        r = Path(os.path.abspath(p)).resolve()
+        if r == o:
+            raise ToolkitError(f"{flag} {out} is the {name} {p} itself: refusing to write over an input")
+        if r.is_relative_to(o):
+            raise ToolkitError(f"{flag} {out} contains the {name} {p}: refusing to write over an input")
+        if o.is_relative_to(r):
+            raise ToolkitError(f"{flag} {out} lies inside the {name} {p}: refusing to write into an input")
 
 
 def versions() -> dict[str, str]:
