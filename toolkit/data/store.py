@@ -582,6 +582,9 @@ def prepare(
         raise ToolkitError(f"--workers must be >= 1, got {workers}")
     if min_user_count < 1:
         raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
+    from toolkit.io import check_apart
+
+    check_apart(out, {"source file": source})
     check_output(out, force)
     if engine == "auto":
         big = source.is_file() and source.stat().st_size >= COLUMNAR_FROM_BYTES
