@@ -205,9 +205,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, dumps_json(obj))
 
 
-def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+MAX_TEXT_BYTES = 256 << 20  # a JSON/TOML file the toolkit reads (descriptors, manifests, suites) is far smaller
+MAX_DEPTH = 64  # nesting of a JSON/TOML value: the toolkit's own files stay under 10
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> bytes:
     p = Path(path)
     try:
+        if max_bytes is not None and p.is_file() and p.stat().st_size > max_bytes:
+            raise ToolkitError(f"{what} {p} is {p.stat().st_size:,} bytes, more than the {max_bytes:,} allowed")
         return p.read_bytes()
     except FileNotFoundError:
         raise ToolkitError(f"{what} not found: {p}") from None
@@ -217,8 +223,8 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
         raise ToolkitError(f"cannot read {what} {p}: {_reason(e)}") from None
 
 
-def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    data = read_bytes(path, what)
+def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int | None = MAX_TEXT_BYTES) -> str:
+    data = read_bytes(path, what, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -264,17 +270,34 @@ _SHAPES = {dict: "a JSON object", list: "a JSON array", str: "a string", int: "a
 def parse_json(text: str, where: str, what: str = "file", expect: type | None = dict) -> Any:
     """JSON text -> value; malformed text, NaN/Infinity, numbers out of range, duplicate keys and a top-level value
     of the wrong shape are one-line errors naming `where`."""
+    if len(text) > MAX_TEXT_BYTES:
+        raise ToolkitError(f"{what} is too large: {where} ({len(text):,} characters, at most {MAX_TEXT_BYTES:,})")
     try:
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
                            object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise ToolkitError(f"{what} is not valid JSON: {where} ({e.msg} at line {e.lineno})") from None
-    except (_BadNumber, ValueError, RecursionError) as e:  # ValueError: int() beyond the digit limit
+    except RecursionError:
+        raise ToolkitError(f"{what} is not valid JSON: {where} (nested deeper than {MAX_DEPTH} levels)") from None
+    except (_BadNumber, ValueError) as e:  # ValueError: int() beyond the digit limit
         raise ToolkitError(f"{what} is not valid JSON: {where} ({str(e).splitlines()[0][:120]})") from None
+    check_depth(value, where, what)
     if expect is not None and not isinstance(value, expect):
         raise ToolkitError(f"{what} must hold {_SHAPES.get(expect, expect.__name__)}, found "
                            f"{_SHAPES.get(type(value), type(value).__name__)}: {where}")
     return value
+
+
+def check_depth(value: Any, where: str, what: str = "file", limit: int = MAX_DEPTH) -> None:
+    """Refuse a value nested deeper than `limit` (iteratively: a crafted file cannot exhaust the stack here, and
+    the recursive checks that follow stay far from Python's recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                raise ToolkitError(f"{what} {where} is nested deeper than {limit} levels: refused")
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
 
 
 def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = dict) -> Any:
@@ -306,6 +329,9 @@ def read_toml(path: str | os.PathLike, what: str = "TOML file") -> dict:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ToolkitError(f"{what} is not valid TOML: {path} ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ToolkitError(f"{what} is not valid TOML: {path} (nested deeper than {MAX_DEPTH} levels)") from None
+    check_depth(data, str(path), what)
     _check_numbers(data, str(path), what)
     return data
 

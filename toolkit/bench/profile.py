@@ -267,7 +267,15 @@ def etdump_available(pte: Path) -> bool:
     from executorch.extension.pybindings import _portable_lib as portable_lib  # the wrapper imports all of exir
 
     from toolkit.exporters.common import quiet_native_stderr
+    from toolkit.exporters.runners import check_program_file, probe_load
 
+    from toolkit.errors import ToolkitError
+
+    try:
+        check_program_file(pte)
+        probe_load(lambda: portable_lib._load_for_executorch(str(pte), enable_etdump=True), f"ExecuTorch program {pte}")
+    except ToolkitError:
+        return False
     with tempfile.TemporaryDirectory() as d, quiet_native_stderr(), contextlib.redirect_stderr(open(os.devnull, "w")):
         try:
             m = portable_lib._load_for_executorch(str(pte), enable_etdump=True)
