@@ -336,13 +336,87 @@ def read_toml(path: str | os.PathLike, what: str = "TOML file") -> dict:
     return data
 
 
+MAX_ARRAYS_BYTES = 4 << 30  # uncompressed bytes of one .npz the toolkit reads whole
+# members above BOMB_FLOOR bytes packed tighter than this are refused (a zip bomb): deflate reaches ~1030 on zeros
+# at levels 6-9, while the toolkit writes its .npz at level 1, which stays under ~230 even on all-zero arrays
+MAX_DEFLATE_RATIO = 300
+BOMB_FLOOR = 16 << 20
+
+
+def check_npz(path: str | os.PathLike, what: str = "arrays", max_bytes: int = MAX_ARRAYS_BYTES) -> None:
+    """Before an .npz is read: the members' declared sizes (zip headers) and the arrays' declared sizes (.npy
+    headers) against caps, so a crafted file cannot make the reader allocate gigabytes. zipfile stops reading a
+    member at its declared size, so the declared size bounds what is inflated."""
+    import zipfile
+
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise ToolkitError(f"{what} {p} declares {total:,} bytes uncompressed, more than the {max_bytes:,} "
+                                   "allowed: refused")
+            for i in infos:
+                if i.file_size > BOMB_FLOOR and i.file_size > MAX_DEFLATE_RATIO * max(i.compress_size, 1):
+                    raise ToolkitError(f"{what} {p}: member {i.filename} inflates {i.compress_size:,} bytes to "
+                                       f"{i.file_size:,} (ratio above {MAX_DEFLATE_RATIO}): refused as a zip bomb")
+                if not i.filename.endswith(".npy"):
+                    continue
+                with zf.open(i) as f:
+                    shape, dtype = _npy_header(f)
+                need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if need > i.file_size:
+                    raise ToolkitError(f"{what} {p}: member {i.filename} declares an array of {need:,} bytes "
+                                       f"{tuple(shape)} in {i.file_size:,} bytes: refused")
+    except ToolkitError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, TypeError,
+            UnicodeDecodeError, SyntaxError, NotImplementedError, RuntimeError, OverflowError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ToolkitError(f"{what} is corrupt: {p} ({msg[:160]})") from None
+
+
+def _npy_header(f) -> tuple[tuple, np.dtype]:
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("holds pickled objects, refused")
+    return shape, dtype
+
+
+def check_npy(path: str | os.PathLike, what: str = "array") -> tuple[tuple, np.dtype]:
+    """An .npy's header against its file size (before it is loaded or memory-mapped); returns (shape, dtype)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            shape, dtype = _npy_header(f)
+            offset = f.tell()
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if offset + need > p.stat().st_size:
+            raise ToolkitError(f"{what} {p} declares {need:,} bytes {tuple(shape)}, the file holds "
+                               f"{p.stat().st_size - offset:,}: refused")
+    except ToolkitError:
+        raise
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ToolkitError(f"{what} is corrupt: {p} ({msg[:160]})") from None
+    return shape, dtype
+
+
 def read_npz(path: str | os.PathLike, what: str = "arrays") -> dict:
-    """An .npz -> {name: array}; object arrays (pickles) are refused, never unpickled."""
+    """An .npz -> {name: array}; object arrays (pickles) are refused, never unpickled; declared sizes are
+    checked against caps before anything is inflated (check_npz)."""
     import zipfile
 
     p = Path(path)
     if not p.exists():
         raise ToolkitError(f"{what} not found: {p}")
+    check_npz(p, what)
     try:
         with np.load(p, allow_pickle=False) as z:
             if not hasattr(z, "files"):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import CheckFailed, ToolkitError
-from toolkit.io import MAX_TEXT_BYTES, atomic_write_json, atomic_write_text, parse_json, read_bytes, sha256_path
+from toolkit.io import MAX_TEXT_BYTES, atomic_write_json, check_npz, atomic_write_text, parse_json, read_bytes, sha256_path
 
 FORMAT = "toolkit-artifacts/1"
 MANIFEST = "manifest.json"
@@ -433,6 +433,10 @@ def load_test_vectors(manifest: Manifest, rec: ArtifactRecord) -> dict:
     "states": [...]}]} with lists in the record's input/output/state order."""
     path = manifest.member(rec.test_vectors)
     try:
+        check_npz(path, "test vectors")
+    except ToolkitError as e:
+        raise CheckFailed(str(e)) from None
+    try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             first = rec.inputs[0].name
@@ -470,6 +474,7 @@ def load_initial_state(root: Path, states) -> dict[str, np.ndarray]:
         p = member(Path(root), f)
         if not p.is_file():
             raise ToolkitError(f"initial state file missing: {p}")
+        check_npz(p, "initial state")
         try:
             with np.load(p, allow_pickle=False) as z:
                 if name not in z.files:

@@ -213,9 +213,11 @@ def _how(exitcode: int) -> str:
 
 def _worker_message(folder: Path, rank: int) -> dict | None:
     f = folder / f"rank{rank}.json"
+    from toolkit.io import read_json
+
     try:
-        return json.loads(f.read_text()) if f.is_file() else None
-    except (OSError, json.JSONDecodeError):
+        return read_json(f, "worker message") if f.is_file() else None
+    except ToolkitError:
         return None
 
 
