@@ -147,6 +147,9 @@ def pipeline(
         if o == a or o.is_relative_to(a):
             raise ToolkitError(f"--out {out} {'is' if o == a else 'lies inside'} the dataset {data}: refusing to "
                                "write into an input")
+        from toolkit.data import load_dataset
+
+        load_dataset(data)  # a corrupt dataset is one line here, before any stage starts (numpy only, no torch)
     base = parse_csv(baselines, "baseline", BASELINES) if baselines.strip() else []
     stages = plan(out, data, epochs, seq_len, targets, runs, users, base, budget, force)
     exe = [sys.executable, "-m", "toolkit"]
