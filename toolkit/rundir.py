@@ -38,6 +38,8 @@ def check_run_dir(out: Path, resume: bool, force: bool, inputs: dict[str, Path |
         if not out.is_dir():
             raise ToolkitError(f"nothing to resume: run dir {out} not found")
         return "resume"
+    if out.is_symlink() and not out.exists():
+        raise ToolkitError(f"--out {out} is a symbolic link to nothing ({os.readlink(out)}): give a folder")
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"--out {out} is a file, not a run dir")
     if out.is_dir() and any(out.iterdir()):

@@ -152,7 +152,7 @@ def _train_into(run: Path, model, ds, out, base_run, req, epochs, no_patience, p
             if req.node_rank != 0:
                 console.print(f"node {req.node_rank}: workers finished (node rank 0 holds the run dir)")
             return None
-        train_gate(ds, base_run, run, console=console, **gate_args)
+        train_gate(ds, base_run, run, console=console, shown_as=out, **gate_args)
         return None
     from toolkit.train import TrainSettings
     from toolkit.train import train as run_training
