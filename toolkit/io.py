@@ -638,6 +638,20 @@ def swap_in(tmp: Path, final: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)  # interrupted here: swept as a stale `.NAME.old-PID` later
 
 
+def staging_dir(final: str | os.PathLike) -> Path:
+    """A new empty dir `.NAME.<pid>.<random>.tmp` beside `final` (stale ones of dead writers swept first), to be
+    built and then swapped in with swap_in."""
+    final = Path(final)
+    _mkdir_parent(final)
+    sweep_stale_temps(final)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    except OSError as e:
+        raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temp name beside `final`, rename it into place only on success.
@@ -654,13 +668,7 @@ def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     if final.exists() and not final.is_dir() and force:
         raise ToolkitError(f"output {final} is a file, not a directory: refusing to replace it")
     with dir_lock(final):
-        _mkdir_parent(final)
-        sweep_stale_temps(final)
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        except OSError as e:
-            raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
+        tmp = staging_dir(final)
         try:
             yield tmp
             swap_in(tmp, final, force)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -73,7 +72,7 @@ class RunDir:
 @contextlib.contextmanager
 def writing(out: Path, resume: bool, force: bool, inputs: dict[str, Path | None] | None = None) -> Iterator[RunDir]:
     """Lock OUT and yield the RunDir training writes; see the module doc for what each mode leaves on failure."""
-    from toolkit.io import _mkdir_parent, _tmp_prefix, _umask, dir_lock, swap_in, sweep_stale_temps
+    from toolkit.io import dir_lock, staging_dir, swap_in
 
     out = Path(out)
     with dir_lock(out, "run dir"):
@@ -96,13 +95,7 @@ def writing(out: Path, resume: bool, force: bool, inputs: dict[str, Path | None]
                         shutil.rmtree(out, ignore_errors=True)
                 raise
             return
-        _mkdir_parent(out)
-        sweep_stale_temps(out)
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), suffix=".tmp", dir=out.parent))
-            os.chmod(tmp, 0o777 & ~_umask())
-        except OSError as e:
-            raise ToolkitError(f"cannot write {out}: {e.strerror or type(e).__name__}") from None
+        tmp = staging_dir(out)
         try:
             yield RunDir(out, mode, tmp)
             swap_in(tmp, out, force=True)

@@ -435,7 +435,7 @@ def load_test_vectors(manifest: Manifest, rec: ArtifactRecord) -> dict:
     try:
         check_npz(path, "test vectors")
     except ToolkitError as e:
-        raise CheckFailed(str(e)) from None
+        raise CheckFailed(f"{rec.test_vectors}: unreadable test vectors ({e})") from None
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)

@@ -68,8 +68,10 @@ class GateConfig:
                     raise ToolkitError(f"gate config {f.name} must be true or false, got {v!r}")
                 continue
             lo, hi = _GATE_BOUNDS.get(f.name, (1, 65536))
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ToolkitError(f"gate config {f.name} must be an integer in {lo}..{hi}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ToolkitError(f"gate config {f.name} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise ToolkitError(f"gate {f.name} must be {f'>= {lo}' if v < lo else f'<= {hi}'}, got {v}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GateConfig":
