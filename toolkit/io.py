@@ -205,9 +205,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, dumps_json(obj))
 
 
-def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+MAX_TEXT_BYTES = 256 << 20  # a JSON/TOML file the toolkit reads (descriptors, manifests, suites) is far smaller
+MAX_DEPTH = 64  # nesting of a JSON/TOML value: the toolkit's own files stay under 10
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> bytes:
     p = Path(path)
     try:
+        if max_bytes is not None and p.is_file() and p.stat().st_size > max_bytes:
+            raise ToolkitError(f"{what} {p} is {p.stat().st_size:,} bytes, more than the {max_bytes:,} allowed")
         return p.read_bytes()
     except FileNotFoundError:
         raise ToolkitError(f"{what} not found: {p}") from None
@@ -217,8 +223,8 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
         raise ToolkitError(f"cannot read {what} {p}: {_reason(e)}") from None
 
 
-def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    data = read_bytes(path, what)
+def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int | None = MAX_TEXT_BYTES) -> str:
+    data = read_bytes(path, what, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -264,17 +270,34 @@ _SHAPES = {dict: "a JSON object", list: "a JSON array", str: "a string", int: "a
 def parse_json(text: str, where: str, what: str = "file", expect: type | None = dict) -> Any:
     """JSON text -> value; malformed text, NaN/Infinity, numbers out of range, duplicate keys and a top-level value
     of the wrong shape are one-line errors naming `where`."""
+    if len(text) > MAX_TEXT_BYTES:
+        raise ToolkitError(f"{what} is too large: {where} ({len(text):,} characters, at most {MAX_TEXT_BYTES:,})")
     try:
         value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
                            object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise ToolkitError(f"{what} is not valid JSON: {where} ({e.msg} at line {e.lineno})") from None
-    except (_BadNumber, ValueError, RecursionError) as e:  # ValueError: int() beyond the digit limit
+    except RecursionError:
+        raise ToolkitError(f"{what} is not valid JSON: {where} (nested deeper than {MAX_DEPTH} levels)") from None
+    except (_BadNumber, ValueError) as e:  # ValueError: int() beyond the digit limit
         raise ToolkitError(f"{what} is not valid JSON: {where} ({str(e).splitlines()[0][:120]})") from None
+    check_depth(value, where, what)
     if expect is not None and not isinstance(value, expect):
         raise ToolkitError(f"{what} must hold {_SHAPES.get(expect, expect.__name__)}, found "
                            f"{_SHAPES.get(type(value), type(value).__name__)}: {where}")
     return value
+
+
+def check_depth(value: Any, where: str, what: str = "file", limit: int = MAX_DEPTH) -> None:
+    """Refuse a value nested deeper than `limit` (iteratively: a crafted file cannot exhaust the stack here, and
+    the recursive checks that follow stay far from Python's recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                raise ToolkitError(f"{what} {where} is nested deeper than {limit} levels: refused")
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
 
 
 def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = dict) -> Any:
@@ -306,17 +329,94 @@ def read_toml(path: str | os.PathLike, what: str = "TOML file") -> dict:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ToolkitError(f"{what} is not valid TOML: {path} ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ToolkitError(f"{what} is not valid TOML: {path} (nested deeper than {MAX_DEPTH} levels)") from None
+    check_depth(data, str(path), what)
     _check_numbers(data, str(path), what)
     return data
 
 
+MAX_ARRAYS_BYTES = 4 << 30  # uncompressed bytes of one .npz the toolkit reads whole
+# members above BOMB_FLOOR bytes packed tighter than this are refused (a zip bomb): deflate reaches ~1030 on zeros
+# at levels 6-9, while the toolkit writes its .npz at level 1, which stays under ~230 even on all-zero arrays
+MAX_DEFLATE_RATIO = 300
+BOMB_FLOOR = 16 << 20
+
+
+def check_npz(path: str | os.PathLike, what: str = "arrays", max_bytes: int = MAX_ARRAYS_BYTES) -> None:
+    """Before an .npz is read: the members' declared sizes (zip headers) and the arrays' declared sizes (.npy
+    headers) against caps, so a crafted file cannot make the reader allocate gigabytes. zipfile stops reading a
+    member at its declared size, so the declared size bounds what is inflated."""
+    import zipfile
+
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise ToolkitError(f"{what} {p} declares {total:,} bytes uncompressed, more than the {max_bytes:,} "
+                                   "allowed: refused")
+            for i in infos:
+                if i.file_size > BOMB_FLOOR and i.file_size > MAX_DEFLATE_RATIO * max(i.compress_size, 1):
+                    raise ToolkitError(f"{what} {p}: member {i.filename} inflates {i.compress_size:,} bytes to "
+                                       f"{i.file_size:,} (ratio above {MAX_DEFLATE_RATIO}): refused as a zip bomb")
+                if not i.filename.endswith(".npy"):
+                    continue
+                with zf.open(i) as f:
+                    shape, dtype = _npy_header(f)
+                need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if need > i.file_size:
+                    raise ToolkitError(f"{what} {p}: member {i.filename} declares an array of {need:,} bytes "
+                                       f"{tuple(shape)} in {i.file_size:,} bytes: refused")
+    except ToolkitError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, TypeError,
+            UnicodeDecodeError, SyntaxError, NotImplementedError, RuntimeError, OverflowError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ToolkitError(f"{what} is corrupt: {p} ({msg[:160]})") from None
+
+
+def _npy_header(f) -> tuple[tuple, np.dtype]:
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("holds pickled objects, refused")
+    return shape, dtype
+
+
+def check_npy(path: str | os.PathLike, what: str = "array") -> tuple[tuple, np.dtype]:
+    """An .npy's header against its file size (before it is loaded or memory-mapped); returns (shape, dtype)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            shape, dtype = _npy_header(f)
+            offset = f.tell()
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if offset + need > p.stat().st_size:
+            raise ToolkitError(f"{what} {p} declares {need:,} bytes {tuple(shape)}, the file holds "
+                               f"{p.stat().st_size - offset:,}: refused")
+    except ToolkitError:
+        raise
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, OverflowError) as e:
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ToolkitError(f"{what} is corrupt: {p} ({msg[:160]})") from None
+    return shape, dtype
+
+
 def read_npz(path: str | os.PathLike, what: str = "arrays") -> dict:
-    """An .npz -> {name: array}; object arrays (pickles) are refused, never unpickled."""
+    """An .npz -> {name: array}; object arrays (pickles) are refused, never unpickled; declared sizes are
+    checked against caps before anything is inflated (check_npz)."""
     import zipfile
 
     p = Path(path)
     if not p.exists():
         raise ToolkitError(f"{what} not found: {p}")
+    check_npz(p, what)
     try:
         with np.load(p, allow_pickle=False) as z:
             if not hasattr(z, "files"):
@@ -418,18 +518,130 @@ def contained(root: str | os.PathLike, name: str, what: str) -> Path:
     return Path(root) / name
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Build a directory under a temp name beside `final`, rename it into place only on success.
+# ---- directories: locked, built beside the old one, swapped in whole ----
+_HELD_LOCKS: set[Path] = set()  # lock files this process holds (dir_lock is re-entrant within a process)
+LOCK_FRESH_S = 5.0  # a lock file without a readable pid younger than this is a writer that is just starting
 
-    On any exception (SIGTERM included, see toolkit.cli) the temp dir is removed, so a failed command leaves no
-    partial output; leftovers of a SIGKILLed run are swept here on the next run.
-    With force=True an existing `final` is replaced (after the new one is complete).
-    """
+
+def lock_path(final: str | os.PathLike) -> Path:
+    final = Path(os.path.abspath(final))
+    return final.with_name(f".{final.name}.lock")
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def dir_lock(final: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Hold `.NAME.lock` (O_EXCL, holding this pid) beside `final` while it is written: a second writer of the same
+    dir is refused naming the holder's pid. A lock whose process is gone is taken over (a SIGKILLed writer)."""
+    final = Path(os.path.abspath(final))
+    lock = lock_path(final)
+    if lock in _HELD_LOCKS:
+        yield lock
+        return
+    _mkdir_parent(final)
+    for _ in range(5):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _lock_holder(lock)
+            if pid is None:
+                try:
+                    young = time.time() - lock.lstat().st_mtime < LOCK_FRESH_S
+                except OSError:
+                    continue  # released meanwhile: try again
+                if young:
+                    raise ToolkitError(f"{what} {final} is being written by another toolkit process (lock {lock} "
+                                       "was just taken); wait for it to finish") from None
+            elif _pid_alive(pid) and pid != os.getpid():
+                raise ToolkitError(f"{what} {final} is being written by another toolkit process (pid {pid}; lock "
+                                   f"{lock}): wait for it to finish or stop it") from None
+            with contextlib.suppress(OSError):  # stale: its writer is gone
+                lock.unlink()
+            continue
+        except OSError as e:
+            raise ToolkitError(f"cannot lock {what} {final} ({lock}): {_reason(e)}") from None
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise ToolkitError(f"cannot lock {what} {final}: {lock} keeps changing (another writer?)")
+    _HELD_LOCKS.add(lock)
+    try:
+        yield lock
+    finally:
+        _HELD_LOCKS.discard(lock)
+        if _lock_holder(lock) == os.getpid():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving inside the block are held and re-raised after it: for a few renames that must not
+    be split (the swap of a finished dir). Only the main thread can hold signals; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(got):
+            signal.raise_signal(s)
+
+
+def check_not_symlink(final: str | os.PathLike, flag: str = "--out") -> None:
+    if Path(final).is_symlink():
+        raise ToolkitError(f"{flag} {final} is a symbolic link (to {os.readlink(final)}): refusing to replace it; "
+                           "give the folder it points to, or remove the link")
+
+
+def swap_in(tmp: Path, final: Path, force: bool) -> None:
+    """Move the finished dir `tmp` to `final`; an existing `final` (force) is moved aside first and removed only
+    once the new one is in place. Signals are held during the renames, and a failed second rename puts the old
+    dir back: at every moment `final` is the old dir or the new one, whole."""
+    try:
+        with signals_deferred():
+            if final.exists() or final.is_symlink():
+                if not force:
+                    raise ToolkitError(f"output exists: {final} (use --force to replace it)")
+                check_not_symlink(final, "output")
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(old, final)
+                    raise
+            else:
+                old = None
+                os.replace(tmp, final)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # interrupted here: swept as a stale `.NAME.old-PID` later
+
+
+def staging_dir(final: str | os.PathLike) -> Path:
+    """A new empty dir `.NAME.<pid>.<random>.tmp` beside `final` (stale ones of dead writers swept first), to be
+    built and then swapped in with swap_in."""
     final = Path(final)
-    check_output_path(final)
-    if final.exists() and not final.is_dir() and force:
-        raise ToolkitError(f"output {final} is a file, not a directory: refusing to replace it")
     _mkdir_parent(final)
     sweep_stale_temps(final)
     try:
@@ -437,23 +649,48 @@ def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as e:
         raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
-    try:
-        yield tmp
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Build a directory under a temp name beside `final`, rename it into place only on success.
+
+    On any exception (SIGTERM included, see toolkit.cli) the temp dir is removed, so a failed command leaves no
+    partial output and an existing `final` exactly as it was; leftovers of a SIGKILLed run are swept here on the
+    next run. `final` is locked (dir_lock) while it is written: a second writer is refused.
+    With force=True an existing `final` is replaced (after the new one is complete); a symlink is not replaced.
+    """
+    final = Path(final)
+    check_output_path(final)
+    if force:
+        check_not_symlink(final, "output")
+    if final.exists() and not final.is_dir() and force:
+        raise ToolkitError(f"output {final} is a file, not a directory: refusing to replace it")
+    with dir_lock(final):
+        tmp = staging_dir(final)
         try:
-            if final.exists():
-                if not force:
-                    raise ToolkitError(f"output exists: {final} (use --force to replace it)")
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except OSError as e:
-            raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            yield tmp
+            swap_in(tmp, final, force)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def check_apart(out: str | os.PathLike, inputs: dict[str, Any], flag: str = "--out") -> None:
+    """Refuse an output that is, contains or lies inside one of the command's inputs ({flag: path}): writing it
+    (or replacing it with --force) would destroy or change what the command reads."""
+    o = Path(os.path.abspath(out)).resolve()
+    for name, p in inputs.items():
+        if p is None:
+            continue
+        r = Path(os.path.abspath(p)).resolve()
+        if r == o:
+            raise ToolkitError(f"{flag} {out} is the {name} {p} itself: refusing to write over an input")
+        if r.is_relative_to(o):
+            raise ToolkitError(f"{flag} {out} contains the {name} {p}: refusing to write over an input")
+        if o.is_relative_to(r):
+            raise ToolkitError(f"{flag} {out} lies inside the {name} {p}: refusing to write into an input")
 
 
 def versions() -> dict[str, str]:

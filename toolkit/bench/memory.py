@@ -14,7 +14,6 @@ What each number is (they are not additive; each answers its own question):
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 from pathlib import Path
@@ -146,7 +145,9 @@ def ort_allocator_peak(onnx_path: str, feeds_list: list[dict], threads: int, pro
         sess.run(None, feeds)
     prof = sess.end_profiling()
     try:
-        events = json.loads(Path(prof).read_text())
+        from toolkit.io import read_json
+
+        events = read_json(prof, "onnxruntime profile", expect=None)
     finally:
         Path(prof).unlink(missing_ok=True)
     peak = held = None

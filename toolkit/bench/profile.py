@@ -20,7 +20,6 @@ FLOPs / throughput + empty call; `x_of_floor` = p50 / floor.
 from __future__ import annotations
 
 import collections
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -225,7 +224,9 @@ def profile_onnxruntime(runner, sets: list[list[np.ndarray]], warmup: int, runs:
             runner.reset()
         for i in range(warmup + runs):
             runner(*sets[i % len(sets)])
-        trace = json.loads(Path(runner.session.end_profiling()).read_text())
+        from toolkit.io import read_json
+
+        trace = read_json(runner.session.end_profiling(), "onnxruntime profile", expect=None)
     out = parse_ort_profile(trace, warmup, top)
     out |= {"tool": PROFILE_TOOLS["onnxruntime"], "missing": None}
     return out
@@ -267,7 +268,15 @@ def etdump_available(pte: Path) -> bool:
     from executorch.extension.pybindings import _portable_lib as portable_lib  # the wrapper imports all of exir
 
     from toolkit.exporters.common import quiet_native_stderr
+    from toolkit.exporters.runners import check_program_file, probe_load
 
+    from toolkit.errors import ToolkitError
+
+    try:
+        check_program_file(pte)
+        probe_load(lambda: portable_lib._load_for_executorch(str(pte), enable_etdump=True), f"ExecuTorch program {pte}")
+    except ToolkitError:
+        return False
     with tempfile.TemporaryDirectory() as d, quiet_native_stderr(), contextlib.redirect_stderr(open(os.devnull, "w")):
         try:
             m = portable_lib._load_for_executorch(str(pte), enable_etdump=True)

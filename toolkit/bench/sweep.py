@@ -393,9 +393,11 @@ def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"measuring process timed out after {timeout:.0f} s"}
     if out_path.is_file():
+        from toolkit.io import read_json
+
         try:
-            return json.loads(out_path.read_text())
-        except json.JSONDecodeError:
+            return read_json(out_path, "bench worker result")
+        except ToolkitError:
             pass
     rc = proc.returncode
     why = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with {rc}"

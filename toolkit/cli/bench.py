@@ -111,6 +111,9 @@ def bench(
     for path, flag in ((json_out, "--json"), (junit, "--junit"), (plot, "--plot")):
         if path is not None:
             check_out(path, flag, folder=False)
+            from toolkit.io import check_apart
+
+            check_apart(path, {f"input {d}": d for d in run_dirs or []}, flag)  # never over what it benches
     from toolkit.bench.request import request_from_flags
 
     req = request_from_flags(

@@ -111,6 +111,13 @@ def prepare(
     check_number(min_user_count, "--min-user-count", lo=1, hi=2**31 - 1)
     check_seed(seed)
     check_out(out)
+    from toolkit.io import check_apart
+
+    check_apart(out, {"source file": source})  # --force must never replace the log it reads
+    if not source.exists():
+        from toolkit.errors import ToolkitError
+
+        raise ToolkitError(f"source file not found: {source}")
     from toolkit.data import prepare as prepare_dataset
 
     start = time.perf_counter()

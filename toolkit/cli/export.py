@@ -124,8 +124,13 @@ def export(
     vocab = positive_int(n_items, "--n-items", hi=2**31 - 1) if model is not None else None
     overrides = parse_config(config)
     check_out(out)
+    from toolkit.io import check_apart, check_not_symlink
+
+    check_apart(out, {"run being exported": run})  # --force must never replace the run it reads
     if out.exists() and not force:
         raise ToolkitError(f"output exists: {out} (use --force to replace it)")
+    if force:
+        check_not_symlink(out)
     if run is not None and not run.is_dir():
         raise ToolkitError(f"run dir not found: {run}")
 

@@ -95,6 +95,16 @@ def curve(
         except ValueError:
             raise ToolkitError(f"--budgets must be comma-separated numbers, got '{budgets}'") from None
     check_out(out)
+    from toolkit.io import check_apart, check_not_symlink
+
+    check_apart(out, {"gate run": gate, "dataset": data, "base run (--model)": base})
+    if out.exists() and any(out.iterdir()) and not force:  # before any work
+        raise ToolkitError(f"output dir {out} is not empty (use --force to replace it)")
+    if force:
+        check_not_symlink(out)
+    for what, p in (("gate run", gate), ("dataset dir", data), ("base run (--model)", base)):
+        if p is not None and not p.exists():
+            raise ToolkitError(f"{what} not found: {p}")
     from toolkit.data import load_dataset
     from toolkit.gate.curve import parse_budgets, run_curve
     from toolkit.gate.policies import POLICIES

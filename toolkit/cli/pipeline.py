@@ -160,6 +160,14 @@ def pipeline(
     if data is not None and not (data / "dataset.json").is_file():
         raise ToolkitError(f"--data {data} is not a prepared dataset dir (no dataset.json); "
                            "run `toolkit data prepare` first")
+    if data is not None:  # a dataset inside OUT (OUT/data of an earlier run) is fine; OUT in the dataset is not
+        a, o = data.resolve(), out.resolve()
+        if o == a or o.is_relative_to(a):
+            raise ToolkitError(f"--out {out} {'is' if o == a else 'lies inside'} the dataset {data}: refusing to "
+                               "write into an input")
+        from toolkit.data import load_dataset
+
+        load_dataset(data)  # a corrupt dataset is one line here, before any stage starts (numpy only, no torch)
     seq_len = _window(data, seq_len)
     base = parse_csv(baselines, "baseline", BASELINES) if baselines.strip() else []
     stages = plan(out, data, epochs, seq_len, targets, runs, users, base, budget, force)
@@ -210,8 +218,13 @@ def pipeline(
             status.start()
             live["on"] = True
 
+    from toolkit.io import dir_lock
+
     try:
-        results, failed = run_stages(stages, exe, jobs, logs, on_event, on_tick)
+        # a second pipeline into OUT is refused; each stage replaces its own output only once it is complete, so a
+        # failed stage leaves the previous run's output of that stage as it was
+        with dir_lock(out, "pipeline output"):
+            results, failed = run_stages(stages, exe, jobs, logs, on_event, on_tick)
     except KeyboardInterrupt:
         status.stop()
         raise Interrupted("pipeline stopped; every finished stage's files are kept, re-run `toolkit pipeline` or a "

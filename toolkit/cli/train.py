@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -112,56 +112,88 @@ def train(
         from toolkit.models.registry import check_duet_config
 
         check_duet_config(cfg)
-    from toolkit.train.distributed import LaunchRequest, check_request
-    from toolkit.train.loop import resolve_device
+    from toolkit.rundir import check_inputs, check_run_dir, writing
+    from toolkit.train.distributed import LaunchRequest, check_flags, check_request
 
-    device = resolve_device(device)
     req = LaunchRequest(nproc, nnodes, node_rank, master_addr, master_port, oversubscribe, connect_timeout)
-    if req.distributed or nproc < 1 or nnodes < 1:
-        if seed_list is not None:
-            raise ToolkitError("--nproc/--nnodes train one run; --seeds runs its seeds in one process")
-        if model == "gate":  # what the gate branch below refuses, before the run dir is touched
-            if base_run is None:
-                raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
-            if resume:
-                raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with "
-                                   "--force)")
-        req = check_request(req, device)  # before the run dir is touched: bad input leaves nothing behind
-        if batch_size < req.nproc * req.nnodes:
-            raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
-    if req.node_rank == 0:  # node rank 0 owns the run dir (the others may share its filesystem)
-        _prepare_run_dir(out, resume, force)
-    from toolkit.data import load_dataset
-
-    ds = load_dataset(data)
-    if model in COUNTS:
-        from toolkit.train.counts import fit_run
-
-        metrics = fit_run(model, ds, out)
-        console.print(metrics_table(f"{model}: counted on the training rows ({metrics['train_seconds']:.1f}s)",
-                                    {"valid": metrics["valid"], "test": metrics["test"]}))
-        console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
-        return
+    check_flags(req)  # every distributed flag, whatever --nproc is
+    if device not in ("cpu", "cuda", "auto"):
+        raise ToolkitError(f"unknown --device '{device}' (valid: cpu, cuda, auto)")
+    if req.distributed and seed_list is not None:
+        raise ToolkitError("--nproc/--nnodes train one run; --seeds runs its seeds in one process")
     if model == "gate":
-        from toolkit.gate.train import train_gate
-
         if base_run is None:
             raise ToolkitError("`toolkit train gate` needs --model RUN (a trained cocorrrec or duet run)")
         if resume:
             raise ToolkitError("--resume applies to recommenders; the gate trains in one go (re-run it with --force)")
-        gate_args = dict(epochs=epochs, batch_size=batch_size, lr=1e-3 if lr is None else lr, seed=seed, threads=threads, config=cfg)
+    # ---- every input checked before the run dir is touched (and before torch): nothing is lost on bad input ----
+    inputs = {"dataset": data, "base run (--model)": base_run, "--init run": init}
+    if req.node_rank == 0:  # node rank 0 owns the run dir (the others may share its filesystem)
+        check_run_dir(out, resume, force, inputs)
+    check_inputs(model, data, base_run, init, cfg)
+    from toolkit.data import load_dataset
+
+    ds = load_dataset(data)
+    from toolkit.train.loop import resolve_device
+
+    device = resolve_device(device)
+    if req.distributed:
+        req = check_request(req, device)
+        if batch_size < req.nproc * req.nnodes:
+            raise ToolkitError(f"--batch-size {batch_size} is smaller than the {req.nproc * req.nnodes} workers")
+    from toolkit.rundir import RunDir
+
+    rd = RunDir(out, "remote", out)
+    try:
+        with (writing(out, resume, force, inputs) if req.node_rank == 0 else contextlib.nullcontext(rd)) as rd:
+            metrics = _train_into(rd.path, model, ds, out, base_run, req, epochs, no_patience, patience, batch_size,
+                                  lr, weight_decay, seed, threads, cfg, device, sparse_embeddings, init,
+                                  freeze_device, seed_list, resume, recipe, recipe_over, grid)
+    except KeyboardInterrupt:
+        raise Interrupted(rd.interrupted_line(f"toolkit train {model} --data {data} --out {out} --resume")
+                          ) from None
+    if metrics is None:
+        return
+    if seed_list is not None:
+        console.print(seeds_table(model, metrics))
+        console.print(f"runs written to {out}/seed-*; mean and std in {out / 'seeds.json'}")
+        return
+    console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
+                                f"({metrics['train_seconds']:.1f}s training)",
+                                {"valid": metrics["valid"], "test": metrics["test"]}))
+    console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+
+
+def _train_into(run: Path, model, ds, out, base_run, req, epochs, no_patience, patience, batch_size, lr,
+                weight_decay, seed, threads, cfg, device, sparse_embeddings, init, freeze_device, seed_list,
+                resume, recipe, recipe_over, grid) -> dict | None:
+    """Train into `run` (the run dir, or the staging dir of a forced rewrite of `out`); the metrics to print, or
+    None when this command has printed all it prints."""
+    if model in COUNTS:
+        from toolkit.train.counts import fit_run
+
+        metrics = fit_run(model, ds, run)
+        console.print(metrics_table(f"{model}: counted on the training rows ({metrics['train_seconds']:.1f}s)",
+                                    {"valid": metrics["valid"], "test": metrics["test"]}))
+        console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+        return None
+    if model == "gate":
+        from toolkit.gate.train import train_gate
+
+        gate_args = dict(epochs=epochs, batch_size=batch_size, lr=1e-3 if lr is None else lr, seed=seed,
+                         threads=threads, config=cfg)
         if req.distributed:
             from toolkit.train.distributed import available_cores, launch
 
             if threads is None:  # share this machine's cores between the workers
                 gate_args["threads"] = max(1, available_cores() // req.nproc)
-            launch(req, {"model": "gate", "data": str(ds.path.resolve()), "out": str(out.resolve()),
-                         "base_run": str(Path(base_run).resolve()), "device": "cpu", "gate": gate_args}, out)  # gloo
+            launch(req, {"model": "gate", "data": str(ds.path.resolve()), "out": str(run.resolve()),
+                         "base_run": str(Path(base_run).resolve()), "device": "cpu", "gate": gate_args}, run)  # gloo
             if req.node_rank != 0:
-                console.print(f"node {node_rank}: workers finished (node rank 0 holds the run dir)")
-            return
-        train_gate(ds, base_run, out, console=console, **gate_args)
-        return
+                console.print(f"node {req.node_rank}: workers finished (node rank 0 holds the run dir)")
+            return None
+        train_gate(ds, base_run, run, console=console, shown_as=out, **gate_args)
+        return None
     from toolkit.train import TrainSettings
     from toolkit.train import train as run_training
 
@@ -174,34 +206,21 @@ def train(
     if grid is not None:
         from toolkit.train.sweep import check_points, run_sweep
 
-        summary = run_sweep(model, ds, out, check_points(model, ds.n_items, settings, grid), grid, console=console)
+        summary = run_sweep(model, ds, run, check_points(model, ds.n_items, settings, grid), grid, console=console)
         console.print(sweep_table(model, summary))
         console.print(f"runs written to {out}/<point>; picked on validation: {out / summary['best']} "
                       f"({out / 'sweep.json'})")
-        return
+        return None
     if seed_list is not None:
         from toolkit.train.seeds import train_seeds
 
-        summary = train_seeds(model, ds, out, settings, seed_list, console=console)
-        console.print(seeds_table(model, summary))
-        console.print(f"runs written to {out}/seed-*; mean and std in {out / 'seeds.json'}")
-        return
+        return train_seeds(model, ds, run, settings, seed_list, console=console)
     if req.distributed:
-        metrics = _train_distributed(req, model, ds, out, settings, resume)
+        metrics = _train_distributed(req, model, ds, run, settings, resume)
         if metrics is None:
-            console.print(f"node {node_rank}: workers finished (node rank 0 holds the run dir)")
-            return
-    else:
-        metrics = None
-    try:
-        metrics = metrics or run_training(model, ds, out, settings, resume=resume, console=console)
-    except KeyboardInterrupt:
-        raise Interrupted(f"the last finished epoch is checkpointed; continue with "
-                          f"toolkit train {model} --data {data} --out {out} --resume") from None
-    console.print(metrics_table(f"{model}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
-                                f"({metrics['train_seconds']:.1f}s training)",
-                                {"valid": metrics["valid"], "test": metrics["test"]}))
-    console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+            console.print(f"node {req.node_rank}: workers finished (node rank 0 holds the run dir)")
+        return metrics
+    return run_training(model, ds, run, settings, resume=resume, console=console)
 
 
 def _train_distributed(req, model: str, ds, out: Path, settings, resume: bool) -> dict | None:
@@ -269,17 +288,3 @@ def seeds_table(model: str, summary: dict):
         t.add_column(k, justify="right")
     t.add_row(*(f"{summary['test_mean'][k]:.4f}±{summary['test_std'][k]:.4f}" for k in keys))
     return t
-
-
-def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
-    if resume and force:
-        raise ToolkitError("--resume and --force contradict each other")
-    if resume and not out.is_dir():
-        raise ToolkitError(f"nothing to resume: run dir {out} not found")
-    if out.exists() and not out.is_dir():
-        raise ToolkitError(f"--out {out} is a file, not a run dir")
-    if out.exists() and not resume:
-        if any(out.iterdir()):
-            if not force:
-                raise ToolkitError(f"run dir {out} is not empty (use --resume to continue it or --force to replace it)")
-            shutil.rmtree(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.loaders import _columns, _open_text, load_interactions  # one header rule for both paths
+from toolkit.data.loaders import INTEGER_TIME, _columns, _open_text, load_interactions  # one header rule for both paths
 from toolkit.data.protocol import MIN_HISTORY, track_step
 from toolkit.errors import ToolkitError
 
@@ -135,7 +135,11 @@ def _read(path: Path, progress) -> RawCSR:
             raise _Unusual from None
         if not np.isfinite(ts).all():
             raise _Unusual
-        del times
+        if pc.all(pc.match_substring_regex(times, INTEGER_TIME)).as_py():  # exactly, as loaders.exact_times
+            try:
+                ts = pc.cast(times, pa.int64()).to_numpy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass  # beyond int64: float64, as the in-memory loader
         advance(1)
         n_users, user_code, labels = _codes(users)
         del users
@@ -148,9 +152,10 @@ def _read(path: Path, progress) -> RawCSR:
         # ... then grouped by user, keeping that order
         order = _stable_argsort_codes(user_code) if order is None else order[_stable_argsort_codes(user_code[order])]
         user_sorted, codes, ts = user_code[order], item_code[order].astype(np.int64, copy=False), ts[order]
-        del user_code, item_code, order
-        keep = _first_of_duplicates(user_sorted, ts, codes)
-        del ts
+        del user_code, item_code
+        keep = _first_of_duplicates(user_sorted, ts, codes, lambda rows: pc.take(times, pa.array(order[rows]))
+                                    .to_numpy(zero_copy_only=False))
+        del ts, times, order
         duplicates = 0
         if keep is not None:
             duplicates = int(keep.size - keep.sum())
@@ -162,7 +167,7 @@ def _read(path: Path, progress) -> RawCSR:
     return RawCSR(ptr, codes, n_rows - duplicates, labels, duplicates)
 
 
-def _first_of_duplicates(user: np.ndarray, ts: np.ndarray, item: np.ndarray) -> np.ndarray | None:
+def _first_of_duplicates(user: np.ndarray, ts: np.ndarray, item: np.ndarray, written=None) -> np.ndarray | None:
     """Keep-mask dropping exact duplicate (user, item, timestamp) rows but the first in file order, as the in-memory
     loader does; None when there are none. Rows arrive sorted by (user, time) with file order on ties, so only rows
     sharing a (user, time) with a neighbour can be duplicates, and only those few are compared."""
@@ -173,7 +178,13 @@ def _first_of_duplicates(user: np.ndarray, ts: np.ndarray, item: np.ndarray) -> 
     tied[1:] |= same
     tied[:-1] |= same
     rows = np.flatnonzero(tied)  # in file order within each (user, time) group
-    key = np.stack([user[rows].astype(np.float64), item[rows].astype(np.float64), ts[rows]], axis=1)
+    # exact: integers, and the timestamp as written (written(rows) -> its strings) where given
+    if written is not None:
+        _, tcode = np.unique(np.asarray(written(rows)).astype(str), return_inverse=True)
+    else:
+        tcode = ts[rows]
+    key = np.stack([user[rows].astype(np.int64), item[rows].astype(np.int64),
+                    np.asarray(tcode).reshape(-1).astype(np.int64) if written is not None else tcode], axis=1)
     _, first = np.unique(key, axis=0, return_index=True)
     keep = np.ones(user.size, dtype=bool)
     keep[rows] = False

@@ -162,6 +162,23 @@ def _codes(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return uniq, inv.reshape(-1)
 
 
+INTEGER_TIME = r"^-?[0-9]+$"  # timestamps written as integers are ordered as int64, exactly (both engines)
+
+
+def exact_times(times: np.ndarray, as_float: np.ndarray) -> np.ndarray:
+    """The sort key of the timestamps as written: int64 when every one is an integer that fits (nanosecond epochs
+    differ in digits float64 cannot hold), else their float64 values."""
+    import re
+
+    pattern = re.compile(INTEGER_TIME)
+    if not all(pattern.match(t) for t in times.tolist()):
+        return as_float
+    try:
+        return np.array([int(t) for t in times.tolist()], dtype=np.int64)
+    except OverflowError:
+        return as_float
+
+
 def _counted_lines(f, advance):
     """Yield the file's lines, advancing the progress bar by characters read every so often."""
     pending = 0
@@ -242,8 +259,12 @@ def load_interactions(path: str | Path, progress=None) -> RawHistories:
             raise ToolkitError(f"{path}:{lines_of[empty]}: empty {role} id")
     user_labels, user_code = _codes(users)
     _, item_code = _codes(items)
-    # Exact duplicate rows (same user, item and timestamp) are logging artefacts: keep the first, count the rest.
-    key = np.stack([user_code.astype(np.float64), item_code.astype(np.float64), ts], axis=1)
+    ts = exact_times(np.asarray(times), ts)
+    # Exact duplicate rows (same user, item and timestamp as written) are logging artefacts: keep the first, count
+    # the rest. Integers, not float64: distinct nanosecond timestamps are distinct rows.
+    _, time_code = np.unique(np.asarray(times), return_inverse=True)
+    key = np.stack([user_code.astype(np.int64), item_code.astype(np.int64), time_code.reshape(-1).astype(np.int64)],
+                   axis=1)
     _, first = np.unique(key, axis=0, return_index=True)
     duplicates = len(users) - first.size
     if duplicates:

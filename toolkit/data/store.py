@@ -32,7 +32,7 @@ from toolkit.data.protocol import (
     protocol_chunk, to_csr, track_step,
 )
 from toolkit.errors import ToolkitError
-from toolkit.io import (atomic_dir, check_descriptor, read_json, read_npz, seal_descriptor,
+from toolkit.io import (atomic_dir, check_npy, check_descriptor, read_json, read_npz, seal_descriptor,
                         versions, write_descriptor_json)
 
 SCHEMA = "toolkit.dataset/1"
@@ -143,6 +143,7 @@ def _read_npy_dir(folder: Path) -> dict[str, np.ndarray]:
         f = folder / f"{name}.npy"
         if not f.is_file():
             continue
+        check_npy(f, "dataset arrays")
         try:
             out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
@@ -213,6 +214,20 @@ def _make_readable(folder: Path) -> None:
             f.chmod(0o644)
 
 
+def _refuse_symlinks(path: Path) -> None:
+    """A dataset dir holds its own files: a symlink inside (to another dataset's arrays, to /dev/zero, outside
+    the dir) is refused, as in run and artifact dirs."""
+    for sub in (path, path / ARRAYS_DIR):
+        try:
+            entries = list(sub.iterdir()) if sub.is_dir() and not sub.is_symlink() else []
+        except OSError:
+            continue
+        for p in entries:
+            if p.is_symlink():
+                raise ToolkitError(f"dataset dir {path} holds a symbolic link ({p.relative_to(path)} -> "
+                                   f"{os.readlink(p)}): refused, a dataset dir holds its own files")
+
+
 def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     """Load DIR (or DIR/dataset.json); with verify, re-hash the arrays against the descriptor and check their ids."""
     path = Path(path)
@@ -224,6 +239,7 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
         )
     if not path.is_dir():
         raise ToolkitError(f"dataset path is not a directory: {path}")
+    _refuse_symlinks(path)
     meta = read_json(path / DESCRIPTOR, "dataset descriptor")
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
@@ -582,6 +598,9 @@ def prepare(
         raise ToolkitError(f"--workers must be >= 1, got {workers}")
     if min_user_count < 1:
         raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
+    from toolkit.io import check_apart
+
+    check_apart(out, {"source file": source})
     check_output(out, force)
     if engine == "auto":
         big = source.is_file() and source.stat().st_size >= COLUMNAR_FROM_BYTES

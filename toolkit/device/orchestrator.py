@@ -202,7 +202,9 @@ class ToolkitPythonRunner(DeviceRunner):
         path = stage / inv.pulls[0]
         if not path.is_file():
             raise ToolkitError(f"runner exited {res.rc} without results: {_tail(res.output)}")
-        data = json.loads(path.read_text())
+        from toolkit.io import read_json
+
+        data = read_json(path, "device runner results")  # written on the device: read through the guarded reader
         icount = res.extra.get("icount")
         overhead = None
         if icount is not None:

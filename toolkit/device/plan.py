@@ -246,11 +246,10 @@ def host_reference(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
 
 def _host_reference_executorch(case: Case, steps: int) -> list[dict[str, np.ndarray]]:
     import torch
-    from executorch.extension.pybindings import _portable_lib  # the bindings, not executorch.runtime (imports exir)
 
-    program = _portable_lib._load_program(str(case.path), enable_etdump=False, debug_buffer_size=0,
-                                          program_verification=_portable_lib.Verification.InternalConsistency)
-    method = program.load_method(case.artifact.get("method", "forward"))
+    from toolkit.exporters.runners import load_executorch_method  # header checked, native crash contained
+
+    program, method = load_executorch_method(case.path, case.artifact.get("method", "forward"))
     names = case.output_names()
     traj = []
     for step in range(steps):

@@ -19,7 +19,6 @@ Light on purpose (numpy only): the device orchestrator and `toolkit verify --hel
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import CheckFailed, ToolkitError
-from toolkit.io import atomic_write_json, atomic_write_text, sha256_path
+from toolkit.io import MAX_TEXT_BYTES, atomic_write_json, check_npz, atomic_write_text, parse_json, read_bytes, sha256_path
 
 FORMAT = "toolkit-artifacts/1"
 MANIFEST = "manifest.json"
@@ -232,6 +231,53 @@ def _sha(root, where, v) -> str:
     return v
 
 
+ORT_LEVELS = ("disable", "basic", "extended", "all")  # ort_optimization_level (toolkit.exporters.runners)
+MAX_CASES = 100_000  # bundled-program cases
+
+
+def _number(root, where, d: dict, key: str, optional: bool = False, lo: float = 0.0):
+    """A finite number >= lo at d[key] (a crafted manifest passes its self-checksum: the types are checked here)."""
+    import math
+
+    v = d.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+        raise _bad(root, where, f"'{key}' {v!r} is not a finite number >= {lo:g}")
+    return v
+
+
+def _schema(root: Path, where: str, d: dict) -> None:
+    """The fields readers use beyond the typed record: enums, objects, numbers (one line naming the field)."""
+    level = d.get("ort_optimization_level")
+    if level is not None and level not in ORT_LEVELS:
+        raise _bad(root, where, f"'ort_optimization_level' {level!r} is not one of {', '.join(ORT_LEVELS)}")
+    parity = d.get("parity")
+    if parity is not None:
+        if not isinstance(parity, dict):
+            raise _bad(root, f"{where}.parity", "not an object")
+        status = parity.get("status")
+        if status is not None and status not in PARITY_STATUSES:
+            raise _bad(root, f"{where}.parity", f"'status' {status!r} is not one of {', '.join(PARITY_STATUSES)}")
+        tol = parity.get("tolerance")
+        if tol is not None:
+            if not isinstance(tol, dict):
+                raise _bad(root, f"{where}.parity.tolerance", "not an object")
+            _number(root, f"{where}.parity.tolerance", tol, "atol")
+            _number(root, f"{where}.parity.tolerance", tol, "rtol")
+    for key in ("structure", "model_info"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise _bad(root, f"{where}.{key}", "not an object")
+    bp = d.get("bundled_program")
+    if isinstance(bp, dict):
+        w = f"{where}.bundled_program"
+        cases = bp.get("cases")
+        if isinstance(cases, bool) or not isinstance(cases, int) or not 0 <= cases <= MAX_CASES:
+            raise _bad(root, w, f"'cases' {cases!r} is not an integer in 0..{MAX_CASES}")
+        _number(root, w, bp, "atol")
+        _number(root, w, bp, "rtol", optional=True)
+
+
 def _record(root: Path, i: int, d) -> ArtifactRecord:
     where = f"artifacts[{i}]"
     if not isinstance(d, dict):
@@ -240,6 +286,7 @@ def _record(root: Path, i: int, d) -> ArtifactRecord:
     runtime = _str(root, where, d, "runtime")
     if runtime not in RUNTIMES:
         raise _bad(root, where, f"unknown runtime '{runtime}' (valid: {', '.join(RUNTIMES)})")
+    _schema(root, where, d)
     for key in ("inputs", "outputs"):
         if not isinstance(d.get(key), list):
             raise _bad(root, where, f"'{key}' is not a list")
@@ -308,10 +355,7 @@ def read_manifest(artifact_dir: str | os.PathLike, expect: str | None = None) ->
     path = root / MANIFEST
     if not path.is_file():
         raise ToolkitError(f"artifact manifest not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ToolkitError(f"cannot read {path}: {e.strerror or e}") from None
+    data = read_bytes(path, "artifact manifest", MAX_TEXT_BYTES)
     digest = hashlib.sha256(data).hexdigest()
     if expect is not None:
         want = expect.strip().lower()
@@ -322,16 +366,20 @@ def read_manifest(artifact_dir: str | os.PathLike, expect: str | None = None) ->
         if not dpath.is_file():
             raise CheckFailed(f"{dpath} is missing: the manifest's own checksum (re-export, or pin the manifest "
                               f"with --expect SHA)")
-        try:
-            recorded = dpath.read_text().split()[0].strip().lower() if dpath.read_text().strip() else ""
+        try:  # one line of sha256sum format: never more than a few hundred bytes are read
+            with open(dpath, "rb") as f:
+                text = f.read(4096).decode("utf-8")
+            recorded = text.split()[0].strip().lower() if text.strip() else ""
         except (OSError, UnicodeDecodeError):
             recorded = ""
         if recorded != digest:
             raise CheckFailed(f"{path}: sha256 differs from {DIGEST} (the manifest was edited or corrupted)")
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    try:  # the one guarded JSON reader: size, depth, numbers, duplicate keys
+        raw = parse_json(data.decode("utf-8"), str(path), "artifact manifest", expect=None)
+    except UnicodeDecodeError as e:
         raise CheckFailed(f"{path}: not valid JSON ({type(e).__name__})") from None
+    except ToolkitError as e:
+        raise CheckFailed(str(e)) from None
     if not isinstance(raw, dict):
         raise CheckFailed(f"{path}: not a JSON object")
     if raw.get("format") != FORMAT:
@@ -385,6 +433,10 @@ def load_test_vectors(manifest: Manifest, rec: ArtifactRecord) -> dict:
     "states": [...]}]} with lists in the record's input/output/state order."""
     path = manifest.member(rec.test_vectors)
     try:
+        check_npz(path, "test vectors")
+    except ToolkitError as e:
+        raise CheckFailed(f"{rec.test_vectors}: unreadable test vectors ({e})") from None
+    try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             first = rec.inputs[0].name
@@ -422,6 +474,7 @@ def load_initial_state(root: Path, states) -> dict[str, np.ndarray]:
         p = member(Path(root), f)
         if not p.is_file():
             raise ToolkitError(f"initial state file missing: {p}")
+        check_npz(p, "initial state")
         try:
             with np.load(p, allow_pickle=False) as z:
                 if name not in z.files:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,70 @@ RUNNERS = {"executorch": ExecuTorchRunner, "onnxruntime": OnnxRuntimeRunner, "on
            "coreml": CoreMLRunner}
 
 
+PTE_IDENTIFIER = b"ET12"  # ExecuTorch program flatbuffer file_identifier (schema/program.fbs), bytes 4..8
+BPTE_IDENTIFIER = b"BP08"  # bundled program (bundled_program_schema.fbs)
+MAX_PROGRAM_BYTES = 4 << 30
+PROBE_TIMEOUT_S = 120
+
+
+def check_program_file(path, identifier: bytes = PTE_IDENTIFIER, what: str = "ExecuTorch program") -> None:
+    """The flatbuffer identifier and size of a .pte/.bpte, read before the runtime sees the file: the runtime
+    logs a foreign identifier's raw bytes, and its Python log hook aborts the process decoding them."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ToolkitError(f"cannot read {what} {p}: {e.strerror or type(e).__name__}") from None
+    if size > MAX_PROGRAM_BYTES:
+        raise ToolkitError(f"{what} {p.name} is {size:,} bytes, more than the {MAX_PROGRAM_BYTES:,} allowed")
+    if len(head) < 8 or head[4:8] != identifier:
+        raise ToolkitError(f"{p.name} is not an {what} (flatbuffer identifier {head[4:8]!r}, expected "
+                           f"{identifier!r})")
+
+
+def probe_load(load, what: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Run `load()` (a native loader) once in a forked child first: a native abort or crash there (a crafted
+    program whose names the runtime logs, or that trips an assertion) kills the child, and this process refuses
+    the file in one line instead of dying with it. The child shares the parent's imports (fork: no start-up)."""
+    import signal
+    import time
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: load, report by exit code only, never return into the parent's code
+        code = 3
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)  # stdout may carry a command's JSON: the child writes nothing there
+            load()
+            code = 0
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise ToolkitError(f"{what}: the runtime did not finish loading it within {timeout_s:g} s: refused")
+        time.sleep(0.02)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        raise ToolkitError(f"{what}: the runtime crashed loading it ({name}; a malformed or crafted program): "
+                           "refused")
+
+
 def load_executorch_method(path, method: str = "forward"):
     """(program, method) from a .pte through ExecuTorch's C++ runtime bindings; call method([tensors]).
 
@@ -212,9 +278,26 @@ def load_executorch_method(path, method: str = "forward"):
     import torch  # noqa: F401 - the bindings take and return torch tensors; libtorch must be loaded first
     from executorch.extension.pybindings import _portable_lib
 
-    program = _portable_lib._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
-                                          program_verification=_portable_lib.Verification.InternalConsistency)
-    return program, program.load_method(method)
+    check_program_file(path)
+
+    def load():
+        program = _portable_lib._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
+                                              program_verification=_portable_lib.Verification.InternalConsistency)
+        return program, program.load_method(method)
+
+    key = _file_key(path)
+    if key not in _PROBED:  # once per file version and process (a runner reloads the method to reset its state)
+        probe_load(load, f"ExecuTorch program {Path(path).name}")
+        _PROBED.add(key)
+    return load()
+
+
+_PROBED: set = set()
+
+
+def _file_key(path) -> tuple:
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def set_executorch_threads(n: int) -> None:

@@ -186,7 +186,12 @@ def check_bundled_program(path: Path, n_cases: int, atol: float, rtol: float) ->
     import torch  # noqa: F401 - the bindings need libtorch loaded
     from executorch.extension.pybindings import _portable_lib  # not the wrapper: it imports all of exir
 
-    bundle = _portable_lib._load_bundled_program_from_buffer(path.read_bytes())
+    from toolkit.exporters.runners import BPTE_IDENTIFIER, check_program_file, probe_load
+
+    check_program_file(path, BPTE_IDENTIFIER, "ExecuTorch bundled program")
+    data = path.read_bytes()
+    probe_load(lambda: _portable_lib._load_bundled_program_from_buffer(data), f"bundled program {path.name}")
+    bundle = _portable_lib._load_bundled_program_from_buffer(data)
     for i in range(n_cases):
         try:
             bundle.verify_result_with_bundled_expected_output("forward", i, rtol, atol)

@@ -38,7 +38,7 @@ def verify_artifact(manifest: Manifest, rec: ArtifactRecord, hash_problems: list
     if hash_problems:
         result["checks"]["parity"] = "not run (files differ from the manifest)"
         return _finish(result)
-    tol = raw.get("parity", {}).get("tolerance", {"atol": 1e-4, "rtol": 1e-4})
+    tol = (raw.get("parity") or {}).get("tolerance") or {"atol": 1e-4, "rtol": 1e-4}  # typed by read_manifest
     try:
         ref = load_test_vectors(manifest, rec)["steps"]
     except ToolkitError as e:

@@ -284,7 +284,8 @@ def mrd_targets(ds: Dataset, tcfg: GateTrainConfig, seed: int):
 
 
 def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-               threads: int | None, config: dict, console: Console | None = None, dist=None) -> dict | None:
+               threads: int | None, config: dict, console: Console | None = None, dist=None,
+               shown_as: Path | None = None) -> dict | None:
     """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content.
 
     dist: a toolkit.train.distributed.Dist inside a data-parallel worker (see _stage); rank 0 writes the run dir
@@ -437,8 +438,9 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     atomic_write_json(out / "metrics.json", metrics)
     write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed
     console.print(_summary_table(gate, metrics))
-    console.print(f"gate written to {out} (model.json, {out / WEIGHTS}, metrics.json); next: "
-                  f"toolkit gate calibrate {out} --data {ds.path} --budget 0.1")
+    shown = Path(shown_as or out)  # the run dir the user named (out may be its staging dir, swapped in after)
+    console.print(f"gate written to {shown} (model.json, {shown / WEIGHTS}, metrics.json); next: "
+                  f"toolkit gate calibrate {shown} --data {ds.path} --budget 0.1")
     return metrics
 
 

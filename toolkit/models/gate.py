@@ -37,6 +37,10 @@ LOGVAR_MIN, LOGVAR_MAX = -8.0, 4.0
 U_EPS = 1e-8  # log(u + eps): u is exactly 0 when every noise draw is equal
 
 
+_GATE_BOUNDS = {"dim": (1, 16384), "z_dim": (1, 16384), "n_samples": (1, 100_000), "noise_seed": (0, 2**32 - 1),
+                "lag_cap": (1, 1_000_000)}  # other sizes: 1..65536
+
+
 @dataclass
 class GateConfig:
     dim: int = 64  # D of the base SCN's user state
@@ -53,6 +57,21 @@ class GateConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def __post_init__(self) -> None:
+        """Types and bounds of every field (a model.json read back gets the same bounds as --config flags): a
+        crafted size must not reach the allocator."""
+        for f in fields(self):
+            v, default = getattr(self, f.name), f.default
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise ToolkitError(f"gate config {f.name} must be true or false, got {v!r}")
+                continue
+            lo, hi = _GATE_BOUNDS.get(f.name, (1, 65536))
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ToolkitError(f"gate config {f.name} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise ToolkitError(f"gate {f.name} must be {f'>= {lo}' if v < lo else f'<= {hi}'}, got {v}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GateConfig":

@@ -59,12 +59,70 @@ _SIZE_MAX = 2**31 - 1
 _AT_LEAST_ONE = {"n_items", "dim", "heads", "mini_batch", "n_blocks", "ffn_mult", "max_len", "att_hidden"}
 
 
-def check_config_values(name: str, cfg_cls, values: dict) -> None:
+# Upper bounds of sizes, the same for --config flags and for a model.json read back: a crafted config must not
+# reach the allocator (dim=2**30 would ask for terabytes). Generous: 16x the largest setting the papers use.
+_SIZE_CAPS = {"dim": 16384, "att_hidden": 65536, "gen_hidden": 65536, "code_dim": 16384, "heads": 1024,
+              "n_blocks": 256, "gen_layers": 256, "ffn_mult": 64, "mini_batch": 65536, "max_len": 1 << 20,
+              "context_len": 1 << 20}
+_TABLE_ELEMENTS_MAX = 2**32  # n_items x dim floats of the item table (16 GiB in float32)
+
+
+def config_defaults(name: str, cfg_cls=None) -> dict:
+    """field -> default of `name`'s config class (n_items -> 0). Read from the model module's source when the
+    module is not imported yet, so flags and model.json configs are checked before torch is imported."""
+    import sys
+
+    mod = _MODELS[check_name(name)][0]
+    if cfg_cls is None and mod not in sys.modules:
+        return _source_defaults(mod, _MODELS[name][1])
+    cfg_cls = cfg_cls or classes(name)[0]
+    return {f.name: (0 if f.name == "n_items" else f.default) for f in dataclasses.fields(cfg_cls)}
+
+
+def _source_defaults(module: str, cls_name: str) -> dict:
+    """Dataclass fields of `cls_name` (and its bases, in this module or toolkit.models.common) from the source."""
+    import ast
+    from pathlib import Path
+
+    # the file beside this one (not importlib.util.find_spec: that imports toolkit.models, which imports torch)
+    source = Path(__file__).resolve().parent.parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    classes_ = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    node = classes_.get(cls_name)
+    if node is None:
+        return _source_defaults("toolkit.models.common", cls_name) if module != "toolkit.models.common" else {}
+    out: dict = {}
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            out.update(_source_defaults(module, base.id) if base.id in classes_
+                       else _source_defaults("toolkit.models.common", base.id))
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            try:
+                out[stmt.target.id] = 0 if stmt.value is None else ast.literal_eval(stmt.value)
+            except ValueError:
+                out[stmt.target.id] = None  # a default that is an expression: type not checked here
+    return out
+
+
+def check_config(name: str, overrides: dict) -> None:
+    """Unknown keys and bad values of `name`'s config overrides (no torch import): the flag check of --config."""
+    defaults = config_defaults(name)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ToolkitError(f"unknown config key(s) for {name}: {', '.join(unknown)} (valid: "
+                           f"{', '.join(sorted(defaults))})")
+    check_config_values(name, None, overrides, defaults=defaults)
+
+
+def check_config_values(name: str, cfg_cls, values: dict, defaults: dict | None = None) -> None:
     """Each value has its field's type (taken from the default; n_items is an int); ints are counts (0..2**31-1;
-    sizes such as dim and heads >= 1), floats finite and >= 0. One line naming the key otherwise."""
+    sizes such as dim and heads >= 1 and below their cap), floats finite and >= 0. One line naming the key
+    otherwise."""
     import math
 
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls)}
+    if defaults is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls)}
     for k, v in values.items():
         d = defaults.get(k, 0 if k == "n_items" else dataclasses.MISSING)
         if d is dataclasses.MISSING:
@@ -84,6 +142,12 @@ def check_config_values(name: str, cfg_cls, values: dict) -> None:
                 raise ToolkitError(f"{what} is a probability: it must lie in [0, 1), got {v!r}")
         elif isinstance(d, str) and not isinstance(v, str):
             raise ToolkitError(f"{what} must be a word, got {v!r}")
+        if k in _SIZE_CAPS and isinstance(v, int) and not isinstance(v, bool) and v > _SIZE_CAPS[k]:
+            raise ToolkitError(f"{what} must be at most {_SIZE_CAPS[k]}, got {v}")
+    n, dim = values.get("n_items"), values.get("dim", defaults.get("dim"))
+    if isinstance(n, int) and isinstance(dim, int) and n * dim > _TABLE_ELEMENTS_MAX:
+        raise ToolkitError(f"config of {name}: an item table of {n} x {dim} floats is too large (at most "
+                           f"{_TABLE_ELEMENTS_MAX} elements)")
 
 
 DUET_BACKBONES = ("sasrec", "gru4rec", "din", "scn")  # the static device models duet can wrap

@@ -63,16 +63,35 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_request(req: LaunchRequest, device: str = "cpu") -> LaunchRequest:
-    """Everything that can be checked before a worker starts; returns the request with its port fixed."""
-    if req.nproc < 1:
-        raise ToolkitError(f"--nproc must be >= 1, got {req.nproc}")
-    if req.nnodes < 1:
-        raise ToolkitError(f"--nnodes must be >= 1, got {req.nnodes}")
+MAX_NPROC = 1024  # workers on one machine
+MAX_NNODES = 65536
+MAX_CONNECT_TIMEOUT_S = 7 * 24 * 3600
+
+
+def check_flags(req: LaunchRequest) -> None:
+    """The distributed flags' ranges, whatever --nproc is (no torch, no network): one line naming the flag."""
+    if req.nproc < 1 or req.nproc > MAX_NPROC:
+        raise ToolkitError(f"--nproc must lie in 1..{MAX_NPROC}, got {req.nproc}")
+    if req.nnodes < 1 or req.nnodes > MAX_NNODES:
+        raise ToolkitError(f"--nnodes must lie in 1..{MAX_NNODES}, got {req.nnodes}")
     if not 0 <= req.node_rank < req.nnodes:
         raise ToolkitError(f"--node-rank must lie in 0..{req.nnodes - 1}, got {req.node_rank}")
-    if req.connect_timeout <= 0:
-        raise ToolkitError(f"--connect-timeout must be > 0, got {req.connect_timeout}")
+    t = req.connect_timeout
+    if not isinstance(t, (int, float)) or t != t or not 0 < t <= MAX_CONNECT_TIMEOUT_S:
+        raise ToolkitError(f"--connect-timeout must be a number of seconds in (0, {MAX_CONNECT_TIMEOUT_S}], got {t}")
+    if req.master_port is not None and not 1 <= req.master_port <= 65535:
+        raise ToolkitError(f"--master-port must lie in 1..65535, got {req.master_port}")
+    if not req.master_addr or len(req.master_addr) > 253 or any(c.isspace() for c in req.master_addr):
+        raise ToolkitError(f"--master-addr must be a host name or address, got '{req.master_addr}'")
+    cores = available_cores()
+    if req.nproc > cores and not req.oversubscribe:
+        raise ToolkitError(f"--nproc {req.nproc} is more than the {cores} cores available to this process "
+                           "(add --oversubscribe to run anyway)")
+
+
+def check_request(req: LaunchRequest, device: str = "cpu") -> LaunchRequest:
+    """Everything that can be checked before a worker starts; returns the request with its port fixed."""
+    check_flags(req)
     if device == "cuda":
         import torch
 
@@ -194,9 +213,11 @@ def _how(exitcode: int) -> str:
 
 def _worker_message(folder: Path, rank: int) -> dict | None:
     f = folder / f"rank{rank}.json"
+    from toolkit.io import read_json
+
     try:
-        return json.loads(f.read_text()) if f.is_file() else None
-    except (OSError, json.JSONDecodeError):
+        return read_json(f, "worker message") if f.is_file() else None
+    except ToolkitError:
         return None
 
 
