@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from toolkit.exporters.sources import ModelSource
-from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.models.common import BaseConfig, Recommender, last_real
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 
 HERE = str(Path(__file__).resolve().parent)
 

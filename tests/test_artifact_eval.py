@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_helpers import cli, run_inprocess
 
 

@@ -26,11 +26,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from cli_helpers import TOOLKIT  # tests/ is on sys.path under pytest
 
 from toolkit.cli import main
 from toolkit.io import read_json, write_descriptor_json
-
-from cli_helpers import TOOLKIT  # tests/ is on sys.path under pytest
 
 # ---------------------------------------------------------------- workspace
 

@@ -1,12 +1,12 @@
 """The export cache: a second identical bench re-measures without re-exporting; a damaged entry is rebuilt."""
 
 import pytest
-
 from bench_fixtures import build_tiny, tiny_source
+
 from toolkit.bench import budgets, cache
-from toolkit.exporters.sources import weights_digest
 from toolkit.bench.sweep import BenchRequest, run_bench
 from toolkit.bench.targets import load_target
+from toolkit.exporters.sources import weights_digest
 
 pytestmark = pytest.mark.slow  # exports with the real ONNX exporter
 

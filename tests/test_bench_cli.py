@@ -7,7 +7,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from cli_helpers import run_inprocess
 
 
@@ -121,6 +120,7 @@ def assert_row_schema(row):
 def test_bench_an_artifact_dir_measures_exactly_the_listed_files(tmp_path):
     """`toolkit bench ARTIFACT_DIR`: no export; every row names the file it timed by sha256 and manifest."""
     from artifact_dirs import make_artifact_dir
+
     from toolkit.exporters.manifest import read_manifest
 
     art = make_artifact_dir(tmp_path / "art", seq_lens=(10, 12))

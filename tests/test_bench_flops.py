@@ -2,8 +2,8 @@
 counts, and grows with L for `window` while `step` does not depend on the history."""
 
 import pytest
-
 from bench_fixtures import build_tiny, hand_flops_window
+
 from toolkit.models import flops
 from toolkit.models.registry import build
 

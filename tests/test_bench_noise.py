@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
 from cli_helpers import run_inprocess
+
 from toolkit.bench import budgets, compare, environment, noise, report
 from toolkit.bench.sweep import summarize
 from toolkit.errors import ToolkitError

@@ -4,9 +4,9 @@ the report files. Eager-torch runtime only (no export): the export cache is cove
 import xml.etree.ElementTree as ET
 
 import pytest
-
-from test_bench_cli import assert_row_schema
 from bench_fixtures import hand_flops_window, tiny_source
+from test_bench_cli import assert_row_schema
+
 from toolkit.bench import budgets, report
 from toolkit.bench.sweep import BenchRequest, run_bench
 from toolkit.bench.targets import load_target

@@ -11,12 +11,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import cli, run_inprocess
 
 from toolkit.errors import ToolkitError
 from toolkit.gate.dataset import expand_lags, score_pairs, subsample
 from toolkit.models.registry import build
-
-from cli_helpers import cli, run_inprocess
 
 CLOUD_MODELS = [("duet", {"backbone": b, "context_len": 20}) for b in ("sasrec", "gru4rec", "din", "scn")] + [
     ("duet", {"backbone": "gru4rec", "rank": 4, "context_len": 20}),

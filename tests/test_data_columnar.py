@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.data import load_dataset, prepare
-from toolkit.data import columnar
+from toolkit.data import columnar, load_dataset, prepare
 from toolkit.data import protocol as protocol_mod
 from toolkit.data.columnar import _stable_argsort_codes
 from toolkit.data.protocol import N_CANDIDATES, N_TRAIN_NEGATIVES, build_protocol, build_protocol_csr, to_csr

@@ -12,22 +12,22 @@ is written by ExecuTorch's own ETDump serializer (the flatcc schema the runtime'
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import stat
 import sys
 from pathlib import Path
 
 import pytest
+from artifact_dirs import rewrite_manifest  # noqa: E402 - same tests folder
 from cli_helpers import run_inprocess
+from test_device_plan import make_export  # noqa: E402
+
 from toolkit.device.adb import choose_cpu, list_devices, run_on_device
 from toolkit.device.elf import elf_abi
 from toolkit.device.orchestrator import parse_gflags_help
 from toolkit.device.targets import list_targets
 from toolkit.errors import ToolkitError
-
-from artifact_dirs import rewrite_manifest  # noqa: E402 - same tests folder
-from test_device_plan import make_export  # noqa: E402
 from toolkit.io import sha256_path  # noqa: E402
 
 FAKE_ADB = r'''#!{python}

@@ -12,14 +12,13 @@ import subprocess
 import time
 
 import pytest
+from test_device_plan import make_export  # noqa: E402 - same tests folder
 
 from toolkit.device import arm64
-from toolkit.device.emulated import bench_onnx, run_artifacts
 from toolkit.device.arm64 import target as arm64_target
 from toolkit.device.arm64.qemu import parse_icount
+from toolkit.device.emulated import bench_onnx, run_artifacts
 from toolkit.errors import ToolkitError
-
-from test_device_plan import make_export  # noqa: E402 - same tests folder
 
 STATUS = arm64.status()
 needs_target = pytest.mark.skipif(not STATUS.ready, reason=f"emulated ARM64 target not set up: {STATUS.reason}")

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from artifact_dirs import D, N_ITEMS, make_artifact_dir, rewrite_manifest
+from artifact_dirs import N_ITEMS, D, make_artifact_dir, rewrite_manifest
 
 from toolkit.device.budgets import apply_budgets
 from toolkit.device.emulated import LocalPythonTransport, run_cases_emulated
 from toolkit.device.plan import (
+    Measurement,
     build_cases,
     host_reference,
     load_manifest,
     make_row,
-    Measurement,
     select_artifacts,
 )
 from toolkit.errors import CheckFailed, ToolkitError

@@ -14,8 +14,8 @@ from torch import nn
 
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters import export_artifacts, open_runner, verify_dir
-from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 from toolkit.exporters.parity import eager_trajectory, runtime_trajectory, trajectory_inputs
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 
 N_ITEMS, H, d, K, C = 50, 2, 4, 3, 7
 

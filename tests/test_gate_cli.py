@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import cli, run_inprocess  # tests/ is on sys.path under pytest
 
 from toolkit.errors import ToolkitError
 from toolkit.metrics import ranking_metrics
 from toolkit.models import load_run
 from toolkit.models.gate import Gate
 from toolkit.train import TrainSettings, evaluate, train
-
-from cli_helpers import cli, run_inprocess  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_no_import_cycle_and_no_private_imports_across_packages():
     assert private == []
 
 
-def _defs(name: str, _cache: dict = {}) -> list[str]:
+def _defs(name: str, _cache: dict = {}) -> list[str]:  # noqa: B006 - a deliberate memo
     if not _cache:
         for m, p in _modules().items():
             for node in ast.walk(ast.parse(p.read_text())):

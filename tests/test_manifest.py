@@ -8,9 +8,9 @@ import os
 import shutil
 
 import pytest
-
 from artifact_dirs import make_artifact_dir, rewrite_manifest
 from cli_helpers import run_inprocess
+
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters.manifest import (
     DIGEST,

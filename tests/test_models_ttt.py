@@ -173,7 +173,7 @@ def test_selected_path_equals_full_window_then_last_real(L):
     params = [p for p in scn.parameters()]
     g_fast = torch.autograd.grad((u_fast * w).sum(), params, allow_unused=True)
     g_ref = torch.autograd.grad((u_ref * w).sum(), params, allow_unused=True)
-    for p, a, b in zip(params, g_fast, g_ref):
+    for _p, a, b in zip(params, g_fast, g_ref):
         if b is None:
             assert a is None or a.abs().max() == 0
             continue

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import cli, run_inprocess
+
 from toolkit.cli.stages import Stage, check_plan, run_stages
 
 PY = [sys.executable, "-c"]

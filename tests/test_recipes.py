@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import cli, run_inprocess
 
 from toolkit.data import load_dataset
 from toolkit.data.store import save_dataset
@@ -17,8 +18,6 @@ from toolkit.train import TrainSettings, train
 from toolkit.train.loop import evaluate
 from toolkit.train.objective import NegativeSampler, PositionScorer, batch_loss_sum
 from toolkit.train.recipes import RECIPES, Recipe, resolve_recipe
-
-from cli_helpers import cli, run_inprocess
 
 
 def test_fresh_negatives_are_deterministic_per_seed_epoch_step_and_never_touched(synth_dataset):

@@ -24,11 +24,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from cli_helpers import TOOLKIT  # tests/ is on sys.path under pytest
 
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
-
-from cli_helpers import TOOLKIT  # tests/ is on sys.path under pytest
 
 # ---------------------------------------------------------------- workspace and assertions
 

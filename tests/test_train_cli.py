@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import cli  # tests/ is on sys.path under pytest
 
-from toolkit.data import load_dataset
 from toolkit.models import build, load_run
 from toolkit.train import TrainSettings, train
-
-from cli_helpers import cli  # tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")

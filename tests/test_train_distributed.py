@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import TOOLKIT, cli
 from safetensors.torch import load_file
 
-from cli_helpers import TOOLKIT, cli
 from toolkit.train.distributed import Dist
 from toolkit.train.optim import RowSparseAdam
 
@@ -77,7 +77,7 @@ def _worker_pids(launcher_pid: int) -> dict[int, int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"toolkit.train.worker" not in cmd or f"TORCHELASTIC_RUN_ID=toolkit-train".encode() not in env:
+        if b"toolkit.train.worker" not in cmd or "TORCHELASTIC_RUN_ID=toolkit-train".encode() not in env:
             continue
         ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         if ppid != launcher_pid:

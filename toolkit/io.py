@@ -29,7 +29,6 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 
-
 INT64_MAX = 2**63 - 1
 
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.io import resource_dir
-from toolkit.io import read_toml
+from toolkit.io import read_toml, resource_dir
 
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 _MATCH_KEYS = ("model", "target", "seq_len", "entry", "runtime")

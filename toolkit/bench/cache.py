@@ -20,7 +20,6 @@ from toolkit.exporters.manifest import MANIFEST, verified
 from toolkit.io import atomic_write_json, cache_dir, versions
 
 
-
 def default_cache_dir() -> Path:
     """toolkit.io.cache_dir("bench"): $TOOLKIT_CACHE/bench, else ~/.cache/toolkit/bench (XDG_CACHE_HOME honoured)."""
     return cache_dir("bench")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 # ---- process RSS (used inside the fresh measuring subprocess) ---------------------------------------------------
 
 def _status_kb(field: str) -> int | None:

@@ -61,7 +61,7 @@ def matmul_gflops(sizes=MATMUL_SIZES, budget_s: float = 0.3) -> dict[str, float]
         repeats = 30  # many short chunks: on a shared core, the best chunk is the one nobody preempted
         inner = max(1, int(budget_s / repeats / max(flops / 50e9, 1e-7)))
         torch.mm(a, b, out=c)
-        out[str(n)] = flops / _best_time(lambda: torch.mm(a, b, out=c), inner, repeats) / 1e9
+        out[str(n)] = flops / _best_time(lambda: torch.mm(a, b, out=c), inner, repeats) / 1e9  # noqa: B023
     return out
 
 
@@ -267,10 +267,9 @@ def etdump_available(pte: Path) -> bool:
 
     from executorch.extension.pybindings import _portable_lib as portable_lib  # the wrapper imports all of exir
 
+    from toolkit.errors import ToolkitError
     from toolkit.exporters.common import quiet_native_stderr
     from toolkit.exporters.runners import check_program_file, probe_load
-
-    from toolkit.errors import ToolkitError
 
     try:
         check_program_file(pte)

@@ -29,16 +29,16 @@ import numpy as np
 
 from toolkit.bench import budgets as budgets_mod
 from toolkit.bench import environment, memory
-from toolkit.bench import rounds as rounds_mod
-from toolkit.models import flops
 from toolkit.bench import profile as profile_mod
+from toolkit.bench import rounds as rounds_mod
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
 from toolkit.bench.latency import thread_env
-from toolkit.exporters.sources import ModelSource, build, contract_kwargs, model_config, weights_digest
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
+from toolkit.exporters.sources import ModelSource, build, contract_kwargs, model_config, weights_digest
+from toolkit.models import flops
 from toolkit.models.registry import device_name
 from toolkit.rows import SCHEMA, artifact_fields, base_row, empty_memory, latency_summary
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.io import resource_dir
-from toolkit.io import read_toml
+from toolkit.io import read_toml, resource_dir
 
 KINDS = ("host", "emulated")
 _KNOWN = {"name", "description", "kind", "threads", "pin", "cpus", "emulation", "runtimes"}

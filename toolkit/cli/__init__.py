@@ -11,10 +11,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer import Abort
 
 from toolkit.errors import Terminated, ToolkitError
-
-from typer import Abort
 
 try:  # Typer >= 0.25 vendors its own click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError

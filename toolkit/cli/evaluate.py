@@ -56,7 +56,8 @@ def evaluate(
     regime = regime or "window"
     from toolkit.data import load_dataset
     from toolkit.models.runs import load_run, read_descriptor
-    from toolkit.train.loop import check_vocab, evaluate as evaluate_split, resolve_device
+    from toolkit.train.loop import check_vocab, resolve_device
+    from toolkit.train.loop import evaluate as evaluate_split
 
     device = resolve_device(device)
 

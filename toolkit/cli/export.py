@@ -9,8 +9,6 @@ import typer
 
 from toolkit.errors import ToolkitError
 
-
-
 MAX_SEQ_LEN = 4096  # beyond any on-device window; keeps a typo from allocating terabytes
 MAX_CANDIDATES = 1_000_000
 MAX_STEPS = 10_000

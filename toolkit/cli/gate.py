@@ -57,7 +57,8 @@ def calibrate(
     if split not in ("valid", "test", "train"):
         raise ToolkitError(f"--split: unknown '{split}' (valid: valid, test, train)")
     from toolkit.data import load_dataset
-    from toolkit.gate.calibrate import THRESHOLD, calibrate as run_calibrate, check_budget
+    from toolkit.gate.calibrate import THRESHOLD, check_budget
+    from toolkit.gate.calibrate import calibrate as run_calibrate
 
     check_budget(budget)
     _set_threads(threads)

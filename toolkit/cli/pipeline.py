@@ -204,7 +204,7 @@ def pipeline(
                 console.print(f"{clock()} start  {stage.name}")
             return
         ok = res.rc == 0
-        mark = "[green]done[/] " if ok else f"[red]FAIL[/] "
+        mark = "[green]done[/] " if ok else "[red]FAIL[/] "
         console.print(f"{clock()} {mark} {stage.name:<{width}}  {res.seconds:6.1f} s wall, {res.cpu_seconds:6.1f} s CPU"
                       + ("" if ok else f"  (exit {res.rc}; log: {res.log})"))
         if not ok:

@@ -153,7 +153,7 @@ def _read(path: Path, progress) -> RawCSR:
         order = _stable_argsort_codes(user_code) if order is None else order[_stable_argsort_codes(user_code[order])]
         user_sorted, codes, ts = user_code[order], item_code[order].astype(np.int64, copy=False), ts[order]
         del user_code, item_code
-        keep = _first_of_duplicates(user_sorted, ts, codes, lambda rows: pc.take(times, pa.array(order[rows]))
+        keep = _first_of_duplicates(user_sorted, ts, codes, lambda rows: pc.take(times, pa.array(order[rows]))  # noqa: F821 - called before the del below
                                     .to_numpy(zero_copy_only=False))
         del ts, times, order
         duplicates = 0

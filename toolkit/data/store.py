@@ -28,12 +28,27 @@ import numpy as np
 
 from toolkit.data import protocol
 from toolkit.data.protocol import (
-    N_CANDIDATES, N_TRAIN_NEGATIVES, UserDataError, build_protocol_csr, check_csr, chunk_bounds,
-    protocol_chunk, to_csr, track_step,
+    N_CANDIDATES,
+    N_TRAIN_NEGATIVES,
+    UserDataError,
+    build_protocol_csr,
+    check_csr,
+    chunk_bounds,
+    protocol_chunk,
+    to_csr,
+    track_step,
 )
 from toolkit.errors import ToolkitError
-from toolkit.io import (atomic_dir, check_npy, check_descriptor, read_json, read_npz, seal_descriptor,
-                        versions, write_descriptor_json)
+from toolkit.io import (
+    atomic_dir,
+    check_descriptor,
+    check_npy,
+    read_json,
+    read_npz,
+    seal_descriptor,
+    versions,
+    write_descriptor_json,
+)
 
 SCHEMA = "toolkit.dataset/1"
 DESCRIPTOR = "dataset.json"

@@ -21,11 +21,11 @@ from typing import Callable
 
 from toolkit.device.elf import elf_abi
 from toolkit.device.orchestrator import (
+    DeviceRunner,
     ExecResult,
     ExecutorRunner,
     Invocation,
     OrtPerfTestRunner,
-    DeviceRunner,
     Transport,
     parse_gflags_help,
     run_cases,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from toolkit.device import arm64
+from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, ToolkitPythonRunner, Transport, run_cases
 from toolkit.device.plan import (
     Case,
@@ -26,7 +26,6 @@ from toolkit.device.plan import (
     max_abs_err,
     select_artifacts,
 )
-from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest
 

@@ -93,6 +93,7 @@ class ExecuTorchProgram:
 
     def __init__(self, path: str, method: str, names: list, threads: int):
         import torch  # noqa: F401 - executorch's pybindings need it loaded
+
         # the bindings themselves: `executorch.runtime` would import the whole export stack (executorch.exir)
         from executorch.extension.pybindings import _portable_lib
 
@@ -201,8 +202,8 @@ def main(plan_path: str) -> int:
         plan = json.load(f)
     threads = int(plan.get("threads", 1))
     if any(c.get("runtime") == "executorch" for c in plan["cases"]):
-        import torch  # noqa: F401 - load the ExecuTorch stack before mapping code ranges
         import executorch.runtime  # noqa: F401
+        import torch  # noqa: F401 - load the ExecuTorch stack before mapping code ranges
     ranges = register_ranges()
     # The markers' own cost, measured the same way as a call (ends up subtracted on the host).
     gc.disable()

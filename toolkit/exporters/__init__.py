@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports (torch.onnx, executorch) stay lazy for `toolkit --help`
     from toolkit.exporters.export import export_artifacts
-    from toolkit.exporters.runners import RuntimeSession, open_runner
     from toolkit.exporters.manifest import read_manifest, verified
+    from toolkit.exporters.runners import RuntimeSession, open_runner
     from toolkit.exporters.verify import verify_dir
 
 __all__ = ["export_artifacts", "open_runner", "RuntimeSession", "verify_dir", "read_manifest", "verified"]

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
-
 # the state names and the dtype table belong to the artifact dir's format: toolkit.exporters.manifest
 from toolkit.exporters.manifest import STATE_IN, STATE_OUT, np_dtype, state_output_name  # noqa: F401
+from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 

@@ -23,7 +23,7 @@ from toolkit.exporters.common import (
     tensor_record,
     to_numpy,
 )
-from toolkit.models.contract import EntryPoint, buffer_name
+from toolkit.exporters.manifest import COREML_SKIP_REASON, FORMAT, VECTORS_LAYOUT, save_test_vectors, write_manifest
 from toolkit.exporters.parity import (
     compare,
     eager_trajectory,
@@ -31,11 +31,11 @@ from toolkit.exporters.parity import (
     runtime_trajectory,
     trajectory_inputs,
 )
-from toolkit.exporters.manifest import COREML_SKIP_REASON, FORMAT, VECTORS_LAYOUT, save_test_vectors, write_manifest
 from toolkit.exporters.recipes import DTYPES, Recipe, find, parse_targets
 from toolkit.exporters.runners import coreml_can_run, open_runner
 from toolkit.exporters.statecheck import contract_check, mutated_buffers, raise_if_failed
 from toolkit.io import atomic_dir, sha256_path, size_path, versions
+from toolkit.models.contract import EntryPoint, buffer_name
 
 Progress = Callable[[str, int, int], None]
 

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import CheckFailed, ToolkitError
-from toolkit.io import MAX_TEXT_BYTES, atomic_write_json, check_npz, atomic_write_text, parse_json, read_bytes, sha256_path
+from toolkit.io import (
+    MAX_TEXT_BYTES,
+    atomic_write_json,
+    atomic_write_text,
+    check_npz,
+    parse_json,
+    read_bytes,
+    sha256_path,
+)
 
 FORMAT = "toolkit-artifacts/1"
 MANIFEST = "manifest.json"
@@ -467,7 +475,7 @@ def load_initial_state(root: Path, states) -> dict[str, np.ndarray]:
     """State name -> its shipped initial value (states: StateRecords or the raw record dicts)."""
     out = {}
     for s in states:
-        get = (lambda k: s.get(k)) if isinstance(s, dict) else (lambda k: getattr(s, k))
+        get = (lambda k: s.get(k)) if isinstance(s, dict) else (lambda k: getattr(s, k))  # noqa: B023 - used now
         f, name, dtype = get("initial_file"), get("name"), get("dtype")
         if not f:
             continue

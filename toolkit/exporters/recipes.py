@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.io import resource_dir
-from toolkit.io import read_toml
+from toolkit.io import read_toml, resource_dir
 
 TARGETS = ("executorch", "onnx", "coreml")
 DTYPES = ("fp32", "fp16", "int8")

@@ -18,9 +18,9 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import Exported, first_line, state_output_name, tensor_record
-from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import coreml_state_check
+from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 
 _PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
 

@@ -16,9 +16,9 @@ import torch
 
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.exporters.common import STATE_OUT, Exported, cast_entry, tensor_record
-from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import executorch_state_check
+from toolkit.models.contract import BufferedState, EntryPoint, buffer_name
 
 # matmul-family ops: TTT's runtime-operand matmuls show up as bmm/mm after decomposition
 COMPUTE_OPS = ("aten_bmm", "aten_mm", "aten_matmul", "aten_linear", "aten_addmm", "aten_baddbmm",

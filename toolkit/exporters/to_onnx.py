@@ -17,9 +17,9 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.common import STATE_IN, STATE_OUT, Exported, cast_entry, tensor_record, to_numpy
-from toolkit.models.contract import EntryPoint
 from toolkit.exporters.recipes import Recipe
 from toolkit.exporters.statecheck import onnx_state_check
+from toolkit.models.contract import EntryPoint
 
 ORT_LEVELS = ("disable", "basic", "extended", "all")
 

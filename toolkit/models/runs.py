@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.models.counts import COUNT_MODELS
 from toolkit.io import atomic_write_bytes, contained, load_safetensors, read_descriptor_json, sha256_file, versions
+from toolkit.models.counts import COUNT_MODELS
 
 WEIGHTS = "weights.safetensors"
 

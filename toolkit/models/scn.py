@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.common import BaseConfig, Recommender, RMSNorm, last_real, last_real_onehot
 from toolkit.models.contract import EntryPoint, StateSpec, TensorSpec
-from toolkit.models.common import BaseConfig, RMSNorm, Recommender, last_real, last_real_onehot
 from toolkit.models.gcn import GCN
 from toolkit.models.ttt import LN_EPS, TTTLinear, state_floats
 

@@ -25,8 +25,8 @@ from toolkit.models.common import check_item_ids
 from toolkit.models.registry import build
 from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
 from toolkit.train.objective import NegativeSampler, PositionScorer, batch_loss_sum, step_candidates
-from toolkit.train.recipes import resolve_recipe
 from toolkit.train.optim import make_optimizer
+from toolkit.train.recipes import resolve_recipe
 
 SELECT_METRIC = "ndcg@10"
 EVAL_BATCH = 1024  # fixed, so `toolkit eval` reproduces metrics.json bit for bit

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from toolkit.train.recipes import Recipe
 
+
 class NegativeSampler:
     """Fresh negatives for training rows: uniform over the items each user never touched, distinct within a row,
     a pure function of (seed, epoch, step, users), so a resumed or data-parallel run draws exactly the same."""

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -51,8 +50,8 @@ from toolkit.device.arm64.layout import (
 )
 from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_write_json, atomic_write_text, sha256_file, size_path
-from toolkit.io import read_json
+from toolkit.io import atomic_write_json, atomic_write_text, read_json, sha256_file, size_path
+
 
 def _read_stamp(lay: Layout, piece: str) -> dict | None:
     p = lay.stamp(piece)
@@ -258,7 +257,6 @@ def precompile(folder: Path) -> None:
     if sys.version_info[:2] != (3, 11):
         return  # a different magic number: the guest would ignore the files
     import compileall
-
     import re
 
     skip = re.compile(r"[/\\](tests?|idlelib|tkinter|turtledemo|lib2to3|ensurepip)[/\\]")

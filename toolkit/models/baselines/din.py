@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import window_entry
 from toolkit.models.common import BaseConfig, Recommender, real_mask_table, register_tower_table
+from toolkit.models.contract import EntryPoint
 
 
 @dataclass

@@ -22,9 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.common import (
+    BaseConfig,
+    Recommender,
+    device_scores,
+    last_real,
+    last_real_map,
+    real_mask_table,
+    register_tower_table,
+)
 from toolkit.models.contract import EntryPoint, TensorSpec
-from toolkit.models.common import (BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table,
-                                   register_tower_table)
 
 
 @dataclass

@@ -26,10 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import ToolkitError
-from toolkit.models.contract import EntryPoint
 from toolkit.models.baselines.gru4rec import output_mlp, window_entry
-from toolkit.models.common import (BaseConfig, Recommender, device_scores, last_real, last_real_map, real_mask_table,
-                                   register_tower_table)
+from toolkit.models.common import (
+    BaseConfig,
+    Recommender,
+    device_scores,
+    last_real,
+    last_real_map,
+    real_mask_table,
+    register_tower_table,
+)
+from toolkit.models.contract import EntryPoint
 
 
 @dataclass
