@@ -125,7 +125,7 @@ def check_inputs(model: str, data: Path, base_run: Path | None, init: Path | Non
     if base_run is not None:
         desc = read_json(base_run / "model.json", "run descriptor")
         if desc.get("model") not in CLOUD_MODELS:
-            raise ToolkitError(f"--model {base_run} is a '{desc.get('model')}' run; the gate needs a trained "
-                               f"{' or '.join(CLOUD_MODELS)} run")
+            raise ToolkitError(f"the gate decides when to ask the cloud for an update; {base_run} is a "
+                               f"'{desc.get('model')}' run, which has none (usable: {', '.join(CLOUD_MODELS)})")
     if model not in ("gate", "pop", "cooc"):  # the count baselines take no config (the CLI refuses --config)
         check_config(model, cfg)

@@ -7,15 +7,15 @@ gets a slice of `k` consecutive calls, so a burst of load lands on every row ali
 at that moment. Calls inside one slice are not independent (a preemption or a frequency change hits several calls
 in a row), rounds are: the unit of resampling is the round.
 
-- `median_ci_rounds`: the reported p50 is the median of all samples of the row (the toolkit's one percentile
-  definition, toolkit.rows.latency_summary). Its 95% interval is a percentile bootstrap *over rounds* (a cluster
+- `median_ci_rounds`: the reported p50 is the median of all samples of the row (the toolkit's one percentile definition,
+  toolkit.rows.latency_summary). Its 95% interval is a quantile bootstrap *over rounds* (a cluster
   bootstrap): draw R rounds with replacement out of the row's R rounds, take the median of their pooled samples,
-  B = 1000 times with a fixed seed; the 2.5th and 97.5th percentiles of those medians, each side's distance from
+  B = 1000 times with a fixed seed; the 2.5th and 97.5th quantiles of those medians, each side's distance from
   the p50 widened by sqrt(R / (R - 1)) * t(R - 1) / z (the bootstrap's variance is short by (R - 1) / R, and R
   rounds give a Student t, not a normal, interval: 1.22x at R = 10, 1.07x at R = 30). It needs no distributional
   assumption and carries between-round variation (what load does) into the interval, which an interval assuming
   independent calls would not. On synthetic samples (tests/test_bench_noise.py) it covers the true median ~95% of
-  the time with and without round-to-round shifts; the plain percentile interval covered 87-92% at R = 10 and the
+  the time with and without round-to-round shifts; the plain quantile interval covered 87-92% at R = 10 and the
   order-statistic one 81-84% once rounds shift. With fewer than MIN_BOOTSTRAP_ROUNDS rounds `median_ci` falls
   back to the order-statistic interval (below) and says so.
 - `median_ci_order`: the distribution-free interval for the median of independent samples: the j-th and
@@ -38,7 +38,7 @@ BOOTSTRAP_SEED = 20251207
 MIN_BOOTSTRAP_ROUNDS = 5
 Z95 = 1.959963984540054
 METHOD_ROUNDS = (f"bootstrap over rounds (B = {BOOTSTRAP_RESAMPLES}, rounds resampled with replacement, median of "
-                 "their pooled calls; percentile interval widened by sqrt(R/(R-1)) t(R-1)/z)")
+                 "their pooled calls; quantile interval widened by sqrt(R/(R-1)) t(R-1)/z)")
 METHOD_ORDER = "order statistics of the median (binomial, assumes independent calls; too few rounds to bootstrap)"
 
 
@@ -76,7 +76,7 @@ def median_ci_rounds(rounds: Sequence[Sequence[float]], confidence: float = CONF
                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                      widen: bool = True) -> tuple[float, float]:
     """Bootstrap over rounds of the pooled median (see the module doc). `rounds`: one sequence of samples per
-    round (rounds may differ in size: each resample pools whole rounds). `widen=False`: the plain percentile
+    round (rounds may differ in size: each resample pools whole rounds). `widen=False`: the plain quantile
     interval, without the small-sample correction."""
     blocks = [np.sort(np.asarray(r, dtype=np.float64)) for r in rounds if len(r)]
     if not blocks:
@@ -156,7 +156,9 @@ def summarize_rounds(rounds_ms: Sequence[Sequence[float]], target_ci: float | No
     that is, and the spread between rounds (the median of each round)."""
     rounds_ms = [list(r) for r in rounds_ms if len(r)]
     pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds_ms])
-    p50 = float(np.percentile(pooled, 50))
+    from toolkit.rows import latency_summary  # the one p50 definition rows use
+
+    p50 = latency_summary(pooled)["p50"]
     lo, hi, method = median_ci(rounds_ms)
     round_p50s = [float(np.median(r)) for r in rounds_ms]
     hw = halfwidth(p50, lo, hi)

@@ -136,12 +136,12 @@ class Slot:
         return self.session.error is not None
 
     def halfwidth(self) -> float:
-        pooled = sorted(x for r in self.rounds for x in r)
+        pooled = [x for r in self.rounds for x in r]
         if not pooled:
             return math.inf
-        import numpy as np
+        from toolkit.rows import latency_summary  # the one p50 definition rows use
 
-        p50 = float(np.percentile(pooled, 50))
+        p50 = latency_summary(pooled)["p50"]
         lo, hi, _ = noise.median_ci(self.rounds)
         return noise.halfwidth(p50, lo, hi)
 

@@ -138,7 +138,7 @@ def budget_override(max_ndcg_drop: Optional[float], relative: Optional[float]) -
 
 
 def check_accuracy(dirs: list[Path], data: Optional[Path], users: Optional[int], seed: int,
-                   override: dict | None, console, threads: int = 1) -> dict:
+                   override: dict | None, console, threads: int = 1, expect: str | None = None) -> dict:
     """The accuracy budget of `toolkit verify` / `toolkit bench`: each dir's artifacts ranked through their runtime on
     the test split of --data, each drop from eager checked against its budget. Prints one line per budgeted
     artifact; returns {"evaluations", "verdicts", "failed": [lines]}. Without --data: nothing evaluated, and an
@@ -147,7 +147,7 @@ def check_accuracy(dirs: list[Path], data: Optional[Path], users: Optional[int],
     from toolkit.exporters.manifest import read_manifest
 
     if data is None:
-        budgeted = [r.file for d in dirs for r in read_manifest(d).artifacts if r.raw.get("accuracy_budget")]
+        budgeted = [r.file for d in dirs for r in read_manifest(d, expect).artifacts if r.raw.get("accuracy_budget")]
         if budgeted or override:
             console.print(f"[yellow]note:[/] accuracy budget not checked ({len(budgeted)} artifact(s) carry one): "
                           "pass --data DATASET_DIR to rank the test users through them", highlight=False)
@@ -157,7 +157,7 @@ def check_accuracy(dirs: list[Path], data: Optional[Path], users: Optional[int],
     ds = load_dataset(data)
     evaluations, verdicts, failed = [], [], []
     for d in dirs:
-        res = evaluate_artifacts(d, ds, "test", users, seed, threads=threads)
+        res = evaluate_artifacts(d, ds, "test", users, seed, threads=threads, expect=expect)
         evaluations.append(res)
         for v in accuracy_verdicts(res, override):
             v["dir"] = res["dir"]

@@ -89,7 +89,8 @@ def verify(
         from toolkit.cli.artifact_eval import check_accuracy
 
         report["accuracy"] = check_accuracy([artifact_dir], data, users, seed, override,
-                                            Console(file=terminal()) if to_stdout else console, n_threads)
+                                            Console(file=terminal()) if to_stdout else console, n_threads,
+                                            expect=expect)
     if to_stdout:
         print(json.dumps(report, indent=2, default=str))
     else:

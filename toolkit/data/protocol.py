@@ -172,6 +172,11 @@ def touched_keys(user_ptr: np.ndarray, user_items: np.ndarray, n_items: int) -> 
     return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
 
 
+def touched_key_set(user_ptr: np.ndarray, user_items: np.ndarray, n_items: int) -> KeySet:
+    """Every (user, item) pair of the histories, for fast `sample_negatives` calls over many batches."""
+    return _with_filter(touched_keys(user_ptr, user_items, n_items))
+
+
 def sample_negatives(
     rng: np.random.Generator,
     users: np.ndarray,

@@ -260,7 +260,7 @@ def stream_artifact_scores(runner, rec: ArtifactRecord, ds, split: str, rows: np
 def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users: int | None = None, seed: int = 0,
                        run: str | Path | None = None, threads: int = 1, regimes=("window", "stream"),
                        progress: Progress | None = None, allow_extra: bool = False,
-                       eager_cache: dict | None = None) -> dict:
+                       eager_cache: dict | None = None, expect: str | None = None) -> dict:
     """Rank a split's users through every evaluable artifact of the dir; compare each with eager, paired per user.
 
     eager_cache: a dict shared by calls over dirs exported from the same run (the eager scores are computed once).
@@ -273,7 +273,7 @@ def evaluate_artifacts(artifact_dir: str | Path, ds, split: str = "test", users:
     if split not in ("valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (valid: valid, test)")
     tell = progress or (lambda what, d, t: None)
-    manifest = verified(artifact_dir, allow_extra=allow_extra)
+    manifest = verified(artifact_dir, expect=expect, allow_extra=allow_extra)
     check_matches(manifest, ds, split)
     quiet_libraries()
     seqs, cands = ds.split(split)

@@ -20,7 +20,7 @@ import numpy as np
 from toolkit.errors import ToolkitError
 
 EMBEDDING_MODES = ("none", "int8")
-MIN_ROWS = 256
+MIN_ROWS = 128  # item tables of real catalogues are far larger; positions and masks far smaller
 MIN_COLS = 8
 
 

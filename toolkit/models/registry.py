@@ -138,7 +138,7 @@ def check_config_values(name: str, cfg_cls, values: dict, defaults: dict | None 
         elif isinstance(d, float):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ToolkitError(f"{what} must be a finite number >= 0, got {v!r}")
-            if k.endswith("dropout") and v >= 1:
+            if k == "dropout" and v >= 1:
                 raise ToolkitError(f"{what} is a probability: it must lie in [0, 1), got {v!r}")
         elif isinstance(d, str) and not isinstance(v, str):
             raise ToolkitError(f"{what} must be a word, got {v!r}")

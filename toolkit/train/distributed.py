@@ -70,7 +70,9 @@ MAX_CONNECT_TIMEOUT_S = 7 * 24 * 3600
 
 def check_flags(req: LaunchRequest) -> None:
     """The distributed flags' ranges, whatever --nproc is (no torch, no network): one line naming the flag."""
-    if req.nproc < 1 or req.nproc > MAX_NPROC:
+    if req.nproc < 1:
+        raise ToolkitError(f"--nproc must be >= 1, got {req.nproc}")
+    if req.nproc > MAX_NPROC:
         raise ToolkitError(f"--nproc must lie in 1..{MAX_NPROC}, got {req.nproc}")
     if req.nnodes < 1 or req.nnodes > MAX_NNODES:
         raise ToolkitError(f"--nnodes must lie in 1..{MAX_NNODES}, got {req.nnodes}")

@@ -18,10 +18,10 @@ class NegativeSampler:
     a pure function of (seed, epoch, step, users), so a resumed or data-parallel run draws exactly the same."""
 
     def __init__(self, ds, seed: int):
-        from toolkit.data.protocol import _with_filter, touched_keys
+        from toolkit.data.protocol import touched_key_set
 
         self.ds, self.seed = ds, int(seed)
-        self.keys = _with_filter(touched_keys(ds.user_ptr, ds.user_items, ds.n_items))
+        self.keys = touched_key_set(ds.user_ptr, ds.user_items, ds.n_items)
 
     def draw(self, users: np.ndarray, k: int, epoch: int, step: int) -> np.ndarray:
         from toolkit.data.protocol import sample_negatives
