@@ -96,16 +96,12 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
     return stages
 
 
-def _window(data: Optional[Path], seq_len: Optional[int]) -> int:
-    """The job's window: --seq-len, or the dataset's; longer than the dataset's windows is refused (the models
-    would be exported at positions they never trained on: prepare the dataset with that --seq-len instead)."""
+def _window(data: Optional[Path], prepared: Optional[int], seq_len: Optional[int]) -> int:
+    """The job's window: --seq-len, or the dataset's (`prepared`, from its loaded descriptor); longer than the
+    dataset's windows is refused (the models would be exported at positions they never trained on: prepare the
+    dataset with that --seq-len instead)."""
     if data is None:
         return 25 if seq_len is None else seq_len
-    from toolkit.io import read_json
-
-    prepared = read_json(data / "dataset.json", "dataset descriptor").get("seq_len")
-    if not isinstance(prepared, int) or isinstance(prepared, bool) or prepared < 1:
-        raise ToolkitError(f"--data {data}: dataset.json has no valid seq_len; prepare it again")
     if seq_len is not None and seq_len > prepared:
         raise ToolkitError(f"--seq-len {seq_len} is longer than the {prepared}-click windows {data} was prepared "
                            f"with: prepare it with `toolkit data prepare ... --seq-len {seq_len}`")
@@ -167,8 +163,8 @@ def pipeline(
                                "write into an input")
         from toolkit.data import load_dataset
 
-        load_dataset(data)  # a corrupt dataset is one line here, before any stage starts (numpy only, no torch)
-    seq_len = _window(data, seq_len)
+        prepared = load_dataset(data).seq_len  # a corrupt dataset is one line here, before any stage starts
+    seq_len = _window(data, prepared if data is not None else None, seq_len)
     base = parse_csv(baselines, "baseline", BASELINES) if baselines.strip() else []
     stages = plan(out, data, epochs, seq_len, targets, runs, users, base, budget, force)
     exe = [sys.executable, "-m", "toolkit"]
