@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A shell starts a background job (`pytest ... &`, nohup) with SIGINT ignored, and an ignored signal stays ignored
+# across exec: every toolkit process the tests start would then shrug off the SIGINT they send (the interrupt tests
+# saw exit 0 or hung). Python's own handler in this process is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # ../shared beside the checkout (as in CI), unless TOOLKIT_BEAUTY points elsewhere
 _SHARED_BEAUTY = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_beauty_5core_s3rec.txt"
