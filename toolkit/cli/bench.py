@@ -115,12 +115,13 @@ def bench(
 
             check_apart(path, {f"input {d}": d for d in run_dirs or []}, flag)  # never over what it benches
     from toolkit.bench.request import request_from_flags
+    from toolkit.device.for_bench import measurers
 
     req = request_from_flags(
         run_dirs, models=models, seq_len=seq_len, runtimes=runtimes, target=target, budget=budget,
         budget_ms=budget_ms, budget_mb=budget_mb, runs=runs, warmup=warmup, entries=entries, history=history,
         candidates=candidates, n_items=n_items, suite=suite, cache=cache, profile=profile,
-        rounds=rounds, target_ci=target_ci, max_seconds=max_seconds,
+        rounds=rounds, target_ci=target_ci, max_seconds=max_seconds, devices=measurers(),
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None)
     if baseline is not None:
         import os

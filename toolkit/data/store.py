@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data import protocol
+import toolkit.data.protocol as protocol  # by full name: `from toolkit.data import` would re-enter toolkit/data/__init__
 from toolkit.data.protocol import (
     N_CANDIDATES,
     N_TRAIN_NEGATIVES,
