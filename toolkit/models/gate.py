@@ -270,7 +270,7 @@ class Gate(nn.Module):
 
 class _MRSEntry(nn.Module):
     """The gate as exported: `Gate.forward` for a static batch of 1, written so XNNPACK takes the whole graph (the
-    treatment of SCN's `_DeviceGraph`, docs/models.md §3.3). Constants are a snapshot of the weights when the entry
+    treatment of `scn_device.DeviceGraph`, docs/models.md §3.3). Constants are a snapshot of the weights when the entry
     is built.
 
     * Reductions are matmuls with constant rows (XNNPACK has no `sum` and delegates `mean.dim` only on 4-D inputs):

@@ -10,7 +10,7 @@ from toolkit.errors import ToolkitError
 # name -> (module, config class, model class); imported lazily so `toolkit --help` stays fast
 _MODELS = {
     "scn": ("toolkit.models.scn", "SCNConfig", "SCN"),
-    "cocorrrec": ("toolkit.models.scn", "CoCorrRecConfig", "CoCorrRec"),
+    "cocorrrec": ("toolkit.models.cocorrrec", "CoCorrRecConfig", "CoCorrRec"),
     "duet": ("toolkit.models.duet", "DuetConfig", "Duet"),
     "gru4rec": ("toolkit.models.baselines.gru4rec", "GRU4RecConfig", "GRU4Rec"),
     "sasrec": ("toolkit.models.baselines.sasrec", "SASRecConfig", "SASRec"),
