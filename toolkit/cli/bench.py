@@ -134,7 +134,8 @@ def bench(
         compare_mod.check_machine(baseline, {"cpu_model": environment.cpu_model(), "cores": os.cpu_count(),
                                              "target": req.target.name, "threads": req.target.threads})
         req.on_planned = lambda rows: compare_mod.check_rows(baseline, rows)  # before any export or timing
-    from toolkit.bench import report
+    from toolkit.bench import junit as junit_mod
+    from toolkit.bench import plots, report
     from toolkit.bench.sweep import run_bench
 
     console = Console()
@@ -155,10 +156,10 @@ def bench(
     report.write_json(result, json_out)
     written = [str(json_out)]
     if junit is not None:
-        report.write_junit(result, junit)
+        junit_mod.write_junit(result, junit)
         written.append(str(junit))
     if plot is not None:
-        report.write_plot(result, plot)
+        plots.write_plot(result, plot)
         written.append(str(plot))
     report.print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
     summ = result["summary"]
