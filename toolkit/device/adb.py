@@ -20,16 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit.device.elf import elf_abi
-from toolkit.device.orchestrator import (
-    DeviceRunner,
-    ExecResult,
-    ExecutorRunner,
-    Invocation,
-    OrtPerfTestRunner,
-    Transport,
-    parse_gflags_help,
-    run_cases,
-)
+from toolkit.device.executor_runner import ExecutorRunner, parse_gflags_help
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, run_cases
+from toolkit.device.ort_perf_test import OrtPerfTestRunner
 from toolkit.device.phone_state import snapshot
 from toolkit.device.plan import build_cases, load_manifest, make_row, select_artifacts
 from toolkit.errors import ToolkitError
