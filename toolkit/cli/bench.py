@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from toolkit.errors import CheckFailed
+from toolkit.models.registry import DEFAULT_N_ITEMS
 
 HELP = "\n".join((  # rich help keeps line breaks: one paragraph per line, one exit code per line
     "FLOPs, memory, latency and cold start vs sequence length, checked against budgets.",
@@ -56,7 +57,7 @@ def bench(
     entries: Optional[str] = typer.Option(None, "--entries", help="Comma list: window,step,mrs (default: all)."),
     history: Optional[str] = typer.Option(None, "--history", help="Extra step histories in clicks (e.g. 200)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Candidates scored per call (default 100)."),
-    n_items: Optional[str] = typer.Option(None, "--n-items", help="Item vocabulary of fresh models (default 12101)."),
+    n_items: Optional[str] = typer.Option(None, "--n-items", help=f"Item vocabulary of fresh models (default {DEFAULT_N_ITEMS})."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Write the JSON results here."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML (one testcase per row)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: one L: a bar per row (p50 to p90, limit), memory, cold "

@@ -30,7 +30,7 @@ from toolkit.device.python_runner import ToolkitPythonRunner
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest
 
-TARGET = "arm64-a76"
+TARGET = arm64.TARGET
 MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
 
 

@@ -7,6 +7,8 @@ import importlib
 
 from toolkit.errors import ToolkitError
 
+DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core (S3-Rec preprocessing): the vocabulary a real deployment ships
+
 # name -> (module, config class, model class); imported lazily so `toolkit --help` stays fast
 _MODELS = {
     "scn": ("toolkit.models.scn", "SCNConfig", "SCN"),
