@@ -11,7 +11,7 @@ import re
 import pytest
 from rich.console import Console
 
-from toolkit.bench import budgets, report
+from toolkit.bench import budgets, plots, report
 from toolkit.bench.sweep import summarize
 from toolkit.rows import base_row
 
@@ -150,17 +150,17 @@ def test_plot_single_L_and_sweep_write_pngs(tmp_path):
                       for rt in ("executorch", "onnxruntime", "torch")]
                      + [_row(model="scn", entry="step", history=200, L=200, p50=0.3, runtime="executorch"),
                         _row(model="gate", entry="mrs", error="measure: crashed")])
-    assert report.plot_kind(single) == "single"
-    assert _png_ok(report.write_plot(single, tmp_path / "single.png"))
+    assert plots.plot_kind(single) == "single"
+    assert _png_ok(plots.write_plot(single, tmp_path / "single.png"))
     sweep = _result([_row(model=m, runtime=rt, L=L, p50=p * L / 25, rss=10_000_000 + L * 50_000)
                      for m, p in (("scn", 0.4), ("sasrec", 0.2)) for rt in ("executorch", "onnxruntime")
                      for L in (10, 25, 50)]
                     + [_row(model="scn", entry="step", runtime="executorch", L=L, history=L, p50=0.3)
                        for L in (10, 25, 50, 200)])
-    assert report.plot_kind(sweep) == "sweep"
-    assert _png_ok(report.write_plot(sweep, tmp_path / "sweep.png"))
+    assert plots.plot_kind(sweep) == "sweep"
+    assert _png_ok(plots.write_plot(sweep, tmp_path / "sweep.png"))
     empty = _result([_row(error="export: boom")])
-    assert _png_ok(report.write_plot(empty, tmp_path / "empty.png"))
+    assert _png_ok(plots.write_plot(empty, tmp_path / "empty.png"))
 
 
 def test_emulated_rows_show_instructions_against_their_limit():

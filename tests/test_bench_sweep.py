@@ -7,7 +7,8 @@ import pytest
 from bench_fixtures import hand_flops_window, tiny_source
 from test_bench_cli import assert_row_schema
 
-from toolkit.bench import budgets, report
+from toolkit.bench import budgets, plots, report
+from toolkit.bench.junit import write_junit
 from toolkit.bench.sweep import BenchRequest, run_bench
 from toolkit.bench.targets import load_target
 
@@ -71,10 +72,10 @@ def test_progress_reaches_the_end(result):
 
 
 def test_report_files(result, tmp_path):
-    assert report.plot_kind(result) == "sweep"
-    png = report.write_plot(result, tmp_path / "sweep.png")
+    assert plots.plot_kind(result) == "sweep"
+    png = plots.write_plot(result, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    junit = ET.parse(report.write_junit(result, tmp_path / "b.xml")).getroot()
+    junit = ET.parse(write_junit(result, tmp_path / "b.xml")).getroot()
     n_broken = sum(1 for r in result["rows"] if r["status"] != "ok")
     assert junit.get("errors") == str(n_broken) and junit.get("tests") == str(len(result["rows"]))
     report.write_json(result, tmp_path / "b.json")

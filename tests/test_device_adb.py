@@ -25,7 +25,7 @@ from test_device_plan import make_export  # noqa: E402
 
 from toolkit.device.adb import choose_cpu, list_devices, run_on_device
 from toolkit.device.elf import elf_abi
-from toolkit.device.orchestrator import parse_gflags_help
+from toolkit.device.executor_runner import parse_gflags_help
 from toolkit.device.targets import list_targets
 from toolkit.errors import ToolkitError
 from toolkit.io import sha256_path  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolkit.gate.dataset import PairSet, expand_lags, label_balance, score_pairs, subsample
-from toolkit.models.scn import CoCorrRec, CoCorrRecConfig
+from toolkit.models.cocorrrec import CoCorrRec, CoCorrRecConfig
 
 
 def test_windows_are_the_protocols_windows(synth_dataset):

@@ -1,5 +1,11 @@
-"""The house rules that can be checked statically: no import cycle between toolkit modules, no import of
-another package's private name, one owner for the artifact dir, one percentile definition, one model source."""
+"""The house rules that can be checked statically: no import cycle between toolkit modules, packages import only
+downwards (LAYERS), no import of another package's private name, one owner for the artifact dir, one percentile
+definition, one model source.
+
+Every import statement in every module of toolkit/ counts, function-local (lazy) imports included: a lazy import
+still runs the module when called, so a cycle through one is a cycle. `from P import X` depends on P.X when X is a
+module, and always on P itself (its `__init__` runs first). The implicit import of a module's parent packages is
+not counted (otherwise every package whose `__init__` imports its modules would be a cycle)."""
 
 from __future__ import annotations
 
@@ -7,6 +13,21 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "toolkit"
+
+# Bottom first: a package may import only packages in earlier rows (and its own modules). ARCHITECTURE.md draws it.
+LAYERS = [
+    ("toolkit", "toolkit.errors", "toolkit.rows"),
+    ("toolkit.io", "toolkit.metrics"),
+    ("toolkit.data",),
+    ("toolkit.models",),
+    ("toolkit.gate", "toolkit.rundir"),
+    ("toolkit.train",),
+    ("toolkit.exporters",),
+    ("toolkit.bench",),
+    ("toolkit.device",),
+    ("toolkit.cli",),
+    ("toolkit.__main__",),
+]
 
 
 def _modules() -> dict[str, Path]:
@@ -17,20 +38,34 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _absolute(m: str, p: Path, node: ast.ImportFrom) -> str:
+    """The module a (possibly relative) `from ... import` names."""
+    if node.level == 0:
+        return node.module or ""
+    base = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(mods):
     """module -> toolkit modules it imports (top-level or inside functions), and (module, from, private name)."""
     edges, private = {m: set() for m in mods}, []
     for m, p in mods.items():
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("toolkit"):
+            if isinstance(node, ast.ImportFrom):
+                module = _absolute(m, p, node)
+                if not module.startswith("toolkit"):
+                    continue
+                if module in mods and module != m:
+                    edges[m].add(module)
                 for a in node.names:
-                    full = f"{node.module}.{a.name}"
-                    target = full if full in mods else node.module
+                    full = f"{module}.{a.name}"
+                    target = full if full in mods else module
                     if target in mods and target != m:
                         edges[m].add(target)
-                    same_pkg = node.module.split(".")[:2] == m.split(".")[:2]
+                    same_pkg = module.split(".")[:2] == m.split(".")[:2]
                     if a.name.startswith("_") and not a.name.startswith("__") and not same_pkg:
-                        private.append((m, node.module, a.name))
+                        private.append((m, module, a.name))
             elif isinstance(node, ast.Import):
                 edges[m].update(a.name for a in node.names if a.name in mods and a.name != m)
     return edges, private
@@ -67,12 +102,28 @@ def _cycles(edges) -> list[list[str]]:
     return out
 
 
+def _package(m: str) -> str:
+    return ".".join(m.split(".")[:2])
+
+
+def test_the_checker_sees_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
 def test_no_import_cycle_and_no_private_imports_across_packages():
     edges, private = _imports(_modules())
-    mine = [c for c in _cycles(edges) if any(m.startswith(("toolkit.exporters", "toolkit.bench", "toolkit.device",
-                                                           "toolkit.rows", "toolkit.cli")) for m in c)]
-    assert mine == []
+    assert _cycles(edges) == []
     assert private == []
+
+
+def test_packages_import_only_downwards():
+    edges, _ = _imports(_modules())
+    rank = {pkg: i for i, row in enumerate(LAYERS) for pkg in row}
+    assert sorted({_package(m) for m in edges} - set(rank)) == [], "a new package: give it a row in LAYERS"
+    upwards = sorted(f"{m} -> {t}" for m, ts in edges.items() for t in ts
+                     if _package(m) != _package(t) and rank[_package(t)] >= rank[_package(m)])
+    assert upwards == []
 
 
 def _defs(name: str, _cache: dict = {}) -> list[str]:  # noqa: B006 - a deliberate memo

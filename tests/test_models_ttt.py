@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from toolkit.models.scn import SCN, CoCorrRec, CoCorrRecConfig, SCNConfig
+from toolkit.models.cocorrrec import CoCorrRec, CoCorrRecConfig
+from toolkit.models.scn import SCN, SCNConfig
 from toolkit.models.ttt import TTTLinear, layer_norm, ln_l2_grad
 
 torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""SCN's exported graph (`_DeviceGraph`: constants folded, reductions as matmuls, outputs at the last real token)
+"""SCN's exported graph (`scn_device.DeviceGraph`: constants folded, reductions as matmuls, outputs at the last real token)
 equals the eager model it was built from: window at several L with padding, step with a carried state and with
 padding ids, and the precomputed tower table. (Through the runtimes: tests/test_export_scn.py.)"""
 
@@ -7,7 +7,8 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.sources import contract_kwargs
-from toolkit.models.scn import SCN, CoCorrRec, CoCorrRecConfig, SCNConfig
+from toolkit.models.cocorrrec import CoCorrRec, CoCorrRecConfig
+from toolkit.models.scn import SCN, SCNConfig
 
 N = 200
 

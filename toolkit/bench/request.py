@@ -68,13 +68,15 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
                        warmup: str | None = None, entries: str | None = None, history: str | None = None,
                        candidates: str | None = None, n_items: str | None = None, suite: str | None = None,
                        cache: Path | None = None, command: str | None = None, profile: bool = False,
-                       rounds: str | None = None, target_ci: str | None = None, max_seconds: str | None = None):
+                       rounds: str | None = None, target_ci: str | None = None, max_seconds: str | None = None,
+                       devices=None):
     """The BenchRequest the flags describe. `paths`: artifact dirs (a manifest.json inside: benched as shipped,
     after their hashes check out) and run dirs (exported first).
 
     Rounds: the runs per row are timed in `rounds` interleaved rounds; with a target (`--target-ci`, else the
     suite's, 0.03) rounds continue until each p50's 95% interval is within +-target or `max_seconds`. An explicit
-    `--runs N` without `--target-ci` keeps its old meaning: exactly N timed calls per row (still interleaved)."""
+    `--runs N` without `--target-ci` keeps its old meaning: exactly N timed calls per row (still interleaved).
+    `devices`: toolkit.device's measurers (toolkit.bench.measurers), needed for emulated targets and executorch-cpp."""
     # numbers first, before anything imports torch: a bad flag answers at once
     for text, flag in ((seq_len, "--seq-len"), (history, "--history")):
         parse_int_list(text, flag)
@@ -111,9 +113,7 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
     if runtime_names is None:
         runtime_names = [r for r in s.runtimes if tgt.runtimes is None or r in tgt.runtimes] or list(tgt.runtimes or [])
         if tgt.emulated and "executorch" in runtime_names:  # the opt-in ExecuTorch lane: only once it is built
-            from toolkit.device import arm64
-
-            if not arm64.status().executorch:
+            if devices is None or not devices.emulated_status().executorch:
                 runtime_names = [r for r in runtime_names if r != "executorch"] or runtime_names
     elif tgt.runtimes is not None:
         bad = [r for r in runtime_names if r not in tgt.runtimes]
@@ -164,5 +164,5 @@ def request_from_flags(paths: list[str] | None, *, models: str | None = None, se
         warmup=n_warm, entries=entry_names, histories=histories if histories is not None else s.histories,
         candidates=n_cand, cache_dir=cache, suite=s.name, artifact_dirs=artifact_dirs,
         artifact_seq_lens=parse_int_list(seq_len, "--seq-len"),
-        command=command, profile=profile,
+        command=command, profile=profile, devices=devices,
     )

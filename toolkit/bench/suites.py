@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.io import read_toml, resource_dir
+from toolkit.models.registry import DEFAULT_N_ITEMS
 
 RUNTIMES = ("executorch", "onnxruntime", "torch")
 ENTRIES = ("window", "step", "mrs")
@@ -27,7 +28,7 @@ class Suite:
     runs: int = 200
     warmup: int = 20
     candidates: int = 100
-    n_items: int = 12101
+    n_items: int = DEFAULT_N_ITEMS
     target: str = "host-1t"
     rounds: int = 10  # the runs are taken in this many interleaved rounds (toolkit.bench.rounds)
     target_ci: float = 0.03  # then rounds continue until each p50's 95% interval is within +-3% (0 = never)...

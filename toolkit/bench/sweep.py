@@ -34,6 +34,7 @@ from toolkit.bench import rounds as rounds_mod
 from toolkit.bench.budgets import Budgets
 from toolkit.bench.cache import default_cache_dir, export_cached, key_material
 from toolkit.bench.latency import thread_env
+from toolkit.bench.measurers import DeviceMeasurers
 from toolkit.bench.targets import Target
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest, load_test_vectors, verified
@@ -75,6 +76,7 @@ class BenchRequest:
     slice_warmup: int = 2  # untimed calls at the start of each row's slice of a round
     max_sessions: int = 16  # artifacts loaded (and interleaved) together; more are benched in consecutive groups
     on_planned: Callable[[list[dict]], None] | None = None  # called with the rows to come before any export/timing
+    devices: DeviceMeasurers | None = None  # toolkit.device's measurers (emulated target, C++ runner), from the CLI
 
 
 @dataclass
@@ -407,10 +409,10 @@ def _run_worker(spec: dict, workdir: Path, n: int, timeout: float, threads: int)
 
 def _measure_cpp(req: BenchRequest, job: Job) -> dict:
     """A .pte through the C++ runner (toolkit.device.et_cpp), no Python in the timed path: the runner times its own
-    calls in one process, so it is not interleaved with the rounds of the other rows."""
-    from toolkit.device import et_cpp
-
-    return et_cpp.measure_host(job.manifest, job.record, [p.steps_before for p in job.points], runs=req.runs,
+    calls in one process, so it is not interleaved with the rounds of the other rows. Handed in as req.devices."""
+    if req.devices is None:
+        return {"ok": False, "error": "the ExecuTorch C++ runner is toolkit.device's: none was handed to the bench"}
+    return req.devices.cpp(job.manifest, job.record, [p.steps_before for p in job.points], runs=req.runs,
                                warmup=req.warmup, threads=req.target.threads, cpus=req.target.resolve_cpus())
 
 
@@ -500,15 +502,16 @@ def _rounds_env(req: BenchRequest, runs: list[dict]) -> dict | None:
                    "+-target_ci of its p50 or max_seconds of rounds (toolkit.bench.rounds, toolkit.bench.noise)"}
 
 
-def emulated_preflight(target: Target) -> None:
+def emulated_preflight(target: Target, devices: DeviceMeasurers | None) -> None:
     """Before any export: an emulated target must be set up, or the bench stops with one line saying how."""
     if target.emulation != "arm64":
         raise ToolkitError(f"target {target.name}: unknown emulation '{target.emulation}' (this toolkit knows arm64)")
+    if devices is None:
+        raise ToolkitError(f"target {target.name} needs toolkit.device (emulated ARM64): none was handed to the bench")
     try:
-        from toolkit.device import arm64
+        st = devices.emulated_status()
     except ImportError as e:
         raise ToolkitError(f"target {target.name} needs toolkit.device (emulated ARM64), not importable: {e}") from None
-    st = arm64.status()
     if not st.ready:
         raise ToolkitError(f"target {target.name} is not set up: {st.reason}")
 
@@ -519,12 +522,10 @@ def _measure_emulated(req: BenchRequest, job: Job) -> dict:
     if job.runtime not in ("onnxruntime", "executorch"):
         return {"ok": False, "error": f"target {req.target.name} measures ONNX and ExecuTorch artifacts only "
                                       f"(runtime '{job.runtime}' is not emulated there)"}
-    from toolkit.device import emulated  # lazy: only an emulated target needs it
-
-    bench = emulated.bench_executorch if job.runtime == "executorch" else emulated.bench_onnx
     points = []
-    for p in job.points:
-        res = bench(job.manifest, job.record, target=req.target.to_dict(), runs=req.runs, steps_before=p.steps_before)
+    for p in job.points:  # req.devices is set: emulated_preflight checked it
+        res = req.devices.emulated(job.runtime, job.manifest, job.record, target=req.target.to_dict(), runs=req.runs,
+                                   steps_before=p.steps_before)
         if not res.get("ok"):
             return {"ok": False, "error": f"emulated arm64: {res.get('error') or 'no result'}"}
         points.append({"latency_ms": None, "instructions_per_inference": res.get("instructions_per_inference"),
@@ -556,7 +557,7 @@ def run_bench(req: BenchRequest, progress: Progress | None = None) -> dict:
     cache_root = Path(req.cache_dir) if req.cache_dir else default_cache_dir()
     rows: list[dict] = []
     if req.target.emulated:
-        emulated_preflight(req.target)
+        emulated_preflight(req.target, req.devices)
     load_start = environment.load_average()
     start_snap = environment.snapshot()
     round_runs: list[dict] = []

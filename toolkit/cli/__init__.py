@@ -102,12 +102,17 @@ def entry() -> None:
 def main() -> None:
     """Entry point: user errors print one line and exit non-zero; `--debug` shows tracebacks.
 
-    Ctrl-C: one line, exit 130. SIGTERM: temp files/dirs of atomic writes are removed (via Terminated), one line,
+    Not Python 3.11: one line naming the fix, exit 2. Ctrl-C: one line, exit 130. SIGTERM: temp files/dirs of atomic writes are removed (via Terminated), one line,
     exit 143. Usage errors (bad option, wrong type): one line, exit 2. OSError that escaped the readers/writers of
     toolkit.io (e.g. an unwritable --out): one line naming the path, exit 2.
     """
+    from toolkit import python_problem
     from toolkit.cli import quiet
 
+    problem = python_problem()
+    if problem is not None:  # before any heavy import, so a wrong interpreter gets the fix, not a late pip/torch error
+        _say(f"[bold red]error:[/] {escape(problem)}")
+        sys.exit(2)
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")

@@ -56,7 +56,7 @@ def results_table(res: dict):
 def precision_rich(rows: list[dict]):
     from rich.table import Table
 
-    from toolkit.cli.export import _human_bytes  # noqa: PLC2701 - same package
+    from toolkit.cli.common import human_bytes
 
     t = Table(title="precision table: size, per-call p50 and ranking accuracy per artifact (drop = eager - artifact)")
     for c in ("artifact", "dtype", "size", "vs fp32", "p50 ms", "NDCG@10", "HR@10", "UAUC", "NDCG drop ± s.e.",
@@ -64,14 +64,14 @@ def precision_rich(rows: list[dict]):
         t.add_column(c, overflow="fold")
     for r in rows:
         if r["status"] != "evaluated":
-            t.add_row(r["file"], str(r.get("dtype")), _human_bytes(r.get("bytes")), "", "", "[yellow]skipped[/]",
+            t.add_row(r["file"], str(r.get("dtype")), human_bytes(r.get("bytes")), "", "", "[yellow]skipped[/]",
                       "", "", r.get("reason") or "", "")
             continue
         drop = "-" if r["ndcg_drop"] is None else f"{r['ndcg_drop']:+.5f}±{r['ndcg_drop_se']:.5f}"
         rel = "-" if r["ndcg_drop_relative"] is None else f"{r['ndcg_drop_relative']:+.3%}"
         t.add_row(r["file"], f"{r['dtype']}" + (f" (emb {r['embedding']})" if r.get("embedding") not in (None, "none")
                                                   else ""),
-                  _human_bytes(r["bytes"]), "-" if r["size_vs_fp32"] is None else f"{r['size_vs_fp32']:.1%}",
+                  human_bytes(r["bytes"]), "-" if r["size_vs_fp32"] is None else f"{r['size_vs_fp32']:.1%}",
                   f"{r['p50_ms']:.3f}", f"{r['ndcg@10']:.4f}", f"{r['hr@10']:.4f}", f"{r['uauc']:.4f}", drop, rel)
     return t
 

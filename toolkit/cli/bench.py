@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from toolkit.errors import CheckFailed
+from toolkit.models.registry import DEFAULT_N_ITEMS
 
 HELP = "\n".join((  # rich help keeps line breaks: one paragraph per line, one exit code per line
     "FLOPs, memory, latency and cold start vs sequence length, checked against budgets.",
@@ -56,7 +57,7 @@ def bench(
     entries: Optional[str] = typer.Option(None, "--entries", help="Comma list: window,step,mrs (default: all)."),
     history: Optional[str] = typer.Option(None, "--history", help="Extra step histories in clicks (e.g. 200)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Candidates scored per call (default 100)."),
-    n_items: Optional[str] = typer.Option(None, "--n-items", help="Item vocabulary of fresh models (default 12101)."),
+    n_items: Optional[str] = typer.Option(None, "--n-items", help=f"Item vocabulary of fresh models (default {DEFAULT_N_ITEMS})."),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="Write the JSON results here."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write a JUnit XML (one testcase per row)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: one L: a bar per row (p50 to p90, limit), memory, cold "
@@ -115,12 +116,13 @@ def bench(
 
             check_apart(path, {f"input {d}": d for d in run_dirs or []}, flag)  # never over what it benches
     from toolkit.bench.request import request_from_flags
+    from toolkit.device.for_bench import measurers
 
     req = request_from_flags(
         run_dirs, models=models, seq_len=seq_len, runtimes=runtimes, target=target, budget=budget,
         budget_ms=budget_ms, budget_mb=budget_mb, runs=runs, warmup=warmup, entries=entries, history=history,
         candidates=candidates, n_items=n_items, suite=suite, cache=cache, profile=profile,
-        rounds=rounds, target_ci=target_ci, max_seconds=max_seconds,
+        rounds=rounds, target_ci=target_ci, max_seconds=max_seconds, devices=measurers(),
         command="toolkit bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None)
     if baseline is not None:
         import os
@@ -133,7 +135,8 @@ def bench(
         compare_mod.check_machine(baseline, {"cpu_model": environment.cpu_model(), "cores": os.cpu_count(),
                                              "target": req.target.name, "threads": req.target.threads})
         req.on_planned = lambda rows: compare_mod.check_rows(baseline, rows)  # before any export or timing
-    from toolkit.bench import report
+    from toolkit.bench import junit as junit_mod
+    from toolkit.bench import plots, report
     from toolkit.bench.sweep import run_bench
 
     console = Console()
@@ -154,10 +157,10 @@ def bench(
     report.write_json(result, json_out)
     written = [str(json_out)]
     if junit is not None:
-        report.write_junit(result, junit)
+        junit_mod.write_junit(result, junit)
         written.append(str(junit))
     if plot is not None:
-        report.write_plot(result, plot)
+        plots.write_plot(result, plot)
         written.append(str(plot))
     report.print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
     summ = result["summary"]

@@ -120,3 +120,15 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     for label, m in rows.items():
         t.add_row(label, *(f"{m[k]:.4f}" for k in keys))
     return t
+
+
+def human_bytes(n: float | None) -> str:
+    """File and disk sizes on the terminal, decimal units (1 KB = 1000 B); the bench's memory columns use binary
+    units (KiB, MiB) on purpose, as RSS is counted in pages."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from toolkit.cli.common import human_bytes
+from toolkit.device.arm64.layout import TARGET as EMULATED_TARGET
 from toolkit.errors import CheckFailed, ToolkitError
 from toolkit.io import read_json
 
@@ -24,14 +26,6 @@ PIECES = ("host-tools", "sysroot", "cpuinfo", "wheels", "plugin", "smoke", "exec
 @app.callback()
 def _group() -> None:
     """Emulated ARM64 target (qemu-user + instruction counting) and Android devices over adb."""
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 @app.command("setup")
@@ -78,7 +72,7 @@ def setup(
         for r in results:
             table.add_row(r.piece, r.action, f"{r.seconds:.1f}", r.detail)
         console.print(table)
-        console.print(f"[{'green' if st.ready else 'red'}]{st.reason}[/]  total {total:.1f}s, disk {_size(disk or 0)}",
+        console.print(f"[{'green' if st.ready else 'red'}]{st.reason}[/]  total {total:.1f}s, disk {human_bytes(disk or 0)}",
                       highlight=False)
     if not st.ready:
         raise ToolkitError(f"emulated ARM64 target not ready: {st.reason}")
@@ -134,7 +128,7 @@ def _print_rows(rows: list[dict], title: str, caption: str, emulated: bool) -> N
     console.print(table)
     for r in rows if not emulated else []:  # one line per phone row: its state after the timed calls, its ETDump
         et = r.get("etdump") or {}
-        dump = f"; ETDump {et['file']} ({_size(et['bytes'])})" if et.get("retrieved") else ""
+        dump = f"; ETDump {et['file']} ({human_bytes(et['bytes'])})" if et.get("retrieved") else ""
         console.print(f"{r['model']}/{r['entry']} L{r['seq_len']}: "
                       f"{_state_cell((r.get('device_state') or {}).get('after'))}{dump}", highlight=False, soft_wrap=True)
 
@@ -155,7 +149,7 @@ def _state_cell(st: dict | None) -> str:
 @app.command("run")
 def run(
     artifact_dir: Path = typer.Argument(..., help="an export folder with manifest.json (from `toolkit export`)"),
-    target: Optional[str] = typer.Option(None, "--target", help="emulated target profile (arm64-a76); default when no --serial/--runner"),
+    target: Optional[str] = typer.Option(None, "--target", help=f"emulated target profile ({EMULATED_TARGET}); default when no --serial/--runner"),
     serial: Optional[str] = typer.Option(None, "--serial", help="Android device serial (adb devices); needs --runner"),
     runner: Optional[Path] = typer.Option(None, "--runner", help="runner binary for the phone: onnxruntime_perf_test or executor_runner"),
     runner_kind: Optional[str] = typer.Option(None, "--runner-kind", help="onnxruntime_perf_test | executor_runner (default: from the file name)"),
@@ -217,7 +211,7 @@ def run(
         else:
             from toolkit.device.emulated import run_artifacts
 
-            result = run_artifacts(artifact_dir, target=target or "arm64-a76", models=model or None,
+            result = run_artifacts(artifact_dir, target=target or EMULATED_TARGET, models=model or None,
                                    entries=entry or None, files=file or None, warmup=warmup, runs=runs,
                                    with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
                                    keep=keep)

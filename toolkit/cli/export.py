@@ -7,7 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from toolkit.cli.common import human_bytes
 from toolkit.errors import ToolkitError
+from toolkit.models.registry import DEFAULT_N_ITEMS
 
 MAX_SEQ_LEN = 4096  # beyond any on-device window; keeps a typo from allocating terabytes
 MAX_CANDIDATES = 1_000_000
@@ -27,16 +29,6 @@ def positive_int(text: str, flag: str, hi: int = 2**31 - 1) -> int:
     return v
 
 
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 def summary_table(manifest: dict):
     from rich.table import Table
 
@@ -53,7 +45,7 @@ def summary_table(manifest: dict):
         err = f"{w.get('error', 0):.1e}" + ("*" if parity_status(r)[0] == "skipped" else "")
         d = r.get("delegation")
         deleg = f"{d['compute_ops_delegated']}/{d['compute_ops_total']} ({d['partitions']} part.)" if d else "-"
-        t.add_row(r["file"], _human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
+        t.add_row(r["file"], human_bytes(r["bytes"]), f"{r['export_seconds']:.1f}", err,
                   f"{w.get('allowed', 0):.1e}", "ok" if r["state_check"]["pass"] else "FAIL", deleg)
     t.caption = "worst err: largest max-abs error over steps, outputs and states; * = Core ML fp16 drift estimate"
     return t
@@ -91,7 +83,7 @@ def export(
                                            help="Fail when matmul-family ops fall back off XNNPACK."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out dir."),
     out: Path = typer.Option(..., "--out", help="Artifact dir to create (atomically)."),
-    n_items: str = typer.Option("12101", "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
+    n_items: str = typer.Option(str(DEFAULT_N_ITEMS), "--n-items", help="Vocabulary of a --model export (Amazon Beauty 5-core)."),
     config: Optional[List[str]] = typer.Option(None, "--config", help="--model config override key=value."),
 ) -> None:
     """Export SCN / the gate / baselines to ExecuTorch, ONNX and Core ML, with state check and trajectory parity.
@@ -173,7 +165,7 @@ def export(
     tower = manifest["model_info"].get("tower") or {}
     if tower.get("kind") == "precomputed":
         worst = max(c["worst"]["error"] for c in tower["table_vs_tower"].values())
-        per = ", ".join(f"{k} {_human_bytes(v)}" for k, v in tower["table_bytes_per_entry"].items())
+        per = ", ".join(f"{k} {human_bytes(v)}" for k, v in tower["table_bytes_per_entry"].items())
         console.print(f"tower: precomputed table {tower['table_shape']} shipped per entry ({per}); equals the tower "
                       f"over {manifest['test_vectors']['steps']} steps (max abs error {worst:.1e})", highlight=False,
                       soft_wrap=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data import protocol
+import toolkit.data.protocol as protocol  # by full name: `from toolkit.data import` would re-enter toolkit/data/__init__
+from toolkit.data.chunk_writer import create_npy, fill_chunks, write_rows
 from toolkit.data.protocol import (
     N_CANDIDATES,
     N_TRAIN_NEGATIVES,
@@ -34,7 +35,6 @@ from toolkit.data.protocol import (
     build_protocol_csr,
     check_csr,
     chunk_bounds,
-    protocol_chunk,
     to_csr,
     track_step,
 )
@@ -184,31 +184,6 @@ def _npy_dir_sha256(folder: Path, block: int = 1 << 24) -> str:
             while chunk := fh.read(block):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
-    """An int64 .npy file of `shape`: the header, then the data area allocated (sparse) to be filled in place.
-    Returns the header length (the data's offset)."""
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_2_0(f, {"descr": np.dtype(np.int64).str, "fortran_order": False,
-                                                 "shape": shape})
-        offset = f.tell()
-        f.truncate(offset + int(np.prod(shape, dtype=np.int64)) * 8)
-    return offset
-
-
-def _write_rows(path: Path, offset: int, row0: int, a: np.ndarray) -> None:
-    """Rows row0.. of an array created by _create_npy (several processes may fill disjoint rows at once)."""
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        view, pos = memoryview(a).cast("B"), offset + row0 * row_bytes
-        while view:
-            n = os.pwrite(fd, view, pos)
-            view, pos = view[n:], pos + n
-    finally:
-        os.close(fd)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -471,56 +446,6 @@ def _different(out_dir: Path, existing: str, sha: str) -> ToolkitError:
     )
 
 
-_FORKED: dict = {}  # what a forked chunk worker reads: the CSR and the target files (inherited, never pickled)
-
-
-class _ChunkUserError(Exception):
-    """A UserDataError crossing the process boundary (plain args, so it pickles)."""
-
-    def __init__(self, user: int, detail: str):
-        super().__init__(user, detail)
-
-
-def _fill_chunk(c: int, lo: int, hi: int) -> None:
-    """Compute protocol chunk c (users lo..hi-1) and write its rows into the dataset's .npy files in place."""
-    a = _FORKED
-    try:
-        out = protocol_chunk(a["user_ptr"], a["user_items"], a["n_items"], a["seq_len"], a["seed"], c, lo, hi)
-    except UserDataError as e:
-        raise _ChunkUserError(e.user, e.detail) from None
-    for name, arr in out.items():
-        row0 = a["train_start"][c] if name.startswith("train_") else lo
-        _write_rows(a["folder"] / f"{name}.npy", a["offsets"][name], row0, arr)
-
-
-def _fill_chunks(progress, workers: int) -> None:
-    """Every chunk, in this process or in `workers` forked ones (each writes its own disjoint rows)."""
-    bounds = _FORKED["bounds"]
-    label = "training windows + negatives, valid/test splits"
-    try:
-        _run_chunks(bounds, progress, workers, label)
-    except _ChunkUserError as e:
-        raise UserDataError(*e.args) from None
-
-
-def _run_chunks(bounds, progress, workers: int, label: str) -> None:
-    if workers <= 1 or len(bounds) == 1:
-        with track_step(progress, label, total=len(bounds)) as advance:
-            for c, (lo, hi) in enumerate(bounds):
-                _fill_chunk(c, lo, hi)
-                advance(1)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool, track_step(
-        progress, f"{label} ({workers} processes)", total=len(bounds)
-    ) as advance:
-        for future in [pool.submit(_fill_chunk, c, lo, hi) for c, (lo, hi) in enumerate(bounds)]:
-            future.result()
-            advance(1)
-
-
 def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items, extras, progress,
               workers: int = 1) -> Dataset:
     """Layout "npy": the protocol chunk by chunk straight into arrays/NAME.npy; memory ~ one chunk + the CSR."""
@@ -539,18 +464,14 @@ def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n
         with atomic_dir(out_dir, force=True) as tmp:
             folder = tmp / ARRAYS_DIR
             folder.mkdir()
-            offsets = {n: _create_npy(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
-            _write_rows(folder / "user_ptr.npy", offsets["user_ptr"], 0, user_ptr)
-            _write_rows(folder / "user_items.npy", offsets["user_items"], 0, user_items)
+            offsets = {n: create_npy(folder / f"{n}.npy", shapes[n]) for n in ARRAY_NAMES}
+            write_rows(folder / "user_ptr.npy", offsets["user_ptr"], 0, user_ptr)
+            write_rows(folder / "user_items.npy", offsets["user_items"], 0, user_items)
             bounds = chunk_bounds(n_users)
             train_start = np.concatenate(([0], np.cumsum(np.maximum(lengths - 3, 0))))
-            _FORKED.update(user_ptr=user_ptr, user_items=user_items, n_items=n_items, seq_len=seq_len, seed=seed,
-                           folder=folder, offsets=offsets, bounds=bounds,
-                           train_start=[int(train_start[lo]) for lo, _ in bounds])
-            try:
-                _fill_chunks(progress, workers)
-            finally:
-                _FORKED.clear()
+            fill_chunks(progress, workers, user_ptr=user_ptr, user_items=user_items, n_items=n_items,
+                        seq_len=seq_len, seed=seed, folder=folder, offsets=offsets, bounds=bounds,
+                        train_start=[int(train_start[lo]) for lo, _ in bounds])
             for n in ARRAY_NAMES:  # durable before the rename into place
                 fd = os.open(folder / f"{n}.npy", os.O_RDONLY)
                 try:
@@ -573,87 +494,3 @@ def _save_npy(out_dir, user_ptr, user_items, meta_extra, seq_len, seed, force, n
         ds.unchanged = True
         return ds
     return load_dataset(out_dir, verify=False)
-
-
-ENGINES = ("auto", "memory", "columnar")
-COLUMNAR_FROM_BYTES = 32 << 20  # engine auto: sources this large take the columnar path
-
-
-def prepare(
-    source: str | Path,
-    out: str | Path,
-    format: str | None = None,
-    seq_len: int = 10,
-    min_user_count: int = 5,
-    seed: int = 0,
-    force: bool = False,
-    progress=None,
-    engine: str = "auto",
-    workers: int = 1,
-) -> Dataset:
-    """Source file -> dataset dir: load, drop short users, re-index items to 1..N, run the protocol, write.
-
-    engine "memory" reads the log row by row into per-user arrays; "columnar" parses interactions files with
-    pyarrow into a CSR history and writes large datasets chunk by chunk (bounded memory). Both give the same
-    arrays (same arrays_sha256) on the same input; "auto" picks columnar for sources of 32 MB and more.
-    """
-    from toolkit.data.loaders import FORMATS, detect_format, load_source
-    from toolkit.data.protocol import clean_histories
-    from toolkit.io import sha256_file
-
-    source = Path(source)
-    fmt = format or detect_format(source)
-    if fmt not in FORMATS:
-        raise ToolkitError(f"unknown source format '{fmt}' (expected one of {', '.join(FORMATS)})")
-    if engine not in ENGINES:
-        raise ToolkitError(f"unknown --engine '{engine}' (expected one of {', '.join(ENGINES)})")
-    if seq_len < 1:
-        raise ToolkitError(f"--seq-len must be >= 1, got {seq_len}")
-    if workers < 1:
-        raise ToolkitError(f"--workers must be >= 1, got {workers}")
-    if min_user_count < 1:
-        raise ToolkitError(f"--min-user-count must be >= 1, got {min_user_count}")
-    from toolkit.io import check_apart
-
-    check_apart(out, {"source file": source})
-    check_output(out, force)
-    if engine == "auto":
-        big = source.is_file() and source.stat().st_size >= COLUMNAR_FROM_BYTES
-        engine = "columnar" if big else "memory"
-    if engine == "columnar":
-        from toolkit.data.columnar import clean_csr, from_histories, load_interactions_csr
-
-        if fmt == "interactions":
-            raw = load_interactions_csr(source, progress)
-        else:
-            loaded = load_source(source, fmt, progress)
-            raw = from_histories(loaded.histories, loaded.n_rows, loaded.user_ids, loaded.duplicate_rows)
-            del loaded
-        user_ptr, user_items, n_items, dropped, kept = clean_csr(raw, min_user_count)
-        n_rows, n_source_users, duplicates = raw.n_rows, raw.n_users, raw.duplicate_rows
-        user_ids = raw.user_ids(kept)
-        del raw
-    else:
-        loaded = load_source(source, fmt, progress)
-        histories, n_items, dropped, kept = clean_histories(loaded.histories, min_user_count)
-        n_rows, n_source_users, duplicates = loaded.n_rows, len(loaded.histories), loaded.duplicate_rows
-        user_ids = [loaded.user_ids[i] for i in kept]
-        del loaded
-    with track_step(progress, "hashing source", total=1):
-        source_sha = sha256_file(source)
-    meta_extra = {
-        "format": fmt,
-        "source": str(source.resolve()),
-        "source_sha256": source_sha,
-        "source_rows": n_rows,
-        "source_users": n_source_users,
-        "min_user_count": int(min_user_count),
-        "dropped_users": int(sum(dropped.values())),
-        "dropped_users_detail": dropped,
-        "duplicate_rows_dropped": int(duplicates),
-    }
-    if engine == "columnar":
-        return save_dataset_csr(out, user_ptr, user_items, meta_extra, seq_len, seed, force, n_items=n_items,
-                                progress=progress, workers=workers, user_ids=user_ids)
-    return save_dataset(out, histories, meta_extra, seq_len, seed, force, n_items=n_items, progress=progress,
-                        user_ids=user_ids)

@@ -19,17 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from toolkit.device.arm64.layout import TARGET
 from toolkit.device.elf import elf_abi
-from toolkit.device.orchestrator import (
-    DeviceRunner,
-    ExecResult,
-    ExecutorRunner,
-    Invocation,
-    OrtPerfTestRunner,
-    Transport,
-    parse_gflags_help,
-    run_cases,
-)
+from toolkit.device.executor_runner import ExecutorRunner, parse_gflags_help
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, run_cases
+from toolkit.device.ort_perf_test import OrtPerfTestRunner
 from toolkit.device.phone_state import snapshot
 from toolkit.device.plan import build_cases, load_manifest, make_row, select_artifacts
 from toolkit.errors import ToolkitError
@@ -93,7 +87,7 @@ def _adb(adb: str, args: list[str], timeout: float = 120, serial: str | None = N
             raise ToolkitError(f"device {serial or ''} is offline: replug it or run `adb kill-server`")
         if "no devices" in low:
             raise ToolkitError("no Android device connected (adb sees none): connect one with USB debugging on, or use "
-                               "the emulated target (--target arm64-a76)")
+                               f"the emulated target (--target {TARGET})")
         raise ToolkitError(f"adb {' '.join(args[:3])} failed (exit {p.returncode}): {msg.splitlines()[-1] if msg else ''}")
     return p
 
@@ -121,7 +115,7 @@ def pick_device(devices: list[AdbDevice], serial: str | None) -> AdbDevice:
         ready = [d for d in devices if d.state == "device"]
         if not devices:
             raise ToolkitError("no Android device connected (adb devices lists none): connect one with USB debugging "
-                               "on, or use the emulated target (--target arm64-a76)")
+                               f"on, or use the emulated target (--target {TARGET})")
         if len(ready) > 1:
             raise ToolkitError(f"several devices connected ({listed}): pass --serial with one of them")
         if not ready:
@@ -341,8 +335,8 @@ def run_on_device(
         check = m.extra.get("bundled_check") or {}
         note = ("bundled program case 0, checked on the device by executor_runner (max abs error of every output and "
                 "state)" if check.get("pass") is not None else
-                "not checked on the device (the runner prints no outputs); ARM64 numerics are checked on the arm64-a76 "
-                "target")
+                "not checked on the device (the runner prints no outputs); ARM64 numerics are checked on the "
+                f"{TARGET} target")
         rows.append(make_row(c, m, target=transport.target, measured_on=transport.measured_on, manifest=manifest.raw,
                              parity_err=m.parity_err, parity_tol=None, parity_note=note,
                              extra={"latency_ms": None} if not (m.latency_ms or m.latency_mean_only) else None))

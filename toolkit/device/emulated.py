@@ -15,7 +15,7 @@ from typing import Callable
 
 from toolkit.device import arm64
 from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
-from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, ToolkitPythonRunner, Transport, run_cases
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, run_cases
 from toolkit.device.plan import (
     Case,
     Measurement,
@@ -26,10 +26,11 @@ from toolkit.device.plan import (
     max_abs_err,
     select_artifacts,
 )
+from toolkit.device.python_runner import ToolkitPythonRunner
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import ArtifactRecord, Manifest
 
-TARGET = "arm64-a76"
+TARGET = arm64.TARGET
 MEASURED_ON = "emulated ARM64 (neoverse-n1), instructions not time"
 
 

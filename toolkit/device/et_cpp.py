@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, _tail
+from toolkit.device.orchestrator import DeviceRunner, ExecResult, Invocation, Transport, tail
 from toolkit.device.plan import Measurement
 from toolkit.errors import ToolkitError
 from toolkit.io import atomic_write_json, cache_dir, read_json, sha256_file
@@ -422,7 +422,7 @@ class CppRunner(DeviceRunner):
         case = {c.index: c for c in cases}[i]
         path = stage / inv.pulls[0]
         if not path.is_file():
-            raise ToolkitError(f"et_runner exited {res.rc} without results: {_tail(res.output)}")
+            raise ToolkitError(f"et_runner exited {res.rc} without results: {tail(res.output)}")
         data = runner_results(path)
         r = data["cases"][0]
         m = Measurement(error=r.get("error"))

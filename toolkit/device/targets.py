@@ -15,7 +15,7 @@ def list_targets(cache: str | Path | None = None, adb: bool = True) -> list[dict
     rows = [{"name": "host", "kind": "host", "status": "ready",
              "detail": f"{platform.machine()} host; `toolkit bench --target host-1t` (host numbers, not device latency)"}]
     st = arm64.status(cache)
-    rows.append({"name": "arm64-a76", "kind": "emulated", "status": "ready" if st.ready else "not ready",
+    rows.append({"name": arm64.TARGET, "kind": "emulated", "status": "ready" if st.ready else "not ready",
                  "detail": st.reason, "cache": str(st.cache), "executorch": st.executorch})
     if adb:
         from toolkit.device.adb import find_adb, list_devices

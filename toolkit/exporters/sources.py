@@ -23,8 +23,8 @@ import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.io import sha256_file
+from toolkit.models.registry import DEFAULT_N_ITEMS
 
-DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core (S3-Rec preprocessing): the vocabulary a real deployment ships
 FRESH_SEED = 0
 
 

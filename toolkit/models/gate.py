@@ -270,7 +270,7 @@ class Gate(nn.Module):
 
 class _MRSEntry(nn.Module):
     """The gate as exported: `Gate.forward` for a static batch of 1, written so XNNPACK takes the whole graph (the
-    treatment of SCN's `_DeviceGraph`, docs/models.md §3.3). Constants are a snapshot of the weights when the entry
+    treatment of `scn_device.DeviceGraph`, docs/models.md §3.3). Constants are a snapshot of the weights when the entry
     is built.
 
     * Reductions are matmuls with constant rows (XNNPACK has no `sum` and delegates `mean.dim` only on 4-D inputs):
@@ -369,30 +369,5 @@ def check_base(gate_desc: dict, base_desc: dict, base_run: Path) -> None:
             f"{str(got)[:12]}: retrain it with `toolkit train gate --model {base_run} ...`")
 
 
-def load_gate_run(run: Path, desc: dict) -> Gate:
-    """Restore a gate run dir (runs.load_run has already checked the weights' sha256).
-
-    When the base run recorded in model.json is still present, its weights must be the ones the gate was trained on;
-    an absent base run is allowed here (exporting the gate needs only the gate's own weights).
-    """
-    from toolkit.io import load_safetensors
-    from toolkit.models.runs import read_descriptor, weights_path
-
-    run = Path(run)
-    try:
-        gate = Gate(GateConfig.from_dict(desc["config"]))
-    except (TypeError, ValueError, KeyError) as e:
-        raise ToolkitError(f"gate config in {run / 'model.json'} is invalid: {e}") from None
-    try:
-        gate.load_state_dict(load_safetensors(weights_path(run, desc), "gate weights"))
-    except RuntimeError as e:
-        raise ToolkitError(f"weights in {run} do not fit the gate config: {str(e).splitlines()[0]}") from None
-    base = Path(str(desc.get("base_run", "")))
-    if desc.get("base_run") and (base / "model.json").is_file():
-        check_base(desc, read_descriptor(base), base)
-    gate.run_dir, gate.base_run = run, (base if desc.get("base_run") else None)
-    return gate.eval()
-
-
 __all__ = ["Gate", "GateConfig", "DistributionMapper", "Posterior", "MisRecommendationDetector", "JointHead",
-           "gaussian_kl", "lag_feature", "load_gate_run", "check_base"]
+           "gaussian_kl", "lag_feature", "check_base"]

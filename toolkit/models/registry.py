@@ -7,10 +7,12 @@ import importlib
 
 from toolkit.errors import ToolkitError
 
+DEFAULT_N_ITEMS = 12101  # Amazon Beauty 5-core (S3-Rec preprocessing): the vocabulary a real deployment ships
+
 # name -> (module, config class, model class); imported lazily so `toolkit --help` stays fast
 _MODELS = {
     "scn": ("toolkit.models.scn", "SCNConfig", "SCN"),
-    "cocorrrec": ("toolkit.models.scn", "CoCorrRecConfig", "CoCorrRec"),
+    "cocorrrec": ("toolkit.models.cocorrrec", "CoCorrRecConfig", "CoCorrRec"),
     "duet": ("toolkit.models.duet", "DuetConfig", "Duet"),
     "gru4rec": ("toolkit.models.baselines.gru4rec", "GRU4RecConfig", "GRU4Rec"),
     "sasrec": ("toolkit.models.baselines.sasrec", "SASRecConfig", "SASRec"),

@@ -55,6 +55,31 @@ def weights_path(run: str | Path, desc: dict) -> Path:
     return contained(run, desc["weights"], f"'weights' in {Path(run) / 'model.json'}")
 
 
+def load_gate_run(run: Path, desc: dict):
+    """Restore a gate run dir (load_run has already checked the weights' sha256). Here, not in models.gate, so
+    the model module does not import the run reader that imports it.
+
+    When the base run recorded in model.json is still present, its weights must be the ones the gate was trained on;
+    an absent base run is allowed here (exporting the gate needs only the gate's own weights).
+    """
+    from toolkit.models.gate import Gate, GateConfig, check_base
+
+    run = Path(run)
+    try:
+        gate = Gate(GateConfig.from_dict(desc["config"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise ToolkitError(f"gate config in {run / 'model.json'} is invalid: {e}") from None
+    try:
+        gate.load_state_dict(load_safetensors(weights_path(run, desc), "gate weights"))
+    except RuntimeError as e:
+        raise ToolkitError(f"weights in {run} do not fit the gate config: {str(e).splitlines()[0]}") from None
+    base = Path(str(desc.get("base_run", "")))
+    if desc.get("base_run") and (base / "model.json").is_file():
+        check_base(desc, read_descriptor(base), base)
+    gate.run_dir, gate.base_run = run, (base if desc.get("base_run") else None)
+    return gate.eval()
+
+
 def load_run(run: str | Path):
     """Restore a saved run -> (model in eval mode, model.json). Weights are checked against their sha256 first."""
     from toolkit.models.registry import from_config
@@ -67,8 +92,6 @@ def load_run(run: str | Path):
     if sha256_file(wpath) != desc["weights_sha256"]:
         raise ToolkitError(f"checksum mismatch: {wpath} does not match model.json (corrupted or replaced)")
     if desc["model"] == "gate":
-        from toolkit.models.gate import load_gate_run
-
         return load_gate_run(run, desc), desc
     if not isinstance(desc["config"].get("n_items"), int):
         raise ToolkitError(f"run descriptor {run / 'model.json'}: config lacks an integer n_items")
@@ -85,4 +108,4 @@ def load_run(run: str | Path):
     return model.eval(), desc
 
 
-__all__ = ["save_weights", "model_descriptor", "read_descriptor", "load_run", "weights_path", "WEIGHTS"]
+__all__ = ["save_weights", "model_descriptor", "read_descriptor", "load_run", "load_gate_run", "weights_path", "WEIGHTS"]

@@ -7,7 +7,7 @@
 `from toolkit.device import arm64` gives the public names below.
 """
 
-from toolkit.device.arm64.layout import CPU_MODEL, DEFAULT_MIRROR, PLUGIN_SOURCE, Layout, layout
+from toolkit.device.arm64.layout import CPU_MODEL, DEFAULT_MIRROR, PLUGIN_SOURCE, TARGET, Layout, layout
 from toolkit.device.arm64.target import (
     PieceResult,
     Status,
@@ -19,5 +19,5 @@ from toolkit.device.arm64.target import (
     status,
 )
 
-__all__ = ["CPU_MODEL", "DEFAULT_MIRROR", "PLUGIN_SOURCE", "Layout", "layout", "PieceResult", "Status",
+__all__ = ["CPU_MODEL", "DEFAULT_MIRROR", "PLUGIN_SOURCE", "TARGET", "Layout", "layout", "PieceResult", "Status",
            "build_sysroot", "ensure_host_tools", "require_executorch", "require_ready", "setup", "status"]

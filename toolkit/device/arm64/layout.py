@@ -15,6 +15,7 @@ from pathlib import Path
 from toolkit.errors import ToolkitError
 from toolkit.io import cache_dir
 
+TARGET = "arm64-a76"  # the emulated target's profile name (benches/targets/arm64-a76.toml)
 SUITE = "bookworm"
 GUEST_PYTHON = "python3.11"
 # libfaketime gives the guest a virtual clock that advances a fixed step per call: onnxruntime's Run() takes

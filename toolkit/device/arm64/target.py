@@ -40,6 +40,7 @@ from toolkit.device.arm64.layout import (
     PLUGIN_NAME,
     PLUGIN_SOURCE,
     SUITE,
+    TARGET,
     WHEEL_PLATFORM,
     Layout,
     default_cache_dir,
@@ -50,7 +51,7 @@ from toolkit.device.arm64.layout import (
 )
 from toolkit.device.arm64.qemu import guest_env, parse_icount, qemu_argv
 from toolkit.errors import ToolkitError
-from toolkit.io import atomic_write_json, atomic_write_text, read_json, sha256_file, size_path
+from toolkit.io import atomic_dir, atomic_write_json, atomic_write_text, read_json, sha256_file, size_path
 
 
 def _read_stamp(lay: Layout, piece: str) -> dict | None:
@@ -220,9 +221,7 @@ def build_sysroot(lay: Layout, mirror: str) -> str:
             "building the ARM64 sysroot needs root (debootstrap creates device nodes and root-owned files): "
             "run `sudo toolkit device setup arm64`, or point --cache / $TOOLKIT_CACHE at a folder built elsewhere"
         )
-    lay.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".sysroot.", dir=lay.root))
-    try:
+    with atomic_dir(lay.sysroot, force=True) as tmp:  # built beside the old one, swapped in whole
         _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}", SUITE,
               str(tmp), mirror], "debootstrap (arm64 sysroot)",
              f"check that {mirror} is reachable; set --mirror or $TOOLKIT_DEBIAN_MIRROR to a closer Debian mirror")
@@ -237,12 +236,6 @@ def build_sysroot(lay: Layout, mirror: str) -> str:
         if not (tmp / "usr" / "bin" / GUEST_PYTHON).is_file():
             raise ToolkitError(f"the sysroot has no /usr/bin/{GUEST_PYTHON} after unpacking ({len(debs)} debs)")
         precompile(tmp / "usr" / "lib" / GUEST_PYTHON)
-        if lay.sysroot.exists():
-            shutil.rmtree(lay.sysroot)
-        os.replace(tmp, lay.sysroot)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _write_stamp(lay, "sysroot", {"suite": SUITE, "python": GUEST_PYTHON, "packages_included": list(GUEST_PACKAGES),
                                   "mirror": mirror, "packages": len(debs)})
     return f"{len(debs)} packages"
@@ -270,21 +263,13 @@ def write_cpuinfo(lay: Layout) -> None:
 
 def install_wheels(lay: Layout) -> str:
     want = host_versions()
-    lay.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".site.", dir=lay.root))
-    try:
+    with atomic_dir(lay.site, force=True) as tmp:  # built beside the old one, swapped in whole
         _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(tmp),
               "--platform", WHEEL_PLATFORM, "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
               "--only-binary=:all:", *(f"{k}=={v}" for k, v in want.items())],
              f"pip download of aarch64 wheels ({', '.join(f'{k}=={v}' for k, v in want.items())})",
              "pip needs access to PyPI (or an index that has the manylinux_2_28_aarch64 wheels)")
         precompile(tmp)
-        if lay.site.exists():
-            shutil.rmtree(lay.site)
-        os.replace(tmp, lay.site)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _write_stamp(lay, "wheels", {"versions": want, "platform": WHEEL_PLATFORM})
     return ", ".join(f"{k} {v}" for k, v in want.items())
 
@@ -394,7 +379,7 @@ def setup(
             report("executorch", "failed")
     st = status(cache)
     atomic_write_json(lay.descriptor, {
-        "target": "arm64-a76",
+        "target": TARGET,
         "cpu": CPU_MODEL,
         "ready": st.ready,
         "qemu": qv,

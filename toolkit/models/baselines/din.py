@@ -168,7 +168,7 @@ class DIN(Recommender):
 
 
 class _DeviceGraph(nn.Module):
-    """DIN's window as exported: `DIN.forward` for a static batch of 1 (the treatment of SCN's `_DeviceGraph`,
+    """DIN's window as exported: `DIN.forward` for a static batch of 1 (the treatment of `scn_device.DeviceGraph`,
     docs/models.md §3.3): broadcasts are views + element-wise ops (no unsqueeze/expand), the padding mask a gather
     of a 0/1 table (no `!=`, no cast), the weighted pooling one bmm, and the per-candidate dot products a matmul
     with a constant ones row (XNNPACK has no `sum`)."""

@@ -128,7 +128,7 @@ class GRU4Rec(Recommender):
 
 class _DeviceGraph(nn.Module):
     """GRU4Rec's window as exported: `GRU4Rec.forward` for a static batch of 1 (the treatment of SCN's
-    `_DeviceGraph`, docs/models.md §3.3): the initial state is a constant zero row (no `full`), the real-token mask
+    `DeviceGraph` in scn_device.py, docs/models.md §3.3): the initial state is a constant zero row (no `full`), the real-token mask
     a gather of a 0/1 table (no `!=`, no cast), the last real output a one-hot bmm (no `sum`, no `zeros_like`), the
     outputs a concat of [1, D] rows (no stack), `1 - z` against a constant (a Python 1 is lifted and cast at run
     time), the scores one bmm."""

@@ -167,7 +167,7 @@ class SASRec(Recommender):
 
 class _DeviceGraph(nn.Module):
     """SASRec's window as exported: `SASRec.forward` for a static batch of 1, written so XNNPACK takes the whole graph
-    (the treatment of SCN's `_DeviceGraph`, docs/models.md §3.3); eval mode (dropout is the identity).
+    (the treatment of `scn_device.DeviceGraph`, docs/models.md §3.3); eval mode (dropout is the identity).
 
     * Shape-only quantities are constants built here once: the positions' rows, the causal and own-key masks, the
       last-real-token selector map, the averaging row of LayerNorm.
