@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 LAYERS = [
     ("toolkit", "toolkit.errors", "toolkit.rows"),
     ("toolkit.io", "toolkit.metrics"),
+    ("toolkit.checks",),
     ("toolkit.data",),
     ("toolkit.models",),
     ("toolkit.gate", "toolkit.rundir"),
@@ -157,3 +158,4 @@ def test_models_sit_below_the_exporters():
     later = ("toolkit.exporters", "toolkit.bench", "toolkit.device", "toolkit.cli")
     bad = {m: sorted(t for t in ts if t.startswith(later)) for m, ts in edges.items() if m.startswith("toolkit.models")}
     assert {m: ts for m, ts in bad.items() if ts} == {}
+
