@@ -26,6 +26,7 @@ LAYERS = [
     ("toolkit.exporters",),
     ("toolkit.bench",),
     ("toolkit.device",),
+    ("toolkit.pipeline",),
     ("toolkit.cli",),
     ("toolkit.__main__",),
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import cli, run_inprocess
 
-from toolkit.cli.stages import Stage, check_plan, run_stages
+from toolkit.pipeline.stages import Stage, check_plan, run_stages
 
 PY = [sys.executable, "-c"]
 
