@@ -160,3 +160,27 @@ def test_models_sit_below_the_exporters():
     bad = {m: sorted(t for t in ts if t.startswith(later)) for m, ts in edges.items() if m.startswith("toolkit.models")}
     assert {m: ts for m, ts in bad.items() if ts} == {}
 
+
+CLI_FUNCTION_LINES = 60
+# toolkit/cli functions allowed over CLI_FUNCTION_LINES, each with its reason; the goal is none (issue 24).
+LONG_CLI_FUNCTIONS = {
+    "toolkit/cli/bench.py:bench": "not yet thinned: its export-then-time dispatch still lives in the command",
+    "toolkit/cli/device.py:run": "not yet thinned: target and measurer choice still live in the command",
+    "toolkit/cli/evaluate.py:evaluate": "not yet thinned: run/artifact dispatch still lives in the command",
+    "toolkit/cli/export.py:export": "not yet thinned: source and format checks still live in the command",
+    "toolkit/cli/verify.py:verify": "not yet thinned: the parity re-run still lives in the command",
+}
+
+
+def test_cli_functions_are_short():
+    """A cli file parses flags, calls one library function and prints: a long function there holds decisions that
+    belong in the library. Counted from `def` to its last line, signature included; the list must match exactly,
+    so a function that got short leaves it."""
+    long = {}
+    for p in sorted((ROOT / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > CLI_FUNCTION_LINES:
+                    long[f"{p.relative_to(ROOT.parent).as_posix()}:{node.name}"] = n
+    assert sorted(long) == sorted(LONG_CLI_FUNCTIONS), long
