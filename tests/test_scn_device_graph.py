@@ -124,3 +124,38 @@ def test_corrected_graphs_equal_eager(L):
             torch.testing.assert_close(s, cc.scn.score(u, cands), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(W2, W3, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(b2, b3, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["scn", "sasrec"])
+def test_fp16_cast_graph_scores_in_fp32(scn, model_name):
+    """An fp16 export casts the whole graph; trained scores reach |30-50|, where fp16 steps by 0.03, so the scoring
+    dot product alone stays fp32 (`common.fp32_dot`): the scores leave the cast graph as fp32, finer than fp16 can
+    hold, and close to the fp32 graph's."""
+    import copy
+
+    from toolkit.exporters.common import cast_entry
+    from toolkit.models.baselines.sasrec import SASRec, SASRecConfig
+
+    if model_name == "scn":
+        model = copy.deepcopy(scn)
+    else:
+        torch.manual_seed(0)
+        model = SASRec(SASRecConfig(n_items=N)).eval()
+    def window_scores(module, inputs):
+        out = module(*inputs)
+        return out[0] if isinstance(out, tuple) else out
+
+    with torch.no_grad():  # trained magnitudes: the candidate tower's last layer scaled to scores of about 40
+        entry = _entries(model, 10)["window"]
+        first = window_scores(entry.module, entry.example_inputs())
+        factor = 40.0 / float(first.abs().max())
+        model.tower.fc2.weight.mul_(factor)
+        model.tower.fc2.bias.mul_(factor)
+        entry = _entries(model, 10)["window"]
+        ref = window_scores(entry.module, entry.example_inputs())
+        half = cast_entry(entry, "fp16")
+        got = window_scores(half.module, half.example_inputs())
+    assert ref.abs().max() > 16, "the check needs scores where fp16 is coarse"
+    assert got.dtype == torch.float32
+    assert (got.half().float() != got).any(), "scores no finer than fp16"
+    assert torch.allclose(got, ref, atol=0.1 * float(ref.abs().max()) / 16)

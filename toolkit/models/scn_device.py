@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.common import fp32_dot
 from toolkit.models.ttt import LN_EPS
 
 
@@ -281,6 +282,7 @@ class DeviceGraph(nn.Module):
             cand = F.embedding(candidates, self.tower_table).view(1, C, D)
         else:
             cand = self.tower(self.item_emb(candidates)).view(1, C, D)
+        cand, u = fp32_dot(cand, u)
         scores = torch.bmm(cand, u.view(1, D, 1)).view(1, C)
         if not self.step:
             return scores
