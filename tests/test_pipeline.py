@@ -124,3 +124,9 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     assert bench["rows"] and all(r["artifact"]["sha256"] in shipped for r in bench["rows"]
                                  if r["runtime"] != "torch")
     assert {r["model"] for r in bench["rows"]} == {"scn", "gate", "sasrec"}
+    acc = bench["accuracy"]  # the verdict also ranked the synthetic test users through the shipped files
+    assert acc["checked"] is True and acc["failed"] == []
+    ranked = {r["file"]: r for r in acc["precision_table"] if r["status"] == "evaluated"}
+    assert any(f.startswith("scn.step") for f in ranked) and any(f.startswith("sasrec.window") for f in ranked)
+    assert all(abs(r["ndcg_drop"]) <= 1e-4 for r in ranked.values()), "fp32 files rank as eager"
+    assert "precision table" in said

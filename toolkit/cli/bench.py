@@ -169,6 +169,12 @@ def bench(
 
         dirs = [Path(d["dir"]) for d in result["environment"].get("artifact_dirs", [])]
         result["accuracy"] = check_accuracy(dirs, data, users, 0, override, console)
+        if result["accuracy"].get("evaluations"):  # the same files' size, speed and ranking, side by side
+            from toolkit.cli.artifact_eval import precision_rich
+            from toolkit.exporters.evaluate import precision_table
+
+            result["accuracy"]["precision_table"] = precision_table(result["accuracy"]["evaluations"])
+            console.print(precision_rich(result["accuracy"]["precision_table"]))
         report.write_json(result, json_out)
         if result["accuracy"]["failed"]:
             bad = result["accuracy"]["failed"]

@@ -152,7 +152,8 @@ def plan(out: Path, data: Optional[Path], epochs: int, seq_len: int, targets: st
     stages += [Stage(f"verify {a}", ["verify", str(art / a)], after=(f"export {a}",)) for a in shipped]
     bench_cmd = ["bench", *(str(art / a) for a in shipped),
                  "--seq-len", str(seq_len), "--runs", str(runs), "--json", str(bench / "bench.json"),
-                 "--junit", str(bench / "junit.xml"), "--plot", str(bench / "bench.png")]
+                 "--junit", str(bench / "junit.xml"), "--plot", str(bench / "bench.png"),
+                 "--data", str(data_dir)]  # the verdict also ranks the test users through the shipped files
     if budget is not None:
         bench_cmd += ["--budget", str(budget)]
     stages.append(Stage(f"bench at L={seq_len}", bench_cmd, after=tuple(f"verify {a}" for a in shipped),
