@@ -90,14 +90,17 @@ def _source_defaults(module: str, cls_name: str) -> dict:
     source = Path(__file__).resolve().parent.parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
     tree = ast.parse(source.read_text(encoding="utf-8"))
     classes_ = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    # names this module imports from other toolkit.models modules (a config may extend one defined there)
+    imported = {a.asname or a.name: n.module for n in tree.body if isinstance(n, ast.ImportFrom)
+                and (n.module or "").startswith("toolkit.models") for a in n.names}
     node = classes_.get(cls_name)
     if node is None:
         return _source_defaults("toolkit.models.common", cls_name) if module != "toolkit.models.common" else {}
     out: dict = {}
     for base in node.bases:
         if isinstance(base, ast.Name):
-            out.update(_source_defaults(module, base.id) if base.id in classes_
-                       else _source_defaults("toolkit.models.common", base.id))
+            home = module if base.id in classes_ else imported.get(base.id, "toolkit.models.common")
+            out.update(_source_defaults(home, base.id))
     for stmt in node.body:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             try:
