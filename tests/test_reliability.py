@@ -596,3 +596,41 @@ def test_both_engines_agree_on_exact_timestamps(tmp_path):
     b = prepare(tmp_path / "log.csv", tmp_path / "c", engine="columnar", min_user_count=3)
     assert a.meta["arrays_sha256"] == b.meta["arrays_sha256"]
     assert a.meta["duplicate_rows_dropped"] == b.meta["duplicate_rows_dropped"] == 2
+
+
+def test_a_sigterm_whose_exception_a_library_swallowed_still_keeps_nothing(tmp_path):
+    """The CLI's SIGTERM handler records the signal before raising Terminated; if a library's own fallback catches
+    the error that exception became (raised inside code C++ called), the finished dir is still not swapped in."""
+    from toolkit.errors import Terminated
+    from toolkit.io import atomic_dir, clear_termination, note_termination
+
+    final = tmp_path / "out"
+    try:
+        with pytest.raises(Terminated):
+            with atomic_dir(final) as tmp:
+                (tmp / "f").write_text("x")
+                try:
+                    note_termination(15)
+                    raise RuntimeError("the handler's Terminated, converted by a C++ layer")
+                except RuntimeError:
+                    pass  # a library's fallback swallows it and carries on
+    finally:
+        clear_termination()
+    assert not final.exists() and os.listdir(tmp_path) == []
+
+
+def test_config_keys_read_from_source_match_the_dataclasses():
+    """`--config` is checked before torch is imported, from the config classes' source; a config that extends one
+    defined in another module (CoCorrRecConfig extends SCNConfig) must still list the inherited keys."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from toolkit.models.registry import _MODELS, classes
+
+    code = ("import json, sys; from toolkit.models.registry import _MODELS, config_defaults; "
+            "print(json.dumps({m: sorted(config_defaults(m)) for m in _MODELS})); assert 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from_source = json.loads(out)
+    for m in _MODELS:
+        assert from_source[m] == sorted(f.name for f in dataclasses.fields(classes(m)[0])), m

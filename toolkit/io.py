@@ -615,6 +615,7 @@ def swap_in(tmp: Path, final: Path, force: bool) -> None:
     """Move the finished dir `tmp` to `final`; an existing `final` (force) is moved aside first and removed only
     once the new one is in place. Signals are held during the renames, and a failed second rename puts the old
     dir back: at every moment `final` is the old dir or the new one, whole."""
+    raise_if_terminated()  # a SIGTERM whose exception a library swallowed still keeps the new dir out
     try:
         with signals_deferred():
             if final.exists() or final.is_symlink():
@@ -649,6 +650,28 @@ def staging_dir(final: str | os.PathLike) -> Path:
     except OSError as e:
         raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
     return tmp
+
+
+_TERMINATION: list[int] = []  # SIGTERMs the CLI's handler saw (see note_termination)
+
+
+def note_termination(signum: int) -> None:
+    """Recorded by the CLI's SIGTERM handler before it raises Terminated. That exception, raised inside Python code
+    a C++ layer called (torch's tracing, a runtime callback), can come back out as another error that a library's
+    own fallback catches: the command then ran on to a complete output and exit 0. swap_in checks this record, so
+    such a command still keeps nothing and ends with 143."""
+    _TERMINATION.append(signum)
+
+
+def clear_termination() -> None:
+    _TERMINATION.clear()
+
+
+def raise_if_terminated() -> None:
+    if _TERMINATION:
+        from toolkit.errors import Terminated
+
+        raise Terminated()
 
 
 @contextlib.contextmanager
