@@ -601,8 +601,8 @@ def test_both_engines_agree_on_exact_timestamps(tmp_path):
 def test_a_sigterm_whose_exception_a_library_swallowed_still_keeps_nothing(tmp_path):
     """The CLI's SIGTERM handler records the signal before raising Terminated; if a library's own fallback catches
     the error that exception became (raised inside code C++ called), the finished dir is still not swapped in."""
-    from toolkit.errors import Terminated
-    from toolkit.io import atomic_dir, clear_termination, note_termination
+    from toolkit.errors import Terminated, clear_termination, note_termination
+    from toolkit.io import atomic_dir
 
     final = tmp_path / "out"
     try:

@@ -24,3 +24,24 @@ class Terminated(BaseException):
     dirs of atomic writes) runs, and no `except Exception` swallows it. Exit code 143 (128 + SIGTERM)."""
 
     exit_code = 143
+
+
+_TERMINATION: list[int] = []  # SIGTERMs the CLI's handler saw (see note_termination)
+
+
+def note_termination(signum: int) -> None:
+    """Recorded by the CLI's SIGTERM handler before it raises Terminated. That exception, raised inside Python code
+    a C++ layer called (torch's tracing, a runtime callback), can come back out as another error that a library's
+    own fallback catches: the command then ran on to a complete output and exit 0. toolkit.io.swap_in checks this
+    record, so such a command still keeps nothing and ends with 143. Here, not in toolkit.io: the handler and the
+    CLI's start must not import numpy for it."""
+    _TERMINATION.append(signum)
+
+
+def clear_termination() -> None:
+    _TERMINATION.clear()
+
+
+def raise_if_terminated() -> None:
+    if _TERMINATION:
+        raise Terminated()

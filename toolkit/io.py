@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, raise_if_terminated
 
 INT64_MAX = 2**63 - 1
 
@@ -650,28 +650,6 @@ def staging_dir(final: str | os.PathLike) -> Path:
     except OSError as e:
         raise ToolkitError(f"cannot write {final}: {_reason(e)}") from None
     return tmp
-
-
-_TERMINATION: list[int] = []  # SIGTERMs the CLI's handler saw (see note_termination)
-
-
-def note_termination(signum: int) -> None:
-    """Recorded by the CLI's SIGTERM handler before it raises Terminated. That exception, raised inside Python code
-    a C++ layer called (torch's tracing, a runtime callback), can come back out as another error that a library's
-    own fallback catches: the command then ran on to a complete output and exit 0. swap_in checks this record, so
-    such a command still keeps nothing and ends with 143."""
-    _TERMINATION.append(signum)
-
-
-def clear_termination() -> None:
-    _TERMINATION.clear()
-
-
-def raise_if_terminated() -> None:
-    if _TERMINATION:
-        from toolkit.errors import Terminated
-
-        raise Terminated()
 
 
 @contextlib.contextmanager

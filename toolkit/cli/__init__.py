@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer import Abort
 
-from toolkit.errors import Terminated, ToolkitError
+from toolkit.errors import Terminated, ToolkitError, clear_termination, note_termination, raise_if_terminated
 
 try:  # Typer >= 0.25 vendors its own click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -67,10 +67,8 @@ _register()
 
 
 def _on_sigterm(signum, frame) -> None:
-    from toolkit.io import note_termination
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    note_termination(signum)  # in case a library swallows the exception below (toolkit.io.note_termination)
+    note_termination(signum)  # in case a library swallows the exception below (toolkit.errors.note_termination)
     raise Terminated()
 
 
@@ -124,8 +122,6 @@ def main() -> None:
     env_before = {k: os.environ.get(k) for k in (quiet.VERBOSE_ENV, quiet.LOG_ENV)}
     if verbose or debug:
         os.environ[quiet.VERBOSE_ENV] = "1"  # stages a pipeline starts stay verbose too
-    from toolkit.io import clear_termination
-
     clear_termination()  # an in-process caller (tests) may run several commands in one process
     previous = None
     try:  # only the main thread may set handlers (an in-process test runner may call main from elsewhere)
@@ -155,8 +151,6 @@ def _run(debug: bool, log: Path, capture: bool) -> None:
     if spawns and capture:
         os.environ[quiet.LOG_ENV] = str(log.resolve())
     try:
-        from toolkit.io import raise_if_terminated
-
         with quiet.captured(args, log, enabled=capture and not spawns):
             rv = app(standalone_mode=False)
         raise_if_terminated()  # SIGTERM arrived but its exception was swallowed on the way: still 143
