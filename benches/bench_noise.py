@@ -1,6 +1,7 @@
 """Does the bench agree with itself? (issue 25, deliverable 3) -> benches/baselines/bench_noise.json
 
 Runs, one after another, each a separate `toolkit` process (run from the repository root, PYTHONPATH=.):
+  W:    (with --warm) the same command once first, so A starts from a filled export cache and a settled machine;
   A, B: `toolkit bench --models scn,sasrec --seq-len 25,50,100 --runtimes executorch,onnxruntime` twice in a row;
   C:    the same with one extra process spinning on one core throughout (`python -c 'while True: pass'`, stopped by
         its pid afterwards);
@@ -50,6 +51,8 @@ def toolkit(args: list[str], pythonpath: str, out: Path | None = None) -> dict:
         rec["machine_load"] = res["environment"].get("machine_load")
         rec["rounds"] = {k: v for k, v in (res["environment"].get("rounds") or {}).items() if k != "how"}
         rec["warnings"] = res["environment"].get("warnings")
+        floor = res["environment"].get("floor") or {}  # the run's own machine-speed probe, before its rounds
+        rec["floor"] = {"matmul_gflops": floor.get("gflops_used"), "empty_call_ms": floor.get("empty_call_ms")}
         rec["compare"] = res.get("compare")
     return rec
 
@@ -72,13 +75,14 @@ def scn_over_sasrec(rows: dict) -> dict:
 def main() -> int:
     tree = str(Path(__file__).resolve().parents[1])
     wall_tree = sys.argv[sys.argv.index("--wall") + 1] if "--wall" in sys.argv else None
+    warm = "--warm" in sys.argv
     record: dict = {"what": __doc__.strip().splitlines()[0], "machine": {"cpus": os.cpu_count(),
                     "cpu_model": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
                                        if ln.startswith("model name")), "?"),
                     "nice": os.nice(0)}, "load_average_start": load(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as d:
         d = Path(d)
-        for name in ("A", "B"):
+        for name in ("W", "A", "B") if warm else ("A", "B"):
             record["runs"][name] = toolkit([*CMD, "--json", str(d / f"{name}.json")], tree, d / f"{name}.json")
         spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
@@ -97,7 +101,16 @@ def main() -> int:
     p50_ratio = {k: round(b[k]["p50"] / a[k]["p50"], 4) for k in a if k in b and a[k]["p50"] and b[k]["p50"]}
     ra, rb, rc = scn_over_sasrec(a), scn_over_sasrec(b), scn_over_sasrec(c)
     record["p50_B_over_A"] = p50_ratio
+    record["floor_gflops"] = {n: (r.get("floor") or {}).get("matmul_gflops") for n, r in runs.items()}
+    if warm:
+        w = runs["W"].get("rows") or {}
+        record["p50_A_over_W"] = {k: round(a[k]["p50"] / w[k]["p50"], 4) for k in w
+                                  if k in a and a[k]["p50"] and w[k]["p50"]}
     record["scn_over_sasrec"] = {"A": ra, "B": rb, "C_spinner": rc}
+    idle = {n: runs[n].get("rows") or {} for n in ("W", "A", "B", "B_compare_A") if n in runs}
+    record["pairwise_worst_p50_change_pct"] = {  # every idle run against every other: is one run the outlier?
+        f"{x}~{y}": round(100 * max(abs(idle[y][k]["p50"] / idle[x][k]["p50"] - 1) for k in idle[x] if k in idle[y]), 2)
+        for i, x in enumerate(idle) for y in list(idle)[i + 1:] if idle[x] and idle[y]}
     record["targets"] = {
         "every_p50_within_5pct": all(abs(v - 1) <= 0.05 for v in p50_ratio.values()) if p50_ratio else None,
         "worst_p50_change_pct": round(100 * max(abs(v - 1) for v in p50_ratio.values()), 2) if p50_ratio else None,

@@ -148,6 +148,24 @@ def test_compare_gets_the_direction_right(tmp_path):
     assert "1 slower, 1 faster, 1 no change" in text and "slower: scn window executorch L=25 1.300x" in text
 
 
+def test_compare_names_a_machine_that_moved_and_stays_quiet_when_it_did_not(tmp_path):
+    """The floor probe's matmul throughput of both runs: a whole machine 13% faster is said beside the verdicts;
+    a probe within min_change, or a run without one, adds nothing."""
+    then = _result([_row(p50=1.0)])
+    then["environment"]["floor"] = {"gflops_used": 20.0}
+    base = _baseline(then, tmp_path / "b.json")
+    now = _result([_row(p50=0.87, ci=(0.86, 0.88))])
+    now["environment"]["floor"] = {"gflops_used": 23.0}
+    s = compare.compare(now, base)
+    assert s["machine_floor"]["ratio"] == pytest.approx(1.15) and now["rows"][0]["compare"]["verdict"] == "faster"
+    assert "the machine itself ran 15% faster than for the baseline (matmul floor 23.0 vs 20.0" in compare.sentence(s)
+    now["environment"]["floor"] = {"gflops_used": 20.5}
+    assert "machine itself" not in compare.sentence(compare.compare(now, base))
+    del now["environment"]["floor"]
+    s = compare.compare(now, base)
+    assert s["machine_floor"] is None and "machine itself" not in compare.sentence(s)
+
+
 def test_bad_baselines_are_one_line_naming_what_cannot_be_compared(tmp_path):
     with pytest.raises(ToolkitError, match="cannot compare any row: file not found"):
         compare.load_baseline(tmp_path / "missing.json")

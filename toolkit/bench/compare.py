@@ -9,6 +9,11 @@ interval from the two rows' p50 intervals (toolkit.bench.noise.ratio_ci) and the
 - "no change": otherwise (also a row compared with itself: ratio 1);
 - "not compared": the row failed in this run (the run fails for that anyway).
 
+The run's own machine-speed probe (the floor probe's matmul throughput, measured before the rounds) is compared
+with the baseline's: on a shared or virtual machine the whole machine can run some percent faster or slower for
+minutes, moving every row alike. When it moved by at least `min_change`, the summary says so beside the verdicts
+(`machine_floor`): a verdict of that size may be the machine's, and ratios between rows of one run still hold.
+
 Refused with one line and exit 2 before any export or timing: a baseline that is missing, not JSON, not a bench
 result, recorded on another machine (CPU model, cores, target or threads differ) or without a row (or without a
 p50 interval: recorded before the bench measured them) for a row of this run; the line names those rows.
@@ -122,6 +127,16 @@ def compare_row(row: dict, base: dict, min_change: float = MIN_CHANGE) -> dict:
     return out
 
 
+def machine_floor(result: dict, baseline: dict) -> dict | None:
+    """Matmul throughput of this run's floor probe over the baseline's (>1: the machine ran faster now), or None
+    where either run has no probe."""
+    now = ((result.get("environment") or {}).get("floor") or {}).get("gflops_used")
+    then = ((baseline.get("environment") or {}).get("floor") or {}).get("gflops_used")
+    if not now or not then:
+        return None
+    return {"matmul_gflops": now, "baseline_matmul_gflops": then, "ratio": now / then}
+
+
 def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dict:
     """Set `compare` on every row of `result`; returns the run's `compare` summary (also stored in the result)."""
     by_key = {_key(r): r for r in baseline["rows"]}
@@ -132,6 +147,7 @@ def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dic
         counts[r["compare"]["verdict"]] += 1
     summary = {"baseline": baseline["_path"], "baseline_created": baseline["environment"].get("created"),
                "baseline_command": baseline["environment"].get("command"), "min_change": min_change, **counts,
+               "machine_floor": machine_floor(result, baseline),
                "how": "ratio = p50 / baseline p50; 95% interval from both rows' p50 intervals on the log scale; "
                       "slower/faster when it excludes 1 and the ratio moved by at least min_change"}
     result["compare"] = summary
@@ -140,5 +156,11 @@ def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dic
 
 def sentence(summary: dict) -> str:
     parts = [f"{summary[k]} {k}" for k in ("slower", "faster", "no change", "not compared") if summary[k]]
-    return (f"compared with {summary['baseline']} (changes under {100 * summary['min_change']:g}% are not "
+    text = (f"compared with {summary['baseline']} (changes under {100 * summary['min_change']:g}% are not "
             f"reported): " + ", ".join(parts))
+    floor = summary.get("machine_floor")
+    if floor and abs(floor["ratio"] - 1) >= summary["min_change"]:
+        text += (f"; the machine itself ran {abs(floor['ratio'] - 1):.0%} {'faster' if floor['ratio'] > 1 else 'slower'}"
+                 f" than for the baseline (matmul floor {floor['matmul_gflops']:.1f} vs "
+                 f"{floor['baseline_matmul_gflops']:.1f} GFLOP/s): changes of that size may be the machine's")
+    return text
