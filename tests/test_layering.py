@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 
 # Bottom first: a package may import only packages in earlier rows (and its own modules). ARCHITECTURE.md draws it.
 LAYERS = [
-    ("toolkit", "toolkit.errors", "toolkit.rows"),
+    ("toolkit", "toolkit.errors", "toolkit.rows", "toolkit.reporter"),
     ("toolkit.io", "toolkit.metrics"),
     ("toolkit.checks",),
     ("toolkit.data",),
