@@ -184,3 +184,30 @@ def test_cli_functions_are_short():
                 if n > CLI_FUNCTION_LINES:
                     long[f"{p.relative_to(ROOT.parent).as_posix()}:{node.name}"] = n
     assert sorted(long) == sorted(LONG_CLI_FUNCTIONS), long
+
+
+def _draws(source: str) -> list[str]:
+    """What in `source` draws on the terminal itself: an import of rich (any part), a call of print()."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "rich":
+            out.append(f"{node.lineno}: from {node.module} import")
+        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "rich" for a in node.names):
+            out.append(f"{node.lineno}: import rich")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            out.append(f"{node.lineno}: print()")
+    return out
+
+
+def test_the_draw_check_sees_rich_and_print():
+    assert _draws("from rich.console import Console") and _draws("import rich.progress") and _draws("print(1)")
+    assert _draws("def f():\n    from rich.table import Table")
+    assert not _draws("SCRIPT = 'print(1)'") and not _draws("console.print(1)") and not _draws("import richer")
+
+
+def test_only_the_cli_draws():
+    """Library code returns values and reports through the callbacks and the toolkit.reporter.Reporter it is handed;
+    only toolkit/cli/ draws on the terminal (console, progress bars, tables, markup)."""
+    found = {m: _draws(p.read_text()) for m, p in _modules().items() if m != "toolkit.cli"
+             and not m.startswith("toolkit.cli.")}
+    assert {m: d for m, d in found.items() if d} == {}

@@ -138,6 +138,7 @@ def bench(
     from toolkit.bench import junit as junit_mod
     from toolkit.bench import plots, report
     from toolkit.bench.sweep import run_bench
+    from toolkit.cli.bench_report import print_closing, print_result
 
     console = Console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -153,7 +154,7 @@ def bench(
 
     if baseline is not None:
         compare_mod.compare(result, baseline, compare_mod.MIN_CHANGE if change is None else change)
-    report.print_result(result, console, wide=wide, closing=False)
+    print_result(result, console, wide=wide, closing=False)
     report.write_json(result, json_out)
     written = [str(json_out)]
     if junit is not None:
@@ -162,7 +163,7 @@ def bench(
     if plot is not None:
         plots.write_plot(result, plot)
         written.append(str(plot))
-    report.print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
+    print_closing(result, console, wrote=written)  # the last lines: the counts and the verdict
     summ = result["summary"]
     if data is not None or override:  # ranking accuracy of the files just timed, against their budgets
         from toolkit.cli.artifact_eval import check_accuracy
