@@ -164,11 +164,7 @@ def test_models_sit_below_the_exporters():
 CLI_FUNCTION_LINES = 60
 # toolkit/cli functions allowed over CLI_FUNCTION_LINES, each with its reason; the goal is none (issue 24).
 LONG_CLI_FUNCTIONS = {
-    "toolkit/cli/bench.py:bench": "not yet thinned: its export-then-time dispatch still lives in the command",
     "toolkit/cli/device.py:run": "not yet thinned: target and measurer choice still live in the command",
-    "toolkit/cli/evaluate.py:evaluate": "not yet thinned: run/artifact dispatch still lives in the command",
-    "toolkit/cli/export.py:export": "not yet thinned: source and format checks still live in the command",
-    "toolkit/cli/verify.py:verify": "not yet thinned: the parity re-run still lives in the command",
 }
 
 

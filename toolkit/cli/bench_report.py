@@ -1,5 +1,6 @@
 """The bench result on the terminal: the compact verdict table (or every column with --wide), the notes under it,
-and the closing lines (files written, counts, verdict). The words themselves are toolkit.bench.report's."""
+and the closing lines (files written, counts, verdict); `BenchConsole` draws them as `toolkit bench` reports them.
+The words themselves are toolkit.bench.report's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit.bench.api import BenchReporter
 from toolkit.bench.report import (
     closing_sentence,
     fmt_ms,
@@ -20,6 +22,7 @@ from toolkit.bench.report import (
     summary_line,
     verdict,
 )
+from toolkit.cli.artifact_eval import AccuracyConsole, precision_rich
 
 
 def _bytes(x) -> str:
@@ -239,3 +242,20 @@ def print_closing(result: dict, console: Console, wrote: list[str] | None = None
     console.print(f"{'[green]' if ok else '[red]'}verdict:[/] {escape(closing_sentence(result))}", highlight=False,
                   soft_wrap=True)
 
+
+class BenchConsole(AccuracyConsole, BenchReporter):
+    """`toolkit bench` on the terminal: its bar, the table and notes, the closing lines, the accuracy verdicts and
+    the precision table, as they come."""
+
+    def __init__(self, console: Console, wide: bool):
+        super().__init__(console)
+        self.wide = wide
+
+    def measured(self, result: dict) -> None:
+        print_result(result, self.console, wide=self.wide, closing=False)
+
+    def wrote(self, result: dict, files: list[str]) -> None:
+        print_closing(result, self.console, wrote=files)
+
+    def precision(self, rows: list[dict]) -> None:
+        self.console.print(precision_rich(rows))
