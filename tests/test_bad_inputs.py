@@ -515,11 +515,7 @@ def test_ctrl_c_is_one_line_and_130(args, wait_s, tmp_path):
 
 @pytest.fixture(scope="module")
 def pristine_gate(synth_dataset_dir, tmp_path_factory) -> Path:
-    """gws/data, gws/base (cocorrrec, 1 epoch, dim 16), gws/gate (1 epoch)."""
-    import io
-
-    from rich.console import Console
-
+    """gws/data, gws/base (cocorrrec, 1 epoch, dim 16), gws/gate (1 epoch); trained silently (no reporter)."""
     from toolkit.data import load_dataset
     from toolkit.gate.train import train_gate
     from toolkit.train import TrainSettings, train
@@ -527,11 +523,8 @@ def pristine_gate(synth_dataset_dir, tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("bad_gate") / "gws"
     shutil.copytree(synth_dataset_dir, ws / "data")
     ds = load_dataset(ws / "data")
-    quiet = Console(file=io.StringIO())
-    train("cocorrrec", ds, ws / "base", TrainSettings(epochs=1, batch_size=512, threads=1, config={"dim": 16}),
-          console=quiet)
-    train_gate(ds, ws / "base", ws / "gate", epochs=1, batch_size=512, lr=3e-3, seed=0, threads=1, config={},
-               console=quiet)
+    train("cocorrrec", ds, ws / "base", TrainSettings(epochs=1, batch_size=512, threads=1, config={"dim": 16}))
+    train_gate(ds, ws / "base", ws / "gate", epochs=1, batch_size=512, lr=3e-3, seed=0, threads=1, config={})
     return ws
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from toolkit.bench import budgets, plots, report
 from toolkit.bench.sweep import summarize
+from toolkit.cli.bench_report import print_result
 from toolkit.rows import base_row
 
 LONG = "cocorrrec_beauty_seed3_distilled_extra_long_model_name"
@@ -42,7 +43,7 @@ def _result(rows, rules=None, source="test budgets"):
 
 def _render(result, width=100, wide=False) -> str:
     buf = io.StringIO()
-    report.print_result(result, Console(file=buf, width=width, color_system=None, force_terminal=False), wide=wide)
+    print_result(result, Console(file=buf, width=width, color_system=None, force_terminal=False), wide=wide)
     return buf.getvalue()
 
 

@@ -17,7 +17,7 @@ import torch
 from cli_helpers import TOOLKIT, cli
 from safetensors.torch import load_file
 
-from toolkit.train.distributed import Dist
+from toolkit.train.distributed import WORKER, Dist
 from toolkit.train.optim import RowSparseAdam
 
 # Tolerance of the 2-worker vs 1-worker comparison. The two runs do the same float32 arithmetic except the order
@@ -79,7 +79,7 @@ def _worker_pids(launcher_pid: int) -> dict[int, int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"toolkit.train.worker" not in cmd or "TORCHELASTIC_RUN_ID=toolkit-train".encode() not in env:
+        if WORKER.encode() not in cmd or "TORCHELASTIC_RUN_ID=toolkit-train".encode() not in env:
             continue
         ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         if ppid != launcher_pid:

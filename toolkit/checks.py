@@ -46,6 +46,20 @@ def check_number(value, flag: str, *, lo=None, hi=None, lo_open: bool = False, i
     return value
 
 
+def positive_int(text: str, flag: str, hi: int = 2**31 - 1) -> int:
+    """A flag typed as text: one-line errors for 0, negatives, non-integers and values above `hi` (Typer's own
+    would print a box)."""
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        raise ToolkitError(f"{flag}: '{text}' is not an integer") from None
+    if v <= 0:
+        raise ToolkitError(f"{flag} must be a positive integer, got {v}")
+    if v > hi:
+        raise ToolkitError(f"{flag} must be <= {hi}, got {v}")
+    return v
+
+
 def check_seed(seed: int, flag: str = "--seed") -> int:
     return check_number(seed, flag, lo=0, hi=2**32 - 1, integer=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from toolkit.cli.common import human_bytes
 from toolkit.device.arm64.layout import TARGET as EMULATED_TARGET
-from toolkit.errors import CheckFailed, ToolkitError
+from toolkit.errors import ToolkitError
 from toolkit.io import read_json
 
 app = typer.Typer(no_args_is_help=True)
@@ -146,30 +146,66 @@ def _state_cell(st: dict | None) -> str:
     return ", ".join(parts)
 
 
+_ArtifactDir = Annotated[Path, typer.Argument(help="an export folder with manifest.json (from `toolkit export`)")]
+_Target = Annotated[Optional[str], typer.Option(
+    "--target", help=f"emulated target profile ({EMULATED_TARGET}); default when no --serial/--runner")]
+_Serial = Annotated[Optional[str], typer.Option("--serial", help="Android device serial (adb devices); needs --runner")]
+_Runner = Annotated[Optional[Path], typer.Option(
+    "--runner", help="runner binary for the phone: onnxruntime_perf_test or executor_runner")]
+_RunnerKind = Annotated[Optional[str], typer.Option(
+    "--runner-kind", help="onnxruntime_perf_test | executor_runner (default: from the file name)")]
+_Model = Annotated[Optional[list[str]], typer.Option("--model", help="only this model (repeatable)")]
+_Entry = Annotated[Optional[list[str]], typer.Option("--entry", help="only this entry point: window | step | mrs (repeatable)")]
+_File = Annotated[Optional[list[str]], typer.Option("--file", help="only this manifest file (repeatable)")]
+_Warmup = Annotated[Optional[int], typer.Option(
+    "--warmup", help="calls before measuring (default: target profile / 20 on a phone)")]
+_Runs = Annotated[Optional[int], typer.Option(
+    "--runs", help="measured calls (default: target profile / 100 on a phone)")]
+_Repeat = Annotated[int, typer.Option("--repeat", help="emulated: run everything N times and require identical counts")]
+_WithExecutorch = Annotated[bool, typer.Option(
+    "--with-executorch", help="emulated: also ExecuTorch artifacts (C++ runner; `toolkit device setup arm64 "
+                              "--with-executorch`)")]
+_Cpu = Annotated[Optional[int], typer.Option(
+    "--cpu", help="phone: core to pin to (default: the highest max frequency)")]
+_NoPin = Annotated[bool, typer.Option("--no-pin", help="phone: do not pin with taskset")]
+_Lib = Annotated[Optional[list[Path]], typer.Option(
+    "--lib", help="phone: shared library the runner needs (pushed beside it; repeatable)")]
+_RunnerArg = Annotated[Optional[list[str]], typer.Option(
+    "--runner-arg", help="phone: extra argument for the runner (repeatable)")]
+_Budget = Annotated[Optional[Path], typer.Option(
+    "--budget", help="budgets TOML (default benches/budgets.toml when present)")]
+_Out = Annotated[Optional[Path], typer.Option(
+    "--out", help="bench JSON to write (default ./device-<target>.json); a phone's ETDumps go beside it into "
+                  "<out stem>-etdump/")]
+_Cache = Annotated[Optional[Path], typer.Option("--cache", help="emulated target's cache folder")]
+_Keep = Annotated[Optional[Path], typer.Option(
+    "--keep", help="emulated: copy the staged run folder (inputs, outputs) here")]
+_Json = Annotated[bool, typer.Option("--json", help="print the rows as JSON instead of a table")]
+
+
 @app.command("run")
 def run(
-    artifact_dir: Path = typer.Argument(..., help="an export folder with manifest.json (from `toolkit export`)"),
-    target: Optional[str] = typer.Option(None, "--target", help=f"emulated target profile ({EMULATED_TARGET}); default when no --serial/--runner"),
-    serial: Optional[str] = typer.Option(None, "--serial", help="Android device serial (adb devices); needs --runner"),
-    runner: Optional[Path] = typer.Option(None, "--runner", help="runner binary for the phone: onnxruntime_perf_test or executor_runner"),
-    runner_kind: Optional[str] = typer.Option(None, "--runner-kind", help="onnxruntime_perf_test | executor_runner (default: from the file name)"),
-    model: list[str] = typer.Option([], "--model", help="only this model (repeatable)"),
-    entry: list[str] = typer.Option([], "--entry", help="only this entry point: window | step | mrs (repeatable)"),
-    file: list[str] = typer.Option([], "--file", help="only this manifest file (repeatable)"),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="calls before measuring (default: target profile / 20 on a phone)"),
-    runs: Optional[int] = typer.Option(None, "--runs", help="measured calls (default: target profile / 100 on a phone)"),
-    repeat: int = typer.Option(1, "--repeat", help="emulated: run everything N times and require identical counts"),
-    with_executorch: bool = typer.Option(False, "--with-executorch", help="emulated: also ExecuTorch artifacts (C++ runner; `toolkit device setup arm64 --with-executorch`)"),
-    cpu: Optional[int] = typer.Option(None, "--cpu", help="phone: core to pin to (default: the highest max frequency)"),
-    no_pin: bool = typer.Option(False, "--no-pin", help="phone: do not pin with taskset"),
-    lib: list[Path] = typer.Option([], "--lib", help="phone: shared library the runner needs (pushed beside it; repeatable)"),
-    runner_arg: list[str] = typer.Option([], "--runner-arg", help="phone: extra argument for the runner (repeatable)"),
-    budget: Optional[Path] = typer.Option(None, "--budget", help="budgets TOML (default benches/budgets.toml when present)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="bench JSON to write (default ./device-<target>.json); "
-                                       "a phone's ETDumps go beside it into <out stem>-etdump/"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="emulated target's cache folder"),
-    keep: Optional[Path] = typer.Option(None, "--keep", help="emulated: copy the staged run folder (inputs, outputs) here"),
-    json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table"),
+    artifact_dir: _ArtifactDir,
+    target: _Target = None,
+    serial: _Serial = None,
+    runner: _Runner = None,
+    runner_kind: _RunnerKind = None,
+    model: _Model = None,
+    entry: _Entry = None,
+    file: _File = None,
+    warmup: _Warmup = None,
+    runs: _Runs = None,
+    repeat: _Repeat = 1,
+    with_executorch: _WithExecutorch = False,
+    cpu: _Cpu = None,
+    no_pin: _NoPin = False,
+    lib: _Lib = None,
+    runner_arg: _RunnerArg = None,
+    budget: _Budget = None,
+    out: _Out = None,
+    cache: _Cache = None,
+    keep: _Keep = None,
+    json_out: _Json = False,
 ) -> None:
     """Run an export's artifacts on the emulated ARM64 CPU (instructions + parity) or on a phone (latency).
 
@@ -177,58 +213,20 @@ def run(
 
     Every phone row records thermal state, battery level and CPU governor before and after its timed calls.
     """
-    from toolkit.device.budgets import failed_budgets
-    from toolkit.device.plan import run_document
-    from toolkit.io import atomic_write_json
+    from toolkit.cli.reporter import ConsoleReporter
+    from toolkit.device.api import DeviceRunRequest, raise_if_failed, run_device
+    from toolkit.reporter import Reporter
 
-    android = serial is not None or runner is not None
-    if android and target is not None:
-        raise ToolkitError("pass either --target (emulated) or --serial/--runner (Android device), not both")
-    if android and runner is None:
-        raise ToolkitError("an Android run needs --runner PATH (onnxruntime_perf_test or executor_runner built for the "
-                           "phone; see android_harness/README.md)")
-    from toolkit.cli.common import check_number
-
-    check_number(repeat, "--repeat", lo=1, hi=1000)
-    check_number(warmup, "--warmup", lo=0, hi=1_000_000)
-    check_number(runs, "--runs", lo=1, hi=1_000_000)
-    check_number(cpu, "--cpu", lo=0, hi=4095)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True, disable=json_out) as prog:
-        task = prog.add_task("starting", total=None)
-
-        def progress(msg: str) -> None:
-            prog.update(task, description=msg)
-
-        if android:
-            from toolkit.device.adb import run_on_device
-
-            result = run_on_device(artifact_dir, runner=runner, serial=serial, runner_kind=runner_kind,
-                                   models=model or None, entries=entry or None, files=file or None,
-                                   warmup=20 if warmup is None else warmup, runs=100 if runs is None else runs,
-                                   cpu=cpu, pin=not no_pin, libs=lib, runner_args=runner_arg, progress=progress,
-                                   etdump_dir=None if out is None else out.parent / f"{out.stem}-etdump")
-        else:
-            from toolkit.device.emulated import run_artifacts
-
-            result = run_artifacts(artifact_dir, target=target or EMULATED_TARGET, models=model or None,
-                                   entries=entry or None, files=file or None, warmup=warmup, runs=runs,
-                                   with_executorch=with_executorch, repeat=repeat, cache=cache, progress=progress,
-                                   keep=keep)
-    doc = run_document(result, artifact_dir, budget)
-    rows, info, tgt = doc["rows"], result["info"], doc["target"]
-    out = out or Path(f"device-{tgt.replace(':', '-')}.json")
-    atomic_write_json(out, doc)
+    done = run_device(DeviceRunRequest(
+        artifact_dir=artifact_dir, target=target, serial=serial, runner=runner, runner_kind=runner_kind, model=model,
+        entry=entry, file=file, warmup=warmup, runs=runs, repeat=repeat, with_executorch=with_executorch, cpu=cpu,
+        no_pin=no_pin, lib=lib, runner_arg=runner_arg, budget=budget, out=out, cache=cache, keep=keep),
+        Reporter() if json_out else ConsoleReporter(console))  # --json: nothing but the rows on stdout
+    rows, tgt = done.doc["rows"], done.doc["target"]
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
     else:
         measured = rows[0]["measured_on"] if rows else tgt
-        _print_rows(rows, f"{tgt}: {info.get('artifact_dir')}", measured, emulated=not android)
-        console.print(f"wrote {out}", highlight=False)
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        raise CheckFailed(f"{len(failed)} of {len(rows)} artifacts failed on {tgt}: "
-                          f"{failed[0]['model']}/{failed[0]['entry']}: {failed[0]['error']}")
-    broken = failed_budgets(rows)
-    if broken:
-        raise CheckFailed(f"{len(broken)} budget(s) broken: {broken[0]}")
+        _print_rows(rows, f"{tgt}: {done.info.get('artifact_dir')}", measured, emulated=done.emulated)
+        console.print(f"wrote {done.out}", highlight=False)
+    raise_if_failed(done)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
 from toolkit.cli.common import check_number, check_out, check_seed, check_threads, console, parse_csv
 from toolkit.errors import ToolkitError
@@ -56,13 +57,14 @@ def calibrate(
     check_threads(threads)
     if split not in ("valid", "test", "train"):
         raise ToolkitError(f"--split: unknown '{split}' (valid: valid, test, train)")
+    from toolkit.cli.reporter import ConsoleReporter
     from toolkit.data import load_dataset
     from toolkit.gate.calibrate import THRESHOLD, check_budget
     from toolkit.gate.calibrate import calibrate as run_calibrate
 
     check_budget(budget)
     _set_threads(threads)
-    result = run_calibrate(gate, load_dataset(data), budget, split, base, console)
+    result = run_calibrate(gate, load_dataset(data), budget, split, base, ConsoleReporter(console))
     console.print(f"budget {result['budget']:.3f}: threshold {result['threshold']:.6f} -> request rate "
                   f"{result['achieved_request_rate']:.4f} on {result['n_users']:,} {split} users "
                   f"({result['n_samples']:,} decisions, lags {result['lags'][0]}..{result['lags'][1]})")
@@ -106,6 +108,7 @@ def curve(
     for what, p in (("gate run", gate), ("dataset dir", data), ("base run (--model)", base)):
         if p is not None and not p.exists():
             raise ToolkitError(f"{what} not found: {p}")
+    from toolkit.cli.reporter import ConsoleReporter
     from toolkit.data import load_dataset
     from toolkit.gate.curve import parse_budgets, run_curve
     from toolkit.gate.policies import POLICIES
@@ -115,5 +118,78 @@ def curve(
     policy_list = parse_csv(policies, "policy", POLICIES)
     if out.exists() and any(out.iterdir()) and not force:
         raise ToolkitError(f"output dir {out} is not empty (use --force to replace it)")
-    run_curve(gate, load_dataset(data), out, budget_list, policy_list, base, lag_range, seed, fit_cap, force=True,
-              timing=not no_timing, console=console)
+    result = run_curve(gate, load_dataset(data), out, budget_list, policy_list, base, lag_range, seed, fit_cap,
+                       force=True, timing=not no_timing, reporter=ConsoleReporter(console))
+    console.print(curve_table(result))
+    console.print(summary_lines(result))
+    console.print(share_table(result))
+    console.print(f"curve written to {out} (curve.json, curve.png)")
+
+
+def curve_table(result: dict) -> Table:
+    t = Table(title=f"request policies on {result['decisions']:,} test decisions (lags {result['lags'][0]}.."
+                    f"{result['lags'][1]}; {result['request_bytes']['sent']:,} B up / "
+                    f"{result['request_bytes']['received']:,} B down per request)")
+    t.add_column("policy", no_wrap=True, min_width=12)
+    for col, just in (("budget", "right"), ("rate", "right"), ("UAUC", "right"),
+                      ("NDCG@10", "right"), ("HR@10", "right"), ("KB up/1k", "right"), ("KB down/1k", "right")):
+        t.add_column(col, justify=just)
+
+    def row(label, budget, p, style=None):
+        t.add_row(label, budget, f"{p['request_rate']:.3f}", f"{p['uauc']:.4f}", f"{p['ndcg@10']:.4f}",
+                  f"{p['hr@10']:.4f}", f"{p['bytes_sent_per_1000'] / 1e3:,.0f}",
+                  f"{p['bytes_received_per_1000'] / 1e3:,.0f}", style=style)
+
+    for name in ("always", "never", "none"):
+        row(name, "-", result["endpoints"][name], style="bold")
+    for name, entry in result["policies"].items():
+        label = name if entry["deployable"] else f"{name}*"
+        for p in entry["points"]:
+            row(label, f"{p['budget']:.2f}", p)
+        if "native" in entry:
+            row(f"{name}@native", "-", entry["native"], style="dim")
+    if any(not e["deployable"] for e in result["policies"].values()):
+        t.caption = "* knows the test labels: an upper bound, not a deployable policy"
+    return t
+
+
+def share_table(result: dict) -> Table:
+    """Per policy: the share of the always-over-never gain it recovers at the summary's budget, and (NDCG@10) at
+    exactly that request rate; whether the gate is at or above it at the gate's own rate, budget by budget."""
+    from toolkit.gate.curve import SHOWN
+
+    s = result["summary"]
+    exact, above = s.get("recovered_share_at_exact_rate", {}), s.get("gate_at_or_above", {})
+    b = f"{s['budget']:.0%}"
+    t = Table(title=f"share of the always-over-never gain recovered at a {b} budget")
+    t.add_column("policy", no_wrap=True)
+    for col in ("UAUC", "NDCG@10", "HR@10", f"NDCG@10, exactly {b} requests", "gate >= it (NDCG@10 budgets)"):
+        t.add_column(col, justify="right")
+    pct = lambda v, f=".0%": "n/a" if v is None else format(v, f)  # noqa: E731
+    for name, share in s["recovered_share"].items():
+        deployable = result["policies"].get(name, {}).get("deployable", True)
+        t.add_row(name if deployable else f"{name}*", *(pct(share.get(k)) for k in SHOWN),
+                  pct(exact.get(name), ".1%"), above.get(name, {}).get("ndcg@10", "-"))
+    return t
+
+
+def summary_lines(result: dict) -> str:
+    s = result["summary"]
+    se = s.get("always_minus_never_se", {})
+    lines = ["always - never (paired s.e.): " + ", ".join(
+        f"{k} {v:+.4f} ({se.get(k, float('nan')):.4f})" for k, v in s["always_minus_never"].items())]
+    nse = s.get("always_minus_none_se", {})
+    if "always_minus_none" in s:
+        lines.append("always - none (what a fresh correction is worth at all): " + ", ".join(
+            f"{k} {v:+.4f} ({nse.get(k, float('nan')):.4f})" for k, v in s["always_minus_none"].items()))
+    noise = [k for k, ok in s.get("gain_is_significant", {}).items() if not ok]
+    if noise:
+        lines.append(f"[yellow]warning:[/] the always-over-never gain in {', '.join(noise)} is within 2 standard "
+                     "errors of zero: requesting fresh corrections buys nothing measurable here, and the shares "
+                     "below are noise")
+    lat = result["latency_ms_single_thread"]
+    if lat:
+        lines.append("per-decision latency, one thread (median ms): " + ", ".join(
+            f"{k} {v['median_ms']:.3f}" for k, v in lat.items()))
+    lines.append(f"gate: {result['gate_params']['device_params']:,} device parameters")
+    return "\n".join(lines)

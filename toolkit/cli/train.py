@@ -105,6 +105,7 @@ def train(
     oversubscribe: _Oversubscribe = False,
     connect_timeout: _ConnectTimeout = 30.0,
 ) -> None:
+    from toolkit.cli.reporter import ConsoleReporter
     from toolkit.train.api import TrainRequest, run_training
 
     request = TrainRequest(
@@ -115,7 +116,7 @@ def train(
         device=device, sparse_embeddings=sparse_embeddings, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
         master_addr=master_addr, master_port=master_port, oversubscribe=oversubscribe,
         connect_timeout=connect_timeout)
-    run_training(request, console, report=_report)
+    run_training(request, ConsoleReporter(console), report=_report)
 
 
 def _report(o) -> None:
@@ -123,6 +124,9 @@ def _report(o) -> None:
     out = o.out
     if o.kind == "node":
         console.print(f"node {o.node_rank}: workers finished (node rank 0 holds the run dir)")
+        return
+    if o.kind == "gate":
+        show_gate(o.result, out)
         return
     if o.kind == "sweep":
         console.print(sweep_table(o.model, o.result))
@@ -138,6 +142,31 @@ def _report(o) -> None:
              f"{o.model}: best epoch {m['best_epoch']} of {m['epochs_run']} ({m['train_seconds']:.1f}s training)")
     console.print(metrics_table(title, {"valid": m["valid"], "test": m["test"]}))
     console.print(f"run written to {out} (model.json, {out / 'weights.safetensors'}, metrics.json)")
+
+
+def show_gate(trained, shown: Path) -> None:
+    """A trained gate's summary table and the command that calibrates it; `shown`: the run dir as the user named
+    it (the gate may have been written to a staging dir beside it)."""
+    from rich.table import Table
+
+    from toolkit.models.runs import WEIGHTS
+
+    v, counts = trained.metrics["valid"], trained.params
+    t = Table(title=f"gate: {counts['device_params']:,} device parameters "
+                    f"(+{counts['training_only_params']:,} training-only posterior)")
+    t.add_column("validation")
+    t.add_column("MRD only", justify="right")
+    t.add_column("MRD + DM (joint)", justify="right")
+    t.add_row("cross-entropy (soft labels)", f"{v['bce_mrd_only']:.4f}", f"{v['bce_joint']:.4f}")
+    auc = v["auc_all_rows_right"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    t.add_row("AUC vs 'all 5 rows right'", fmt(auc["mrd_only"]), fmt(auc["joint"]))
+    m = v["auc_stale_as_good_as_fresh"]
+    t.add_row("AUC vs 'stale ranks as well as fresh'", fmt(m["mrd_only"]), fmt(m["joint"]))
+    t.add_row("gain share at 10% requests (random 0.10)", "", fmt(v["gain_share_at_10pct"]))
+    console.print(t)
+    console.print(f"gate written to {shown} (model.json, {shown / WEIGHTS}, metrics.json); next: "
+                  f"toolkit gate calibrate {shown} --data {trained.dataset} --budget 0.1")
 
 
 def sweep_table(model: str, summary: dict):

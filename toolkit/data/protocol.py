@@ -40,7 +40,8 @@ class UserDataError(ToolkitError):
 
 @contextlib.contextmanager
 def track_step(progress, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-    """A rich progress task for one long step (no-op when progress is None); yields advance(n)."""
+    """A progress task (toolkit.reporter.Bars: the CLI's bars) for one long step (no-op when progress is None);
+    yields advance(n)."""
     if progress is None:
         yield lambda n=1: None
         return

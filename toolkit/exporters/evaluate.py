@@ -11,7 +11,8 @@ Each is compared per user with the eager model of the same run (the run the mani
 against the manifest's hash; a fresh-initialised export is rebuilt from its seed): the paired difference of NDCG@10,
 HR@10 and UAUC and its standard error over users. Core ML cannot run off macOS: reported as skipped, never passed.
 
-`accuracy_verdicts(result, budget)` applies an accuracy budget (largest allowed NDCG@10 drop from eager).
+`accuracy_verdicts(result, budget)` applies an accuracy budget (largest allowed NDCG@10 drop from eager);
+`check_accuracy(dirs, ...)` is the accuracy budget of `toolkit verify` / `toolkit bench`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.exporters.manifest import MANIFEST, ArtifactRecord, Manifest, verified
+from toolkit.reporter import Reporter
 
 Progress = Callable[[str, int, int], None]
 K_TOP = 10
@@ -394,6 +396,66 @@ def accuracy_verdicts(result: dict, override: dict | None = None) -> list[dict]:
                            + (f"breaks {', '.join(broken)}" if broken else f"within {limits}")))
         out.append(v)
     return out
+
+
+class AccuracyReporter(Reporter):
+    """A Reporter that also hears each accuracy verdict as it is reached (check_accuracy)."""
+
+    def accuracy(self, verdict: dict) -> None:
+        """A budgeted artifact's verdict (accuracy_verdicts: passed / failed / skipped), or, when nothing was
+        ranked, {"status": "not checked", "budgeted": n}."""
+
+
+def check_sample_flags(users: int | None, seed: int, threads: int) -> None:
+    """--users (a positive sample size), --seed and --threads of the commands that rank users through artifacts."""
+    from toolkit.checks import check_seed, check_threads
+
+    if users is not None and (isinstance(users, bool) or users < 1):
+        raise ToolkitError(f"--users must be a positive integer, got {users}")
+    check_seed(seed)
+    check_threads(threads)
+
+
+def budget_override(max_ndcg_drop: float | None, relative: float | None) -> dict | None:
+    """--max-ndcg-drop / --max-ndcg-drop-relative -> a budget that replaces the recipes' (checked before imports)."""
+    from toolkit.checks import check_number
+
+    out = {}
+    if max_ndcg_drop is not None:
+        out["max_ndcg_drop"] = float(check_number(max_ndcg_drop, "--max-ndcg-drop", lo=0))
+    if relative is not None:
+        out["max_ndcg_drop_relative"] = float(check_number(relative, "--max-ndcg-drop-relative", lo=0))
+    return out or None
+
+
+def check_accuracy(dirs: list[Path], data: Path | None, users: int | None, seed: int, override: dict | None,
+                   reporter: AccuracyReporter, threads: int = 1, expect: str | None = None) -> dict:
+    """The accuracy budget of `toolkit verify` / `toolkit bench`: each dir's artifacts ranked through their runtime on
+    the test split of `data`, each drop from eager checked against its budget, every verdict reported as reached.
+    Returns {"evaluations", "verdicts", "failed": [lines]}. Without `data`: nothing evaluated, and an artifact whose
+    recipe sets a budget is reported as not checked (never as passed)."""
+    from toolkit.exporters.manifest import read_manifest
+
+    if data is None:
+        budgeted = [r.file for d in dirs for r in read_manifest(d, expect).artifacts if r.raw.get("accuracy_budget")]
+        if budgeted or override:
+            reporter.accuracy({"status": "not checked", "budgeted": len(budgeted)})
+        return {"checked": False, "reason": "no --data", "budgeted": budgeted, "failed": []}
+    from toolkit.data import load_dataset
+
+    ds = load_dataset(data)
+    evaluations, verdicts, failed = [], [], []
+    for d in dirs:
+        res = evaluate_artifacts(d, ds, "test", users, seed, threads=threads, expect=expect)
+        evaluations.append(res)
+        for v in accuracy_verdicts(res, override):
+            v["dir"] = res["dir"]
+            verdicts.append(v)
+            if v["status"] == "failed":
+                failed.append(v["line"])
+            if v["status"] in ("failed", "passed", "skipped"):
+                reporter.accuracy(v)
+    return {"checked": True, "split": "test", "evaluations": evaluations, "verdicts": verdicts, "failed": failed}
 
 
 # ---- the precision table ---------------------------------------------------------------------------------------------

@@ -12,15 +12,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from toolkit.data import Dataset
 from toolkit.errors import ToolkitError
 from toolkit.gate.dataset import PairSet, expand_lags, score_pairs
-from toolkit.gate.train import gate_outputs, load_base, progress_bar
+from toolkit.gate.train import gate_outputs, load_base
 from toolkit.io import read_descriptor_json, sha256_file, versions, write_descriptor_json
 from toolkit.models.gate import Gate, check_base
 from toolkit.models.runs import WEIGHTS, load_run
+from toolkit.reporter import Reporter
 
 THRESHOLD = "threshold.json"
 MIN_CALIBRATION_REQUESTS = 20  # fewer expected requests than this -> the achieved rate is too noisy: warn
@@ -82,16 +82,16 @@ def decision_features(gate: Gate, model, ds: Dataset, split: str, lags: tuple[in
 
 
 def calibrate(gate_dir: Path, ds: Dataset, budget: float, split: str = "valid", base: Path | None = None,
-              console: Console | None = None) -> dict:
+              reporter: Reporter | None = None) -> dict:
     """Write GATE/threshold.json for `budget`; returns its content."""
-    console = console or Console()
+    reporter = reporter or Reporter()
     budget = check_budget(budget)
     if split not in ("train", "valid", "test"):
         raise ToolkitError(f"unknown split '{split}' (expected train, valid or test)")
     gate, model, desc = open_gate(gate_dir, base)
     check_data(model, ds)
     lags = gate_lags(desc)
-    with progress_bar(console) as progress:
+    with reporter.bars() as progress:
         pairs, outs = decision_features(gate, model, ds, split, lags, progress)
     weights = pairs.user_weights()
     thr, achieved = quantile_threshold(outs["mrs"], budget, weights)
@@ -99,8 +99,8 @@ def calibrate(gate_dir: Path, ds: Dataset, budget: float, split: str = "valid", 
     expected = n_users * min(budget, 1 - budget) if budget < 1 else math.inf
     if n_users < MIN_CALIBRATION_USERS or expected < MIN_CALIBRATION_REQUESTS:
         se = math.sqrt(budget * (1 - budget) / n_users)
-        console.print(f"[yellow]warning:[/] calibrating on only {n_users} users ({len(pairs)} decision samples): "
-                      f"the request rate on new data will be {budget:.3f} +- {2 * se:.3f} (2 standard errors)")
+        reporter.warning(f"calibrating on only {n_users} users ({len(pairs)} decision samples): "
+                         f"the request rate on new data will be {budget:.3f} +- {2 * se:.3f} (2 standard errors)")
     result = {
         "budget": budget,
         "threshold": thr,

@@ -15,17 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from toolkit.data import Dataset
 from toolkit.errors import ToolkitError
 from toolkit.gate.calibrate import check_budget, check_data, decision_features, gate_lags, open_gate, quantile_threshold
 from toolkit.gate.dataset import PairSet
 from toolkit.gate.policies import DEFAULT_POLICIES, NoveltyPolicy, make_policy, time_decisions, time_feature
-from toolkit.gate.train import progress_bar
 from toolkit.io import atomic_dir, atomic_write_bytes, atomic_write_json, versions
 from toolkit.metrics import ranking_metrics
+from toolkit.reporter import Reporter
 
 DEFAULT_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 SHOWN = ("uauc", "ndcg@10", "hr@10")
@@ -96,14 +94,16 @@ def parse_budgets(text: str) -> list[float]:
 
 def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, policies=DEFAULT_POLICIES,
               base: Path | None = None, lags: tuple[int, int] | None = None, seed: int = 0, fit_cap: int = 5000,
-              force: bool = False, timing: bool = True, console: Console | None = None) -> dict:
-    console = console or Console()
+              force: bool = False, timing: bool = True, reporter: Reporter | None = None) -> dict:
+    """Measure every policy at every budget on the test decisions; write out/curve.json and curve.png, return
+    curve.json's content."""
+    reporter = reporter or Reporter()
     budgets = sorted({check_budget(b) for b in budgets})
     gate, model, desc = open_gate(gate_dir, base)
     check_data(model, ds)
     lags = tuple(lags) if lags is not None else gate_lags(desc)
     t_start = time.perf_counter()
-    with progress_bar(console) as progress:
+    with reporter.bars() as progress:
         recent, recent_out = decision_features(gate, model, ds, "valid", lags, progress)
         test, test_out = decision_features(gate, model, ds, "test", lags, progress, mode="sample", seed=seed,
                                            which=("stale", "fresh", "none"), n_cands=None)
@@ -119,7 +119,7 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
     none_se = {k: round(v, 6) for k, v in paired_se(test.scores["fresh"], test.scores["none"]).items()}
     results: dict[str, dict] = {}
     fitted = {}
-    with progress_bar(console) as progress:
+    with reporter.bars() as progress:
         task = progress.add_task("policies x budgets", total=len(policies) * len(budgets))
         for name in policies:
             t0 = time.perf_counter()
@@ -182,10 +182,6 @@ def run_curve(gate_dir: Path, ds: Dataset, out: Path, budgets=DEFAULT_BUDGETS, p
     with atomic_dir(out, force=force) as tmp:
         atomic_write_json(tmp / "curve.json", result)
         atomic_write_bytes(tmp / "curve.png", plot(result))
-    console.print(curve_table(result))
-    console.print(summary_lines(result))
-    console.print(share_table(result))
-    console.print(f"curve written to {out} (curve.json, curve.png)")
     return result
 
 
@@ -242,73 +238,6 @@ def summarise(endpoints: dict, results: dict, gain_se: dict | None = None, none_
         name: round((at_rate(entry, endpoints, at, "ndcg@10") - never) / gain, 4) if abs(gain) > 1e-12 else None
         for name, entry in results.items()}
     return out
-
-
-def curve_table(result: dict) -> Table:
-    t = Table(title=f"request policies on {result['decisions']:,} test decisions (lags {result['lags'][0]}.."
-                    f"{result['lags'][1]}; {result['request_bytes']['sent']:,} B up / "
-                    f"{result['request_bytes']['received']:,} B down per request)")
-    t.add_column("policy", no_wrap=True, min_width=12)
-    for col, just in (("budget", "right"), ("rate", "right"), ("UAUC", "right"),
-                      ("NDCG@10", "right"), ("HR@10", "right"), ("KB up/1k", "right"), ("KB down/1k", "right")):
-        t.add_column(col, justify=just)
-
-    def row(label, budget, p, style=None):
-        t.add_row(label, budget, f"{p['request_rate']:.3f}", f"{p['uauc']:.4f}", f"{p['ndcg@10']:.4f}",
-                  f"{p['hr@10']:.4f}", f"{p['bytes_sent_per_1000'] / 1e3:,.0f}",
-                  f"{p['bytes_received_per_1000'] / 1e3:,.0f}", style=style)
-
-    for name in ("always", "never", "none"):
-        row(name, "-", result["endpoints"][name], style="bold")
-    for name, entry in result["policies"].items():
-        label = name if entry["deployable"] else f"{name}*"
-        for p in entry["points"]:
-            row(label, f"{p['budget']:.2f}", p)
-        if "native" in entry:
-            row(f"{name}@native", "-", entry["native"], style="dim")
-    if any(not e["deployable"] for e in result["policies"].values()):
-        t.caption = "* knows the test labels: an upper bound, not a deployable policy"
-    return t
-
-
-def share_table(result: dict) -> Table:
-    """Per policy: the share of the always-over-never gain it recovers at the summary's budget, and (NDCG@10) at
-    exactly that request rate; whether the gate is at or above it at the gate's own rate, budget by budget."""
-    s = result["summary"]
-    exact, above = s.get("recovered_share_at_exact_rate", {}), s.get("gate_at_or_above", {})
-    b = f"{s['budget']:.0%}"
-    t = Table(title=f"share of the always-over-never gain recovered at a {b} budget")
-    t.add_column("policy", no_wrap=True)
-    for col in ("UAUC", "NDCG@10", "HR@10", f"NDCG@10, exactly {b} requests", "gate >= it (NDCG@10 budgets)"):
-        t.add_column(col, justify="right")
-    pct = lambda v, f=".0%": "n/a" if v is None else format(v, f)  # noqa: E731
-    for name, share in s["recovered_share"].items():
-        deployable = result["policies"].get(name, {}).get("deployable", True)
-        t.add_row(name if deployable else f"{name}*", *(pct(share.get(k)) for k in SHOWN),
-                  pct(exact.get(name), ".1%"), above.get(name, {}).get("ndcg@10", "-"))
-    return t
-
-
-def summary_lines(result: dict) -> str:
-    s = result["summary"]
-    se = s.get("always_minus_never_se", {})
-    lines = ["always - never (paired s.e.): " + ", ".join(
-        f"{k} {v:+.4f} ({se.get(k, float('nan')):.4f})" for k, v in s["always_minus_never"].items())]
-    nse = s.get("always_minus_none_se", {})
-    if "always_minus_none" in s:
-        lines.append("always - none (what a fresh correction is worth at all): " + ", ".join(
-            f"{k} {v:+.4f} ({nse.get(k, float('nan')):.4f})" for k, v in s["always_minus_none"].items()))
-    noise = [k for k, ok in s.get("gain_is_significant", {}).items() if not ok]
-    if noise:
-        lines.append(f"[yellow]warning:[/] the always-over-never gain in {', '.join(noise)} is within 2 standard "
-                     "errors of zero: requesting fresh corrections buys nothing measurable here, and the shares "
-                     "below are noise")
-    lat = result["latency_ms_single_thread"]
-    if lat:
-        lines.append("per-decision latency, one thread (median ms): " + ", ".join(
-            f"{k} {v['median_ms']:.3f}" for k, v in lat.items()))
-    lines.append(f"gate: {result['gate_params']['device_params']:,} device parameters")
-    return "\n".join(lines)
 
 
 LABELS = {"uauc": "UAUC", "ndcg@10": "NDCG@10", "hr@10": "HR@10"}

@@ -27,9 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from toolkit.data import Dataset
 from toolkit.errors import CheckFailed, ToolkitError
@@ -39,11 +36,21 @@ from toolkit.metrics import roc_auc
 from toolkit.models.gate import Gate, GateConfig, gaussian_kl
 from toolkit.models.registry import CLOUD_MODELS
 from toolkit.models.runs import WEIGHTS, load_run, model_descriptor, save_weights
+from toolkit.reporter import Reporter
 
 VALID_CANDS = 5  # validation targets keep 1 positive + 4 negatives, like training rows
 
 
 LABELS = ("margin", "gain", "paper")
+
+
+@dataclass
+class GateTrained:
+    """What a finished gate shows its user: metrics.json's content, its parameter counts, the dataset it learned."""
+
+    metrics: dict
+    params: dict
+    dataset: Path
 
 
 @dataclass
@@ -112,13 +119,8 @@ def load_base(base_run: Path):
     return model, desc
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)
-
-
 def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, lr: float, seed: int,
-           batch_loss, valid_loss, console: Console, keep_initial: bool = False, dist=None) -> dict:
+           batch_loss, valid_loss, reporter: Reporter, keep_initial: bool = False, dist=None) -> dict:
     """Adam over `params`; the gate's whole state at the best validation epoch is restored at the end.
 
     dist (a toolkit.train.distributed.Dist): data-parallel, the recommenders' scheme: every worker draws the same
@@ -135,15 +137,13 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
     if keep_initial:  # the stage's starting point competes too (joint starts equal to the MRD)
         best, best_state = valid_loss() if main else math.inf, {k: v.clone() for k, v in gate.state_dict().items()}
         history.append({"epoch": 0, "valid_loss": round(best, 6)})
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     t_start = time.perf_counter()
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         torch.manual_seed(seed * 100_003 + epoch)
         gate.train()
         total, seen, t0 = 0.0, 0, time.perf_counter()
-        with Progress(*cols, console=console, transient=True) as bar:
+        with reporter.bars("loss {loss:.4f}") as bar:
             task = bar.add_task(f"gate {name} epoch {epoch + 1}/{epochs}", total=steps, loss=0.0)
             for i in range(steps):
                 idx = order[i * batch_size:(i + 1) * batch_size]
@@ -168,8 +168,7 @@ def _stage(name: str, gate: Gate, params, n: int, epochs: int, batch_size: int, 
             best_state = {k: t.clone() for k, t in gate.state_dict().items()}
         history.append({"epoch": epoch + 1, "loss": round(total / max(seen, 1), 6), "valid_loss": round(v, 6),
                         "seconds": round(time.perf_counter() - t0, 3)})
-        console.print(f"gate {name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {v:.4f}"
-                      + ("  [green]best[/]" if improved else ""))
+        reporter.epoch(f"gate {name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {v:.4f}", improved)
     gate.load_state_dict(best_state)
     gate.eval()
     return {"best_epoch": best_epoch, "best_valid_loss": round(best, 6), "history": history,
@@ -284,13 +283,13 @@ def mrd_targets(ds: Dataset, tcfg: GateTrainConfig, seed: int):
 
 
 def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int,
-               threads: int | None, config: dict, console: Console | None = None, dist=None,
-               shown_as: Path | None = None) -> dict | None:
-    """Train the gate for `base_run` on `ds` into run dir `out`; returns metrics.json's content.
+               threads: int | None, config: dict, reporter: Reporter | None = None,
+               dist=None) -> GateTrained | None:
+    """Train the gate for `base_run` on `ds` into run dir `out`; returns what its summary shows.
 
     dist: a toolkit.train.distributed.Dist inside a data-parallel worker (see _stage); rank 0 writes the run dir
-    and returns the metrics, the other ranks return None. Every rank builds the MRD dataset itself (see below)."""
-    console = console or Console()
+    and returns the summary, the other ranks return None. Every rank builds the MRD dataset itself (see below)."""
+    reporter = reporter or Reporter()
     t_all = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -299,8 +298,8 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     if model.cfg.n_items != ds.n_items:
         raise ToolkitError(f"{base_run} was trained on {model.cfg.n_items} items, the dataset has {ds.n_items}")
     if base_desc.get("dataset_sha256") and base_desc["dataset_sha256"] != ds.sha256:
-        console.print(f"[yellow]warning:[/] {base_run} was trained on another dataset "
-                      f"({str(base_desc['dataset_sha256'])[:12]}) than {ds.path} ({ds.sha256[:12]})")
+        reporter.warning(f"{base_run} was trained on another dataset "
+                         f"({str(base_desc['dataset_sha256'])[:12]}) than {ds.path} ({ds.sha256[:12]})")
     arch, tcfg = split_config(config, model.cfg.dim)
     torch.manual_seed(seed)
     gate = Gate(arch)
@@ -308,7 +307,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
 
     # ---- data: windows' states, MRD decision samples ----------------------------------------------------------
     t0 = time.perf_counter()
-    with progress_bar(console) as progress:
+    with reporter.bars() as progress:
         task = progress.add_task("encoding windows (device state, no update)", total=2)
         r_train = torch.from_numpy(encode_plain(model, ds.train_seqs))
         progress.advance(task)
@@ -324,7 +323,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
     data_seconds = time.perf_counter() - t0
     balance = {"train": label_balance(train_p), "valid": label_balance(valid_p)}
     balance["train"]["available_before_cap"] = len(all_train)
-    console.print(f"MRD dataset: {len(train_p):,} train samples (of {len(all_train):,}; cap {tcfg.max_samples:,}), "
+    reporter.line(f"MRD dataset: {len(train_p):,} train samples (of {len(all_train):,}; cap {tcfg.max_samples:,}), "
                   f"{len(valid_p):,} valid, built in {data_seconds:.1f}s; label balance (train): stale update "
                   f"right on {balance['train']['soft_label_mean']:.1%} of rows, all 5 rows right on "
                   f"{balance['train']['all_rows_right']:.1%} of samples")
@@ -356,7 +355,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
 
     dm_params = list(gate.dm.parameters()) + list(gate.posterior.parameters())
     stages = {"dm": _stage("DM", gate, dm_params, len(r_train), tcfg.dm_epochs or epochs, batch_size, lr, seed,
-                           dm_batch, dm_valid, console, dist=dist)}
+                           dm_batch, dm_valid, reporter, dist=dist)}
     with torch.no_grad():
         _, bce, kl = _dm_loss(gate, r_valid, valid_vecs, tcfg.beta, valid_eps)
         stages["dm"]["valid_bce"], stages["dm"]["valid_kl"] = round(float(bce), 6), round(float(kl), 6)
@@ -389,7 +388,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         return float(_soft_bce(mrd_of(va), va["y"]))
 
     stages["mrd"] = _stage("MRD", gate, list(gate.mrd.parameters()), len(train_p), tcfg.mrd_epochs or epochs,
-                           batch_size, lr, seed + 1, mrd_batch, mrd_valid, console, dist=dist)
+                           batch_size, lr, seed + 1, mrd_batch, mrd_valid, reporter, dist=dist)
 
     def joint_batch(idx, part=None):
         n, idx = len(idx), idx if part is None else idx[part]
@@ -403,7 +402,7 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         mrd_only_valid = mrd_of(va).numpy()
     stages["joint"] = _stage("joint", gate, list(gate.mrd.parameters()) + list(gate.joint.parameters()),
                              len(train_p), tcfg.joint_epochs or epochs, batch_size, lr, seed + 2, joint_batch,
-                             joint_valid, console, keep_initial=True, dist=dist)
+                             joint_valid, reporter, keep_initial=True, dist=dist)
     if dist is not None and not dist.is_main:
         return None  # rank 0 summarises and writes the run dir
 
@@ -437,28 +436,8 @@ def train_gate(ds: Dataset, base_run: Path, out: Path, epochs: int, batch_size: 
         "dataset_path": str(ds.path)})
     atomic_write_json(out / "metrics.json", metrics)
     write_descriptor_json(out / "model.json", desc)  # last: its presence marks a complete run; sealed
-    console.print(_summary_table(gate, metrics))
-    shown = Path(shown_as or out)  # the run dir the user named (out may be its staging dir, swapped in after)
-    console.print(f"gate written to {shown} (model.json, {shown / WEIGHTS}, metrics.json); next: "
-                  f"toolkit gate calibrate {shown} --data {ds.path} --budget 0.1")
-    return metrics
+    return GateTrained(metrics, gate.param_counts(), ds.path)
 
 
-def _summary_table(gate: Gate, metrics: dict) -> Table:
-    v, counts = metrics["valid"], gate.param_counts()
-    t = Table(title=f"gate: {counts['device_params']:,} device parameters "
-                    f"(+{counts['training_only_params']:,} training-only posterior)")
-    t.add_column("validation")
-    t.add_column("MRD only", justify="right")
-    t.add_column("MRD + DM (joint)", justify="right")
-    t.add_row("cross-entropy (soft labels)", f"{v['bce_mrd_only']:.4f}", f"{v['bce_joint']:.4f}")
-    auc = v["auc_all_rows_right"]
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
-    t.add_row("AUC vs 'all 5 rows right'", fmt(auc["mrd_only"]), fmt(auc["joint"]))
-    m = v["auc_stale_as_good_as_fresh"]
-    t.add_row("AUC vs 'stale ranks as well as fresh'", fmt(m["mrd_only"]), fmt(m["joint"]))
-    t.add_row("gain share at 10% requests (random 0.10)", "", fmt(v["gain_share_at_10pct"]))
-    return t
-
-
-__all__ = ["GateTrainConfig", "train_gate", "split_config", "load_base", "mrd_targets", "gate_outputs", "progress_bar"]
+__all__ = ["GateTrainConfig", "GateTrained", "train_gate", "split_config", "load_base", "mrd_targets",
+           "gate_outputs"]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from toolkit.checks import check_number, check_out, check_seed, check_threads, parse_config
 from toolkit.errors import Interrupted, ToolkitError
+from toolkit.reporter import Reporter
 
 TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate", "pop", "cooc")
 COUNTS = ("pop", "cooc")  # non-learned baselines: counted, not trained
@@ -62,12 +63,12 @@ class TrainRequest:
 @dataclass
 class TrainOutcome:
     """What a finished command reports. kind: "counted" (a count baseline), "sweep", "seeds", "trained" (one run),
-    or "node" (a worker node other than rank 0: the run dir is rank 0's)."""
+    "gate", or "node" (a worker node other than rank 0: the run dir is rank 0's)."""
 
     kind: str
     model: str
     out: Path
-    result: Optional[dict] = None  # metrics.json, or the sweep / seeds summary
+    result: Any = None  # metrics.json, the sweep / seeds summary, or the gate's GateTrained
     node_rank: int = 0
 
 
@@ -85,9 +86,9 @@ class _Checked:
     ds: Any = None
 
 
-def run_training(r: TrainRequest, console, report: Callable[[TrainOutcome], None]) -> None:
-    """Check `r`, train into its run dir, and hand the outcome to `report` once it is final (count baselines,
-    sweeps and worker nodes report while the run dir is still being written, as the command always printed)."""
+def run_training(r: TrainRequest, reporter: Reporter, report: Callable[[TrainOutcome], None]) -> None:
+    """Check `r`, train into its run dir (progress to `reporter`), and hand the outcome to `report` once it is
+    final (count baselines, sweeps, the gate and worker nodes report while the run dir is still being written)."""
     c = _check_flags(r)
     _check_inputs(r, c)
     from toolkit.rundir import RunDir, writing
@@ -96,7 +97,7 @@ def run_training(r: TrainRequest, console, report: Callable[[TrainOutcome], None
     try:
         own = writing(r.out, r.resume, r.force, c.inputs) if c.launch.node_rank == 0 else contextlib.nullcontext(rd)
         with own as rd:
-            outcome = _train_into(rd.path, r, c, console, report)
+            outcome = _train_into(rd.path, r, c, reporter, report)
     except KeyboardInterrupt:
         raise Interrupted(rd.interrupted_line(f"toolkit train {r.model} --data {r.data} --out {r.out} --resume")
                           ) from None
@@ -187,9 +188,9 @@ def _check_inputs(r: TrainRequest, c: _Checked) -> None:
                                "workers")
 
 
-def _train_into(run: Path, r: TrainRequest, c: _Checked, console, report) -> Optional[TrainOutcome]:
+def _train_into(run: Path, r: TrainRequest, c: _Checked, reporter: Reporter, report) -> Optional[TrainOutcome]:
     """Train into `run` (the run dir, or the staging dir of a forced rewrite of `r.out`); the outcome to report
-    once the run dir is in place, or None when it has been reported already (or the trainer printed it all)."""
+    once the run dir is in place, or None when it has been reported already (or rank 0's worker showed it)."""
     model, ds, req = r.model, c.ds, c.launch
     if model in COUNTS:
         from toolkit.train.counts import fit_run
@@ -197,7 +198,7 @@ def _train_into(run: Path, r: TrainRequest, c: _Checked, console, report) -> Opt
         report(TrainOutcome("counted", model, r.out, fit_run(model, ds, run)))
         return None
     if model == "gate":
-        return _train_gate(run, r, c, console, report)
+        return _train_gate(run, r, c, reporter, report)
     from toolkit.train import TrainSettings
     from toolkit.train import train as train_run
 
@@ -211,14 +212,14 @@ def _train_into(run: Path, r: TrainRequest, c: _Checked, console, report) -> Opt
         from toolkit.train.sweep import check_points, run_sweep
 
         summary = run_sweep(model, ds, run, check_points(model, ds.n_items, settings, c.grid), c.grid,
-                            console=console)
+                            reporter=reporter)
         report(TrainOutcome("sweep", model, r.out, summary))
         return None
     if c.seed_list is not None:
         from toolkit.train.seeds import train_seeds
 
         return TrainOutcome("seeds", model, r.out, train_seeds(model, ds, run, settings, c.seed_list,
-                                                                console=console))
+                                                                reporter=reporter))
     if req.distributed:
         metrics = _train_distributed(req, model, ds, run, settings, r.resume)
         if metrics is None:
@@ -226,11 +227,11 @@ def _train_into(run: Path, r: TrainRequest, c: _Checked, console, report) -> Opt
             return None
         return TrainOutcome("trained", model, r.out, metrics)
     return TrainOutcome("trained", model, r.out, train_run(model, ds, run, settings, resume=r.resume,
-                                                             console=console))
+                                                             reporter=reporter))
 
 
-def _train_gate(run: Path, r: TrainRequest, c: _Checked, console, report) -> None:
-    """The gate: in this process (it prints its own lines), or on distributed workers."""
+def _train_gate(run: Path, r: TrainRequest, c: _Checked, reporter: Reporter, report) -> None:
+    """The gate: in this process, or on distributed workers (rank 0's worker shows its summary)."""
     from toolkit.gate.train import train_gate
 
     req = c.launch
@@ -246,7 +247,7 @@ def _train_gate(run: Path, r: TrainRequest, c: _Checked, console, report) -> Non
         if req.node_rank != 0:
             report(TrainOutcome("node", "gate", r.out, node_rank=req.node_rank))
         return None
-    train_gate(c.ds, r.base_run, run, console=console, shown_as=r.out, **gate_args)
+    report(TrainOutcome("gate", "gate", r.out, train_gate(c.ds, r.base_run, run, reporter=reporter, **gate_args)))
     return None
 
 

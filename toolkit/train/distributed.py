@@ -2,7 +2,8 @@
 
 The CLI process checks the request (worker count, addresses, port) before anything is written, then launches
 N workers through `torch.distributed.launcher.api.elastic_launch` (what `torchrun` runs) with the static
-rendezvous at --master-addr:--master-port (node 0 hosts it). Each worker runs `python -m toolkit.train.worker`,
+rendezvous at --master-addr:--master-port (node 0 hosts it). Each worker runs `python -m toolkit.cli.train_worker`
+(WORKER: the process entry lives with the commands, as rank 0 prints; its work is toolkit.train.worker's),
 joins the process group (gloo on CPU, nccl on CUDA) and calls the one training loop with a `Dist` handle:
 
   global batch   the user's --batch-size whatever N: step i of an epoch takes rows order[i*B:(i+1)*B] of the
@@ -39,6 +40,7 @@ from toolkit.errors import ToolkitError
 DEFAULT_PORT = 29500
 CONNECT_TIMEOUT_S = 30
 ERRORS_ENV = "TOOLKIT_WORKER_ERRORS"
+WORKER = "toolkit.cli.train_worker"  # the module each worker process runs (python -m)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def launch(req: LaunchRequest, spec: dict, run: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="toolkit-workers-") as errors:
         os.environ[ERRORS_ENV] = errors
         try:
-            elastic_launch(config, sys.executable)("-m", "toolkit.train.worker", json.dumps(spec))
+            elastic_launch(config, sys.executable)("-m", WORKER, json.dumps(spec))
         except ChildFailedError as e:
             rank, failure, message = _root_cause(e.failures, Path(errors))
             _drop_if_empty(run, existed)

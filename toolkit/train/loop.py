@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from toolkit.data import Dataset
 from toolkit.errors import CheckFailed, ToolkitError
@@ -24,6 +22,7 @@ from toolkit.metrics import ranking_metrics
 from toolkit.models.common import check_item_ids
 from toolkit.models.registry import build
 from toolkit.models.runs import WEIGHTS, model_descriptor, save_weights
+from toolkit.reporter import Reporter
 from toolkit.train.objective import NegativeSampler, PositionScorer, batch_loss_sum, step_candidates
 from toolkit.train.optim import make_optimizer
 from toolkit.train.recipes import resolve_recipe
@@ -135,12 +134,12 @@ def _save_checkpoint(run: Path, model, opt, epoch: int, state: dict) -> None:
 
 
 def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bool = False,
-          console: Console | None = None, dist=None) -> dict | None:
+          reporter: Reporter | None = None, dist=None) -> dict | None:
     """Train `name` on `ds` into run dir `run`; returns metrics.json's content (None on ranks other than 0).
 
     dist: a toolkit.train.distributed.Dist inside a data-parallel worker (None: this process trains alone).
     """
-    console = console or Console()
+    reporter = reporter or Reporter()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = dist.device if dist is not None else resolve_device(settings.device)
@@ -191,7 +190,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
                                f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}") from None
         start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best"], ck["best_epoch"]
         history, spent, best_state = ck["history"], ck["train_seconds"], ck["best_state"]
-        console.print(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
+        reporter.line(f"resuming {name} at epoch {start_epoch + 1} (best so far: epoch {best_epoch + 1})")
 
     scorer = PositionScorer(model)  # one module call per step, so DDP sees the forward of every recipe
     net = dist.wrap(scorer) if dist is not None else scorer  # DDP averages the workers' gradients
@@ -200,15 +199,12 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
     steps = math.ceil(n / settings.batch_size)
     sampler = NegativeSampler(ds, settings.seed) if recipe.resample else None
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} rows/s"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
     for epoch in range(start_epoch, settings.epochs):
         stop = settings.patience is not None and epoch - best_epoch > settings.patience
         if dist is not None:
             stop = dist.broadcast_flag(stop)  # rank 0 selects, so rank 0 decides
         if stop:
-            console.print(f"{name}: no better validation {SELECT_METRIC} for {settings.patience} epochs; "
+            reporter.line(f"{name}: no better validation {SELECT_METRIC} for {settings.patience} epochs; "
                           f"stopped early (best epoch {best_epoch + 1})")
             break
         gen = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
@@ -217,7 +213,7 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
         scorer.train()  # and the model inside it
         t0 = time.perf_counter()
         total, seen = 0.0, 0
-        with Progress(*columns, console=console, transient=True) as bar:
+        with reporter.bars("loss {loss:.4f}  {rate:,.0f} rows/s") as bar:
             task = bar.add_task(f"{name} epoch {epoch + 1}/{settings.epochs}", total=steps, loss=0.0, rate=0.0)
             for i in range(steps):
                 idx = order[i * settings.batch_size:(i + 1) * settings.batch_size]
@@ -264,9 +260,8 @@ def train(name: str, ds: Dataset, run: Path, settings: TrainSettings, resume: bo
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), "epoch_seconds": round(epoch_seconds, 3),
                         "rows_per_second": round(seen / epoch_seconds, 1), **{f"valid_{k}": v for k, v in valid.items()}})
-        console.print(f"{name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {SELECT_METRIC} "
-                      f"{valid[SELECT_METRIC]:.4f}  uauc {valid['uauc']:.4f}  {epoch_seconds:.1f}s"
-                      + ("  [green]best[/]" if improved else ""))
+        reporter.epoch(f"{name} epoch {epoch + 1}: loss {total / max(seen, 1):.4f}  valid {SELECT_METRIC} "
+                       f"{valid[SELECT_METRIC]:.4f}  uauc {valid['uauc']:.4f}  {epoch_seconds:.1f}s", improved)
         _save_checkpoint(run, model, opt, epoch, {
             "best": best, "best_epoch": best_epoch, "history": history, "train_seconds": spent,
             "best_state": best_state, "model_name": name, "dataset_sha256": ds.sha256, "recipe": recipe.to_dict()})

@@ -10,10 +10,10 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from toolkit.data import Dataset
 from toolkit.io import atomic_write_json
+from toolkit.reporter import Reporter
 from toolkit.train.loop import TrainSettings, train
 
 
@@ -33,14 +33,14 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
 
 
 def train_seeds(name: str, ds: Dataset, out: Path, settings: TrainSettings, seeds: list[int],
-                console: Console | None = None) -> dict:
+                reporter: Reporter | None = None) -> dict:
     """Train `name` once per seed into out/seed-S; write out/seeds.json; return it."""
-    console = console or Console()
+    reporter = reporter or Reporter()
     out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for s in seeds:
-        console.print(f"[bold]{name}: seed {s} ({seeds.index(s) + 1}/{len(seeds)})")
-        per_seed[s] = train(name, ds, out / f"seed-{s}", dataclasses.replace(settings, seed=s), console=console)
+        reporter.heading(f"{name}: seed {s} ({seeds.index(s) + 1}/{len(seeds)})")
+        per_seed[s] = train(name, ds, out / f"seed-{s}", dataclasses.replace(settings, seed=s), reporter=reporter)
     summary = {"model": name, "config": settings.config, **summarise_seeds(per_seed),
                "runs": [f"seed-{s}" for s in seeds]}
     atomic_write_json(out / "seeds.json", summary)

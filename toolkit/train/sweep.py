@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.reporter import Reporter
 from toolkit.train.recipes import RECIPE_KEYS
 
 SETTING_KEYS = {"lr": float, "weight_decay": float, "batch_size": int}
@@ -110,16 +111,16 @@ def summarise(results: dict[str, dict], grid: dict[str, list]) -> dict:
 
 
 def run_sweep(name: str, ds, out: Path, runs: list[tuple[str, dict, object]], grid: dict[str, list],
-              console=None) -> dict:
+              reporter: Reporter | None = None) -> dict:
     """Train every point into out/<label>; write and return sweep.json's content."""
     from toolkit.io import atomic_write_json
     from toolkit.train.loop import train
 
+    reporter = reporter or Reporter()
     results = {}
     for i, (lab, point, s) in enumerate(runs):
-        if console is not None:
-            console.print(f"[bold]{name}: sweep point {i + 1}/{len(runs)}: {lab}")
-        results[lab] = {**train(name, ds, out / lab, s, console=console), "point": point}
+        reporter.heading(f"{name}: sweep point {i + 1}/{len(runs)}: {lab}")
+        results[lab] = {**train(name, ds, out / lab, s, reporter=reporter), "point": point}
     summary = summarise(results, grid)
     atomic_write_json(out / "sweep.json", summary)
     return summary

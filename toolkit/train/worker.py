@@ -1,25 +1,27 @@
-"""`python -m toolkit.train.worker SPEC_JSON`: one data-parallel training worker, started by torchrun's launcher.
+"""One data-parallel training worker's share of `toolkit train ... --nproc N`, inside the process torchrun's
+launcher started.
 
-Not a user command: `toolkit train ... --nproc N` builds the spec (model, dataset, run dir, settings) and launches
-N of these; see toolkit.train.distributed.
+The process entry is toolkit/cli/train_worker.py: it hands in the reporter rank 0 shows its progress on and prints
+the gate's summary; see toolkit.train.distributed for the launch.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-
-from rich.console import Console
+from typing import Any, Callable
 
 from toolkit.errors import ToolkitError
+from toolkit.reporter import Reporter
 
 
-def main(argv: list[str]) -> int:
+def run_worker(spec: dict, reporter_for: Callable[[bool], Reporter]) -> tuple[int, Any]:
+    """Train `spec` on this worker; (exit status, what rank 0's gate training returned, else None).
+
+    reporter_for(is_main): where this rank reports. A ToolkitError (or any other failure) is written for the
+    launching CLI to turn into one line, and becomes the exit status."""
     from toolkit.train.distributed import close_worker, init_worker, write_worker_error
 
-    spec = json.loads(argv[0])
-    rank = 0
+    rank, trained = 0, None
     try:
         dist = init_worker(spec["device"])
         rank = dist.rank
@@ -30,28 +32,25 @@ def main(argv: list[str]) -> int:
         if not dist.same_as_rank0(int(ds.sha256[:15], 16)):  # every node reads its own copy: the same one?
             raise ToolkitError(f"dataset {spec['data']} (arrays sha256 {ds.sha256[:12]}…) is not rank 0's dataset; "
                                "give every node the same prepared dataset")
-        console = Console() if dist.is_main else Console(quiet=True)
+        reporter = reporter_for(dist.is_main)
         if spec["model"] == "gate":  # the gate's three stages, data-parallel (toolkit.gate.train._stage)
             from toolkit.gate.train import train_gate
 
-            train_gate(ds, Path(spec["base_run"]), Path(spec["out"]), console=console, dist=dist, **spec["gate"])
+            trained = train_gate(ds, Path(spec["base_run"]), Path(spec["out"]), reporter=reporter, dist=dist,
+                                 **spec["gate"])
         else:
             train(spec["model"], ds, Path(spec["out"]), TrainSettings(**spec["settings"]), resume=spec["resume"],
-                  console=console, dist=dist)
+                  reporter=reporter, dist=dist)
         dist.barrier()
     except ToolkitError as e:
         write_worker_error(rank, str(e))
-        return e.exit_code
+        return e.exit_code, None
     except Exception as e:  # noqa: BLE001 - often a consequence (a peer died mid-collective): one line upstream
         if spec.get("debug"):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         write_worker_error(rank, f"{type(e).__name__}: {first[:200]}", kind="unexpected")
-        return 1
+        return 1, None
     finally:
         close_worker()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return 0, trained
