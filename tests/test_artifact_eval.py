@@ -74,6 +74,7 @@ def test_fp32_artifacts_rank_as_eager(scn_run, onnx_fp32, synth_dataset_dir):
         assert a["metrics"]["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_users_sample_is_seeded_and_said(onnx_fp32, synth_dataset_dir):
     a = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
                        "--regime", "window").stdout)
@@ -115,6 +116,7 @@ def test_undamaged_artifact_passes_the_budget(onnx_fp32, synth_dataset_dir, tmp_
     assert {v["status"] for v in acc["verdicts"]} == {"passed"}
 
 
+@pytest.mark.slow
 def test_artifact_for_another_window_length_or_vocabulary_is_one_line(scn_run, synth_dataset, synth_dataset_dir,
                                                                      tmp_path):
     L, C = synth_dataset.seq_len, synth_dataset.test_cands.shape[1]

@@ -162,6 +162,7 @@ def test_a_cocorrrec_run_exports_and_benches_as_scn_including_the_ort(monkeypatc
     assert all(p.name.startswith("scn.") for p in (tmp_path / "cache").rglob("*.onnx"))
 
 
+@pytest.mark.slow
 def test_export_precomputed_tower_then_verify(monkeypatch, capsys, tmp_path):
     """--tower precomputed: ExecuTorch, ONNX and Core ML artifacts gather rows of the shipped table; the manifest
     records the choice, the table's size and its check against the tower; trajectory parity (3 stateful steps) and

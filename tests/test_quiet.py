@@ -42,6 +42,7 @@ def et_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_verify_is_quiet_and_the_log_has_the_lines_verbose_shows_them(et_dir, tmp_path):
     quiet_cwd, loud_cwd = tmp_path / "quiet", tmp_path / "loud"
     quiet_cwd.mkdir(), loud_cwd.mkdir()

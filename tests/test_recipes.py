@@ -118,6 +118,7 @@ def test_cooc_beats_pop_and_scores_its_counts(synth_dataset):
     assert int(score.floor()) == n  # the count, plus a popularity tie-break below 1
 
 
+@pytest.mark.slow
 def test_train_pop_and_cooc_write_runs_that_eval_and_compare_read(synth_dataset_dir, tmp_path):
     for name in ("pop", "cooc"):
         cli("train", name, "--data", synth_dataset_dir, "--out", tmp_path / name)
@@ -132,6 +133,7 @@ def test_train_pop_and_cooc_write_runs_that_eval_and_compare_read(synth_dataset_
     cli("export", tmp_path / "cooc", "--format", "onnx", "--out", tmp_path / "art", check_rc=2)
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_run_per_point_and_picks_on_validation(synth_dataset_dir, tmp_path):
     out = tmp_path / "sw"
     cli("train", "gru4rec", "--data", synth_dataset_dir, "--out", out, "--epochs", 1, "--threads", 1,

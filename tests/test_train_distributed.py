@@ -273,6 +273,7 @@ def _train_gate(base, data, out, *extra, check_rc=0):
                check_rc=check_rc)
 
 
+@pytest.mark.slow
 def test_two_worker_gate_reproduces_one_worker(synth_dataset, synth_dataset_dir, tmp_path):
     """DM, MRD and joint stages data-parallel: same weights (WEIGHT_ATOL), same selected epochs and metrics
     (METRIC_ATOL), for the reasons given at the top (only the per-batch gradient summation order differs; the DM's
@@ -311,6 +312,7 @@ def test_two_worker_gate_reproduces_one_worker(synth_dataset, synth_dataset_dir,
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
+@pytest.mark.slow
 def test_two_worker_gate_failure_is_one_line_and_leaves_no_run_dir(synth_dataset_dir, tmp_path):
     out = tmp_path / "gate"
     _one_line_error(_train_gate(tmp_path / "no-such-run", synth_dataset_dir, out, "--nproc", "2", check_rc=2),
@@ -329,6 +331,7 @@ def test_two_worker_gate_failure_is_one_line_and_leaves_no_run_dir(synth_dataset
         assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_a_killed_gate_worker_fails_in_one_line_and_leaves_no_run_dir(synth_dataset, synth_dataset_dir, tmp_path):
     from toolkit.train import TrainSettings, train
