@@ -150,14 +150,14 @@ def test_compare_gets_the_direction_right(tmp_path):
 
 def test_compare_names_a_machine_that_moved_and_stays_quiet_when_it_did_not(tmp_path):
     """The floor probe's matmul throughput of both runs: a whole machine 13% faster is said beside the verdicts;
-    a probe within min_change, or a run without one, adds nothing."""
+    a probe within 5%, or a run without one, adds nothing."""
     then = _result([_row(p50=1.0)])
     then["environment"]["floor"] = {"gflops_used": 20.0}
     base = _baseline(then, tmp_path / "b.json")
     now = _result([_row(p50=0.87, ci=(0.86, 0.88))])
     now["environment"]["floor"] = {"gflops_used": 23.0}
     s = compare.compare(now, base)
-    assert s["machine_floor"]["ratio"] == pytest.approx(1.15) and now["rows"][0]["compare"]["verdict"] == "faster"
+    assert s["machine_floor"]["ratio"] == pytest.approx(1.15) and now["rows"][0]["compare"]["verdict"] == "no change"
     assert "the machine itself ran 15% faster than for the baseline (matmul floor 23.0 vs 20.0" in compare.sentence(s)
     now["environment"]["floor"] = {"gflops_used": 20.5}
     assert "machine itself" not in compare.sentence(compare.compare(now, base))

@@ -90,7 +90,7 @@ _Compare = Annotated[Optional[Path], typer.Option(
     "--compare", help="A bench JSON to compare with: each row faster / slower / no change, with the p50 ratio and "
                       "its 95% interval.")]
 _MinChange = Annotated[Optional[str], typer.Option(
-    "--min-change", help="--compare: smallest change reported (share of the p50, default 0.05).")]
+    "--min-change", help="--compare: smallest change reported (share of the p50, default 0.2).")]
 _Inconclusive = Annotated[str, typer.Option(
     "--inconclusive", help="A budget inside a p50's interval: warn (exit 0) or fail (exit 1).")]
 
