@@ -10,6 +10,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from toolkit.cli.common import AccuracyUsers, MaxNdcgDrop
 from toolkit.models.registry import DEFAULT_N_ITEMS
 
 HELP = "\n".join((  # rich help keeps line breaks: one paragraph per line, one exit code per line
@@ -75,9 +76,6 @@ _Data = Annotated[Optional[Path], typer.Option(
     "--data", help="Dataset dir: also rank its test users through every benched artifact dir and check the accuracy "
                    "budget (recipe [accuracy] or --max-ndcg-drop); exit 1 naming the artifact and its drop when "
                    "broken.")]
-_Users = Annotated[Optional[int], typer.Option("--users", help="With --data: a seeded sample of N test users.")]
-_MaxDrop = Annotated[Optional[float], typer.Option(
-    "--max-ndcg-drop", help="With --data: largest allowed NDCG@10 drop from eager (absolute), for every artifact.")]
 _Rounds = Annotated[Optional[str], typer.Option(
     "--rounds", help="Interleaved rounds the --runs are split over (default 10).")]
 _TargetCi = Annotated[Optional[str], typer.Option(
@@ -118,8 +116,8 @@ def bench(
     profile: _Profile = False,
     wide: _Wide = False,
     data: _Data = None,
-    users: _Users = None,
-    max_ndcg_drop: _MaxDrop = None,
+    users: AccuracyUsers = None,
+    max_ndcg_drop: MaxNdcgDrop = None,
     rounds: _Rounds = None,
     target_ci: _TargetCi = None,
     max_seconds: _MaxSeconds = None,

@@ -1,7 +1,11 @@
-"""Small helpers shared by the CLI files: the console, metric tables, sizes (the flag checks live in toolkit.checks)."""
+"""Small helpers shared by the CLI files: the console, metric tables, sizes, options several commands declare alike
+(the flag checks live in toolkit.checks)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +21,11 @@ from toolkit.checks import (  # noqa: F401 - re-exported: the cli files import t
 )
 
 console = Console()
+
+# The accuracy-budget options `verify` and `bench` share with --data (one wording for both commands).
+AccuracyUsers = Annotated[Optional[int], typer.Option("--users", help="With --data: a seeded sample of N test users.")]
+MaxNdcgDrop = Annotated[Optional[float], typer.Option(
+    "--max-ndcg-drop", help="With --data: largest allowed NDCG@10 drop from eager (absolute), for every artifact.")]
 
 
 def metrics_table(title: str, rows: dict[str, dict]) -> Table:

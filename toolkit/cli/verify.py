@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from toolkit.cli.common import AccuracyUsers, MaxNdcgDrop
+
 _Dir = Annotated[Path, typer.Argument(metavar="DIR", help="Artifact dir written by `toolkit export`.")]
 _Threads = Annotated[str, typer.Option("--threads", help="Runtime threads.")]
 _Json = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here ('-' = stdout only).")]
@@ -20,10 +22,7 @@ _AllowExtra = Annotated[bool, typer.Option(
 _Data = Annotated[Optional[Path], typer.Option(
     "--data", help="Dataset dir: also rank its test users through each artifact and check the accuracy budget "
                    "(recipe [accuracy] or the flags).")]
-_Users = Annotated[Optional[int], typer.Option("--users", help="With --data: a seeded sample of N test users.")]
 _Seed = Annotated[int, typer.Option("--seed", help="With --users: the sample's seed.")]
-_MaxDrop = Annotated[Optional[float], typer.Option(
-    "--max-ndcg-drop", help="With --data: largest allowed NDCG@10 drop from eager (absolute), for every artifact.")]
 _MaxDropRelative = Annotated[Optional[float], typer.Option(
     "--max-ndcg-drop-relative", help="With --data: largest allowed drop as a share of eager's NDCG@10.")]
 
@@ -62,9 +61,9 @@ def verify(
     expect: _Expect = None,
     allow_extra: _AllowExtra = False,
     data: _Data = None,
-    users: _Users = None,
+    users: AccuracyUsers = None,
     seed: _Seed = 0,
-    max_ndcg_drop: _MaxDrop = None,
+    max_ndcg_drop: MaxNdcgDrop = None,
     max_ndcg_drop_relative: _MaxDropRelative = None,
 ) -> None:
     """Check manifest.json (its own sha256), re-hash every listed file, re-run trajectory parity in each runtime."""
