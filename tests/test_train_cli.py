@@ -163,3 +163,41 @@ def test_init_bad_input_is_one_line_and_writes_nothing(args, msg, scn_run, synth
     proc = cli("train", *args, "--data", synth_dataset_dir, "--out", out, "--epochs", 1, check_rc=2)
     assert msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
+
+
+def test_an_interrupted_seeds_run_keeps_finished_seeds_and_resumes(synth_dataset_dir, tmp_path, monkeypatch):
+    """Ctrl-C during seed 1 keeps seed 0 (and says how to go on); `--seeds --resume` re-scores seed 0 from its
+    checkpoint without retraining it and trains seed 1 fresh, to the same numbers as an uninterrupted run."""
+    from cli_helpers import run_inprocess
+
+    import toolkit.train.seeds as seeds_mod
+
+    args = ["train", "gru4rec", "--data", synth_dataset_dir, "--seeds", "0,1", "--epochs", 2, "--config", "dim=16",
+            "--threads", 1, "--batch-size", 512]
+    whole = tmp_path / "whole"
+    assert run_inprocess(*args, "--out", whole)[0] == 0
+    real_train, calls = seeds_mod.train, []
+
+    def stop_at_seed_1(name, ds, run, settings, resume=False, reporter=None):
+        calls.append((settings.seed, resume))
+        if settings.seed == 1:
+            raise KeyboardInterrupt
+        return real_train(name, ds, run, settings, resume=resume, reporter=reporter)
+
+    monkeypatch.setattr(seeds_mod, "train", stop_at_seed_1)
+    cut = tmp_path / "cut"
+    code, _, err = run_inprocess(*args, "--out", cut)
+    assert code == 130 and "checkpointed" in err and "--seeds 0,1 --resume" in err, err
+    assert (cut / "seed-0" / "metrics.json").is_file() and not (cut / "seeds.json").exists()
+    seed0 = (cut / "seed-0" / "metrics.json").read_text()
+
+    calls.clear()
+    monkeypatch.setattr(seeds_mod, "train", lambda *a, **k: (calls.append((a[3].seed, k["resume"])),
+                                                              real_train(*a, **k))[1])
+    code, out, err = run_inprocess(*args, "--out", cut, "--resume")
+    assert code == 0, out + err
+    assert calls == [(0, True), (1, False)]
+    got, want = (json.loads((d / "seeds.json").read_text()) for d in (cut, whole))
+    assert got["test_mean"] == want["test_mean"] and got["seeds"] == [0, 1]
+    m0 = json.loads((cut / "seed-0" / "metrics.json").read_text())
+    assert m0["test"] == json.loads(seed0)["test"] and m0["history"] == json.loads(seed0)["history"]

@@ -3,7 +3,8 @@
 Three ways a run dir is written (`RunDir.mode`):
   resume   --resume: the existing run continues in place (its checkpoint is the point of the run dir);
   fresh    OUT missing or empty: training writes OUT in place, so Ctrl-C keeps the last epoch's checkpoint for
-           --resume; a run stopped before any checkpoint leaves OUT as it was (absent or empty);
+           --resume (with --seeds: every finished seed and the running seed's last epoch); a run stopped before
+           any checkpoint leaves OUT as it was (absent or empty);
   replace  --force over a non-empty OUT: training writes a staging dir beside OUT (`.OUT.<pid>.<rand>.tmp`) and
            the finished run is swapped in (toolkit.io.swap_in); an error, Ctrl-C or SIGTERM at any moment removes
            the staging dir and leaves OUT byte for byte as it was.
@@ -56,7 +57,9 @@ class RunDir:
     path: Path = field(default=None)  # where training writes: `out`, or the staging dir in mode "replace"
 
     def checkpointed(self) -> bool:
-        return self.mode != "replace" and (self.path / CHECKPOINT).is_file()
+        """A checkpoint in OUT, or in a seed's run OUT/seed-S (`--seeds`): finished seeds are kept too."""
+        return self.mode != "replace" and ((self.path / CHECKPOINT).is_file()
+                                           or any(self.path.glob(f"seed-*/{CHECKPOINT}")))
 
     def interrupted_line(self, resume_cmd: str) -> str:
         """What a Ctrl-C left, in one line (nothing is claimed that is not on disk)."""

@@ -51,7 +51,8 @@ _Init = Annotated[Optional[Path], typer.Option(
                    " backbone): two-stage training")]
 _FreezeDevice = Annotated[bool, typer.Option(
     "--freeze-device", help="with --init: train only the cloud side, so 'no update' stays exactly the --init run")]
-_Resume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its last checkpoint")]
+_Resume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run from its last checkpoint "
+                                        "(with --seeds: each seed from its own)")]
 _Force = Annotated[bool, typer.Option("--force", help="replace an existing run dir")]
 _Device = Annotated[str, typer.Option("--device", help="cpu (default), cuda, or auto (cuda when present)")]
 _SparseEmbeddings = Annotated[bool, typer.Option(

@@ -99,8 +99,9 @@ def run_training(r: TrainRequest, reporter: Reporter, report: Callable[[TrainOut
         with own as rd:
             outcome = _train_into(rd.path, r, c, reporter, report)
     except KeyboardInterrupt:
-        raise Interrupted(rd.interrupted_line(f"toolkit train {r.model} --data {r.data} --out {r.out} --resume")
-                          ) from None
+        seeds = "" if r.seeds is None else f" --seeds {r.seeds}"
+        raise Interrupted(rd.interrupted_line(f"toolkit train {r.model} --data {r.data} --out {r.out}{seeds} "
+                                              "--resume")) from None
     if outcome is not None:
         report(outcome)
 
@@ -133,8 +134,8 @@ def _check_flags(r: TrainRequest) -> _Checked:
     if r.patience is not None and r.patience < 1:
         raise ToolkitError(f"--patience must be >= 1 epoch, got {r.patience} (use --no-patience to run every epoch)")
     seed_list = parse_seeds(r.seeds) if r.seeds is not None else None
-    if seed_list is not None and (r.model == "gate" or r.resume):
-        raise ToolkitError("--seeds trains recommenders from scratch; it does not combine with gate or --resume")
+    if seed_list is not None and r.model == "gate":
+        raise ToolkitError("--seeds trains recommenders; the gate takes one --seed")
     cfg = parse_config(r.config)
     from toolkit.train.warm_start import check_init_flags
 
@@ -219,7 +220,7 @@ def _train_into(run: Path, r: TrainRequest, c: _Checked, reporter: Reporter, rep
         from toolkit.train.seeds import train_seeds
 
         return TrainOutcome("seeds", model, r.out, train_seeds(model, ds, run, settings, c.seed_list,
-                                                                reporter=reporter))
+                                                                reporter=reporter, resume=r.resume))
     if req.distributed:
         metrics = _train_distributed(req, model, ds, run, settings, r.resume)
         if metrics is None:

@@ -33,14 +33,22 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
 
 
 def train_seeds(name: str, ds: Dataset, out: Path, settings: TrainSettings, seeds: list[int],
-                reporter: Reporter | None = None) -> dict:
-    """Train `name` once per seed into out/seed-S; write out/seeds.json; return it."""
+                reporter: Reporter | None = None, resume: bool = False) -> dict:
+    """Train `name` once per seed into out/seed-S; write out/seeds.json; return it.
+
+    resume: a seed whose run dir holds a checkpoint continues from it (a finished seed only re-reads its best
+    epoch and re-scores it, deterministically), the others start fresh: an interrupted multi-seed run loses at
+    most the epoch that was running."""
+    from toolkit.train.loop import CHECKPOINT
+
     reporter = reporter or Reporter()
     out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for s in seeds:
-        reporter.heading(f"{name}: seed {s} ({seeds.index(s) + 1}/{len(seeds)})")
-        per_seed[s] = train(name, ds, out / f"seed-{s}", dataclasses.replace(settings, seed=s), reporter=reporter)
+        run = out / f"seed-{s}"
+        again = resume and (run / CHECKPOINT).is_file()
+        reporter.heading(f"{name}: seed {s} ({seeds.index(s) + 1}/{len(seeds)})" + (", resumed" if again else ""))
+        per_seed[s] = train(name, ds, run, dataclasses.replace(settings, seed=s), resume=again, reporter=reporter)
     summary = {"model": name, "config": settings.config, **summarise_seeds(per_seed),
                "runs": [f"seed-{s}" for s in seeds]}
     atomic_write_json(out / "seeds.json", summary)
