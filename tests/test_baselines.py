@@ -122,6 +122,24 @@ def test_din_split_activation_unit_equals_concatenated_form():
         torch.testing.assert_close(model.att(h, c), model.att.forward_concat(h, c), rtol=1e-5, atol=1e-6)
 
 
+def test_din_batched_activation_unit_has_the_gradients_of_the_three_block_form():
+    """Training runs the one-baddbmm form, the exported graph the three-block form: same values, same gradients."""
+    torch.manual_seed(0)
+    att = make("din").att
+    with torch.no_grad():
+        att.prelu_slope.uniform_(-0.5, 0.5)  # both PReLU branches matter
+    h = torch.randn(3, 5, att.from_history.in_features, requires_grad=True)
+    c = torch.randn(3, 7, att.from_history.in_features, requires_grad=True)
+    leaves = [h, c, *att.parameters()]
+    att.train()
+    fast, blocks = att(h, c), att.forward_blocks(h, c)
+    torch.testing.assert_close(fast, blocks, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(fast)  # a generic upstream gradient
+    for g1, g2 in zip(torch.autograd.grad((fast * weights).sum(), leaves),
+                      torch.autograd.grad((blocks * weights).sum(), leaves)):
+        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
+
+
 def test_din_all_padding_window_scores_zero():
     model = make("din").eval()
     with torch.no_grad():
@@ -267,3 +285,23 @@ def test_window_pte_is_one_xnnpack_graph(name, tmp_path):
     assert rec["parity"]["pass"] and d["partitions"] == 1, d
     assert set(d["fallback_ops"]) <= {"aten_embedding_default"}, d["fallback_ops"]
     assert d["compute_ops_delegated"] == d["compute_ops_total"] > 0
+
+
+def test_training_gathers_candidates_from_one_tower_pass_with_the_same_gradients():
+    """More candidate slots than items: training runs the tower once over the item table and gathers rows;
+    values and gradients are those of the per-slot form (eval mode keeps the per-slot form)."""
+    model = make("sasrec")
+    cands = torch.randint(1, N_ITEMS + 1, (8, 2 * N_ITEMS))  # 16x more slots than items
+    assert cands.numel() > model.item_emb.num_embeddings
+    weights = torch.randn(8, 2 * N_ITEMS, model.cfg.dim)
+    model.train()
+    fast = model.candidate_vectors(cands)
+    g_fast = torch.autograd.grad((fast * weights).sum(), list(model.tower.parameters()) + [model.item_emb.weight])
+    slots = model.tower(model.item_emb(cands))
+    g_slots = torch.autograd.grad((slots * weights).sum(), list(model.tower.parameters()) + [model.item_emb.weight])
+    torch.testing.assert_close(fast, slots, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_fast, g_slots):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    model.eval()
+    assert fast.grad_fn.name().startswith("Embedding")  # gathered from the table
+    assert not model.candidate_vectors(cands).grad_fn.name().startswith("Embedding")  # per slot

@@ -331,3 +331,27 @@ def test_cloud_table_is_the_clouds_own_and_not_shipped():
         assert torch.equal(with_table.cloud_update(ctx), a) and a.abs().max() > 0
         with_table.cloud_emb.weight.normal_()  # ... its own does
         assert not torch.equal(with_table.cloud_update(ctx), a)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec", "din"])
+def test_duet_one_pass_offline_scores_equal_the_two_passes(backbone):
+    """Training's offline loss scores every row with the cloud update and with none; DUET does both from one pass
+    of its backbone. Without dropout that is exactly the two separate passes, and gradients reach both halves."""
+    from toolkit.train.objective import PositionScorer
+
+    torch.manual_seed(0)
+    model = build("duet", 50, backbone=backbone, context_len=20)
+    items, cands = torch.randint(1, 51, (4, 10)), torch.randint(1, 51, (4, 7))
+    ctx = torch.randint(0, 51, (4, 20))
+    model.eval()
+    with torch.no_grad():
+        one = model.score_with_offline(items, cands, ctx)
+        two = torch.cat([model(items, cands, context=ctx),
+                         model.score_update(items, cands, torch.zeros(4, model.update_floats()))])
+    torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)
+    scorer = PositionScorer(model).train()
+    out = scorer(items, cands, context=ctx)
+    assert out.shape == (8, 7)
+    out[4:].sum().backward()  # the no-update half alone trains the backbone, not the generator's head
+    assert model.backbone.item_emb.weight.grad.abs().sum() > 0 and model.head.weight.grad is None or \
+        model.head.weight.grad.abs().sum() == 0

