@@ -72,6 +72,15 @@ def scn_over_sasrec(rows: dict) -> dict:
     return out
 
 
+def vs_shift(ratios: dict) -> float | None:
+    """Largest |ratio / median ratio - 1| in %: how far rows moved apart, the shift they share taken out."""
+    if len(ratios) < 3:
+        return None
+    v = sorted(ratios.values())
+    med = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    return round(100 * max(abs(x / med - 1) for x in v), 2)
+
+
 def main() -> int:
     tree = str(Path(__file__).resolve().parents[1])
     wall_tree = sys.argv[sys.argv.index("--wall") + 1] if "--wall" in sys.argv else None
@@ -114,6 +123,8 @@ def main() -> int:
     record["targets"] = {
         "every_p50_within_5pct": all(abs(v - 1) <= 0.05 for v in p50_ratio.values()) if p50_ratio else None,
         "worst_p50_change_pct": round(100 * max(abs(v - 1) for v in p50_ratio.values()), 2) if p50_ratio else None,
+        # the same against the rows' common shift (the median ratio; toolkit.bench.compare.common_shift)
+        "worst_p50_change_vs_common_shift_pct": vs_shift(p50_ratio),
         "scn_over_sasrec_within_5pct": all(abs(rb[k] / ra[k] - 1) <= 0.05 for k in ra if k in rb),
         "worst_ratio_change_pct": round(100 * max((abs(rb[k] / ra[k] - 1) for k in ra if k in rb), default=0), 2),
         "spinner_ratio_within_10pct": all(abs(rc[k] / ra[k] - 1) <= 0.10 for k in ra if k in rc),

@@ -166,6 +166,27 @@ def test_compare_names_a_machine_that_moved_and_stays_quiet_when_it_did_not(tmp_
     assert s["machine_floor"] is None and "machine itself" not in compare.sentence(s)
 
 
+def test_common_shift_is_the_median_ratio_and_names_the_largest_change_against_it(tmp_path):
+    """Every row 13% faster, one of them 18%: the median ratio is the common shift, each row's ratio to it is
+    recorded, the sentence names the shift and the 6% outlier; verdicts stay on the raw ratios."""
+    base = _baseline(_result([_row(L=L, p50=1.0) for L in (10, 25, 50, 100)]), tmp_path / "b.json")
+    now = _result([_row(L=10, p50=0.87, ci=(0.86, 0.88)), _row(L=25, p50=0.87, ci=(0.86, 0.88)),
+                   _row(L=50, p50=0.87, ci=(0.86, 0.88)), _row(L=100, p50=0.8178, ci=(0.81, 0.825))])
+    s = compare.compare(now, base, min_change=0.05)
+    shift = s["common_shift"]
+    assert shift["median_ratio"] == pytest.approx(0.87) and shift["rows"] == 4
+    assert shift["worst_change_vs_shift"] == pytest.approx(0.06, abs=1e-4)
+    assert now["rows"][3]["compare"]["ratio_to_shift"] == pytest.approx(0.94, abs=1e-4)
+    assert [r["compare"]["verdict"] for r in now["rows"]] == ["faster"] * 4  # a uniform change is still a change
+    assert "the rows moved together (median ratio 0.87), and against that common shift no row changed by more " \
+           "than 6%" in compare.sentence(s)
+    same = _result([_row(L=L, p50=1.0) for L in (10, 25, 50, 100)])
+    s = compare.compare(same, base)
+    assert s["common_shift"]["median_ratio"] == 1.0 and "moved together" not in compare.sentence(s)
+    two = _result([_row(L=10, p50=0.87, ci=(0.86, 0.88)), _row(L=25, p50=0.87, ci=(0.86, 0.88))])
+    assert compare.compare(two, base)["common_shift"] is None  # two rows make no median
+
+
 def test_bad_baselines_are_one_line_naming_what_cannot_be_compared(tmp_path):
     with pytest.raises(ToolkitError, match="cannot compare any row: file not found"):
         compare.load_baseline(tmp_path / "missing.json")

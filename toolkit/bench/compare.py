@@ -17,6 +17,13 @@ with the baseline's: on a shared or virtual machine the whole machine can run so
 minutes, moving every row alike. When it moved by at least 5%, the closing line says so beside the verdicts
 (`machine_floor`): a verdict of that size may be the machine's, and ratios between rows of one run still hold.
 
+Rows of one run also move together: between two runs of the same command on an idle VM every row's p50 moved by
+a common factor (the median ratio 0.87, 1.02 and 1.09 in three recorded pairs) with each row within 6-6.5% of it,
+where the raw ratios spread up to 17% (benches/baselines/bench_noise.json). So `common_shift` gives the median ratio
+over the compared rows and each row's ratio to it (`ratio_to_shift`); when the median moved by at least 5% the
+closing line says so and names the largest change against it. Verdicts stay on the raw ratios: a runtime upgrade
+that slows every row alike is a regression too, and the common shift alone cannot tell it from the machine.
+
 Refused with one line and exit 2 before any export or timing: a baseline that is missing, not JSON, not a bench
 result, recorded on another machine (CPU model, cores, target or threads differ) or without a row (or without a
 p50 interval: recorded before the bench measured them) for a row of this run; the line names those rows.
@@ -141,6 +148,21 @@ def machine_floor(result: dict, baseline: dict) -> dict | None:
     return {"matmul_gflops": now, "baseline_matmul_gflops": then, "ratio": now / then}
 
 
+def common_shift(rows: list[dict]) -> dict | None:
+    """The median p50 ratio over the compared rows and the largest change of a row against it (module doc); sets
+    each row's `compare.ratio_to_shift`. None with fewer than 3 compared rows (a median of two is no shift)."""
+    timed = [r["compare"] for r in rows if (r.get("compare") or {}).get("ratio")]
+    if len(timed) < 3:
+        return None
+    ratios = sorted(c["ratio"] for c in timed)
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    for c in timed:
+        c["ratio_to_shift"] = c["ratio"] / median
+    return {"median_ratio": median, "rows": len(timed),
+            "worst_change_vs_shift": max(abs(c["ratio_to_shift"] - 1) for c in timed)}
+
+
 def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dict:
     """Set `compare` on every row of `result`; returns the run's `compare` summary (also stored in the result)."""
     by_key = {_key(r): r for r in baseline["rows"]}
@@ -151,7 +173,7 @@ def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dic
         counts[r["compare"]["verdict"]] += 1
     summary = {"baseline": baseline["_path"], "baseline_created": baseline["environment"].get("created"),
                "baseline_command": baseline["environment"].get("command"), "min_change": min_change, **counts,
-               "machine_floor": machine_floor(result, baseline),
+               "machine_floor": machine_floor(result, baseline), "common_shift": common_shift(result["rows"]),
                "how": "ratio = p50 / baseline p50; 95% interval from both rows' p50 intervals on the log scale; "
                       "slower/faster when it excludes 1 and the ratio moved by at least min_change"}
     result["compare"] = summary
@@ -167,4 +189,9 @@ def sentence(summary: dict) -> str:
         text += (f"; the machine itself ran {abs(floor['ratio'] - 1):.0%} {'faster' if floor['ratio'] > 1 else 'slower'}"
                  f" than for the baseline (matmul floor {floor['matmul_gflops']:.1f} vs "
                  f"{floor['baseline_matmul_gflops']:.1f} GFLOP/s): changes of that size may be the machine's")
+    shift = summary.get("common_shift")
+    if shift and abs(shift["median_ratio"] - 1) >= MACHINE_NOTE:
+        text += (f"; the rows moved together (median ratio {shift['median_ratio']:.2f}), and against that common "
+                 f"shift no row changed by more than {shift['worst_change_vs_shift']:.0%}: the whole machine or "
+                 "runtime moved, not one artifact")
     return text
