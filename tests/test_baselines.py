@@ -305,3 +305,6 @@ def test_training_gathers_candidates_from_one_tower_pass_with_the_same_gradients
     model.eval()
     gathered = lambda t: t.grad_fn.next_functions[0][0].name().startswith("IndexSelect")  # noqa: E731
     assert gathered(fast) and not gathered(model.candidate_vectors(cands))  # eval: per slot
+    model.train()
+    model.item_emb.sparse = True  # --sparse-embeddings: the table's gradient stays on the touched rows
+    assert not gathered(model.candidate_vectors(cands))

@@ -131,8 +131,10 @@ class Recommender(nn.Module):
         """tower(item_emb(candidates)) [B, C, D]. When a training batch holds more candidate slots than there
         are items (1024 rows x 65 candidates against ~12k Beauty items), the tower runs once over the item table
         and the rows are gathered: the same values and gradients for a fraction of the multiply-adds. Eval mode
-        keeps the per-candidate form, which is what an exported graph computes and what FLOP counts describe."""
-        if self.training and candidates.numel() > self.item_emb.num_embeddings:
+        keeps the per-candidate form, which is what an exported graph computes and what FLOP counts describe; so
+        does a sparse item table (--sparse-embeddings), whose gradient must stay on the rows a batch touched."""
+        emb = self.item_emb
+        if self.training and not emb.sparse and candidates.numel() > emb.num_embeddings:
             # index_select, not F.embedding: its backward is an index_add, ~3x faster on CPU than the embedding
             # backward's sort-and-accumulate at 66k rows
             table = self.tower(self.item_emb.weight)
