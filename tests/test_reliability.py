@@ -295,7 +295,8 @@ def _wait_for(pred, timeout: float) -> bool:
 
 @pytest.mark.slow  # a real training process, interrupted while it writes the staging dir
 @pytest.mark.parametrize("sig, code, needle", [(signal.SIGINT, 130, "interrupted: the run in keep is unchanged"),
-                                               (signal.SIGTERM, 143, "terminated")])
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM): temporary files "
+                                                "removed; the run in keep is unchanged")])
 def test_a_signal_during_a_forced_retrain_keeps_the_old_run(sig, code, needle, ws):
     before = hashes(ws)
     proc = subprocess.Popen([*TOOLKIT, "train", "gru4rec", "--data", "data", "--out", "keep", "--force", "--epochs",

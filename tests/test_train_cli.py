@@ -188,6 +188,18 @@ def test_an_interrupted_seeds_run_keeps_finished_seeds_and_resumes(synth_dataset
     cut = tmp_path / "cut"
     code, _, err = run_inprocess(*args, "--out", cut)
     assert code == 130 and "checkpointed" in err and "--seeds 0,1 --resume" in err, err
+    from toolkit.errors import Terminated
+
+    def terminate_at_seed_1(name, ds, run, settings, resume=False, reporter=None):
+        if settings.seed == 1:
+            raise Terminated
+        return real_train(name, ds, run, settings, resume=resume, reporter=reporter)
+
+    monkeypatch.setattr(seeds_mod, "train", terminate_at_seed_1)  # SIGTERM: the same seeds kept, said beside it
+    code, _, err = run_inprocess(*args, "--out", tmp_path / "term")
+    assert code == 143 and "terminated (SIGTERM)" in err and "--seeds 0,1 --resume" in err, err
+    assert (tmp_path / "term" / "seed-0" / "metrics.json").is_file()
+    monkeypatch.setattr(seeds_mod, "train", stop_at_seed_1)
     assert (cut / "seed-0" / "metrics.json").is_file() and not (cut / "seeds.json").exists()
     seed0 = (cut / "seed-0" / "metrics.json").read_text()
 

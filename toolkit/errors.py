@@ -21,9 +21,11 @@ class Interrupted(ToolkitError):
 
 class Terminated(BaseException):
     """Raised by the CLI's SIGTERM handler: a BaseException, so every `except BaseException` clean-up (temp files and
-    dirs of atomic writes) runs, and no `except Exception` swallows it. Exit code 143 (128 + SIGTERM)."""
+    dirs of atomic writes) runs, and no `except Exception` swallows it. Exit code 143 (128 + SIGTERM). `kept`: what a
+    command left on disk that is worth saying (e.g. the checkpoints of a training run), set on the way out."""
 
     exit_code = 143
+    kept = ""
 
 
 _TERMINATION: list[int] = []  # SIGTERMs the CLI's handler saw (see note_termination)

@@ -164,7 +164,8 @@ def _run(debug: bool, log: Path, capture: bool) -> None:
         _say("[yellow]interrupted[/] (Ctrl-C): nothing partial was kept")
         sys.exit(130)
     except Terminated as e:
-        _say("[yellow]terminated[/] (SIGTERM): temporary files removed")
+        kept = f"; {escape(e.kept)}" if e.kept else ""
+        _say(f"[yellow]terminated[/] (SIGTERM): temporary files removed{kept}")
         sys.exit(e.exit_code)
     except NoArgsIsHelpError as e:  # `toolkit data`: show the group's help, as Typer does
         from typer import rich_utils

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from toolkit.checks import check_number, check_out, check_seed, check_threads, parse_config
-from toolkit.errors import Interrupted, ToolkitError
+from toolkit.errors import Interrupted, Terminated, ToolkitError
 from toolkit.reporter import Reporter
 
 TRAINABLE = ("scn", "cocorrrec", "duet", "gru4rec", "sasrec", "din", "gate", "pop", "cooc")
@@ -98,10 +98,13 @@ def run_training(r: TrainRequest, reporter: Reporter, report: Callable[[TrainOut
         own = writing(r.out, r.resume, r.force, c.inputs) if c.launch.node_rank == 0 else contextlib.nullcontext(rd)
         with own as rd:
             outcome = _train_into(rd.path, r, c, reporter, report)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         seeds = "" if r.seeds is None else f" --seeds {r.seeds}"
-        raise Interrupted(rd.interrupted_line(f"toolkit train {r.model} --data {r.data} --out {r.out}{seeds} "
-                                              "--resume")) from None
+        line = rd.interrupted_line(f"toolkit train {r.model} --data {r.data} --out {r.out}{seeds} --resume")
+        if isinstance(e, Terminated):
+            e.kept = line  # the CLI says it beside "terminated"
+            raise
+        raise Interrupted(line) from None
     if outcome is not None:
         report(outcome)
 
