@@ -74,11 +74,10 @@ def scn_over_sasrec(rows: dict) -> dict:
 
 def vs_shift(ratios: dict) -> float | None:
     """Largest |ratio / median ratio - 1| in %: how far rows moved apart, the shift they share taken out."""
-    if len(ratios) < 3:
-        return None
-    v = sorted(ratios.values())
-    med = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-    return round(100 * max(abs(x / med - 1) for x in v), 2)
+    from toolkit.bench.compare import shift_of  # run from the repository root, PYTHONPATH=.
+
+    shift = shift_of(list(ratios.values()))
+    return None if shift is None else round(100 * shift[1], 2)
 
 
 def main() -> int:

@@ -118,7 +118,7 @@ def test_din_split_activation_unit_equals_concatenated_form():
     model = make("din").eval()
     with torch.no_grad():
         h = model.history(right_padded([5, 3], 5))
-        c = model.candidate_repr(candidates(2, 6))
+        c = model.candidate_vectors(candidates(2, 6))
         torch.testing.assert_close(model.att(h, c), model.att.forward_concat(h, c), rtol=1e-5, atol=1e-6)
 
 
@@ -258,7 +258,7 @@ def test_analytic_macs_match_flop_counter(name, overrides, L):
 @pytest.mark.parametrize("L,C", [(5, 1), (10, 100)])
 def test_din_analytic_macs_match_flop_counter(L, C):
     model = make("din").eval()
-    c = model.candidate_repr(candidates(1, C)).detach()  # tower excluded, as in analytic_macs
+    c = model.candidate_vectors(candidates(1, C)).detach()  # tower excluded, as in analytic_macs
     assert counted_macs(model.attend_and_score, right_padded([L], L), c) == model.analytic_macs(L, C)
 
 

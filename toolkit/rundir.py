@@ -25,6 +25,7 @@ from typing import Iterator
 from toolkit.errors import ToolkitError
 
 CHECKPOINT = "checkpoint.pt"  # toolkit.train.loop.CHECKPOINT (not imported: that module imports torch)
+SEED_RUN = "seed-{}"  # `--seeds`: the run dir of each seed inside OUT (toolkit.train.seeds)
 
 
 def check_run_dir(out: Path, resume: bool, force: bool, inputs: dict[str, Path | None] | None = None) -> str:
@@ -59,7 +60,7 @@ class RunDir:
     def checkpointed(self) -> bool:
         """A checkpoint in OUT, or in a seed's run OUT/seed-S (`--seeds`): finished seeds are kept too."""
         return self.mode != "replace" and ((self.path / CHECKPOINT).is_file()
-                                           or any(self.path.glob(f"seed-*/{CHECKPOINT}")))
+                                           or any(self.path.glob(f"{SEED_RUN.format('*')}/{CHECKPOINT}")))
 
     def interrupted_line(self, resume_cmd: str) -> str:
         """What a Ctrl-C left, in one line (nothing is claimed that is not on disk)."""

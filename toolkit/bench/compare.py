@@ -32,6 +32,7 @@ p50 interval: recorded before the bench measured them) for a row of this run; th
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from toolkit.bench import noise
@@ -148,19 +149,25 @@ def machine_floor(result: dict, baseline: dict) -> dict | None:
     return {"matmul_gflops": now, "baseline_matmul_gflops": then, "ratio": now / then}
 
 
+def shift_of(ratios: list[float]) -> tuple[float, float] | None:
+    """(median ratio, largest |ratio / median - 1|) of at least 3 ratios; None for fewer (a median of two is no
+    shift). Also benches/bench_noise.py's measure of how far rows moved apart."""
+    if len(ratios) < 3:
+        return None
+    median = statistics.median(ratios)
+    return median, max(abs(r / median - 1) for r in ratios)
+
+
 def common_shift(rows: list[dict]) -> dict | None:
     """The median p50 ratio over the compared rows and the largest change of a row against it (module doc); sets
-    each row's `compare.ratio_to_shift`. None with fewer than 3 compared rows (a median of two is no shift)."""
+    each row's `compare.ratio_to_shift`. None with fewer than 3 compared rows."""
     timed = [r["compare"] for r in rows if (r.get("compare") or {}).get("ratio")]
-    if len(timed) < 3:
+    shift = shift_of([c["ratio"] for c in timed])
+    if shift is None:
         return None
-    ratios = sorted(c["ratio"] for c in timed)
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
     for c in timed:
-        c["ratio_to_shift"] = c["ratio"] / median
-    return {"median_ratio": median, "rows": len(timed),
-            "worst_change_vs_shift": max(abs(c["ratio_to_shift"] - 1) for c in timed)}
+        c["ratio_to_shift"] = c["ratio"] / shift[0]
+    return {"median_ratio": shift[0], "rows": len(timed), "worst_change_vs_shift": shift[1]}
 
 
 def compare(result: dict, baseline: dict, min_change: float = MIN_CHANGE) -> dict:

@@ -9,6 +9,7 @@ every cloud model answers the same four questions:
   cloud_update(context) -> update [B, P]          computed in the cloud from the history up to t'
   score_update(items, candidates, update)         the device's scores with an update (all zeros = no update)
   forward(items, candidates, context)             training: the fresh update for each row
+  score_with_offline(items, candidates, context)  training's offline loss: forward's scores, then with no update
 
 `update_floats()` is P (bytes down = 4 P in fp32) and `cloud_macs()` the cloud's work per update. A stale update
 is simply `cloud_update` of an earlier context applied to today's window, so staleness has a real cost.
@@ -105,6 +106,14 @@ def drop_updates(update: torch.Tensor, p: float, training: bool) -> torch.Tensor
     return update * keep
 
 
+def two_pass_offline_scores(model, items, candidates, context) -> torch.Tensor:
+    """`score_with_offline` of a cloud model whose update changes the device part itself (CoCorrRec's TTT weights):
+    the scores with the row's fresh update, then with none (all zeros), [2B, C], each from its own pass."""
+    scores = model(items, candidates, context=context)
+    none = torch.zeros(items.shape[0], model.update_floats(items.shape[1]), device=items.device)
+    return torch.cat([scores, model.score_update(items, candidates, none)])
+
+
 def cloud_position_scores(model, items, candidates, context) -> torch.Tensor:
     """Every-position training scores [B, L, C] of a cloud model. Positions before the last real click score with
     the device alone (no update): the cloud's history at the row's time holds the very clicks those positions
@@ -123,4 +132,4 @@ def is_cloud_model(model) -> bool:
 
 
 __all__ = ["HistoryEncoder", "UpdateWindowEntry", "cloud_position_scores", "update_window_entry", "is_cloud_model",
-           "drop_updates", "param_split"]
+           "drop_updates", "param_split", "two_pass_offline_scores"]

@@ -135,6 +135,13 @@ class CoCorrRec(nn.Module):
         update = self.cloud_update(items if context is None else context)
         return self.score_update(items, candidates, drop_updates(update, self.cfg.update_dropout, self.training))
 
+    def score_with_offline(self, items, candidates, context=None):
+        """Training's offline loss (toolkit.train.objective.PositionScorer): the update changes SCN's TTT weights,
+        so SCN runs once with it and once without."""
+        from toolkit.models.cloud import two_pass_offline_scores
+
+        return two_pass_offline_scores(self, items, candidates, context)
+
     def position_scores(self, items, candidates, context=None):
         """Training with a loss at every position (toolkit.models.cloud.cloud_position_scores)."""
         from toolkit.models.cloud import cloud_position_scores

@@ -99,20 +99,26 @@ class Duet(nn.Module):
             h = h + torch.tanh(hw + b)
         return h
 
-    def score_update(self, items, candidates, update):
+    def _states(self, items, cand):
+        """The backbone's user state [B, D], or DIN's one per candidate [B, C, D] (target attention)."""
         bb = self.backbone
-        if self.cfg.backbone == "din":  # one user vector per candidate: the generated layers apply to each
-            c = bb.candidate_repr(candidates)  # [B, C, D]
-            return (self.apply_update(bb.pooled(items, c), update[:, None, :]) * c).sum(-1)
-        return bb.score(self.apply_update(bb.encode(items), update), candidates)
+        return bb.pooled(items, cand) if self.cfg.backbone == "din" else bb.encode(items)
+
+    def _scores(self, u, cand, update):
+        """Scores [B, C] of states u (see `_states`) through the generated layers (update None: no update, which
+        is what an all-zero update computes)."""
+        din = self.cfg.backbone == "din"
+        if update is not None:
+            u = self.apply_update(u, update[:, None, :] if din else update)
+        return (u * cand).sum(-1) if din else torch.einsum("bd,bcd->bc", u, cand)
+
+    def score_update(self, items, candidates, update):
+        return self.score_update_vectors(items, self.backbone.candidate_vectors(candidates), update)
 
     def score_update_vectors(self, items, cand, update):
         """score_update from candidate vectors cand [B, C, D] that already went through the backbone's tower (rows
         of its `tower_table()`, export --tower precomputed)."""
-        bb = self.backbone
-        if self.cfg.backbone == "din":
-            return (self.apply_update(bb.pooled(items, cand), update[:, None, :]) * cand).sum(-1)
-        return torch.einsum("bd,bcd->bc", self.apply_update(bb.encode(items), update), cand)
+        return self._scores(self._states(items, cand), cand, update)
 
     def forward(self, items, candidates, context=None):
         if context is None:
@@ -126,15 +132,9 @@ class Duet(nn.Module):
         the backbone runs once for both (one dropout draw) instead of once per half: DUET's step is then about
         the cost of its backbone's."""
         update = drop_updates(self.cloud_update(context), self.cfg.update_dropout, self.training)
-        bb = self.backbone
-        if self.cfg.backbone == "din":
-            c = bb.candidate_repr(candidates)  # [B, C, D]
-            u = bb.pooled(items, c)  # [B, C, D]
-            both = torch.stack([self.apply_update(u, update[:, None, :]), u])  # zero update = identity
-            return (both * c).sum(-1).flatten(0, 1)
-        u = bb.encode(items)  # [B, D]
-        both = torch.stack([self.apply_update(u, update), u])  # [2, B, D]: a zero update is the identity
-        return torch.einsum("kbd,bcd->kbc", both, bb.candidate_vectors(candidates)).flatten(0, 1)
+        cand = self.backbone.candidate_vectors(candidates)
+        u = self._states(items, cand)
+        return torch.cat([self._scores(u, cand, update), self._scores(u, cand, None)])
 
     def position_scores(self, items, candidates, context=None):
         """Training with a loss at every position (toolkit.models.cloud.cloud_position_scores)."""

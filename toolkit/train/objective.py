@@ -89,8 +89,4 @@ class PositionScorer(torch.nn.Module):
             return self.model.position_scores(items, candidates, **kwargs)
         if not (self.offline and self.training):
             return self.model(items, candidates, **kwargs)
-        if hasattr(self.model, "score_with_offline"):  # both halves from one pass of the device part
-            return self.model.score_with_offline(items, candidates, **kwargs)
-        scores = self.model(items, candidates, **kwargs)
-        none = torch.zeros(items.shape[0], self.model.update_floats(items.shape[1]), device=items.device)
-        return torch.cat([scores, self.model.score_update(items, candidates, none)])
+        return self.model.score_with_offline(items, candidates, **kwargs)  # the cloud-model interface

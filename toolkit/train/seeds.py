@@ -14,7 +14,8 @@ import numpy as np
 from toolkit.data import Dataset
 from toolkit.io import atomic_write_json
 from toolkit.reporter import Reporter
-from toolkit.train.loop import TrainSettings, train
+from toolkit.rundir import SEED_RUN
+from toolkit.train.loop import CHECKPOINT, TrainSettings, train
 
 
 def summarise_seeds(per_seed: dict[int, dict]) -> dict:
@@ -39,17 +40,15 @@ def train_seeds(name: str, ds: Dataset, out: Path, settings: TrainSettings, seed
     resume: a seed whose run dir holds a checkpoint continues from it (a finished seed only re-reads its best
     epoch and re-scores it, deterministically), the others start fresh: an interrupted multi-seed run loses at
     most the epoch that was running."""
-    from toolkit.train.loop import CHECKPOINT
-
     reporter = reporter or Reporter()
     out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for s in seeds:
-        run = out / f"seed-{s}"
+        run = out / SEED_RUN.format(s)
         again = resume and (run / CHECKPOINT).is_file()
         reporter.heading(f"{name}: seed {s} ({seeds.index(s) + 1}/{len(seeds)})" + (", resumed" if again else ""))
         per_seed[s] = train(name, ds, run, dataclasses.replace(settings, seed=s), resume=again, reporter=reporter)
     summary = {"model": name, "config": settings.config, **summarise_seeds(per_seed),
-               "runs": [f"seed-{s}" for s in seeds]}
+               "runs": [SEED_RUN.format(s) for s in seeds]}
     atomic_write_json(out / "seeds.json", summary)
     return summary

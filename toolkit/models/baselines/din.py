@@ -123,10 +123,6 @@ class DIN(Recommender):
         h = self.emb_drop(self.item_emb(items))
         return torch.tanh(self.in_proj(h)) if self.in_proj is not None else h
 
-    def candidate_repr(self, candidates: torch.Tensor) -> torch.Tensor:
-        """c [B, C, D] through the shared candidate tower."""
-        return self.candidate_vectors(candidates)
-
     def pooled(self, items: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """items [B, L] + candidate representations c [B, C, D] -> one pooled user vector per candidate [B, C, D]."""
         h = self.history(items)  # [B, L, D]
@@ -139,16 +135,16 @@ class DIN(Recommender):
 
     def user_vectors(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """The candidate-dependent user vectors u(c) [B, C, D] (what DIN has instead of one u per window)."""
-        return self.pooled(items, self.candidate_repr(candidates))
+        return self.pooled(items, self.candidate_vectors(candidates))
 
     def forward(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """items [B, L] right-padded, candidates [B, C] -> scores [B, C]."""
-        return self.attend_and_score(items, self.candidate_repr(candidates))
+        return self.attend_and_score(items, self.candidate_vectors(candidates))
 
     def position_scores(self, items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Scores [B, L, C] after every prefix: DIN's weights are unnormalised, so the score after position t is
         the running sum over i <= t of w(c, h_i) * <h_i, c> (training only)."""
-        c = self.candidate_repr(candidates)  # [B, C, D]
+        c = self.candidate_vectors(candidates)  # [B, C, D]
         h = self.history(items)  # [B, L, D]
         w = self.att(h, c) * (items != 0)[:, None, :].to(h.dtype)  # [B, C, L]
         return torch.cumsum(w * torch.einsum("bld,bcd->bcl", h, c), dim=-1).transpose(1, 2)
