@@ -20,10 +20,15 @@ def scn_run(synth_dataset_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def onnx_fp32(scn_run, synth_dataset, tmp_path_factory):
+def fp32_art(scn_run, synth_dataset, tmp_path_factory):
+    """The fp32 ExecuTorch and ONNX files of the run, both entries: eval's subject and the int8 test's reference.
+
+    Exported by the CLI's main() in this process: a fresh process would pay again for the imports and for XNNPACK's
+    pattern graphs (~12 s), which this test worker builds once."""
     out = tmp_path_factory.mktemp("art") / "fp32"
-    cli("export", scn_run, "--format", "onnx", "--dtype", "fp32", "--seq-len", synth_dataset.seq_len,
-        "--candidates", synth_dataset.test_cands.shape[1], "--out", out)
+    code, _, err = run_inprocess("export", scn_run, "--format", "executorch,onnx", "--dtype", "fp32", "--seq-len",
+                                 synth_dataset.seq_len, "--candidates", synth_dataset.test_cands.shape[1], "--out", out)
+    assert code == 0, err
     return out
 
 
@@ -55,8 +60,8 @@ def test_per_user_metrics_average_to_ranking_metrics():
         assert got[k] == pytest.approx(want[k], abs=1e-12)
 
 
-def test_fp32_artifacts_rank_as_eager(scn_run, onnx_fp32, synth_dataset_dir):
-    out = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--json").stdout)
+def test_fp32_artifacts_rank_as_eager(scn_run, fp32_art, synth_dataset_dir):
+    out = json.loads(cli("eval", fp32_art, "--data", synth_dataset_dir, "--json").stdout)
     res = out["results"][0]
     assert res["users"]["sampled"] is False and res["eager"]["source"].startswith("run ")
     want = json.loads((scn_run / "metrics.json").read_text())["test"]
@@ -64,6 +69,7 @@ def test_fp32_artifacts_rank_as_eager(scn_run, onnx_fp32, synth_dataset_dir):
         assert res["eager"]["window"][k] == pytest.approx(want[k], abs=1e-12)  # eager = the run's metrics.json
     rows = {a["file"]: a for a in res["artifacts"]}
     assert {a["regime"] for a in rows.values()} == {"window", "stream"}
+    assert {f.rsplit(".", 1)[1] for f in rows} >= {"pte", "onnx"}  # ExecuTorch and ONNX Runtime both ranked
     for a in rows.values():
         assert a["status"] == "evaluated", a
         for k in ("ndcg@10", "hr@10", "uauc"):
@@ -75,16 +81,16 @@ def test_fp32_artifacts_rank_as_eager(scn_run, onnx_fp32, synth_dataset_dir):
 
 
 @pytest.mark.slow
-def test_users_sample_is_seeded_and_said(onnx_fp32, synth_dataset_dir):
-    a = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
+def test_users_sample_is_seeded_and_said(fp32_art, synth_dataset_dir):
+    a = json.loads(cli("eval", fp32_art, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
                        "--regime", "window").stdout)
-    b = json.loads(cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
+    b = json.loads(cli("eval", fp32_art, "--data", synth_dataset_dir, "--users", 50, "--seed", 3, "--json",
                        "--regime", "window").stdout)
     u = a["results"][0]["users"]
     assert u["evaluated"] == 50 and u["sampled"] and u["seed"] == 3
     assert a["results"][0]["eager"]["window"] == {**b["results"][0]["eager"]["window"],
                                                   "seconds": a["results"][0]["eager"]["window"]["seconds"]}
-    text = cli("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 50, "--regime", "window").stdout
+    text = cli("eval", fp32_art, "--data", synth_dataset_dir, "--users", 50, "--regime", "window").stdout
     assert "seeded sample" in text
 
 
@@ -107,47 +113,56 @@ def test_a_damaged_artifact_breaks_the_accuracy_budget(scn_run, synth_dataset, s
     assert "max_ndcg_drop 0.01" in line
 
 
-def test_undamaged_artifact_passes_the_budget(onnx_fp32, synth_dataset_dir, tmp_path):
+def test_undamaged_artifact_passes_the_budget(fp32_art, synth_dataset_dir, tmp_path):
     report = tmp_path / "v.json"
-    proc = cli("verify", onnx_fp32, "--data", synth_dataset_dir, "--max-ndcg-drop", 1e-4, "--json", report)
+    proc = cli("verify", fp32_art, "--data", synth_dataset_dir, "--max-ndcg-drop", 1e-4, "--json", report)
     assert "accuracy ok" in proc.stdout
     acc = json.loads(report.read_text())["accuracy"]
     assert acc["checked"] and not acc["failed"]
     assert {v["status"] for v in acc["verdicts"]} == {"passed"}
 
 
+def _window_onnx(model, name, info, seq_len, candidates, out):
+    """The window entry alone to ONNX, in this process: what eval's dataset checks read, without the step graph."""
+    from toolkit.exporters.export import export_artifacts
+    from toolkit.exporters.sources import entries_for
+
+    entries, _ = entries_for(model, seq_len, candidates)
+    export_artifacts([e for e in entries if e.name == "window"], name, ["onnx"], out, parity_steps=2, model_info=info)
+    return out
+
+
 @pytest.mark.slow
 def test_artifact_for_another_window_length_or_vocabulary_is_one_line(scn_run, synth_dataset, synth_dataset_dir,
                                                                      tmp_path):
+    from toolkit.exporters.sources import fresh, from_run
+
     L, C = synth_dataset.seq_len, synth_dataset.test_cands.shape[1]
-    longer = tmp_path / "L"
-    cli("export", scn_run, "--format", "onnx", "--seq-len", L + 2, "--candidates", C, "--out", longer)
+    longer = _window_onnx(*from_run(scn_run), L + 2, C, tmp_path / "L")
     code, _, err = run_inprocess("eval", longer, "--data", synth_dataset_dir)
     line = _one_line(err)
     assert code == 2 and f"windows of {L + 2} items" in line and f"windows of {L}" in line and str(longer) in line
-    fresh = tmp_path / "fresh"
-    cli("export", "--model", "scn", "--n-items", synth_dataset.n_items - 20, "--format", "onnx", "--seq-len", L,
-        "--candidates", C, "--out", fresh)
-    code, _, err = run_inprocess("eval", fresh, "--data", synth_dataset_dir)
+    fresh_dir = _window_onnx(*fresh("scn", n_items=synth_dataset.n_items - 20), L, C, tmp_path / "fresh")
+    code, _, err = run_inprocess("eval", fresh_dir, "--data", synth_dataset_dir)
     line = _one_line(err)
     assert code == 2 and f"{synth_dataset.n_items - 20} items" in line and f"{synth_dataset.n_items} items" in line
 
 
-def test_eval_flags_are_checked_first(onnx_fp32, synth_dataset_dir):
-    code, _, err = run_inprocess("eval", onnx_fp32, "--data", synth_dataset_dir, "--users", 0)
+def test_eval_flags_are_checked_first(fp32_art, synth_dataset_dir):
+    code, _, err = run_inprocess("eval", fp32_art, "--data", synth_dataset_dir, "--users", 0)
     assert code == 2 and "--users" in _one_line(err)
-    code, _, err = run_inprocess("verify", onnx_fp32, "--data", synth_dataset_dir, "--max-ndcg-drop", -1)
+    code, _, err = run_inprocess("verify", fp32_art, "--data", synth_dataset_dir, "--max-ndcg-drop", -1)
     assert code == 2 and "--max-ndcg-drop" in _one_line(err)
 
 
 @pytest.mark.slow
-def test_int8_tables_shrink_executorch_and_onnx_and_keep_the_ranking(scn_run, synth_dataset, synth_dataset_dir,
-                                                                      tmp_path):
+def test_int8_tables_shrink_executorch_and_onnx_and_keep_the_ranking(scn_run, fp32_art, synth_dataset,
+                                                                      synth_dataset_dir, tmp_path):
     L, C = synth_dataset.seq_len, synth_dataset.test_cands.shape[1]
-    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
-    for out, dt in ((fp32, "fp32"), (int8, "int8")):
-        cli("export", scn_run, "--format", "executorch,onnx", "--dtype", dt, "--seq-len", L, "--candidates", C,
-            "--out", out)
+    fp32, int8 = fp32_art, tmp_path / "int8"
+    code, _, err = run_inprocess("export", scn_run, "--format", "executorch,onnx", "--dtype", "int8", "--seq-len", L,
+                                 "--candidates", C, "--out", int8)
+    assert code == 0, err
     m8 = json.loads((int8 / "manifest.json").read_text())
     m32 = json.loads((fp32 / "manifest.json").read_text())
     size32 = {(a["runtime"], a["entry"]): a["bytes"] for a in m32["artifacts"]}
