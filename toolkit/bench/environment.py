@@ -63,7 +63,7 @@ def describe(target, extra: dict | None = None) -> dict:
 
 # ---- how busy the machine was while the bench timed (load average, steal, other processes' CPU) ------------------
 
-BUSY_LOAD_PER_CORE = 0.25  # 1-min load average at the start, per core, above which the machine counts as busy
+BUSY_LOAD_PER_CORE = 0.25  # 1-min load average at the start, per core: busy above it where /proc/stat is missing
 BUSY_OTHER_CORES = 0.25  # CPU used by processes other than the bench during the timed rounds (cores)
 BUSY_STEAL_PCT = 2.0  # CPU time stolen by the hypervisor during the timed rounds (% of all CPU time)
 
@@ -130,7 +130,10 @@ def busy(start: dict, end: dict, cores: int | None = None) -> dict:
             out["other_cpu_cores"] = max(0.0, other / wall)
     reasons = []
     la = (start.get("load_average") or [None])[0]
-    if la is not None and la > BUSY_LOAD_PER_CORE * cores:
+    # The 1-minute load average decays over minutes: right after a build, a test run or the previous bench it is
+    # high while nothing runs any more. Where /proc/stat says what other processes used *while timing*, that
+    # measurement decides and the load average is only recorded; it decides alone where there is no /proc/stat.
+    if la is not None and la > BUSY_LOAD_PER_CORE * cores and out["other_cpu_cores"] is None:
         reasons.append(f"load average {la:.2f} at the start ({cores} cores)")
     if out["other_cpu_cores"] is not None and out["other_cpu_cores"] > BUSY_OTHER_CORES:
         reasons.append(f"other processes used {out['other_cpu_cores']:.2f} cores while timing")
