@@ -94,19 +94,27 @@ def test_users_sample_is_seeded_and_said(fp32_art, synth_dataset_dir):
     assert "seeded sample" in text
 
 
+def _window_onnx(model, name, info, seq_len, candidates, out):
+    """The window entry alone to ONNX, in this process: what eval's dataset checks read, without the step graph."""
+    from toolkit.exporters.export import export_artifacts
+    from toolkit.exporters.sources import entries_for
+
+    entries, _ = entries_for(model, seq_len, candidates)
+    export_artifacts([e for e in entries if e.name == "window"], name, ["onnx"], out, parity_steps=2, model_info=info)
+    return out
+
+
 def test_a_damaged_artifact_breaks_the_accuracy_budget(scn_run, synth_dataset, synth_dataset_dir, tmp_path):
     import torch
 
-    from toolkit.exporters.export import export_artifacts
-    from toolkit.exporters.sources import entries_for, from_run
+    from toolkit.exporters.sources import from_run
 
     model, name, info = from_run(scn_run)
     with torch.no_grad():  # weights scaled: every item row by its own factor in [0, 2)
         w = model.item_emb.weight
         w.mul_(2 * torch.rand(w.shape[0], 1, generator=torch.Generator().manual_seed(0)))
-    entries, _ = entries_for(model, synth_dataset.seq_len, synth_dataset.test_cands.shape[1])
-    damaged = tmp_path / "damaged"
-    export_artifacts([e for e in entries if e.name == "window"], name, ["onnx"], damaged, model_info=info)
+    damaged = _window_onnx(model, name, info, synth_dataset.seq_len, synth_dataset.test_cands.shape[1],
+                           tmp_path / "damaged")
     proc = cli("verify", damaged, "--data", synth_dataset_dir, "--max-ndcg-drop", 0.01, check_rc=1)
     line = _one_line(proc.stderr)
     assert "scn.window.onnx-ort-fp32.onnx" in line and "NDCG@10 drop" in line and "95% CI" in line, line
@@ -120,16 +128,6 @@ def test_undamaged_artifact_passes_the_budget(fp32_art, synth_dataset_dir, tmp_p
     acc = json.loads(report.read_text())["accuracy"]
     assert acc["checked"] and not acc["failed"]
     assert {v["status"] for v in acc["verdicts"]} == {"passed"}
-
-
-def _window_onnx(model, name, info, seq_len, candidates, out):
-    """The window entry alone to ONNX, in this process: what eval's dataset checks read, without the step graph."""
-    from toolkit.exporters.export import export_artifacts
-    from toolkit.exporters.sources import entries_for
-
-    entries, _ = entries_for(model, seq_len, candidates)
-    export_artifacts([e for e in entries if e.name == "window"], name, ["onnx"], out, parity_steps=2, model_info=info)
-    return out
 
 
 @pytest.mark.slow
